@@ -1,0 +1,139 @@
+"""Timestamped frames and the bounded, thread-safe buffer that carries them from a capture
+thread to the engine thread."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One RGB uint8 image (H, W, 3) and its time in seconds from the start of the session."""
+
+    image: np.ndarray
+    timestamp: float
+
+    def __post_init__(self):
+        if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
+            raise ValueError(f"Frame needs an (H, W, 3) uint8 RGB image, got {self.image.shape} {self.image.dtype}")
+
+
+class RingBuffer:
+    """Fixed-capacity frame buffer. A full buffer drops its oldest frame and counts the drop,
+    unless the producer asks to block (file narration: every frame must be seen).
+
+    `close()` marks the end of the stream; consumers see it through `closed` and `wait()`.
+    """
+
+    def __init__(self, capacity: int = 64):
+        if capacity < 1:
+            raise ValueError("RingBuffer capacity must be >= 1")
+        self.capacity = capacity
+        self._frames: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._dropped = 0
+        self._pushed = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._wakeups = 0
+
+    # -- producer side -------------------------------------------------------------------
+    def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
+        """Append a frame. With block=True wait for room (returns False on timeout or close)."""
+        with self._cond:
+            if block:
+                ok = self._cond.wait_for(lambda: len(self._frames) < self.capacity or self._closed, timeout)
+                if not ok or self._closed:
+                    return False
+            elif len(self._frames) >= self.capacity:
+                self._frames.popleft()
+                self._dropped += 1
+            self._frames.append(frame)
+            self._pushed += 1
+            self._cond.notify_all()
+            return True
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End of stream (optionally because of `error`, which consumers can re-raise)."""
+        with self._cond:
+            self._closed = True
+            if error is not None and self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    # -- consumer side -------------------------------------------------------------------
+    def wait(self, timeout: float | None = None, newer_than: float | None = None) -> bool:
+        """Block until a frame newer than `newer_than` exists (or any frame), the buffer closes,
+        or `timeout` passes. Returns True when there is something to act on."""
+
+        with self._cond:
+            start = self._wakeups
+
+        def ready() -> bool:
+            if self._closed or self._wakeups != start:
+                return True
+            if not self._frames:
+                return False
+            return newer_than is None or self._frames[-1].timestamp > newer_than
+
+        with self._cond:
+            return self._cond.wait_for(ready, timeout)
+
+    def snapshot(self) -> list[Frame]:
+        """The frames currently held, oldest first (a copy of the list, not of the images)."""
+        with self._cond:
+            return list(self._frames)
+
+    def latest(self) -> Frame | None:
+        with self._cond:
+            return self._frames[-1] if self._frames else None
+
+    def discard_before(self, timestamp: float) -> int:
+        """Drop frames older than `timestamp` (already consumed); returns how many."""
+        with self._cond:
+            n = 0
+            while self._frames and self._frames[0].timestamp < timestamp:
+                self._frames.popleft()
+                n += 1
+            if n:
+                self._cond.notify_all()
+            return n
+
+    def clear(self) -> None:
+        with self._cond:
+            self._frames.clear()
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake any waiting consumer (used to deliver commands promptly)."""
+        with self._cond:
+            self._wakeups += 1
+            self._cond.notify_all()
+
+    @property
+    def dropped(self) -> int:
+        with self._cond:
+            return self._dropped
+
+    @property
+    def pushed(self) -> int:
+        with self._cond:
+            return self._pushed
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed
+
+    @property
+    def error(self) -> BaseException | None:
+        with self._cond:
+            return self._error
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)

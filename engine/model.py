@@ -1,0 +1,180 @@
+"""Loading LiveCC / Qwen2-VL checkpoints from a Hugging Face id or a local folder.
+
+bf16 on CUDA, fp32 on CPU; flash-attention 2 where it imports on CUDA, else sdpa; liger kernels
+on CUDA where they work with the installed transformers. Every failure a user can cause becomes a
+`ModelLoadError`/`DeviceError` whose message names the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import DeviceError, ModelLoadError, OutOfMemoryError
+
+DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"
+Progress = Callable[[str, float | None], None]  # (stage description, fraction done or None)
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        return f"{Path(self.name).name or self.name} on {dev} ({str(self.dtype).replace('torch.', '')})"
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """None -> CUDA when present, else CPU. Asking for CUDA without one is an error, not a fallback."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was requested but no usable NVIDIA GPU was found: use --device cpu "
+                          "(slow) or install a CUDA build of PyTorch")
+    return dev
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are exactly 'owner/name'; anything else is meant as a folder."""
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
+
+
+def _progress_tqdm(progress: Progress):
+    """A tqdm class that forwards byte counts to `progress` (the GUI's dialog, the CLI's bar)."""
+    from tqdm.auto import tqdm
+
+    class _Reporter(tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            if self.total:
+                progress(f"Downloading {self.desc or 'model files'}", min(1.0, self.n / self.total))
+            return out
+
+    return _Reporter
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder not found: {folder} (pass a folder holding config.json and weights, "
+                             f"or a Hugging Face id like {DEFAULT_MODEL})")
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise ModelLoadError(f"{folder} has no config.json: it is not a model folder")
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{cfg} is unreadable ({exc}): re-download the model") from exc
+    if model_type != "qwen2_vl":
+        raise ModelLoadError(f"{folder} holds a '{model_type}' model, not Qwen2-VL: LiveCC needs a Qwen2-VL "
+                             f"checkpoint such as {DEFAULT_MODEL}")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ModelLoadError(f"{folder} has no weights (*.safetensors): the download is incomplete; "
+                             f"download it again or point --model at a complete folder")
+
+
+def _download(repo_id: str, progress: Progress | None) -> Path:
+    """snapshot_download with progress; any failure becomes a message that says how to go offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if progress:
+        progress(f"Downloading {repo_id} (first run only)", None)
+    try:
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"]
+        kwargs = {"tqdm_class": _progress_tqdm(progress)} if progress else {}
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, **kwargs))
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError(f"no model '{repo_id}' on the Hugging Face hub: check the id, or pass a local "
+                             f"folder with --model /path/to/LiveCC-7B-Instruct") from exc
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise ModelLoadError(f"cannot download '{repo_id}' ({type(exc).__name__}): without internet, download it "
+                             f"elsewhere and pass the folder with --model /path/to/folder") from exc
+
+
+def attention_implementation(device: torch.device) -> str:
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        try:
+            import flash_attn  # noqa: F401
+            return "flash_attention_2"
+        except ImportError as exc:  # a broken build (ABI mismatch) must not stop us
+            log.warning("flash-attn present but unusable (%s): using sdpa", exc)
+    return "sdpa"
+
+
+def apply_liger(device: torch.device) -> str:
+    """Liger kernels were used in training; apply what works with this transformers, say what happened."""
+    if device.type != "cuda":
+        return "liger: off (CPU)"
+    if os.environ.get("LIVECC_NO_LIGER") == "1":
+        return "liger: off (LIVECC_NO_LIGER=1)"
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl
+    except ImportError as exc:
+        return f"liger: not available ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80]})"
+    for kwargs in ({}, {"fused_linear_cross_entropy": False, "cross_entropy": False}, {"rope": False}):
+        try:
+            apply_liger_kernel_to_qwen2_vl(**kwargs)
+            return f"liger: applied {kwargs or 'all defaults'}"
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            last = exc
+    return f"liger: failed with this transformers ({last.__class__.__name__})"
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    from .tiny import QWEN2_VL_CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE  # older exports keep it in the processor only
+    return tokenizer
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
+               progress: Progress | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load a Qwen2-VL checkpoint for streaming. Raises ModelLoadError / DeviceError / OutOfMemoryError."""
+    dev = resolve_device(device)
+    path = Path(name_or_path).expanduser()
+    if path.exists() or _looks_like_path(name_or_path):
+        folder = path
+    else:
+        folder = _download(name_or_path, progress)
+    _check_folder(folder)
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    notes = [f"attention: {attention_implementation(dev)}", apply_liger(dev)]
+    if progress:
+        progress(f"Loading weights from {folder}", None)
+    from transformers import Qwen2VLForConditionalGeneration
+
+    try:
+        # device_map loads straight onto the GPU but needs accelerate; without it, load then move.
+        placement = {"device_map": str(dev)} if importlib.util.find_spec("accelerate") else {}
+        model = Qwen2VLForConditionalGeneration.from_pretrained(
+            folder, dtype=dtype, attn_implementation=notes[0].split(": ")[1], **placement).to(dev)
+        tokenizer = load_tokenizer(folder)
+    except torch.OutOfMemoryError as exc:
+        raise OutOfMemoryError(f"GPU out of memory while loading {name_or_path}: close other GPU programs "
+                               f"or use a GPU with ~20 GB free") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load {folder}: {str(exc).splitlines()[0][:200]}") from exc
+    model.eval()
+    if progress:
+        progress("Model ready", 1.0)
+    log.info("loaded %s: %s", name_or_path, "; ".join(notes))
+    return LoadedModel(model, tokenizer, dev, dtype, str(name_or_path), notes)

@@ -1,0 +1,103 @@
+"""Frame preprocessing for Qwen2-VL video input, in torch on the model's device.
+
+Mirrors the training pipeline (qwen_vl_utils + Qwen2-VL image processor): `smart_resize` to
+multiples of 28, bicubic antialiased resize rounded back to uint8, rescale 1/255, CLIP
+normalisation, and the (grid_t, grid_h, grid_w) patch layout with temporal patch 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .frames import Frame
+
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+TEMPORAL_PATCH = 2
+FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
+DEFAULT_MAX_PIXELS = 384 * 28 * 28
+DEFAULT_MIN_PIXELS = 100 * 28 * 28
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = DEFAULT_MIN_PIXELS,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Target (height, width): multiples of `factor`, area in [min_pixels, max_pixels], aspect kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio over 200 is not supported: {width}x{height}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+@dataclass(frozen=True)
+class VideoInputs:
+    """What the vision tower takes for one chunk."""
+
+    pixel_values_videos: torch.Tensor  # (grid_t*grid_h*grid_w, 3*2*14*14) float32
+    video_grid_thw: torch.Tensor  # (1, 3) int64
+    resized_hw: tuple[int, int]
+
+    @property
+    def num_tokens(self) -> int:
+        """Visual tokens after the 2x2 spatial merge."""
+        t, h, w = (int(v) for v in self.video_grid_thw[0])
+        return t * h * w // (MERGE_SIZE * MERGE_SIZE)
+
+
+def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Stack RGB uint8 frames into a (T, 3, H, W) uint8 tensor on `device` (pinned copy on CUDA)."""
+    arrays = [f.image if isinstance(f, Frame) else f for f in frames]
+    host = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return host.contiguous().pin_memory().to(device, non_blocking=True)
+    return host.contiguous()
+
+
+def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic antialiased resize of (T, 3, H, W) uint8 frames, rounded back to uint8 like
+    torchvision does on uint8 tensors (the training pipeline resized that way)."""
+    if tuple(video.shape[-2:]) == tuple(size):
+        return video
+    out = F.interpolate(video.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def patchify(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise and cut (T, 3, H, W) frames into Qwen2-VL patches. T must be even (temporal patch 2)."""
+    t, c, h, w = video.shape
+    if t % TEMPORAL_PATCH:
+        raise ValueError(f"a chunk needs an even number of frames, got {t}")
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=video.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=video.device).view(1, 3, 1, 1)
+    x = (video.to(torch.float32) * (1.0 / 255.0) - mean) / std
+    gt, gh, gw = t // TEMPORAL_PATCH, h // PATCH_SIZE, w // PATCH_SIZE
+    x = x.reshape(gt, TEMPORAL_PATCH, c, gh // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, gw // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    flat = x.reshape(gt * gh * gw, c * TEMPORAL_PATCH * PATCH_SIZE * PATCH_SIZE)
+    grid = torch.tensor([[gt, gh, gw]], dtype=torch.int64, device=video.device)
+    return flat, grid
+
+
+def preprocess_frames(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu",
+                      max_pixels: int = DEFAULT_MAX_PIXELS, min_pixels: int = DEFAULT_MIN_PIXELS) -> VideoInputs:
+    """Frames of one chunk -> VideoInputs on `device`. All frames are resized to the first one's target size."""
+    video = frames_to_tensor(frames, device)
+    size = smart_resize(video.shape[-2], video.shape[-1], min_pixels=min_pixels, max_pixels=max_pixels)
+    flat, grid = patchify(resize_frames(video, size))
+    return VideoInputs(flat, grid, size)

@@ -1,0 +1,335 @@
+"""The streaming session: the engine's one loop.
+
+`StreamingSession.run(buffer)` reads like an engine step: take the frames that are due (2 fps;
+6 for the first chunk, then 2), preprocess them on the model's device, prefill the chunk with
+exact M-RoPE positions into the persistent KV cache, decode the comment until ` ...`/EOS or the
+token limit, emit events. Commands (ask, set_query, reset, stop) arrive through a queue from any
+thread and are applied between steps; a question pre-empts commentary.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .decoding import SamplingConfig, TokenSampler, ban_unconfident
+from .errors import OutOfMemoryError
+from .events import Answer, Commentary, Event, Stats, StreamEnded
+from .frames import Frame, RingBuffer
+from .model import LoadedModel
+from .preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocess_frames
+from .prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
+from .rope import segment_positions
+from .runner import EagerRunner
+
+
+@dataclass
+class SessionConfig:
+    query: str = DEFAULT_QUERY
+    system_prompt: str | None = None
+    max_new_tokens: int = 16
+    answer_max_new_tokens: int = 512
+    repetition_penalty: float = 1.05
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    eos_base: float = 0.0  # streaming-EOS threshold at decode step k: eos_base + eos_step * k
+    eos_step: float = 0.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    fps: float = 2.0
+    first_chunk_frames: int = 6
+    chunk_frames: int = 2
+    live: bool = False  # live sources skip to the newest frames when behind
+    max_backlog_s: float = 2.0
+    kv_budget: int = 16384
+    ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
+
+    def __post_init__(self):
+        if self.first_chunk_frames % 2 or self.chunk_frames % 2 or self.chunk_frames < 2:
+            raise ValueError("chunk frame counts must be even (Qwen2-VL packs 2 frames per temporal patch)")
+        if self.max_new_tokens < 1 or self.answer_max_new_tokens < 1:
+            raise ValueError("max new tokens must be >= 1")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        if self.fps <= 0 or self.max_backlog_s <= 0:
+            raise ValueError("fps and max_backlog_s must be positive")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.seed)
+
+
+@dataclass
+class Chunk:
+    """Frames of one chunk and the video times they cover."""
+
+    index: int
+    start: float
+    end: float
+    frames: list[Frame]
+
+
+class FrameSampler:
+    """Takes frames from the ring buffer at a fixed rate and groups them into chunks."""
+
+    def __init__(self, fps: float, first_frames: int, chunk_frames: int):
+        self.period = 1.0 / fps
+        self.first_frames, self.chunk_frames = first_frames, chunk_frames
+        self.next_time = 0.0
+        self.chunks = 0
+        self.skipped = 0
+        self.first = True
+
+    def restart(self) -> None:
+        """Next chunk is a first chunk again (after reset), continuing from the current time."""
+        self.first = True
+
+    def _targets(self, n: int) -> list[float]:
+        return [self.next_time + k * self.period for k in range(n)]
+
+    def _skip_ahead(self, latest: float, n: int) -> None:
+        """Live sources: jump to the newest frames; the Time= text keeps the true times."""
+        new_start = math.floor((latest - (n - 1) * self.period) / self.period + 1e-6) * self.period
+        if new_start > self.next_time:
+            self.skipped += max(1, round((new_start - self.next_time) / (self.chunk_frames * self.period)))
+            self.next_time = new_start
+
+    def take(self, buffer: RingBuffer, live: bool, max_backlog_s: float) -> Chunk | None:
+        frames = buffer.snapshot()
+        if not frames:
+            return None
+        n = self.first_frames if self.first else self.chunk_frames
+        latest = frames[-1].timestamp
+        if live and latest - self.next_time > max_backlog_s + n * self.period:
+            self._skip_ahead(latest, n)
+        targets = self._targets(n)
+        if latest + 1e-3 < targets[-1]:
+            if not buffer.closed:
+                return None
+            covered = [t for t in targets if t <= latest + self.period / 2]
+            targets = covered[: len(covered) // 2 * 2]  # a short tail: keep an even count
+            if not targets:
+                return None
+        picks = [min(frames, key=lambda f, t=t: abs(f.timestamp - t)) for t in targets]
+        chunk = Chunk(self.chunks, targets[0], targets[-1] + self.period, picks)
+        self.next_time = targets[-1] + self.period
+        self.chunks += 1
+        self.first = False
+        buffer.discard_before(picks[-1].timestamp)
+        return chunk
+
+
+@dataclass
+class ConversationState:
+    """What the model has seen: token ids in the cache, the next free M-RoPE position, the token
+    sampled last but not yet fed back (it opens the next segment), and the query in force."""
+
+    tokens: list[int] = field(default_factory=list)
+    next_pos: int = 0
+    pending: int | None = None
+    query_sent: str | None = None
+    compactions: int = 0
+
+    def reset(self) -> None:
+        self.tokens.clear()
+        self.next_pos, self.pending, self.query_sent = 0, None, None
+
+
+class StreamingSession:
+    """Streams video chunks through LiveCC with a persistent KV cache and emits typed events."""
+
+    def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None):
+        self.loaded = loaded
+        self.config = config or SessionConfig()
+        self.model = loaded.model
+        self.device = loaded.device
+        self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
+        self.runner = runner or EagerRunner(self.model)
+        vocab = self.model.lm_head.weight.shape[0]
+        self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
+        self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
+        self.state = ConversationState()
+        self.query = self.config.query
+        self.trace: list[tuple[int, torch.Tensor]] | None = None  # (token index, logits) for tests
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._buffer: RingBuffer | None = None
+        self._stopped = False
+        self._merge = self.model.config.vision_config.spatial_merge_size
+
+    # -- commands (any thread) -----------------------------------------------------------
+    def ask(self, question: str) -> None:
+        self._command("ask", question)
+
+    def set_query(self, text: str) -> None:
+        self._command("query", text)
+
+    def reset(self) -> None:
+        self._command("reset", None)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._command("stop", None)
+
+    def _command(self, kind: str, payload) -> None:
+        self._commands.put((kind, payload))
+        if self._buffer is not None:
+            self._buffer.wake()
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, buffer: RingBuffer) -> Iterator[Event]:
+        """Process the buffer until it is closed and drained, or stop(). Yields events.
+        Re-raises the source's error (after processing every frame it delivered)."""
+        self._buffer = buffer
+        cfg = self.config
+        try:
+            while True:
+                yield from self._apply_commands()
+                if self._stopped:
+                    return
+                chunk = self.frames.take(buffer, cfg.live, cfg.max_backlog_s)
+                if chunk is not None:
+                    yield from self.process_chunk(chunk, buffer)
+                    continue
+                if buffer.closed:
+                    if buffer.error is not None:
+                        raise buffer.error
+                    yield StreamEnded(self.frames.next_time)
+                    return
+                latest = buffer.latest()
+                buffer.wait(timeout=0.5, newer_than=latest.timestamp if latest else None)
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemoryError("GPU out of memory: lower the max pixels per frame (--max-pixels), "
+                                   "shorten answers, or close other GPU programs") from exc
+        finally:
+            self._buffer = None
+
+    def _apply_commands(self) -> Iterator[Event]:
+        while True:
+            try:
+                kind, payload = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "ask":
+                yield from self.answer(payload)
+            elif kind == "query":
+                self.query = payload.strip() or DEFAULT_QUERY
+            elif kind == "reset":
+                self.clear()
+            elif kind == "stop":
+                return
+
+    def clear(self) -> None:
+        """Forget the conversation; the next chunk starts a new one at the current video time."""
+        self.runner.reset()
+        self.sampler.reset()
+        self.state.reset()
+        self.frames.restart()
+
+    # -- one chunk -------------------------------------------------------------------------
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def process_chunk(self, chunk: Chunk, buffer: RingBuffer | None = None) -> Iterator[Event]:
+        cfg = self.config
+        t0 = self._sync()
+        video = preprocess_frames(chunk.frames, self.device, cfg.max_pixels, cfg.min_pixels)
+        t1 = self._sync()
+        embeds = self.runner.encode_video(video)
+        t2 = self._sync()
+        query = self.query if self.query != self.state.query_sent else None
+        turn = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, query, first=not self.state.tokens)
+        grid = tuple(int(v) for v in video.video_grid_thw[0])
+        logits = self._prefill(turn, [grid], embeds)
+        self.state.query_sent = self.query
+        t3 = self._sync()
+        tokens = self._decode(logits, cfg.max_new_tokens, commentary=True)
+        t4 = self._sync()
+        yield Commentary(chunk.start, chunk.end, self._text(tokens), chunk.index)
+        latest = buffer.latest() if buffer is not None else None
+        lag = max(0.0, latest.timestamp - chunk.end) * 1000 if latest else 0.0
+        yield Stats(chunk.index, chunk.start, chunk.end, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+                    (t4 - t3) * 1e3, len(tokens), self.runner.length, cfg.kv_budget, lag,
+                    buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions)
+
+    def _segment(self, turn: list[int]) -> list[int]:
+        """The pending token, the tokens closing its turn, then the new turn."""
+        pending = self.state.pending
+        head = [] if pending is None else [pending] + self.prompt.closing(pending)
+        return head + turn
+
+    def _prefill(self, turn: list[int], grids: list[tuple[int, int, int]], embeds: torch.Tensor | None) -> torch.Tensor:
+        ids = self._segment(turn)
+        positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad, self._merge)
+        ids_t = torch.tensor(ids, device=self.device)
+        logits = self.runner.prefill(ids_t, positions.to(self.device), embeds)
+        self.sampler.observe(ids_t)
+        self.state.tokens.extend(ids)
+        self.state.next_pos, self.state.pending = next_pos, None
+        self._record(logits)
+        return logits
+
+    def _record(self, logits: torch.Tensor) -> None:
+        if self.trace is not None:
+            self.trace.append((len(self.state.tokens) - 1, logits.detach().float().cpu()))
+
+    def _decode(self, logits: torch.Tensor, max_new: int, commentary: bool) -> list[int]:
+        tokens: list[int] = []
+        for tokens in self._decode_steps(logits, max_new, commentary):
+            pass
+        return tokens
+
+    def _decode_steps(self, logits: torch.Tensor, max_new: int, commentary: bool) -> Iterator[list[int]]:
+        """Pick tokens until a stop token or `max_new`, yielding the tokens so far after each one.
+        The last picked token is left pending: it opens the next segment."""
+        cfg, ids = self.config, self.prompt.ids
+        stops = ids.stops if commentary else ids.stops - {ids.stream_continues}
+        stop_list = torch.tensor(sorted(stops), device=self.device)
+        out: list[int] = []
+        for k in range(max_new):
+            scores = self.sampler.penalize(logits)
+            if commentary:
+                scores = ban_unconfident(scores, ids.stream_continues, cfg.eos_base + cfg.eos_step * k)
+            if cfg.ignore_eos:
+                scores = scores.index_fill(0, stop_list, float("-inf"))
+            token = int(self.sampler.pick(scores))
+            out.append(token)
+            self.state.pending = token
+            yield out
+            if token in stops or k == max_new - 1:
+                return
+            self.state.pending = None
+            logits = self.runner.decode(token, self.state.next_pos)
+            self.sampler.observe([token])
+            self.state.tokens.append(token)
+            self.state.next_pos += 1
+            self._record(logits)
+
+    def _text(self, tokens: list[int]) -> str:
+        ids = self.prompt.ids
+        kept = [t for t in tokens if t not in ids.stops]
+        text = self.prompt.tokenizer.decode(kept, skip_special_tokens=True)
+        return text.removesuffix(STREAM_CONTINUES).strip()
+
+    # -- questions -------------------------------------------------------------------------
+    def answer(self, question: str) -> Iterator[Answer]:
+        """Answer from the cached context, streaming an Answer event per token."""
+        asked_at = self.frames.next_time
+        turn = self.prompt.question_turn(question, first=not self.state.tokens)
+        logits = self._prefill(turn, [], None)
+        tokens: list[int] = []
+        for tokens in self._decode_steps(logits, self.config.answer_max_new_tokens, commentary=False):
+            yield Answer(question, self._text(tokens), False, asked_at)
+        yield Answer(question, self._text(tokens), True, asked_at)
+
+    @property
+    def conversation_ids(self) -> list[int]:
+        """Token ids of the conversation so far (cache plus the pending token)."""
+        pending = [] if self.state.pending is None else [self.state.pending]
+        return self.state.tokens + pending
