@@ -78,14 +78,26 @@ def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _normalise_table(device: torch.device) -> torch.Tensor:
+    """(3, 256) lookup: uint8 -> normalised float32, with the image processor's exact rounding
+    (rescale in float64 then float32, normalise in float32). One gather instead of three passes."""
+    if device not in _TABLES:
+        scaled = (torch.arange(256, dtype=torch.float64) * (1.0 / 255.0)).float()
+        mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1)
+        std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1)
+        _TABLES[device] = ((scaled.view(1, 256) - mean) / std).to(device)
+    return _TABLES[device]
+
+
 def patchify(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalise and cut (T, 3, H, W) frames into Qwen2-VL patches. T must be even (temporal patch 2)."""
     t, c, h, w = video.shape
     if t % TEMPORAL_PATCH:
         raise ValueError(f"a chunk needs an even number of frames, got {t}")
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=video.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=video.device).view(1, 3, 1, 1)
-    x = (video.to(torch.float32) * (1.0 / 255.0) - mean) / std
+    x = _normalise_table(video.device)[torch.arange(3, device=video.device).view(1, 3, 1, 1), video.long()]
     gt, gh, gw = t // TEMPORAL_PATCH, h // PATCH_SIZE, w // PATCH_SIZE
     x = x.reshape(gt, TEMPORAL_PATCH, c, gh // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, gw // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE)
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)

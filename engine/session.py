@@ -315,6 +315,7 @@ class StreamingSession:
         ids = self.prompt.ids
         kept = [t for t in tokens if t not in ids.stops]
         text = self.prompt.tokenizer.decode(kept, skip_special_tokens=True)
+        text = "".join(c for c in text if c.isprintable() or c == "\n")  # no control bytes in subtitles
         return text.removesuffix(STREAM_CONTINUES).strip()
 
     # -- questions -------------------------------------------------------------------------
