@@ -69,3 +69,18 @@ class EagerRunner:
     def crop(self, length: int) -> None:
         if self.cache is not None:
             self.cache.crop(length)
+
+
+def make_runner(model: torch.nn.Module, max_tokens: int):
+    """The fastest runner that works here: the static-cache, CUDA-graphed runner on CUDA (unless
+    LIVECC_NO_FAST=1), else the eager reference. `max_tokens` sizes a preallocated cache."""
+    import os
+
+    device = model.lm_head.weight.device
+    if device.type == "cuda" and os.environ.get("LIVECC_NO_FAST") != "1":
+        try:
+            from .fast import StaticRunner
+        except ImportError:
+            return EagerRunner(model)
+        return StaticRunner(model, max_tokens)
+    return EagerRunner(model)

@@ -25,7 +25,7 @@ from .model import LoadedModel
 from .preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocess_frames
 from .prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
 from .rope import segment_positions
-from .runner import EagerRunner
+from .runner import make_runner
 
 
 @dataclass
@@ -149,7 +149,7 @@ class StreamingSession:
         self.model = loaded.model
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
-        self.runner = runner or EagerRunner(self.model)
+        self.runner = runner or make_runner(self.model, self.config.kv_budget + self.config.answer_max_new_tokens + 1024)
         vocab = self.model.lm_head.weight.shape[0]
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
