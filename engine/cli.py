@@ -161,7 +161,7 @@ def cmd_ask(args) -> int:
 
     info = probe_video(args.video)
     at = info.duration if args.at is None else args.at
-    if not 0 <= at <= info.duration + 0.5:
+    if at < 0 or (info.duration > 0 and at > info.duration + 0.5):  # duration 0 = container did not say
         raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s)")
     loaded = _load(args)
     config = _session_config(args, live=False)
