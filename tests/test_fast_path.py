@@ -1,0 +1,70 @@
+"""The fast runner (static cache, batched vision attention; CUDA graphs on GPU) emits the same
+greedy tokens as the eager reference on the same weights (fast-path acceptance 2 and 3)."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.fast import StaticRunner
+from engine.frames import Frame, RingBuffer
+from engine.preprocess import preprocess_frames
+from engine.runner import EagerRunner, make_runner
+from engine.session import SessionConfig, StreamingSession
+from videos import synthetic_frame
+
+
+def run_tokens(loaded, runner, n_chunks=10):
+    """Greedy tokens of 10 chunks with a question after the 5th, and the answer."""
+    cfg = SessionConfig(max_pixels=84 * 112, min_pixels=28 * 28, max_new_tokens=8, answer_max_new_tokens=12)
+    session = StreamingSession(loaded, cfg, runner=runner)
+    buffer = RingBuffer(256)
+    for i in range(6 + 2 * (n_chunks - 1)):
+        buffer.put(Frame(synthetic_frame(i * 0.5, 112, 84), i * 0.5))
+    buffer.close()
+    outputs = []
+    for n in range(n_chunks):
+        list(session.process_chunk(session.frames.take(buffer, False, 2.0), buffer))
+        if n == 4:
+            outputs.append([a.text for a in session.answer("What is moving?")][-1])
+    return session.conversation_ids, outputs
+
+
+def test_fast_runner_emits_the_reference_tokens(tiny_loaded):
+    fast_ids, fast_answer = run_tokens(tiny_loaded, StaticRunner(tiny_loaded.model, 4096))
+    ref_ids, ref_answer = run_tokens(tiny_loaded, EagerRunner(tiny_loaded.model))
+    assert len(ref_ids) > 10 * 20
+    assert fast_ids == ref_ids
+    assert fast_answer == ref_answer
+
+
+def test_fast_vision_and_logits_match_reference(tiny_loaded):
+    frames = [synthetic_frame(t, 140, 112) for t in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)]
+    video = preprocess_frames(frames, "cpu", max_pixels=140 * 112, min_pixels=28 * 28)
+    fast, ref = StaticRunner(tiny_loaded.model, 1024), EagerRunner(tiny_loaded.model)
+    assert torch.allclose(fast.encode_video(video), ref.encode_video(video), atol=1e-5, rtol=1e-5)
+
+
+def test_off_switches_pick_the_reference(tiny_loaded, monkeypatch):
+    monkeypatch.setenv("LIVECC_FAST", "1")
+    assert isinstance(make_runner(tiny_loaded.model, 512), StaticRunner)
+    monkeypatch.setenv("LIVECC_NO_FAST", "1")
+    runner = make_runner(tiny_loaded.model, 512)
+    assert type(runner) is EagerRunner
+    session = StreamingSession(tiny_loaded, SessionConfig())
+    assert type(session.runner) is EagerRunner
+    monkeypatch.delenv("LIVECC_NO_FAST")
+    monkeypatch.delenv("LIVECC_FAST")
+    assert type(make_runner(tiny_loaded.model, 512)) is EagerRunner  # CPU default: the reference
+
+
+def test_static_cache_refuses_to_overflow(tiny_loaded):
+    runner = StaticRunner(tiny_loaded.model, 8)
+    ids = torch.arange(6)
+    pos = torch.arange(6).expand(3, -1)
+    runner.prefill(ids, pos, None)
+    try:
+        runner.prefill(ids, pos + 6, None)
+    except RuntimeError as exc:
+        assert "KV cache full" in str(exc)
+    else:
+        raise AssertionError("overflow was not detected")
