@@ -44,6 +44,9 @@ $(STAMP): $(VENV)/bin/python pyproject.toml Makefile
 	  $(PY) -m pip install -q torch; \
 	else $(PY) -m pip install -q torch==2.13.0; fi
 	$(PY) -m pip install -q -e ".[test]"
+	@# Speech: ChatTTS' pure-Python deps, then ChatTTS itself without CUDA torchaudio (tts/install.py says why)
+	$(PY) -m pip install -q -e ".[speech]"
+	$(PY) -m tts.install
 	touch $(STAMP)
 
 clean-venv:

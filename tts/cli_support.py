@@ -1,0 +1,104 @@
+"""Speech for `livecc narrate`: the flags, and a sink that consumes the engine's events.
+
+engine/cli.py calls `add_speech_arguments(parser)` and, when --speak or --speech-wav is given,
+`speech_sink_from_args(args)`; it then passes every event to `sink.on_event` and calls
+`sink.close()` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.events import Answer, Commentary, Stats
+from tts.factory import make_synthesizer, parse_voice
+from tts.player import PlayerConfig, SpeechPlayer
+from tts.scheduler import SpeechPolicy, policy_with_max_lag
+from tts.synth import SpeechError, Synthesizer
+from tts.timeline import SpeechTimeline
+
+DRAIN_TIMEOUT_S = 10.0  # at the end, let the last phrase finish, but not forever
+
+
+def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("speech")
+    g.add_argument("--speak", action="store_true",
+                   help="speak the commentary (ChatTTS; espeak-ng when ChatTTS cannot load)")
+    g.add_argument("--voice", default=None,
+                   help='ChatTTS speaker seed or name ("2222", "alice"), "chattts:SEED", '
+                        '"espeak" or "espeak:VOICE" (e.g. espeak:en-gb), or "none" (default: ChatTTS seed 2222)')
+    g.add_argument("--audio-device", default=None,
+                   help="output device index or name (see `python -m sounddevice`; default: the system default)")
+    g.add_argument("--speech-wav", type=Path, default=None, metavar="F",
+                   help="write what would be spoken to this WAV, aligned to video time")
+    g.add_argument("--speech-assets", type=Path, default=None, metavar="DIR",
+                   help="local ChatTTS folder holding asset/ (default: download from Hugging Face on first use)")
+    g.add_argument("--speech-max-lag", type=float, default=SpeechPolicy.max_lag_s, metavar="S",
+                   help="drop comments whose speech would start more than S seconds behind the video (default %(default)s)")
+
+
+def parse_device(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.strip().isdigit() else value
+
+
+@dataclass
+class SpeechSink:
+    """Feeds a live player and/or records commentary for an offline WAV."""
+
+    synth: Synthesizer
+    player: SpeechPlayer | None = None
+    wav_path: Path | None = None
+    policy: SpeechPolicy = field(default_factory=SpeechPolicy)
+    commentary: list[Commentary] = field(default_factory=list)
+
+    def on_event(self, event) -> None:
+        if isinstance(event, Commentary):
+            if self.wav_path is not None:
+                self.commentary.append(event)
+            if self.player is not None:
+                self.player.say_commentary(event.text, event.start, event.end)
+        elif isinstance(event, Answer) and self.player is not None:
+            self.player.say_answer(event.text, event.done, key=(event.question, event.time))
+        elif isinstance(event, Stats) and self.player is not None:
+            self.player.set_video_time(event.end)
+
+    def close(self) -> None:
+        if self.player is not None:
+            self.player.drain(DRAIN_TIMEOUT_S)
+            self.player.stop()
+        if self.wav_path is not None:
+            self._write_wav()  # after the player stopped: one synthesizer, one thread
+        self.synth.close()
+
+    def _write_wav(self) -> None:
+        timeline = SpeechTimeline(self.synth, self.policy)
+        for event in self.commentary:
+            timeline.add_commentary(event.text, event.start, event.end)
+        end = max((e.end for e in self.commentary), default=0.0)
+        timeline.write(self.wav_path, video_duration=end)
+        dropped = timeline.scheduler.stats.dropped_stale + timeline.scheduler.stats.dropped_overflow
+        print(f"speech: wrote {self.wav_path} ({len(timeline.placements)} phrases, {dropped} dropped as stale)",
+              file=sys.stderr)
+
+
+def speech_sink_from_args(args: argparse.Namespace) -> SpeechSink:
+    """Build the synthesizer (with its fallback message) and, for --speak, start the player."""
+    kind, voice = parse_voice(args.voice)
+    choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)
+    if choice.warning:
+        print(f"livecc: warning: {choice.warning}", file=sys.stderr)
+    try:
+        policy = policy_with_max_lag(args.speech_max_lag)
+    except ValueError as error:
+        raise SpeechError(f"bad --speech-max-lag: {error}") from error
+    player = None
+    if args.speak:
+        realtime = bool(getattr(args, "realtime", False))
+        if not realtime:
+            print("livecc: note: without --realtime narration runs ahead of playback, so speech "
+                  "drops most comments as stale", file=sys.stderr)
+        config = PlayerConfig(device=parse_device(args.audio_device), live=realtime, policy=policy)
+        player = SpeechPlayer(choice.synth, config).start()
+    return SpeechSink(choice.synth, player, args.speech_wav, policy)

@@ -1,0 +1,81 @@
+"""Offline speech: render what the player would say into one WAV aligned to video time
+(`livecc narrate --speech-wav F`). Same scheduler and policies, with a simulated clock that
+is the video time itself: a comment becomes available at the end of its chunk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tts.scheduler import Phrase, SpeechPolicy, SpeechScheduler
+from tts.synth import Synthesizer
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A phrase placed on the video timeline at [start, end) seconds."""
+
+    phrase: Phrase
+    start: float
+    end: float
+
+
+@dataclass
+class SpeechTimeline:
+    synth: Synthesizer
+    policy: SpeechPolicy = field(default_factory=SpeechPolicy)
+    latency_s: float = 0.0  # extra delay between a chunk's end and its comment (engine time)
+
+    def __post_init__(self) -> None:
+        self.scheduler = SpeechScheduler(self.policy)
+        self.placements: list[Placement] = []
+        self._audio: list[tuple[int, np.ndarray]] = []
+        self._cursor = 0.0  # where the previous phrase's audio ends (s)
+        self._now = 0.0
+
+    def add_commentary(self, text: str, video_start: float, video_end: float) -> None:
+        """Commentary events in video order; empty text = the model chose silence."""
+        available = max(video_end + self.latency_s, self._now)
+        self._advance(available)
+        self.scheduler.add_commentary(text, video_start, video_end, available)
+        self._place_ready(available)
+
+    def _advance(self, until: float) -> None:
+        """Run the held-phrase deadlines that fall before `until`, in order."""
+        while (deadline := self.scheduler.next_deadline()) is not None and deadline <= until:
+            self.scheduler.poll(deadline)
+            self._place_ready(deadline)
+        self._now = until
+
+    def _place_ready(self, now: float) -> None:
+        self._now = max(self._now, now)
+        while (phrase := self.scheduler.next_phrase(now, max(0.0, self._cursor - now))) is not None:
+            self._place(phrase, max(now, self._cursor))
+
+    def _place(self, phrase: Phrase, start: float) -> None:
+        audio = self.synth.synthesize(phrase.text)
+        if not audio.size:
+            return
+        end = start + audio.size / self.synth.sample_rate
+        self._audio.append((int(round(start * self.synth.sample_rate)), audio))
+        self.placements.append(Placement(phrase, start, end))
+        self._cursor = end
+
+    def finish(self, video_duration: float | None = None) -> np.ndarray:
+        """Release everything still held and return the whole track (at least the video long)."""
+        self._advance(float("inf") if self.scheduler.next_deadline() is not None else self._now)
+        rate = self.synth.sample_rate
+        length = max([s + len(a) for s, a in self._audio] + [int((video_duration or 0.0) * rate)])
+        track = np.zeros(length, dtype=np.float32)
+        for start, audio in self._audio:
+            track[start:start + len(audio)] = audio
+        return track
+
+    def write(self, path: Path, video_duration: float | None = None) -> np.ndarray:
+        import soundfile
+
+        track = self.finish(video_duration)
+        soundfile.write(str(path), track, self.synth.sample_rate, subtype="PCM_16")
+        return track
