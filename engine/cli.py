@@ -32,6 +32,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per 1-second comment (default 16)")
     p.add_argument("--query", default=None, help='instruction for the commentary (default "Please describe the video.")')
+    p.add_argument("--kv-budget", type=int, default=16384,
+                   help="KV cache budget in tokens; past it the context is compacted (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +82,7 @@ def _session_config(args, live: bool):
         return SessionConfig(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
                              repetition_penalty=args.repetition_penalty, temperature=args.temperature,
                              top_p=args.top_p, max_pixels=args.max_pixels,
-                             min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live)
+                             min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget)
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc
 
@@ -131,8 +133,11 @@ def cmd_narrate(args) -> int:
                 if event.text:
                     tqdm.write(f"[{_fmt(event.start)}-{_fmt(event.end)}] {event.text}")
                 bar.update(round(event.end - bar.n, 1))
-            elif isinstance(event, Stats) and pending is not None and log is not None:
-                log.write(event_to_record(pending) | {"stats": event_to_record(event)})
+            elif isinstance(event, Stats):
+                bar.set_postfix_str(f"context {event.cache_tokens}/{event.budget_tokens} tokens, "
+                                    f"{event.compactions} compactions", refresh=False)
+                if pending is not None and log is not None:
+                    log.write(event_to_record(pending) | {"stats": event_to_record(event)})
     finally:
         source.stop()
         bar.close()
@@ -155,6 +160,7 @@ def _speech_sink(args):
 
 
 def cmd_ask(args) -> int:
+    from .events import Answer
     from .frames import RingBuffer
     from .session import StreamingSession
     from .sources import FileSource, probe_video
@@ -177,6 +183,8 @@ def cmd_ask(args) -> int:
         source.stop()
     shown = ""
     for answer in session.answer(args.question):
+        if not isinstance(answer, Answer):
+            continue  # a Compaction before the answer
         print(answer.text[len(shown):], end="", flush=True)
         shown = answer.text
     print()

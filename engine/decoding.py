@@ -1,6 +1,10 @@
 """Token selection for LiveCC replies: repetition penalty over the whole conversation (as
 `generate()` applies it to all input ids), LiveCC's streaming-EOS threshold, greedy or
-temperature/top-p sampling."""
+temperature/top-p sampling.
+
+Selection works on device tensors only (the step index may be a tensor), so the fast runner can
+capture it inside its CUDA-graphed decode step: no host sync but reading the chosen token.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,25 @@ class SamplingConfig:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
             raise ValueError("need temperature >= 0, 0 < top_p <= 1, repetition_penalty > 0")
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class SelectRule:
+    """What the next-token choice respects for one kind of turn."""
+
+    stream_token: int | None = None  # commentary: LiveCC's ' ...' threshold applies to this token
+    eos_base: float = 0.0  # ban `stream_token` at step k unless P > eos_base + eos_step * k
+    eos_step: float = 0.0
+    banned: tuple[int, ...] = ()  # never chosen (benchmarks: ignore EOS)
+
+    @property
+    def thresholds(self) -> bool:
+        """P <= 0 never holds for a softmax, so a zero threshold bans nothing."""
+        return self.stream_token is not None and (self.eos_base > 0 or self.eos_step > 0)
+
 
 class TokenSampler:
     """Keeps the set of token ids seen in the conversation and picks the next token."""
@@ -28,12 +51,12 @@ class TokenSampler:
         self.config = config
         self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
         self.generator = None
-        if config.seed is not None and config.temperature > 0:
+        if config.seed is not None and not config.greedy:
             self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self._banned: dict[tuple[int, ...], torch.Tensor] = {}
 
     def observe(self, ids: torch.Tensor | list[int]) -> None:
-        ids = torch.as_tensor(ids, device=self.seen.device)
-        self.seen[ids] = True
+        self.seen[torch.as_tensor(ids, device=self.seen.device)] = True
 
     def reset(self) -> None:
         self.seen.zero_()
@@ -45,23 +68,34 @@ class TokenSampler:
         penalized = torch.where(logits > 0, logits / p, logits * p)
         return torch.where(self.seen, penalized, logits)
 
-    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+    def scores(self, logits: torch.Tensor, rule: SelectRule, step: int | torch.Tensor) -> torch.Tensor:
+        scores = self.penalize(logits)
+        if rule.thresholds:
+            tok = rule.stream_token
+            prob = torch.softmax(scores, dim=-1)[tok]
+            unconfident = prob <= rule.eos_base + rule.eos_step * step
+            scores = scores.clone()
+            scores[tok] = torch.where(unconfident, torch.full_like(prob, float("-inf")), scores[tok])
+        if rule.banned:
+            if rule.banned not in self._banned:  # built on first (eager) use, before any graph capture
+                self._banned[rule.banned] = torch.tensor(rule.banned, device=logits.device)
+            scores = scores.index_fill(0, self._banned[rule.banned], float("-inf"))
+        return scores
+
+    def pick(self, scores: torch.Tensor) -> torch.Tensor:
         """A 0-d tensor holding the chosen token id (no host sync here)."""
-        if self.config.temperature == 0:
-            return logits.argmax()
-        probs = torch.softmax(logits / self.config.temperature, dim=-1)
+        if self.config.greedy:
+            return scores.argmax()
+        probs = torch.softmax(scores / self.config.temperature, dim=-1)
         if self.config.top_p < 1.0:
             sorted_p, order = probs.sort(descending=True)
             cut = sorted_p.cumsum(-1) - sorted_p > self.config.top_p
-            sorted_p = sorted_p.masked_fill(cut, 0.0)
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(cut, 0.0))
         return torch.multinomial(probs, 1, generator=self.generator)[0]
 
-
-def ban_unconfident(logits: torch.Tensor, token_id: int, threshold: float) -> torch.Tensor:
-    """LiveCC's streaming-EOS control: ban ' ...' unless its probability exceeds `threshold`."""
-    if threshold <= 0.0:
-        return logits  # P <= 0 never holds for a softmax: nothing to ban
-    prob = torch.softmax(logits, dim=-1)[token_id]
-    return torch.where((prob <= threshold) & (torch.arange(logits.numel(), device=logits.device) == token_id),
-                       torch.full_like(logits, float("-inf")), logits)
+    def next_token(self, logits: torch.Tensor, rule: SelectRule, step: int | torch.Tensor,
+                   fed: torch.Tensor | None = None) -> torch.Tensor:
+        """Mark the token just fed to the model as seen, then choose the next one."""
+        if fed is not None:
+            self.seen.index_fill_(0, fed, True)
+        return self.pick(self.scores(logits, rule, step))

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .decoding import SamplingConfig, TokenSampler, ban_unconfident
+from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
+from .decoding import SamplingConfig, SelectRule, TokenSampler
 from .errors import OutOfMemoryError
-from .events import Answer, Commentary, Event, Stats, StreamEnded
+from .events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
 from .frames import Frame, RingBuffer
 from .model import LoadedModel
-from .preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocess_frames
+from .preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, VideoInputs, preprocess_frames
 from .prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
 from .rope import segment_positions
 from .runner import make_runner
@@ -47,7 +48,9 @@ class SessionConfig:
     chunk_frames: int = 2
     live: bool = False  # live sources skip to the newest frames when behind
     max_backlog_s: float = 2.0
-    kv_budget: int = 16384
+    kv_budget: int = 16384  # tokens in the KV cache; why this default: engine/context.py
+    video_window_s: float = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
+    memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
 
     def __post_init__(self):
@@ -59,6 +62,11 @@ class SessionConfig:
             raise ValueError("min_pixels must not exceed max_pixels")
         if self.fps <= 0 or self.max_backlog_s <= 0:
             raise ValueError("fps and max_backlog_s must be positive")
+        if self.video_window_s <= 0 or self.memory_tokens < 0:
+            raise ValueError("video_window_s must be positive and memory_tokens not negative")
+        if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):
+            raise ValueError(f"kv_budget {self.kv_budget} is too small: it must exceed twice memory_tokens plus "
+                             "the longest reply (a compaction keeps at most half the budget)")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.seed)
@@ -154,6 +162,8 @@ class StreamingSession:
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
         self.state = ConversationState()
+        self.context = BoundedContext(self.prompt, self.config.kv_budget, self.config.video_window_s,
+                                      self.config.memory_tokens, self.config.chunk_frames / self.config.fps)
         self.query = self.config.query
         self.trace: list[tuple[int, torch.Tensor]] | None = None  # (token index, logits) for tests
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
@@ -228,6 +238,7 @@ class StreamingSession:
         self.runner.reset()
         self.sampler.reset()
         self.state.reset()
+        self.context.clear()
         self.frames.restart()
 
     # -- one chunk -------------------------------------------------------------------------
@@ -243,20 +254,77 @@ class StreamingSession:
         t1 = self._sync()
         embeds = self.runner.encode_video(video)
         t2 = self._sync()
-        query = self.query if self.query != self.state.query_sent else None
-        turn = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, query, first=not self.state.tokens)
+        turn, plain = self._chunk_turn(chunk, video)
+        compaction = self._make_room(len(self._segment(turn)), cfg.max_new_tokens, chunk.start)
+        if compaction is not None:
+            yield compaction
+            turn, plain = self._chunk_turn(chunk, video)
+            self._check_fits(len(self._segment(turn)), cfg.max_new_tokens)
+            t2 = self._sync()  # the stall is reported by the Compaction event, not as prefill
         grid = tuple(int(v) for v in video.video_grid_thw[0])
         logits = self._prefill(turn, [grid], embeds)
         self.state.query_sent = self.query
         t3 = self._sync()
         tokens = self._decode(logits, cfg.max_new_tokens, commentary=True)
         t4 = self._sync()
-        yield Commentary(chunk.start, chunk.end, self._text(tokens), chunk.index)
+        text = self._text(tokens)
+        self._remember(chunk, video, turn if plain else None, embeds, tokens, text)
+        yield Commentary(chunk.start, chunk.end, text, chunk.index)
         latest = buffer.latest() if buffer is not None else None
         lag = max(0.0, latest.timestamp - chunk.end) * 1000 if latest else 0.0
         yield Stats(chunk.index, chunk.start, chunk.end, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
                     (t4 - t3) * 1e3, len(tokens), self.runner.length, cfg.kv_budget, lag,
                     buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions)
+
+    def _chunk_turn(self, chunk: Chunk, video: VideoInputs) -> tuple[list[int], bool]:
+        """The chunk's user turn, and whether it is plain (no system prompt, no query), the form a
+        compaction re-uses for it."""
+        first = not self.state.tokens
+        if first:
+            query = self.context.opening(self.query)
+        else:
+            query = self.query if self.query != self.state.query_sent else None
+        turn = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, query, first=first)
+        return turn, not first and query is None
+
+    def _remember(self, chunk: Chunk, video: VideoInputs, plain: list[int] | None, embeds: torch.Tensor,
+                  reply: list[int], text: str) -> None:
+        """Keep the chunk in the video window (a compaction re-prefills it from there, without the
+        vision tower) and its comment in the text memory."""
+        if plain is None:
+            plain = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, None, first=False)
+        grid = tuple(int(v) for v in video.video_grid_thw[0])
+        self.context.window.add(KeptChunk(chunk.index, chunk.start, chunk.end, plain, grid, embeds, reply))
+        self.context.memory.add(chunk.start, text, chunk.index)
+
+    # -- bounded context -------------------------------------------------------------------
+    def _make_room(self, segment_tokens: int, max_new: int, now: float) -> Compaction | None:
+        """Compact when the next step would push the cache past the budget; None when it fits."""
+        if self.context.fits(self.runner.length, segment_tokens, max_new):
+            return None
+        t0 = self._sync()
+        before = self.runner.length
+        self._compact(self.context.plan(self.query, now, segment_tokens + max_new))
+        ms = (self._sync() - t0) * 1e3
+        return Compaction(now, before, self.runner.length, ms)
+
+    def _compact(self, plan: CompactContext) -> None:
+        """Rebuild the cache as a fresh prefill of the compact conversation (positions from 0)."""
+        ids, pending = plan.token_ids(self.prompt)
+        self.runner.reset()
+        self.sampler.reset()
+        self.state.reset()
+        if self.trace is not None:
+            self.trace.clear()  # trace indices refer to the conversation in the cache: a new one starts
+        if ids:
+            self._prefill(ids, plan.grids, plan.video_embeds())
+            self.state.pending, self.state.query_sent = pending, plan.query
+        self.state.compactions += 1
+
+    def _check_fits(self, segment_tokens: int, max_new: int) -> None:
+        if not self.context.fits(self.runner.length, segment_tokens, max_new):
+            raise ContextBudgetError(f"a step of {segment_tokens} + {max_new} tokens does not fit in the KV budget "
+                                     f"of {self.config.kv_budget} tokens: raise --kv-budget or lower --max-pixels")
 
     def _segment(self, turn: list[int]) -> list[int]:
         """The pending token, the tokens closing its turn, then the new turn."""
@@ -288,46 +356,68 @@ class StreamingSession:
     def _decode_steps(self, logits: torch.Tensor, max_new: int, commentary: bool) -> Iterator[list[int]]:
         """Pick tokens until a stop token or `max_new`, yielding the tokens so far after each one.
         The last picked token is left pending: it opens the next segment."""
-        cfg, ids = self.config, self.prompt.ids
+        ids = self.prompt.ids
         stops = ids.stops if commentary else ids.stops - {ids.stream_continues}
-        stop_list = torch.tensor(sorted(stops), device=self.device)
+        rule = self._select_rule(commentary, stops)
+        token = int(self.sampler.next_token(logits, rule, 0))
         out: list[int] = []
-        for k in range(max_new):
-            scores = self.sampler.penalize(logits)
-            if commentary:
-                scores = ban_unconfident(scores, ids.stream_continues, cfg.eos_base + cfg.eos_step * k)
-            if cfg.ignore_eos:
-                scores = scores.index_fill(0, stop_list, float("-inf"))
-            token = int(self.sampler.pick(scores))
+        for k in range(1, max_new + 1):
             out.append(token)
             self.state.pending = token
             yield out
-            if token in stops or k == max_new - 1:
+            if token in stops or k == max_new:
                 return
-            self.state.pending = None
-            logits = self.runner.decode(token, self.state.next_pos)
-            self.sampler.observe([token])
-            self.state.tokens.append(token)
-            self.state.next_pos += 1
-            self._record(logits)
+            token = self._feed(token, rule, k)
+
+    def _select_rule(self, commentary: bool, stops: frozenset[int]) -> SelectRule:
+        cfg = self.config
+        banned = tuple(sorted(stops)) if cfg.ignore_eos else ()
+        if commentary:
+            return SelectRule(self.prompt.ids.stream_continues, cfg.eos_base, cfg.eos_step, banned)
+        return SelectRule(banned=banned)
+
+    def _feed(self, token: int, rule: SelectRule, step: int) -> int:
+        """Feed a picked token to the model and choose the next. The fast runner does both in one
+        CUDA-graph replay (greedy only); the reference decodes, then selects eagerly."""
+        position = self.state.next_pos
+        self.state.pending = None
+        self.state.tokens.append(token)
+        self.state.next_pos += 1
+        fused = getattr(self.runner, "decode_and_pick", None)
+        if fused is not None and self.trace is None and self.sampler.config.greedy:
+            return fused(token, position, step, lambda lg, fed, k: self.sampler.next_token(lg, rule, k, fed), rule)
+        logits = self.runner.decode(token, position)
+        self._record(logits)
+        fed = torch.tensor([token], device=self.device)
+        return int(self.sampler.next_token(logits, rule, step, fed))
 
     def _text(self, tokens: list[int]) -> str:
         ids = self.prompt.ids
-        kept = [t for t in tokens if t not in ids.stops]
+        known = len(self.prompt.tokenizer)  # the embedding table is padded past the tokenizer (152064 > 151657)
+        kept = [t for t in tokens if t not in ids.stops and t < known]
         text = self.prompt.tokenizer.decode(kept, skip_special_tokens=True)
         text = "".join(c for c in text if c.isprintable() or c == "\n")  # no control bytes in subtitles
         return text.removesuffix(STREAM_CONTINUES).strip()
 
     # -- questions -------------------------------------------------------------------------
-    def answer(self, question: str) -> Iterator[Answer]:
-        """Answer from the cached context, streaming an Answer event per token."""
+    def answer(self, question: str) -> Iterator[Answer | Compaction]:
+        """Answer from the cached context, streaming an Answer event per token (after a Compaction
+        event when the question and its answer would not fit in the budget)."""
         asked_at = self.frames.next_time
+        max_new = self.config.answer_max_new_tokens
         turn = self.prompt.question_turn(question, first=not self.state.tokens)
+        compaction = self._make_room(len(self._segment(turn)), max_new, asked_at)
+        if compaction is not None:
+            yield compaction
+            turn = self.prompt.question_turn(question, first=not self.state.tokens)
+            self._check_fits(len(self._segment(turn)), max_new)
         logits = self._prefill(turn, [], None)
         tokens: list[int] = []
-        for tokens in self._decode_steps(logits, self.config.answer_max_new_tokens, commentary=False):
+        for tokens in self._decode_steps(logits, max_new, commentary=False):
             yield Answer(question, self._text(tokens), False, asked_at)
-        yield Answer(question, self._text(tokens), True, asked_at)
+        text = self._text(tokens)
+        self.context.memory.add_answer(asked_at, question, text)
+        yield Answer(question, text, True, asked_at)
 
     @property
     def conversation_ids(self) -> list[int]:
