@@ -16,6 +16,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 from .preprocess import VideoInputs
 
@@ -23,6 +24,25 @@ from .preprocess import VideoInputs
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _signed(sin: torch.Tensor) -> torch.Tensor:
+    """sin with rotate_half's sign folded in, computed once per step for every layer."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x*cos + rotate_half(x)*sin as swap-halves, mul, addcmul."""
+    half = x.shape[-1] // 2
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos, swapped, signed_sin)
+
+
+def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Qwen2VLRMSNorm's arithmetic: the fused kernel keeps float32 statistics and rounds once to
+    x's dtype, as the module does; the weight multiplies after the rounding, as in the module."""
+    return norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
 
 
 def _fuse_rows(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -76,7 +96,9 @@ class StaticRunner:
         if cuda_graphs is None:
             cuda_graphs = weight.device.type == "cuda" and os.environ.get("LIVECC_NO_CUDA_GRAPH") != "1"
         self.cuda_graphs = cuda_graphs
-        self._decode_graph: _GraphedStep | None = None
+        self._decode_graphs: dict[int, _GraphedStep] = {}
+        self._pick_graphs: dict[object, _GraphedStep] = {}
+        self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=cuda_graphs)  # token, slot, position, step
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._vision_graphs: dict[tuple, _GraphedStep] = {}
         self._grids_seen: set[tuple] = set()
@@ -104,23 +126,22 @@ class StaticRunner:
         return qkv_w, qkv_b, gate_up_w
 
     # -- language model --------------------------------------------------------------------
-    def _layer(self, i: int, x: torch.Tensor, cos, sin, write, attend) -> torch.Tensor:
+    def _layer(self, i: int, x: torch.Tensor, cos, signed_sin, write, attend) -> torch.Tensor:
         layer = self.lm.layers[i]
         qkv_w, qkv_b, gate_up_w = self.fused[i]
         b, n, _ = x.shape
-        qkv = F.linear(layer.input_layernorm(x), qkv_w, qkv_b)
-        nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        q = qkv[..., :nq].view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
-        k = qkv[..., nq:nq + nk].view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
-        v = qkv[..., nq + nk:].view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
-        cos_, sin_ = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = q * cos_ + _rotate_half(q) * sin_
-        k = k * cos_ + _rotate_half(k) * sin_
+        qkv = F.linear(_rms_norm(layer.input_layernorm, x), qkv_w, qkv_b)
+        nqk = (self.n_heads + self.n_kv) * self.head_dim
+        qk = qkv[..., :nqk].view(b, n, self.n_heads + self.n_kv, self.head_dim).transpose(1, 2)
+        qk = _apply_rope(qk, cos, signed_sin)  # q and k rotated together
+        q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
+        v = qkv[..., nqk:].view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
         write(i, k[0], v[0])
         out = attend(i, q[0])  # (n, heads * head_dim)
-        x = x + layer.self_attn.o_proj(out[None])
-        gate, up = F.linear(layer.post_attention_layernorm(x), gate_up_w).chunk(2, dim=-1)
-        return x + layer.mlp.down_proj(F.silu(gate) * up)
+        h = x.view(n, -1)
+        h = torch.addmm(h, out, layer.self_attn.o_proj.weight.t())  # residual add fused into the GEMM
+        gate, up = F.linear(_rms_norm(layer.post_attention_layernorm, h), gate_up_w).chunk(2, dim=-1)
+        return torch.addmm(h, F.silu(gate) * up, layer.mlp.down_proj.weight.t()).view(b, n, -1)
 
     def _grouped(self, q: torch.Tensor) -> torch.Tensor:
         """(heads, n, d) -> (kv_heads, groups * n, d): GQA as plain attention per KV head."""
@@ -140,60 +161,101 @@ class StaticRunner:
             mask = (ids == self.video_token_id)[None, :, None].expand_as(x)
             x = x.masked_scatter(mask, video_embeds.to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, positions[:, None, :])
+        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
         end = start + n
-        keys = torch.arange(end, device=ids.device)
-        causal = keys[None, :] <= (start + torch.arange(n, device=ids.device))[:, None]
-        mask = causal.repeat(self.n_heads // self.n_kv, 1)  # rows follow _grouped's (group, token) order
+        causal = causal_lower_right(n, end)  # new tokens see the whole cache and each other causally
 
         def write(i, k, v):
             self.cache.k[i, :, start:end] = k
             self.cache.v[i, :, start:end] = v
 
         def attend(i, q):
-            o = F.scaled_dot_product_attention(self._grouped(q), self.cache.k[i, :, :end], self.cache.v[i, :, :end],
-                                               attn_mask=mask)
-            return self._ungrouped(o, n)
+            o = F.scaled_dot_product_attention(q[None], self.cache.k[None, i, :, :end], self.cache.v[None, i, :, :end],
+                                               attn_mask=causal, enable_gqa=True)
+            return o[0].transpose(0, 1).reshape(n, -1)
 
         for i in range(len(self.lm.layers)):
             x = self._layer(i, x, cos, sin, write, attend)
         self.cache.length = end
-        return self.model.lm_head(self.lm.norm(x[:, -1:]))[0, 0].float()
+        return self.model.lm_head(_rms_norm(self.lm.norm, x[:, -1:]))[0, 0].float()
 
-    def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """One token: `token_slot` = [token id, cache slot], `position` its M-RoPE position. Device
-        tensors only, no host sync, so the same code is what the CUDA graph captures."""
+    def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
+        """One token: `token_slot` = [token id, cache slot], `position` its M-RoPE position; attends
+        to the first `width` cache slots (a bucket covering the slot). Device tensors only, no host
+        sync, so the same code is what the CUDA graph captures."""
         token, slot = token_slot[:1], token_slot[1:2]
         x = self.lm.embed_tokens(token[None])
-        cos, sin = self.lm.rotary_emb(x, position.view(1, 1, 1).expand(3, 1, 1))
-        valid = torch.arange(self.cache.capacity, device=x.device) <= slot
+        cos, sin = self._text_rope(position, x.dtype)
+        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
         scale = 1.0 / math.sqrt(self.head_dim)
+        bias = torch.zeros(1, 1, width, dtype=x.dtype, device=x.device).masked_fill(
+            torch.arange(width, device=x.device) > slot, float("-inf"))  # unwritten slots
 
         def write(i, k, v):
             self.cache.k[i].index_copy_(1, slot, k)
             self.cache.v[i].index_copy_(1, slot, v)
 
         def attend(i, q):
-            scores = torch.matmul(self._grouped(q), self.cache.k[i].transpose(1, 2)) * scale
-            probs = torch.softmax(scores.float().masked_fill(~valid, float("-inf")), dim=-1).to(q.dtype)
-            return self._ungrouped(torch.matmul(probs, self.cache.v[i]), 1)
+            keys, values = self.cache.k[i, :, :width], self.cache.v[i, :, :width]
+            scores = torch.baddbmm(bias, self._grouped(q), keys.transpose(1, 2), alpha=scale)
+            probs = torch.softmax(scores, dim=-1)  # float32 inside the kernel, written in q's dtype
+            return self._ungrouped(torch.bmm(probs, values), 1)
 
         for i in range(len(self.lm.layers)):
             x = self._layer(i, x, cos, sin, write, attend)
-        return self.model.lm_head(self.lm.norm(x))[0, 0].float()
+        return self.model.lm_head(_rms_norm(self.lm.norm, x))[0, 0].float()
+
+    def _width(self, slot: int) -> int:
+        """Attention width for a decode at `slot`: the next multiple of 1024 (one graph each)."""
+        return min(self.cache.capacity, (slot // 1024 + 1) * 1024)
+
+    def _text_rope(self, position: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary for one text token: its three M-RoPE axes are equal, so every frequency section
+        takes the same angle and the result is plain RoPE (the same float ops as the model's)."""
+        rope = self.lm.rotary_emb
+        freqs = position.float()[:, None] * rope.inv_freq.float()[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)[None]
+        return (emb.cos() * rope.attention_scaling).to(dtype), (emb.sin() * rope.attention_scaling).to(dtype)
 
     @torch.inference_mode()
     def decode(self, token: int, position: int) -> torch.Tensor:
         self.cache.room_for(1)
-        host = torch.tensor([token, self.cache.length], dtype=torch.long)
-        pos = torch.tensor([position], dtype=torch.long)
+        slot = self.cache.length
+        width = self._width(slot)
+        state = torch.tensor([token, slot, position], dtype=torch.long)
         if self.cuda_graphs:
-            if self._decode_graph is None:
-                self._decode_graph = _GraphedStep(self._decode_eager, [host.to(self.device), pos.to(self.device)])
-            logits = self._decode_graph(host, pos)
+            graph = self._decode_graphs.get(width)
+            if graph is None:
+                graph = self._decode_graphs[width] = _GraphedStep(
+                    lambda st: self._decode_eager(st[0:2], st[2:3], width), [state.to(self.device)])
+            logits = graph(state)
         else:
-            logits = self._decode_eager(host.to(self.device), pos.to(self.device))
+            state = state.to(self.device)
+            logits = self._decode_eager(state[0:2], state[2:3], width)
         self.cache.length += 1
         return logits
+
+    @torch.inference_mode()
+    def decode_and_pick(self, token: int, position: int, step: int, pick, key) -> int:
+        """Feed `token` and choose the next with `pick(logits, fed_token, step)`, all in one
+        CUDA-graph replay (a graph per selection rule `key` and attention width); only the chosen
+        id is read back."""
+        if not self.cuda_graphs:
+            logits = self.decode(token, position)
+            return int(pick(logits, torch.tensor([token], device=self.device), step))
+        self.cache.room_for(1)
+        width = self._width(self.cache.length)
+        self._state_host.copy_(torch.tensor([token, self.cache.length, position, step]))
+        graph = self._pick_graphs.get((key, width))
+        if graph is None:
+            def fused_step(state: torch.Tensor) -> torch.Tensor:
+                return pick(self._decode_eager(state[0:2], state[2:3], width), state[0:1], state[3])
+
+            # Warm-up runs the real step on the real inputs: its writes are the ones the replay makes.
+            graph = self._pick_graphs[(key, width)] = _GraphedStep(fused_step, [self._state_host.to(self.device)])
+        chosen = graph(self._state_host)
+        self.cache.length += 1
+        return int(chosen)
 
     # -- vision ----------------------------------------------------------------------------
     def _rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:

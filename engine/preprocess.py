@@ -59,14 +59,25 @@ class VideoInputs:
         return t * h * w // (MERGE_SIZE * MERGE_SIZE)
 
 
+_STAGING: dict[tuple, torch.Tensor] = {}
+
+
 def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Stack RGB uint8 frames into a (T, 3, H, W) uint8 tensor on `device` (pinned copy on CUDA)."""
+    """RGB uint8 frames -> a (T, 3, H, W) uint8 tensor on `device`. On CUDA each frame is copied
+    once into a reused pinned buffer and uploaded asynchronously."""
     arrays = [f.image if isinstance(f, Frame) else f for f in frames]
-    host = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     device = torch.device(device)
-    if device.type == "cuda":
-        return host.contiguous().pin_memory().to(device, non_blocking=True)
-    return host.contiguous()
+    if device.type != "cuda":
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    shape = (len(arrays), *arrays[0].shape)
+    if shape not in _STAGING:
+        _STAGING.clear()  # one source resolution at a time
+        _STAGING[shape] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+    staging = _STAGING[shape]
+    torch.cuda.current_stream(device).synchronize()  # the previous upload from this buffer is done
+    for i, array in enumerate(arrays):
+        staging[i].numpy()[...] = array
+    return staging.to(device, non_blocking=True).permute(0, 3, 1, 2)
 
 
 def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
