@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import statistics
@@ -30,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from engine.events import Stats  # noqa: E402
+from engine.events import Compaction, Stats  # noqa: E402
 from engine.frames import Frame, RingBuffer  # noqa: E402
 from engine.model import LoadedModel, load_model  # noqa: E402
 from engine.preprocess import preprocess_frames  # noqa: E402
@@ -126,17 +127,32 @@ class SyntheticSource:
         self.thread.start()
 
 
-def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runner=None) -> tuple[list[Stats], list]:
+def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runner=None):
+    """Stream through the real session. Returns per-chunk Stats, each chunk's compaction stall (ms,
+    0 when none: the stall delays that chunk), GPU memory samples, and the session."""
     session = StreamingSession(loaded, config, runner=runner)
     buffer = RingBuffer(64)
     SyntheticSource(seconds).start(buffer)
-    stats, memory = [], []
+    stats, stalls, memory = [], [], []
+    stall, minute = 0.0, 0
     torch.cuda.reset_peak_memory_stats()
     for event in session.run(buffer):
-        if isinstance(event, Stats):
+        if isinstance(event, Compaction):
+            stall += event.ms
+        elif isinstance(event, Stats):
             stats.append(event)
+            stalls.append(stall)
+            stall = 0.0
             memory.append((event.end, event.cache_tokens, torch.cuda.max_memory_allocated() / 1e9))
-    return stats, memory, session
+            if int(event.end // 60) > minute:  # peaks per minute of video
+                minute = int(event.end // 60)
+                torch.cuda.reset_peak_memory_stats()
+    return stats, stalls, memory, session
+
+
+def chunk_totals(stats: list[Stats], stalls: list[float]) -> list[float]:
+    """What each chunk cost the stream: its stages plus any compaction it waited for."""
+    return [s.total_ms + stall for s, stall in zip(stats, stalls)]
 
 
 def run_plain_transformers(loaded: LoadedModel, seconds: float, cfg: SessionConfig) -> list[dict]:
@@ -194,9 +210,9 @@ def pct(values, q):
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def summarize(stats: list[Stats]) -> dict:
+def summarize(stats: list[Stats], stalls: list[float]) -> dict:
     steady = stats[1:]  # the 3 s first chunk is a one-off
-    total = [s.total_ms for s in steady]
+    total = chunk_totals(stats, stalls)[1:]
     near8k = min(steady, key=lambda s: abs(s.cache_tokens - 8192))
     return {
         "chunks": len(stats),
@@ -223,6 +239,26 @@ def same_tokens_check() -> dict:
     fast = run_tokens(loaded, StaticRunner(loaded.model, 4096))
     ref = run_tokens(loaded, EagerRunner(loaded.model))
     return {"same_tokens": fast == ref, "tokens_compared": len(ref[0]), "cuda_graphs": True}
+
+
+def flash_decode_check() -> dict:
+    """The Triton flash-decoding kernel against float64 attention, on fresh random data."""
+    from engine.triton_attention import FlashDecode
+
+    errors = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        cap = 16392
+        flash = FlashDecode(4, 7, 128, cap, torch.device("cuda"))
+        for length in (1, 77, 5000, cap):
+            q = torch.randn(4, 7, 128, device="cuda", dtype=dtype)
+            k, v = (torch.randn(4, cap, 128, device="cuda", dtype=dtype) for _ in range(2))
+            out = flash(q, k, v, torch.tensor([length], device="cuda"), 128 ** -0.5)
+            ref = torch.softmax(q.double() @ k[:, :length].double().transpose(1, 2) * 128 ** -0.5, -1) @ v[:, :length].double()
+            errors[f"{str(dtype)[6:]}@{length}"] = ((out.double() - ref).norm() / ref.norm()).item()
+    ok = all(e < (1e-5 if "float32" in name else 2e-2) for name, e in errors.items())
+    if not ok:
+        raise SystemExit(f"flash-decoding kernel disagrees with the reference: {errors}")
+    return {"relative_error": errors, "ok": ok}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -266,23 +302,25 @@ def main() -> None:
 
     result = {"date": dt.date.today().isoformat(), "ceilings": device_ceilings()}
     print("ceilings", result["ceilings"], flush=True)
+    result["flash_decode"] = flash_decode_check()
+    print("flash decode", result["flash_decode"], flush=True)
     result["same_tokens"] = same_tokens_check()
     print("same tokens", result["same_tokens"], flush=True)
     loaded = load_model(args.model, device="cuda") if args.model else build_random("7b", torch.bfloat16, "cuda")
     result["model"] = loaded.name
     cfg = SessionConfig(ignore_eos=True, max_new_tokens=16, kv_budget=args.budget)
-    stats, memory, session = run_engine(loaded, args.seconds, cfg)
+    stats, stalls, memory, session = run_engine(loaded, args.seconds, cfg)
     result["runner"] = session.runner.name
-    result["engine"] = summarize(stats)
+    result["engine"] = summarize(stats, stalls)
     result["peak_memory_gb"] = max(m[2] for m in memory)
     result["memory_trace"] = memory
-    result["per_chunk"] = [s.__dict__ for s in stats]
+    result["per_chunk"] = [dict(s.__dict__, compaction_ms=stall) for s, stall in zip(stats, stalls)]
     result["floors"] = floors(loaded.model, result["ceilings"], 8192, 384 + 20, 1456)
-    graphs = getattr(session.runner, "_pick_graphs", {})
+    graphs = next(iter(getattr(session.runner, "_pick_graphs", {}).values()), None)
     if graphs:  # the decode step alone, GPU time only, at the attention width covering ~8k tokens
-        key = min(graphs, key=lambda k: abs(k[1] - 8704))
-        result["engine"]["decode_graph_replay_ms"] = timed(graphs[key].graph.replay, reps=50)
-        result["engine"]["decode_graph_width"] = key[1]
+        width = session.runner._width(8191)
+        result["engine"]["decode_graph_replay_ms"] = timed(graphs[width].graph.replay, reps=50)
+        result["engine"]["decode_graph_width"] = width
     print("engine", result["engine"], flush=True)
     plain = run_plain_transformers(loaded, args.plain_seconds or args.seconds, cfg)
     totals = [r["total_ms"] for r in plain[1:]]
@@ -290,6 +328,9 @@ def main() -> None:
                                     "total_ms_p95": pct(totals, 95), "per_chunk": plain}
     result["speedup_p50"] = result["plain_transformers"]["total_ms_p50"] / result["engine"]["total_ms_p50"]
     print("plain", {k: v for k, v in result["plain_transformers"].items() if k != "per_chunk"}, flush=True)
+    del session  # free its cache and graphs before the long run measures memory
+    gc.collect()
+    torch.cuda.empty_cache()
     if args.long:
         result["long"] = long_run(loaded, args.long, args.budget)
     write(result, args.out)
@@ -297,14 +338,16 @@ def main() -> None:
 
 def long_run(loaded: LoadedModel, seconds: float, budget: int) -> dict:
     cfg = SessionConfig(ignore_eos=True, max_new_tokens=16, kv_budget=budget)
-    stats, memory, _ = run_engine(loaded, seconds, cfg)
-    total = [s.total_ms for s in stats[1:]]
+    stats, stalls, memory, _ = run_engine(loaded, seconds, cfg)
+    total = chunk_totals(stats, stalls)[1:]
     per_minute: dict[int, float] = {}
     for end, _, gb in memory:
-        per_minute[int(end // 60)] = round(gb, 2)
+        minute = int((end - 1e-6) // 60)
+        per_minute[minute] = round(max(gb, per_minute.get(minute, 0.0)), 2)
     return {"seconds": seconds, "chunks": len(stats), "compactions": stats[-1].compactions,
             "total_ms_p50": pct(total, 50), "total_ms_p99": pct(total, 99), "total_ms_max": max(total),
             "max_context": max(s.cache_tokens for s in stats), "peak_gb_per_minute": list(per_minute.values()),
+            "compaction_ms_max": max(stalls), "compaction_ms_p50": pct([x for x in stalls if x], 50),
             "per_chunk_total_ms": total}
 
 

@@ -114,8 +114,9 @@ def cmd_narrate(args) -> int:
     info = probe_video(args.video)  # fail fast, before the model loads
     sink = _speech_sink(args)
     loaded = _load(args)
-    session = StreamingSession(loaded, _session_config(args, live=args.realtime))
-    source = FileSource(args.video, realtime=args.realtime, sample_fps=None if args.realtime else session.config.fps)
+    realtime = args.realtime or bool(getattr(args, "speak", False))  # speech plays at the video's pace
+    session = StreamingSession(loaded, _session_config(args, live=realtime))
+    source = FileSource(args.video, realtime=realtime, sample_fps=None if realtime else session.config.fps)
     buffer = RingBuffer(64)
     events: list = []
     log = JsonlLog(args.jsonl) if args.jsonl else None

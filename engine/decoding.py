@@ -93,9 +93,6 @@ class TokenSampler:
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(cut, 0.0))
         return torch.multinomial(probs, 1, generator=self.generator)[0]
 
-    def next_token(self, logits: torch.Tensor, rule: SelectRule, step: int | torch.Tensor,
-                   fed: torch.Tensor | None = None) -> torch.Tensor:
-        """Mark the token just fed to the model as seen, then choose the next one."""
-        if fed is not None:
-            self.seen.index_fill_(0, fed, True)
+    def choose(self, logits: torch.Tensor, rule: SelectRule, step: int | torch.Tensor) -> torch.Tensor:
+        """The next token (0-d tensor). Reads `seen` but changes nothing: safe to capture in a graph."""
         return self.pick(self.scores(logits, rule, step))

@@ -6,7 +6,8 @@ the attention over the static cache and the vision attention are written here. `
 its reference: on the same weights it must produce the same tokens (tests/test_fast_path.py).
 
 Off switches (environment): LIVECC_NO_FAST=1 uses the eager reference everywhere;
-LIVECC_NO_CUDA_GRAPH=1 keeps the static cache but runs every step eagerly.
+LIVECC_NO_CUDA_GRAPH=1 keeps the static cache but runs every step eagerly; LIVECC_NO_TRITON=1
+replaces the Triton flash-decoding attention by batched GEMMs (one graph per 1k of context).
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from .preprocess import VideoInputs
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _signed(sin: torch.Tensor) -> torch.Tensor:
@@ -97,11 +93,23 @@ class StaticRunner:
             cuda_graphs = weight.device.type == "cuda" and os.environ.get("LIVECC_NO_CUDA_GRAPH") != "1"
         self.cuda_graphs = cuda_graphs
         self._decode_graphs: dict[int, _GraphedStep] = {}
-        self._pick_graphs: dict[object, _GraphedStep] = {}
+        self._pick_graphs: dict[object, dict[int, _GraphedStep]] = {}
+        self._pool = None
+        self._flash = self._make_flash_decode()
+        self._prefill_warm = weight.device.type != "cuda"
         self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=cuda_graphs)  # token, slot, position, step
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._vision_graphs: dict[tuple, _GraphedStep] = {}
         self._grids_seen: set[tuple] = set()
+
+    def _make_flash_decode(self):
+        if self.device.type != "cuda" or os.environ.get("LIVECC_NO_TRITON") == "1":
+            return None
+        try:
+            from .triton_attention import FlashDecode
+        except ImportError:
+            return None
+        return FlashDecode(self.n_kv, self.n_heads // self.n_kv, self.head_dim, self.cache.capacity, self.device)
 
     # -- runner interface ------------------------------------------------------------------
     @property
@@ -152,12 +160,39 @@ class StaticRunner:
         """(kv_heads, groups * n, d) -> (n, heads * d)."""
         return o.reshape(self.n_heads, n, self.head_dim).transpose(0, 1).reshape(n, -1)
 
+    PREFILL_PIECE = 2048  # tokens per forward: bounds the MLP's transient memory during compactions
+
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor, positions: torch.Tensor, video_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Append a segment, in pieces of at most PREFILL_PIECE tokens; logits of its last token."""
+        self.cache.room_for(ids.numel())
+        if not self._prefill_warm:
+            self._warm_up_prefill()
+        is_video = ids == self.video_token_id
+        used = 0
+        for lo in range(0, ids.numel(), self.PREFILL_PIECE):
+            hi = min(lo + self.PREFILL_PIECE, ids.numel())
+            n_video = int(is_video[lo:hi].sum()) if video_embeds is not None else 0
+            piece_embeds = video_embeds[used:used + n_video] if n_video else None
+            used += n_video
+            logits = self._prefill_piece(ids[lo:hi], positions[:, lo:hi], piece_embeds)
+        return logits
+
+    def _warm_up_prefill(self) -> None:
+        """Run one full-size piece into free cache slots once, so the first compaction does not pay
+        for kernel selection at that size (seen: 770 ms instead of ~250 ms on an H100)."""
+        self._prefill_warm = True
+        start, n = self.cache.length, self.PREFILL_PIECE
+        if start + n > self.cache.capacity:
+            return
+        ids = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._prefill_piece(ids, torch.arange(n, device=self.device).expand(3, -1), None)
+        self.cache.length = start  # the slots written are free again
+
+    def _prefill_piece(self, ids: torch.Tensor, positions: torch.Tensor, video_embeds: torch.Tensor | None) -> torch.Tensor:
         n, start = ids.numel(), self.cache.length
-        self.cache.room_for(n)
         x = self.lm.embed_tokens(ids[None])
-        if video_embeds is not None:
+        if video_embeds is not None and video_embeds.numel():
             mask = (ids == self.video_token_id)[None, :, None].expand_as(x)
             x = x.masked_scatter(mask, video_embeds.to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, positions[:, None, :])
@@ -187,13 +222,30 @@ class StaticRunner:
         x = self.lm.embed_tokens(token[None])
         cos, sin = self._text_rope(position, x.dtype)
         cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        bias = torch.zeros(1, 1, width, dtype=x.dtype, device=x.device).masked_fill(
-            torch.arange(width, device=x.device) > slot, float("-inf"))  # unwritten slots
+        attend = self._attend_flash(slot) if self._flash is not None else self._attend_gemm(slot, width, x.dtype)
 
         def write(i, k, v):
             self.cache.k[i].index_copy_(1, slot, k)
             self.cache.v[i].index_copy_(1, slot, v)
+
+        for i in range(len(self.lm.layers)):
+            x = self._layer(i, x, cos, sin, write, attend)
+        return self.model.lm_head(_rms_norm(self.lm.norm, x))[0, 0].float()
+
+    def _attend_flash(self, slot: torch.Tensor):
+        length, scale = slot + 1, 1.0 / math.sqrt(self.head_dim)
+
+        def attend(i, q):
+            out = self._flash(self._grouped(q), self.cache.k[i], self.cache.v[i], length, scale)
+            return self._ungrouped(out, 1)
+
+        return attend
+
+    def _attend_gemm(self, slot: torch.Tensor, width: int, dtype: torch.dtype):
+        """The reference decode attention: scores GEMM, softmax, probs x V over `width` slots."""
+        scale = 1.0 / math.sqrt(self.head_dim)
+        bias = torch.zeros(1, 1, width, dtype=dtype, device=slot.device).masked_fill(
+            torch.arange(width, device=slot.device) > slot, float("-inf"))  # unwritten slots
 
         def attend(i, q):
             keys, values = self.cache.k[i, :, :width], self.cache.v[i, :, :width]
@@ -201,12 +253,13 @@ class StaticRunner:
             probs = torch.softmax(scores, dim=-1)  # float32 inside the kernel, written in q's dtype
             return self._ungrouped(torch.bmm(probs, values), 1)
 
-        for i in range(len(self.lm.layers)):
-            x = self._layer(i, x, cos, sin, write, attend)
-        return self.model.lm_head(_rms_norm(self.lm.norm, x))[0, 0].float()
+        return attend
 
     def _width(self, slot: int) -> int:
-        """Attention width for a decode at `slot`: the next multiple of 1024 (one graph each)."""
+        """Attention width for a decode at `slot`: the next multiple of 1024 (one graph each), or
+        the whole cache for flash-decoding, which reads the length from device memory."""
+        if self._flash is not None:
+            return self.cache.capacity
         return min(self.cache.capacity, (slot // 1024 + 1) * 1024)
 
     def _text_rope(self, position: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,18 +270,34 @@ class StaticRunner:
         emb = torch.cat((freqs, freqs), dim=-1)[None]
         return (emb.cos() * rope.attention_scaling).to(dtype), (emb.sin() * rope.attention_scaling).to(dtype)
 
+    def _widths(self) -> list[int]:
+        if self._flash is not None:
+            return [self.cache.capacity]
+        return sorted({min(self.cache.capacity, w) for w in range(1024, self.cache.capacity + 1024, 1024)})
+
+    def _capture_widths(self, make_step) -> dict[int, "_GraphedStep"]:
+        """A graph per attention width, all captured at once so no capture stalls a live stream.
+        Warm-ups write only the cache's last slot, which real steps overwrite before reading."""
+        state = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()  # decode graphs never run concurrently: share memory
+        return {w: _GraphedStep(make_step(w), [state], self._pool) for w in self._widths()}
+
+    def _step_state(self, token: int, position: int, step: int) -> torch.Tensor:
+        self.cache.room_for(1)
+        self._state_host.copy_(torch.tensor([token, self.cache.length, position, step]))
+        return self._state_host
+
     @torch.inference_mode()
     def decode(self, token: int, position: int) -> torch.Tensor:
-        self.cache.room_for(1)
-        slot = self.cache.length
-        width = self._width(slot)
-        state = torch.tensor([token, slot, position], dtype=torch.long)
+        """Logits after feeding `token` (the sampling path: selection then runs eagerly)."""
+        state = self._step_state(token, position, 0)
+        width = self._width(self.cache.length)
         if self.cuda_graphs:
-            graph = self._decode_graphs.get(width)
-            if graph is None:
-                graph = self._decode_graphs[width] = _GraphedStep(
-                    lambda st: self._decode_eager(st[0:2], st[2:3], width), [state.to(self.device)])
-            logits = graph(state)
+            if not self._decode_graphs:
+                self._decode_graphs = self._capture_widths(
+                    lambda w: lambda st: self._decode_eager(st[0:2], st[2:3], w))
+            logits = self._decode_graphs[width](state)
         else:
             state = state.to(self.device)
             logits = self._decode_eager(state[0:2], state[2:3], width)
@@ -236,24 +305,16 @@ class StaticRunner:
         return logits
 
     @torch.inference_mode()
-    def decode_and_pick(self, token: int, position: int, step: int, pick, key) -> int:
-        """Feed `token` and choose the next with `pick(logits, fed_token, step)`, all in one
-        CUDA-graph replay (a graph per selection rule `key` and attention width); only the chosen
-        id is read back."""
+    def decode_and_pick(self, token: int, position: int, step: int, choose, key) -> int:
+        """Feed `token` and pick the next with `choose(logits, step)` in one CUDA-graph replay
+        (graphs per selection rule `key` and attention width); only the chosen id comes back."""
         if not self.cuda_graphs:
-            logits = self.decode(token, position)
-            return int(pick(logits, torch.tensor([token], device=self.device), step))
-        self.cache.room_for(1)
-        width = self._width(self.cache.length)
-        self._state_host.copy_(torch.tensor([token, self.cache.length, position, step]))
-        graph = self._pick_graphs.get((key, width))
-        if graph is None:
-            def fused_step(state: torch.Tensor) -> torch.Tensor:
-                return pick(self._decode_eager(state[0:2], state[2:3], width), state[0:1], state[3])
-
-            # Warm-up runs the real step on the real inputs: its writes are the ones the replay makes.
-            graph = self._pick_graphs[(key, width)] = _GraphedStep(fused_step, [self._state_host.to(self.device)])
-        chosen = graph(self._state_host)
+            return int(choose(self.decode(token, position), step))
+        state = self._step_state(token, position, step)
+        if key not in self._pick_graphs:
+            self._pick_graphs[key] = self._capture_widths(
+                lambda w: lambda st: choose(self._decode_eager(st[0:2], st[2:3], w), st[3]))
+        chosen = self._pick_graphs[key][self._width(self.cache.length)](state)
         self.cache.length += 1
         return int(chosen)
 
@@ -282,12 +343,11 @@ class StaticRunner:
         x = self.visual.patch_embed(pixels.to(self.visual.patch_embed.proj.weight.dtype))
         n, dim = x.shape
         heads = self.visual.blocks[0].attn.num_heads
-        cos32, sin32 = cos.float()[:, None, :], sin.float()[:, None, :]
+        cos32, sin32 = cos.float()[:, None, None, :], _signed(sin.float())[:, None, None, :]
         for block in self.visual.blocks:
-            q, k, v = block.attn.qkv(block.norm1(x)).reshape(n, 3, heads, -1).unbind(1)
-            q = (q.float() * cos32 + _rotate_half(q.float()) * sin32).to(v.dtype)
-            k = (k.float() * cos32 + _rotate_half(k.float()) * sin32).to(v.dtype)
-            q, k, v = (t.reshape(frames, n // frames, heads, -1).transpose(1, 2) for t in (q, k, v))
+            qkv = block.attn.qkv(block.norm1(x)).reshape(n, 3, heads, -1)
+            qk = _apply_rope(qkv[:, :2].float(), cos32, sin32).to(qkv.dtype)  # float32 rotary, as the model
+            q, k, v = (t.reshape(frames, n // frames, heads, -1).transpose(1, 2) for t in (qk[:, 0], qk[:, 1], qkv[:, 2]))
             o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, dim)
             x = x + block.attn.proj(o)
             x = x + block.mlp(block.norm2(x))
@@ -312,7 +372,7 @@ class _GraphedStep:
     """A function of fixed-shape tensors captured as a CUDA graph (gpt-fast / moshi style).
     Calling it copies the inputs into the static buffers and replays; a shape change raises."""
 
-    def __init__(self, fn, example_inputs: list[torch.Tensor]):
+    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None):
         self.inputs = [t.clone() for t in example_inputs]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -321,7 +381,7 @@ class _GraphedStep:
                 fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode():
+        with torch.cuda.graph(self.graph, pool=pool), torch.inference_mode():
             self.output = fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -157,7 +157,7 @@ class StreamingSession:
         self.model = loaded.model
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
-        self.runner = runner or make_runner(self.model, self.config.kv_budget + self.config.answer_max_new_tokens + 1024)
+        self.runner = runner or make_runner(self.model, self.config.kv_budget + 8)  # compaction keeps it <= budget
         vocab = self.model.lm_head.weight.shape[0]
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
@@ -254,6 +254,7 @@ class StreamingSession:
         t1 = self._sync()
         embeds = self.runner.encode_video(video)
         t2 = self._sync()
+        vision_ms = (t2 - t1) * 1e3
         turn, plain = self._chunk_turn(chunk, video)
         compaction = self._make_room(len(self._segment(turn)), cfg.max_new_tokens, chunk.start)
         if compaction is not None:
@@ -272,7 +273,7 @@ class StreamingSession:
         yield Commentary(chunk.start, chunk.end, text, chunk.index)
         latest = buffer.latest() if buffer is not None else None
         lag = max(0.0, latest.timestamp - chunk.end) * 1000 if latest else 0.0
-        yield Stats(chunk.index, chunk.start, chunk.end, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3,
+        yield Stats(chunk.index, chunk.start, chunk.end, (t1 - t0) * 1e3, vision_ms, (t3 - t2) * 1e3,
                     (t4 - t3) * 1e3, len(tokens), self.runner.length, cfg.kv_budget, lag,
                     buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions)
 
@@ -359,13 +360,13 @@ class StreamingSession:
         ids = self.prompt.ids
         stops = ids.stops if commentary else ids.stops - {ids.stream_continues}
         rule = self._select_rule(commentary, stops)
-        token = int(self.sampler.next_token(logits, rule, 0))
+        token = int(self.sampler.choose(logits, rule, 0))
         out: list[int] = []
         for k in range(1, max_new + 1):
             out.append(token)
             self.state.pending = token
             yield out
-            if token in stops or k == max_new:
+            if token in stops or k == max_new or self._stopped:  # stop() ends a reply mid-way
                 return
             token = self._feed(token, rule, k)
 
@@ -383,13 +384,13 @@ class StreamingSession:
         self.state.pending = None
         self.state.tokens.append(token)
         self.state.next_pos += 1
+        self.sampler.observe([token])
         fused = getattr(self.runner, "decode_and_pick", None)
         if fused is not None and self.trace is None and self.sampler.config.greedy:
-            return fused(token, position, step, lambda lg, fed, k: self.sampler.next_token(lg, rule, k, fed), rule)
+            return fused(token, position, step, lambda lg, k: self.sampler.choose(lg, rule, k), rule)
         logits = self.runner.decode(token, position)
         self._record(logits)
-        fed = torch.tensor([token], device=self.device)
-        return int(self.sampler.next_token(logits, rule, step, fed))
+        return int(self.sampler.choose(logits, rule, step))
 
     def _text(self, tokens: list[int]) -> str:
         ids = self.prompt.ids

@@ -68,3 +68,22 @@ def test_static_cache_refuses_to_overflow(tiny_loaded):
         assert "KV cache full" in str(exc)
     else:
         raise AssertionError("overflow was not detected")
+
+
+def test_prefill_in_pieces_equals_one_pass(tiny_loaded, monkeypatch):
+    """A long segment with video (a compaction's re-prefill) split into pieces gives the same cache
+    and logits as one pass."""
+    frames = [synthetic_frame(t, 112, 84) for t in (0.0, 0.5)]
+    video = preprocess_frames(frames, "cpu", max_pixels=84 * 112, min_pixels=28 * 28)
+    whole = StaticRunner(tiny_loaded.model, 256)
+    embeds = whole.encode_video(video)
+    vid = tiny_loaded.model.config.video_token_id
+    ids = torch.tensor([3, 4, 5] + [vid] * video.num_tokens + [6, 7, 8, 9, 10])
+    positions = torch.arange(ids.numel()).expand(3, -1)
+    expected = whole.prefill(ids, positions, embeds)
+    pieces = StaticRunner(tiny_loaded.model, 256)
+    monkeypatch.setattr(pieces, "PREFILL_PIECE", 5)
+    got = pieces.prefill(ids, positions, embeds)
+    assert torch.allclose(got, expected, atol=1e-5)
+    n = ids.numel()
+    assert torch.allclose(pieces.cache.k[:, :, :n], whole.cache.k[:, :, :n], atol=1e-5)

@@ -1,0 +1,100 @@
+"""Flash-decoding for one query token over the static KV cache (CUDA, Triton).
+
+The decode step's attention is tiny (7 query heads per KV head, one token) but reads the whole
+cache; as three library kernels (scores GEMM, softmax, probs x V) it costs ~30 us a layer, mostly
+fixed overhead. Here: split the cache into S slices, one program per (KV head, slice) keeps an
+online softmax over its keys, a second kernel merges the slices. The valid length is read from
+device memory, so one CUDA graph serves every context length.
+
+Used by engine/fast.py on CUDA unless LIVECC_NO_TRITON=1; the batched-GEMM attention there is
+its reference (benchmarks/bench_engine.py checks the two agree on the GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+SPLITS = 128
+BLOCK_N = 64
+
+
+@triton.jit
+def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, m_ptr, l_ptr, scale,
+                  stride_qh, stride_qg, stride_kh, stride_kn, stride_vh, stride_vn,
+                  G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
+                  BLOCK: tl.constexpr, S: tl.constexpr):
+    h = tl.program_id(0)
+    s = tl.program_id(1)
+    length = tl.load(len_ptr)
+    start = s * CHUNK
+    end = tl.minimum(start + CHUNK, length)
+    offs_g = tl.arange(0, GP)
+    offs_d = tl.arange(0, D)
+    q = tl.load(q_ptr + h * stride_qh + offs_g[:, None] * stride_qg + offs_d[None, :],
+                mask=offs_g[:, None] < G, other=0.0)
+    m_i = tl.full([GP], float("-inf"), tl.float32)
+    l_i = tl.zeros([GP], tl.float32)
+    acc = tl.zeros([GP, D], tl.float32)
+    for n0 in range(start, end, BLOCK):
+        offs_n = n0 + tl.arange(0, BLOCK)
+        valid = offs_n < end
+        k = tl.load(k_ptr + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        scores = tl.where(valid[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_ptr + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        m_i = m_new
+    row = (h * S + s) * GP + offs_g
+    tl.store(m_ptr + row, m_i)
+    tl.store(l_ptr + row, l_i)
+    tl.store(part_ptr + row[:, None] * D + offs_d[None, :], acc)
+
+
+@triton.jit
+def _merge_kernel(part_ptr, m_ptr, l_ptr, out_ptr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                  S: tl.constexpr):
+    h = tl.program_id(0)
+    g = tl.program_id(1)
+    offs_s = tl.arange(0, S)
+    offs_d = tl.arange(0, D)
+    rows = (h * S + offs_s) * GP + g
+    m = tl.load(m_ptr + rows)
+    l = tl.load(l_ptr + rows)
+    m_max = tl.max(m, 0)
+    w = tl.where(l > 0, tl.exp(m - m_max), 0.0)  # empty slices (past the length) weigh nothing
+    acc = tl.load(part_ptr + rows[:, None] * D + offs_d[None, :])
+    out = tl.sum(acc * w[:, None], 0) / tl.sum(w * l, 0)
+    tl.store(out_ptr + (h * G + g) * D + offs_d, out.to(out_ptr.dtype.element_ty))
+
+
+class FlashDecode:
+    """Attention of grouped queries (kv_heads, groups, d) over keys/values (kv_heads, capacity, d)
+    up to a device-side length. Scratch buffers are allocated once, so calls can be graph-captured."""
+
+    def __init__(self, kv_heads: int, groups: int, head_dim: int, capacity: int, device: torch.device):
+        self.kv_heads, self.groups, self.head_dim = kv_heads, groups, head_dim
+        self.gp = max(16, triton.next_power_of_2(groups))  # tl.dot needs 16 rows
+        self.chunk = triton.cdiv(triton.cdiv(capacity, SPLITS), BLOCK_N) * BLOCK_N
+        rows = kv_heads * SPLITS * self.gp
+        self.part = torch.empty(rows, head_dim, dtype=torch.float32, device=device)
+        self.m = torch.empty(rows, dtype=torch.float32, device=device)
+        self.l = torch.empty(rows, dtype=torch.float32, device=device)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor,
+                 scale: float) -> torch.Tensor:
+        out = torch.empty_like(q)
+        _split_kernel[(self.kv_heads, SPLITS)](
+            q, k, v, length, self.part, self.m, self.l, scale,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            G=self.groups, GP=self.gp, D=self.head_dim, CHUNK=self.chunk, BLOCK=BLOCK_N, S=SPLITS)
+        _merge_kernel[(self.kv_heads, self.groups)](self.part, self.m, self.l, out, G=self.groups, GP=self.gp,
+                                                    D=self.head_dim, S=SPLITS)
+        return out
