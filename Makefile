@@ -7,12 +7,12 @@ STAMP   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
 # Debian packages: PortAudio for sounddevice, espeak-ng (fallback voice), Xvfb and the
-# xcb libraries Qt needs for a real X display, EGL/GL/fontconfig for Qt itself.
+# xcb libraries Qt needs for a real X display, EGL/GL/fontconfig and a font for Qt itself.
 APT_PKGS := libportaudio2 libasound2 espeak-ng xvfb xauth \
             libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
             libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-randr0 \
             libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 libegl1 libgl1 \
-            libfontconfig1 libdbus-1-3 libglib2.0-0
+            libfontconfig1 libdbus-1-3 libglib2.0-0 fonts-dejavu-core
 
 .PHONY: run test deps system-deps clean-venv
 

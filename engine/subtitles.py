@@ -46,8 +46,13 @@ def to_srt(events: Iterable[Event]) -> str:
     return "\n".join(blocks)
 
 
+def _vtt_escape(text: str) -> str:
+    """WebVTT cue text treats & and < as markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_vtt(events: Iterable[Event]) -> str:
-    blocks = [f"{_clock(a, '.')} --> {_clock(b, '.')}\n{text}\n" for a, b, text in cues(events)]
+    blocks = [f"{_clock(a, '.')} --> {_clock(b, '.')}\n{_vtt_escape(text)}\n" for a, b, text in cues(events)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 

@@ -122,3 +122,12 @@ def test_help_explains_every_flag():
     for flag in ["--srt", "--vtt", "--jsonl", "--query", "--model", "--realtime", "--max-pixels",
                  "--repetition-penalty"]:
         assert flag in proc.stdout
+
+
+def test_vtt_escapes_markup_characters(tmp_path):
+    from engine.events import Commentary
+    from engine.subtitles import write_transcript
+
+    path = write_transcript(tmp_path / "x.vtt", [Commentary(0.0, 1.0, "a < b & c > d", 0)])
+    body = path.read_text().split("\n", 2)[2]
+    assert "a &lt; b &amp; c &gt; d" in body and "<" not in body

@@ -1,0 +1,72 @@
+"""One run of the pipeline, from Start to Stop: the source's capture thread fills a
+PreviewBuffer; the engine runs on a GeneratorThread and its events come out as a Qt signal.
+
+Opening the source happens on the engine thread too, so a slow camera never freezes the window.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from PySide6.QtCore import QObject, Signal
+
+from desktop_app.preview import PreviewBuffer
+from desktop_app.source_picker import SourceSpec
+from desktop_app.workers import GeneratorThread
+
+SessionFactory = Callable[..., object]  # (LoadedModel, SessionConfig) -> StreamingSession-like
+STOP_TIMEOUT_S = 2.0
+
+
+class LiveRun(QObject):
+    event = Signal(object)  # an engine event dataclass
+    errored = Signal(object)  # the exception that ended the run
+    finished = Signal()  # the engine thread has ended, for any reason
+
+    def __init__(self, spec: SourceSpec, session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.spec = spec
+        self.source = spec.make_source()
+        self.buffer = PreviewBuffer()
+        self.session = session
+        self._stopping = False
+        self._thread = GeneratorThread(self._stream, name="livecc-engine", parent=self)
+        self._thread.yielded.connect(self.event)
+        self._thread.errored.connect(self.errored)
+        self._thread.finished.connect(self.finished)
+
+    def _stream(self) -> Iterator[object]:
+        if self._stopping:
+            return
+        self.source.start(self.buffer)  # raises SourceOpenError: no camera, bad file, no display
+        try:
+            yield from self.session.run(self.buffer)
+        finally:
+            self.source.stop(STOP_TIMEOUT_S)
+
+    # -- commands from the GUI thread: none of them waits on the engine ---------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def ask(self, question: str) -> None:
+        self.session.ask(question)
+
+    def set_query(self, text: str) -> None:
+        self.session.set_query(text)
+
+    def stop(self) -> None:
+        """Ask everything to end; `join()` waits for it."""
+        self._stopping = True
+        self.session.stop()
+        self.buffer.close()  # wakes the engine if it waits for frames; the capture thread ends too
+
+    def join(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        return self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.isRunning()
+
+    @property
+    def preview(self):
+        return self.buffer.preview

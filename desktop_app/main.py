@@ -1,0 +1,68 @@
+"""`livecc-desktop`: open the main window (optionally playing a video file at once)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from desktop_app.main_window import MainWindow, join_stragglers
+from desktop_app.theme import apply_theme
+
+ORGANIZATION = "LiveCC"
+APPLICATION = "LiveCC Desktop"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="livecc-desktop", description="Real-time video commentary with LiveCC.")
+    parser.add_argument("video", nargs="?", help="a video file to play and narrate at once")
+    parser.add_argument("--model", default=os.environ.get("LIVECC_MODEL"),
+                        help="model id or local folder for this run (default: the one in Settings; "
+                             "env LIVECC_MODEL)")
+    parser.add_argument("--settings", type=Path, default=os.environ.get("LIVECC_DESKTOP_SETTINGS"),
+                        help="keep settings in this INI file instead of the system's place")
+    parser.add_argument("--sessions-dir", type=Path, help="where session JSONL files go")
+    return parser.parse_args(argv)
+
+
+def create_application(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName(APPLICATION)
+    apply_theme(app)
+    return app
+
+
+def _close_on_signals(window: MainWindow) -> None:
+    """Ctrl+C / SIGTERM in a terminal close the window cleanly (threads joined, log closed)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: window.close())
+    timer = QTimer(window)  # Python runs signal handlers only when the interpreter gets control
+    timer.timeout.connect(lambda: None)
+    timer.start(200)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    app = create_application()
+    store = QSettings(str(args.settings), QSettings.IniFormat) if args.settings else QSettings()
+    window = MainWindow(store, model_override=args.model, sessions_dir=args.sessions_dir)
+    window.show()
+    _close_on_signals(window)
+    if args.video:
+        window.open_file(args.video)
+    code = app.exec()
+    join_stragglers(5.0)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

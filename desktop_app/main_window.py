@@ -1,0 +1,623 @@
+"""The main window: source picker, video with captions, transcript, question box, status bar.
+
+The GUI thread only paints and forwards commands; the engine runs in a LiveRun's thread and
+its events arrive here as queued signals carrying the engine's dataclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QSettings, QStandardPaths, Qt, QUrl, Slot
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QProgressDialog,
+                               QPushButton, QSizePolicy, QSplitter, QStyle, QToolBar, QVBoxLayout, QWidget)
+
+from desktop_app.live_run import STOP_TIMEOUT_S, LiveRun
+from desktop_app.message_bar import MessageBar
+from desktop_app.model_loader import ModelLoader
+from desktop_app.settings import AppSettings
+from desktop_app.settings_dialog import SettingsDialog
+from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
+from desktop_app.transcript import FORMATS, SessionLog, Transcript, save_transcript, should_log
+from desktop_app.transcript_view import TranscriptView
+from desktop_app.video_view import VideoView
+from desktop_app.workers import BackgroundTask, user_message
+from engine.errors import LiveCCError
+from engine.events import Answer, Commentary, Stats, StreamEnded
+from engine.sources import list_monitors, list_webcams
+
+log = logging.getLogger(__name__)
+APP_NAME = "LiveCC Desktop"
+
+
+def default_sessions_dir() -> Path:
+    return Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home() / ".livecc") / "sessions"
+
+
+_STRAGGLERS: set[LiveRun] = set()  # runs that outlived their window, kept until their thread ends
+
+
+def _keep_until_finished(run: LiveRun) -> None:
+    run.setParent(None)
+    _STRAGGLERS.add(run)
+    run.finished.connect(lambda: _STRAGGLERS.discard(run))
+
+
+def join_stragglers(timeout_s: float) -> None:
+    """At exit: give runs that outlived their window a last chance to end."""
+    for run in list(_STRAGGLERS):
+        run.join(timeout_s)
+
+
+def _default_session_factory(loaded, config):
+    from engine.session import StreamingSession
+
+    return StreamingSession(loaded, config)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, store: QSettings, model_override: str | None = None, sessions_dir: Path | None = None,
+                 session_factory: Callable | None = None, autoload: bool = True, probe_devices: bool = True):
+        super().__init__()
+        self.store = store
+        self.settings = AppSettings.load(store)
+        self.model_override = model_override
+        self.sessions_dir = Path(sessions_dir) if sessions_dir else default_sessions_dir()
+        self._session_factory = session_factory or _default_session_factory
+        self.loaded = None  # engine.model.LoadedModel once loaded
+        self.run: LiveRun | None = None
+        self.transcript = Transcript()
+        self.session_log: SessionLog | None = None
+        self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
+        self._tasks: list[BackgroundTask] = []
+        self.loader = ModelLoader(self)
+        self.loader.progress.connect(self._on_load_progress)
+        self.loader.loaded.connect(self._on_model_loaded)
+        self.loader.failed.connect(self._on_model_failed)
+        self._progress: QProgressDialog | None = None
+
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.resize(1280, 760)
+        self._build_actions()
+        self._build_toolbar()
+        self._build_central()
+        self._build_status_bar()
+        self._build_menus()
+        self._restore_geometry()
+        self._update_controls()
+        if probe_devices:
+            self.refresh_devices()
+        if autoload:
+            self.load_model()
+
+    # ------------------------------------------------------------------------------------------
+    # construction
+    # ------------------------------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        icon = self.style().standardIcon
+        self.open_action = QAction(icon(QStyle.SP_DialogOpenButton), "&Open video…", self)
+        self.open_action.setShortcut(QKeySequence.Open)
+        self.open_action.triggered.connect(self.choose_file)
+        self.save_action = QAction(icon(QStyle.SP_DialogSaveButton), "&Save transcript…", self)
+        self.save_action.setShortcut(QKeySequence.Save)
+        self.save_action.triggered.connect(self.choose_save_transcript)
+        self.sessions_action = QAction("Open session &folder", self)
+        self.sessions_action.triggered.connect(
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.sessions_dir))))
+        self.settings_action = QAction(icon(QStyle.SP_FileDialogDetailedView), "Se&ttings…", self)
+        self.settings_action.setShortcut(QKeySequence.Preferences)
+        self.settings_action.triggered.connect(self.open_settings)
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.Quit)
+        self.quit_action.triggered.connect(self.close)
+        self.toggle_action = QAction("&Start", self)
+        self.toggle_action.triggered.connect(self.toggle_run)
+        self.clear_action = QAction("&Clear transcript", self)
+        self.clear_action.triggered.connect(self.clear_transcript)
+        # Space toggles Start/Stop; line edits take Space for typing (they accept ShortcutOverride)
+        self.space = QShortcut(QKeySequence(Qt.Key_Space), self, self.toggle_run)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for action in (self.open_action, self.save_action, self.sessions_action):
+            file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        session_menu = bar.addMenu("&Session")
+        session_menu.addAction(self.toggle_action)
+        session_menu.addAction(self.clear_action)
+        session_menu.addSeparator()
+        session_menu.addAction(self.settings_action)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction("About LiveCC Desktop", self._about)
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Source")
+        bar.setMovable(False)
+        bar.setObjectName("SourceToolbar")
+        self.addToolBar(bar)
+        bar.addWidget(QLabel(" Source "))
+        self.picker = SourcePicker()
+        self.picker.open_file_requested.connect(self.choose_file)
+        self.picker.changed.connect(self._update_controls)
+        bar.addWidget(self.picker)
+        self.start_button = QPushButton("Start")
+        self.start_button.setMinimumWidth(96)
+        self.start_button.setToolTip("Start or stop watching (Space)")
+        self.start_button.clicked.connect(self.toggle_run)
+        bar.addWidget(self.start_button)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        bar.addWidget(spacer)
+        bar.addAction(self.open_action)
+        bar.addAction(self.save_action)
+        bar.addAction(self.settings_action)
+
+    def _build_central(self) -> None:
+        self.message_bar = MessageBar()
+        self.video_view = VideoView()
+        self.instruction_edit = QLineEdit(self.settings.instruction)
+        self.instruction_edit.setToolTip("The running instruction the model follows; press Enter to apply")
+        self.instruction_edit.returnPressed.connect(self.apply_instruction)
+        self.question_edit = QLineEdit()
+        self.question_edit.setPlaceholderText("Ask about the video… (Enter)")
+        self.question_edit.returnPressed.connect(self.ask_question)
+        self.ask_button = QPushButton("Ask")
+        self.ask_button.clicked.connect(self.ask_question)
+
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(8, 8, 4, 8)
+        lv.addWidget(self.message_bar)
+        lv.addWidget(self.video_view, 1)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Instruction"))
+        row.addWidget(self.instruction_edit, 2)
+        lv.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Question"))
+        row.addWidget(self.question_edit, 2)
+        row.addWidget(self.ask_button)
+        lv.addLayout(row)
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(4, 8, 8, 8)
+        title = QLabel("Transcript")
+        title.setStyleSheet("font-weight: bold;")
+        rv.addWidget(title)
+        self.transcript_view = TranscriptView()
+        rv.addWidget(self.transcript_view, 1)
+        self.session_label = QLabel()
+        self.session_label.setWordWrap(True)
+        self.session_label.setOpenExternalLinks(True)
+        self.session_label.setStyleSheet("color: palette(mid); font-size: 11px;")
+        rv.addWidget(self.session_label)
+        self._show_session_path(None)
+
+        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([780, 500])
+        self.setCentralWidget(self.splitter)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status = {}
+        for key, text, widest, tip in (
+            ("model", "Model: not loaded", "", "Model and compute device"),
+            ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video"),
+            ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk"),
+            ("dropped", "Dropped 0", "Dropped 99999", "Frames the engine could not keep up with"),
+            ("context", "Context –", "Context 100%", "KV cache used, as a share of its budget"),
+            ("speech", "", "", "Speech output"),
+        ):
+            label = QLabel(text)
+            label.setToolTip(tip)
+            label.setContentsMargins(6, 0, 6, 0)
+            if widest:  # numbers change every second: a fixed width keeps the bar from jumping
+                label.setMinimumWidth(label.fontMetrics().horizontalAdvance(widest) + 14)
+            bar.addPermanentWidget(label)
+            self.status[key] = label
+        self._update_speech_status()
+
+    # ------------------------------------------------------------------------------------------
+    # model
+    # ------------------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.model_override or self.settings.model
+
+    def load_model(self) -> None:
+        self.loaded = None
+        self.status["model"].setText(f"Model: loading {Path(self.model_name).name or self.model_name}…")
+        self._show_progress("Loading model…", None)
+        self.loader.load(self.model_name)
+        self._update_controls()
+
+    def _show_progress(self, text: str, fraction) -> None:
+        if self._progress is None:
+            self._progress = QProgressDialog(self)
+            self._progress.setWindowTitle("Loading model")
+            self._progress.setWindowModality(Qt.NonModal)  # the window stays usable meanwhile
+            self._progress.setCancelButtonText("Hide")
+            self._progress.setMinimumDuration(300)
+            self._progress.setAutoClose(False)
+            self._progress.setAutoReset(False)
+            self._progress.setMinimumWidth(420)
+        self._progress.setLabelText(text)
+        if fraction is None:
+            self._progress.setRange(0, 0)
+        else:
+            self._progress.setRange(0, 100)
+            self._progress.setValue(int(fraction * 100))
+
+    def _close_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress.deleteLater()
+            self._progress = None
+
+    @Slot(str, object)
+    def _on_load_progress(self, message: str, fraction) -> None:
+        if self._progress is not None and not self._progress.wasCanceled():
+            self._show_progress(message, fraction)
+
+    @Slot(object)
+    def _on_model_loaded(self, loaded) -> None:
+        self._close_progress()
+        self.loaded = loaded
+        self.status["model"].setText(f"Model: {loaded.describe()}")
+        self.status["model"].setToolTip("\n".join([loaded.name, *loaded.notes]))
+        if self.message_bar.level == "model":
+            self.message_bar.hide()
+        self._update_controls()
+        if self._pending is not None:
+            spec, self._pending = self._pending, None
+            self.start_source(spec)
+
+    @Slot(object)
+    def _on_model_failed(self, exc) -> None:
+        self._close_progress()
+        self._pending = None
+        self.status["model"].setText("Model: not loaded")
+        self.show_error(user_message(exc), actions=[
+            ("Choose local folder…", self.choose_model_folder),
+            ("Retry", self.load_model),
+        ])
+        self.message_bar.level = "model"
+        self._update_controls()
+
+    def choose_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a local LiveCC / Qwen2-VL model folder")
+        if folder:
+            self.set_model(folder)
+
+    def set_model(self, name: str) -> None:
+        """Use (and remember) another model; it loads now and serves the next Start."""
+        self.model_override = None
+        self.settings.model = name
+        self.settings.save(self.store)
+        self.load_model()
+
+    # ------------------------------------------------------------------------------------------
+    # sources and runs
+    # ------------------------------------------------------------------------------------------
+    def refresh_devices(self) -> None:
+        task = BackgroundTask(lambda _report: (list_webcams(), list_monitors()), name="livecc-devices", parent=self)
+        task.succeeded.connect(self._on_devices)
+        task.failed.connect(lambda exc: log.warning("device probe failed: %s", exc))
+        self._tasks.append(task)
+        task.start()
+
+    @Slot(object)
+    def _on_devices(self, found) -> None:
+        cameras, monitors = found
+        self.picker.set_devices(cameras, monitors)
+
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a video", str(Path.home()), VIDEO_FILTER)
+        if path:
+            self.open_file(path)
+
+    def open_file(self, path: str) -> None:
+        """Select a video file and play it (File > Open, drag and drop, the command line)."""
+        self.start_source(self.picker.add_file(path))
+
+    def toggle_run(self) -> None:
+        if self.run is not None:
+            self.stop()
+            return
+        spec = self.picker.current_spec()
+        if spec is None:
+            self.choose_file()
+        else:
+            self.start_source(spec)
+
+    def start_source(self, spec: SourceSpec) -> None:
+        """Start watching `spec`; waits (without blocking) for the model or a stopping run."""
+        self.picker.select(spec)
+        if self.run is not None:
+            self._pending = spec
+            self.stop()
+            return
+        if self.loaded is None:
+            self._pending = spec
+            if not self.loader.busy:
+                self.load_model()
+            self.statusBar().showMessage("Starting as soon as the model is loaded…")
+            self._update_controls()
+            return
+        self.message_bar.hide()
+        try:
+            session = self._session_factory(self.loaded, self._session_config(spec))
+            run = LiveRun(spec, session, self)
+        except LiveCCError as exc:
+            self.show_error(str(exc))
+            return
+        self._begin_session(spec)
+        self.run = run
+        run.event.connect(self._on_event)
+        run.errored.connect(self._on_run_error)
+        run.finished.connect(self._on_run_finished)
+        self.video_view.set_tap(run.preview)
+        self.video_view.clear("Opening " + spec.title() + "…")
+        run.start()
+        self.setWindowTitle(f"{spec.title()} — {APP_NAME}")
+        self.statusBar().showMessage(f"Watching {spec.title()}", 4000)
+        self._update_controls()
+
+    def _session_config(self, spec: SourceSpec):
+        from engine.session import SessionConfig
+
+        s = self.settings
+        return SessionConfig(query=self.instruction_edit.text().strip() or s.instruction,
+                             max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
+                             max_pixels=s.max_pixels, min_pixels=min(s.max_pixels, 100 * 28 * 28),
+                             live=True)  # the app shows video in real time: commentary must keep up
+
+    def _begin_session(self, spec: SourceSpec) -> None:
+        self.clear_transcript()
+        try:
+            self.session_log = SessionLog.create(self.sessions_dir)
+        except OSError as exc:  # a read-only disk must not stop the commentary
+            self.session_log = None
+            self.show_error(f"Cannot write the session file in {self.sessions_dir} ({exc}): "
+                            "the transcript is only kept in the window; use File > Save transcript", "warning")
+        else:
+            self.session_log.write({"type": "session", "source": spec.title(), "kind": spec.kind,
+                                    "model": self.loaded.name, "started": datetime.now().isoformat(timespec="seconds"),
+                                    "instruction": self.instruction_edit.text()})
+        self._show_session_path(self.session_log.path if self.session_log else None)
+
+    def stop(self) -> None:
+        """Ask the run to stop; `_on_run_finished` tidies up when its thread has ended."""
+        if self.run is None:
+            return
+        self.run.stop()
+        self.start_button.setEnabled(False)
+        self.start_button.setText("Stopping…")
+
+    @Slot(object)
+    def _on_event(self, event) -> None:
+        if self.sender() is not self.run:
+            return
+        if self.session_log is not None and should_log(event):
+            self.session_log.write_event(event)
+        shown = self.transcript.apply(event)
+        if shown is not None:
+            index, created = shown
+            self.transcript_view.show_entry(index, self.transcript.entries[index], created)
+        if isinstance(event, (Commentary, Answer)):
+            self.video_view.add_event(event)
+        elif isinstance(event, Stats):
+            self._show_stats(event)
+        elif isinstance(event, StreamEnded):
+            self.statusBar().showMessage(f"End of video at {event.time:.1f} s", 8000)
+
+    def _show_stats(self, s: Stats) -> None:
+        self.status["lag"].setText(f"Lag {s.lag_ms:.0f} ms")
+        self.status["chunk"].setText(f"Chunk {s.total_ms:.0f} ms")
+        self.status["dropped"].setText(f"Dropped {s.frames_dropped}" + (f" · skipped {s.chunks_skipped}"
+                                                                       if s.chunks_skipped else ""))
+        self.status["context"].setText(f"Context {s.context_fraction:.0%}" +
+                                       (f" · {s.compactions} compactions" if s.compactions else ""))
+
+    @Slot(object)
+    def _on_run_error(self, exc) -> None:
+        if self.sender() is not self.run:
+            return
+        message = user_message(exc)
+        if self.session_log is not None:
+            self.session_log.write({"type": "error", "message": message})
+        self.show_error(message)
+
+    @Slot()
+    def _on_run_finished(self) -> None:
+        if self.sender() is not self.run:
+            return
+        self._end_session()
+        if self._pending is not None:
+            spec, self._pending = self._pending, None
+            self.start_source(spec)
+
+    def _end_session(self) -> None:
+        """The run's thread has ended: keep the transcript, close the log, free the run."""
+        run, self.run = self.run, None
+        partial = self.transcript.close_open_answer()
+        if partial is not None and self.session_log is not None:
+            self.session_log.write({"type": "answer", "question": partial.question, "text": partial.text,
+                                    "done": False, "time": partial.start})
+        if self.session_log is not None:
+            self.session_log.close()
+        self.video_view.set_tap(None)
+        if run is not None and run not in _STRAGGLERS:
+            run.deleteLater()
+        self.setWindowTitle(APP_NAME)
+        self._update_controls()
+
+    # ------------------------------------------------------------------------------------------
+    # questions and instruction
+    # ------------------------------------------------------------------------------------------
+    def ask_question(self) -> None:
+        question = self.question_edit.text().strip()
+        if not question:
+            return
+        if self.run is None:
+            self.show_error("Start a source first: questions are answered from what the model has seen.", "info")
+            return
+        self.run.ask(question)
+        if self.session_log is not None:
+            self.session_log.write({"type": "question", "question": question, "time": self.video_view.frame_time})
+        self.question_edit.clear()
+        self.statusBar().showMessage(f"Asked: {question}", 4000)
+
+    def apply_instruction(self) -> None:
+        text = self.instruction_edit.text().strip() or AppSettings().instruction
+        self.instruction_edit.setText(text)
+        if text != self.settings.instruction:
+            self.settings.instruction = text
+            self.settings.save(self.store)
+        if self.run is not None:
+            self.run.set_query(text)
+            if self.session_log is not None:
+                self.session_log.write({"type": "instruction", "text": text})
+        self.statusBar().showMessage(f"Instruction: {text}", 4000)
+
+    # ------------------------------------------------------------------------------------------
+    # transcript
+    # ------------------------------------------------------------------------------------------
+    def clear_transcript(self) -> None:
+        self.transcript = Transcript()
+        self.transcript_view.clear_entries()
+        self.video_view.captions.clear()
+
+    def choose_save_transcript(self) -> None:
+        filters = ";;".join(f"{name} (*{suffix})" for suffix, name in FORMATS.items())
+        stem = f"transcript-{datetime.now():%Y%m%d-%H%M%S}"
+        path, chosen = QFileDialog.getSaveFileName(self, "Save transcript", str(Path.home() / f"{stem}.srt"), filters)
+        if not path:
+            return
+        if Path(path).suffix.lower() not in FORMATS:  # take the suffix from the chosen filter
+            path += next((s for s, name in FORMATS.items() if chosen.startswith(name)), ".txt")
+        self.save_transcript(path)
+
+    def save_transcript(self, path: str | Path) -> Path | None:
+        try:
+            saved = save_transcript(self.transcript.entries, path)
+        except (OSError, ValueError) as exc:
+            self.show_error(f"Could not save the transcript: {exc}")
+            return None
+        self.statusBar().showMessage(f"Saved {saved}", 6000)
+        return saved
+
+    def _show_session_path(self, path: Path | None) -> None:
+        folder = self.sessions_dir
+        where = f"<a href='{QUrl.fromLocalFile(str(folder)).toString()}'>{folder}</a>"
+        if path is None:
+            self.session_label.setText(f"Sessions are saved as JSONL in {where}")
+        else:
+            self.session_label.setText(f"Saving to {where}/{path.name}")
+        self.session_label.setToolTip(str(path or folder))
+
+    # ------------------------------------------------------------------------------------------
+    # settings
+    # ------------------------------------------------------------------------------------------
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, new: AppSettings) -> None:
+        old, self.settings = self.settings, new
+        new.save(self.store)
+        if new.instruction != old.instruction:
+            self.instruction_edit.setText(new.instruction)
+            self.apply_instruction()
+        if new.model != old.model:
+            self.model_override = None
+            self.load_model()
+        elif self.run is not None and (new.max_pixels, new.max_new_tokens, new.repetition_penalty) != \
+                (old.max_pixels, old.max_new_tokens, old.repetition_penalty):
+            self.statusBar().showMessage("New engine settings apply at the next Start", 6000)
+        self._update_speech_status()
+
+    def _update_speech_status(self) -> None:
+        s = self.settings
+        text = "Speech: off" if not s.speech_enabled else f"Speech: on ({s.voice or 'default voice'}) — not yet available"
+        self.status["speech"].setText(text)
+
+    # ------------------------------------------------------------------------------------------
+    # messages, controls, drag and drop, closing
+    # ------------------------------------------------------------------------------------------
+    def show_error(self, text: str, level: str = "error", actions=None) -> None:
+        self.message_bar.show_message(text, level, actions)
+        if level == "error":
+            self.statusBar().showMessage(text, 10000)
+
+    def _update_controls(self) -> None:
+        running = self.run is not None
+        self.start_button.setEnabled(True)
+        self.start_button.setText("Stop" if running else "Start")
+        self.start_button.setIcon(self.style().standardIcon(QStyle.SP_MediaStop if running else QStyle.SP_MediaPlay))
+        self.toggle_action.setText("&Stop" if running else "&Start")
+        self.ask_button.setEnabled(running)
+        if not running and self.loaded is None and self._pending is not None:
+            self.start_button.setText("Waiting for model…")
+
+    def dragEnterEvent(self, event) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.open_file(files[0])
+
+    def _about(self) -> None:
+        self.show_error("LiveCC Desktop: real-time video commentary with LiveCC-7B-Instruct "
+                        "(a streaming Qwen2-VL). Questions are answered from what the model has seen.", "info")
+
+    def _restore_geometry(self) -> None:
+        geometry = self.store.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+
+    def shutdown(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the run and join its threads (engine and capture) within `timeout_s`."""
+        self._pending = None
+        run = self.run
+        if run is None:
+            return True
+        run.stop()
+        joined = run.join(timeout_s)
+        if not joined:  # mid-step on a slow machine: let it finish on its own, never destroy it running
+            log.warning("the engine thread did not stop within %.1f s", timeout_s)
+            _keep_until_finished(run)
+        self._end_session()
+        return joined
+
+    def closeEvent(self, event) -> None:
+        started = time.monotonic()
+        self.shutdown()
+        # helper threads that have delivered their result end within moments: join them too
+        # (a model load still in progress cannot be interrupted; it is a daemon thread)
+        left = max(0.1, STOP_TIMEOUT_S - (time.monotonic() - started))
+        if not self.loader.busy:
+            self.loader.join(left / 2)
+        for task in self._tasks:
+            task.join(left / 2 / max(1, len(self._tasks)))
+        self._close_progress()
+        self.store.setValue("window/geometry", self.saveGeometry())
+        self.store.sync()
+        super().closeEvent(event)

@@ -1,0 +1,42 @@
+"""The video view's own tap on the capture stream.
+
+The engine consumes frames from the `RingBuffer` at 2 fps and discards what it has used, so
+the view cannot read the buffer's contents to show the source at its own frame rate. A
+`PreviewBuffer` is a RingBuffer that also keeps the newest frame in a slot with a sequence
+number: the source writes once, the engine and the view each read at their own pace.
+
+The engine samples 2 fps, so only frames on a finer grid (`keep_fps`, default 8) enter the ring
+itself: a 1080p 30 fps camera then costs 4 s of frames in 32 slots, not 128.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from engine.frames import Frame, RingBuffer
+
+
+class PreviewBuffer(RingBuffer):
+    def __init__(self, capacity: int = 32, keep_fps: float | None = 8.0):
+        super().__init__(capacity)
+        self._slot_lock = threading.Lock()
+        self._newest: Frame | None = None
+        self._seq = 0
+        self._keep_period = 1.0 / keep_fps if keep_fps else 0.0
+        self._next_keep = 0.0
+
+    def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
+        with self._slot_lock:  # shown at once, even if the engine's side must wait for room
+            self._newest = frame
+            self._seq += 1
+            if frame.timestamp + 1e-6 < self._next_keep:
+                return True  # between grid ticks: the engine would never pick it
+            if self._keep_period:
+                ticks = int((frame.timestamp + 1e-6) / self._keep_period) + 1
+                self._next_keep = ticks * self._keep_period
+        return super().put(frame, block=block, timeout=timeout)
+
+    def preview(self) -> tuple[int, Frame | None]:
+        """(sequence number, newest frame); the number changes whenever a frame arrives."""
+        with self._slot_lock:
+            return self._seq, self._newest

@@ -1,0 +1,78 @@
+"""User settings: a typed dataclass, read from and written to QSettings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from PySide6.QtCore import QSettings
+
+DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"  # same as engine.model.DEFAULT_MODEL; no torch import here
+DEFAULT_INSTRUCTION = "Please describe the video."
+PIXEL_UNIT = 28 * 28  # Qwen2-VL resizes to multiples of 28: max pixels are set in these units
+
+
+@dataclass
+class AppSettings:
+    model: str = DEFAULT_MODEL
+    max_pixels: int = 384 * PIXEL_UNIT
+    repetition_penalty: float = 1.05
+    max_new_tokens: int = 16
+    instruction: str = DEFAULT_INSTRUCTION
+    speech_enabled: bool = False
+    voice: str = ""
+    audio_device: str = ""  # "" = the system default output
+    screen_region: str = ""  # "left,top,width,height" or "" for the whole monitor
+
+    def __post_init__(self):
+        if self.max_pixels < 100 * PIXEL_UNIT:
+            raise ValueError(f"max_pixels must be at least {100 * PIXEL_UNIT} (100*28*28)")
+        if not 1.0 <= self.repetition_penalty <= 2.0:
+            raise ValueError("repetition_penalty must be between 1.0 and 2.0")
+        if not 1 <= self.max_new_tokens <= 256:
+            raise ValueError("max_new_tokens must be between 1 and 256")
+
+    @classmethod
+    def load(cls, store: QSettings) -> "AppSettings":
+        """Read every field, falling back to its default when missing or unreadable."""
+        defaults = cls()
+        values = {}
+        for f in fields(cls):
+            default = getattr(defaults, f.name)
+            raw = store.value(f"engine/{f.name}", default)
+            values[f.name] = _coerce(raw, default)
+        try:
+            return cls(**values)
+        except ValueError:  # a hand-edited or old settings file: start from the defaults
+            return defaults
+
+    def save(self, store: QSettings) -> None:
+        for f in fields(self):
+            store.setValue(f"engine/{f.name}", getattr(self, f.name))
+        store.sync()
+
+    def region(self) -> tuple[int, int, int, int] | None:
+        return parse_region(self.screen_region)
+
+
+def parse_region(text: str) -> tuple[int, int, int, int] | None:
+    """"left,top,width,height" -> a tuple; "" -> None; anything else raises ValueError."""
+    if not text.strip():
+        return None
+    parts = [int(p) for p in text.replace(" ", "").split(",")]
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
+        raise ValueError("A region is left,top,width,height with a positive width and height")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def _coerce(raw, default):
+    """QSettings' INI and native backends return strings for everything: restore the type."""
+    try:
+        if isinstance(default, bool):
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,82 @@
+"""The transcript panel: one block per entry, selectable and copyable, auto-scrolling unless
+the user has scrolled up to read."""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import QTextEdit, QWidget
+
+from desktop_app.transcript import Entry, clock
+
+TIME_COLOR = QColor(120, 150, 210)
+QUESTION_COLOR = QColor(255, 190, 60)
+ANSWER_COLOR = QColor(255, 226, 160)
+LINE_SEP = "\u2028"  # a line break inside one block: an entry stays one block
+
+
+class TranscriptView(QTextEdit):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setUndoRedoEnabled(False)
+        self.setPlaceholderText("Commentary and answers appear here, with their video time.")
+        self._blocks = 0
+        self._time_fmt = QTextCharFormat()
+        self._time_fmt.setForeground(TIME_COLOR)
+        mono = QFont(self.font())
+        mono.setFamilies(["DejaVu Sans Mono", "Menlo", "Consolas", "monospace"])
+        mono.setStyleHint(QFont.Monospace)
+        mono.setPointSizeF(self.font().pointSizeF() * 0.9)
+        self._time_fmt.setFont(mono)
+        self._text_fmt = QTextCharFormat()
+        self._q_fmt = QTextCharFormat()
+        self._q_fmt.setForeground(QUESTION_COLOR)
+        self._q_fmt.setFontWeight(QFont.Bold)
+        self._a_fmt = QTextCharFormat()
+        self._a_fmt.setForeground(ANSWER_COLOR)
+
+    def at_bottom(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum() - 4
+
+    def show_entry(self, index: int, entry: Entry, created: bool) -> None:
+        """Append entry `index` (created) or rewrite its block (a streaming answer grew)."""
+        follow = self.at_bottom()
+        cursor = QTextCursor(self.document())
+        if created:
+            cursor.movePosition(QTextCursor.End)
+            if self._blocks:
+                cursor.insertBlock()
+            self._blocks += 1
+        else:
+            block = self.document().findBlockByNumber(index)
+            cursor.setPosition(block.position())
+            cursor.movePosition(QTextCursor.EndOfBlock, QTextCursor.KeepAnchor)
+            cursor.removeSelectedText()
+        self._write(cursor, entry)
+        if follow:
+            bar = self.verticalScrollBar()
+            bar.setValue(bar.maximum())
+
+    def _write(self, cursor: QTextCursor, e: Entry) -> None:
+        indent = QFontMetricsF(self._time_fmt.font()).horizontalAdvance(f"{'0:00:00':>7}  ")
+        block = QTextBlockFormat()
+        block.setLeftMargin(indent)  # wrapped lines hang under the text, not under the time
+        block.setTextIndent(-indent)
+        block.setBottomMargin(3)
+        cursor.setBlockFormat(block)
+        cursor.insertText(f"{clock(e.start):>7}  ", self._time_fmt)
+        if e.is_answer:
+            cursor.insertText(f"Q: {e.question}{LINE_SEP}", self._q_fmt)
+            cursor.insertText(f"A: {e.text or '…'}".replace("\n", LINE_SEP), self._a_fmt)
+        else:
+            cursor.insertText(e.text.replace("\n", LINE_SEP), self._text_fmt)
+
+    def entries_text(self) -> list[str]:
+        """The blocks as plain text (tests, accessibility)."""
+        doc = self.document()
+        return [doc.findBlockByNumber(i).text().replace(LINE_SEP, "\n") for i in range(self._blocks)]
+
+    def clear_entries(self) -> None:
+        self.clear()
+        self._blocks = 0

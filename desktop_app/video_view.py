@@ -1,0 +1,200 @@
+"""The video view: the source at its own frame rate, aspect ratio kept, captions on top."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from desktop_app.captions import Caption, CaptionTrack
+from desktop_app.transcript import clock
+from engine.frames import Frame
+
+POLL_MS = 15  # frame polling; repaints happen only when a new frame or a caption change is due
+CAPTION_REPAINT_S = 0.1  # fades are smooth enough at 10 Hz
+
+COMMENT_BG = QColor(0, 0, 0, 165)
+ANSWER_BG = QColor(28, 22, 6, 200)
+ANSWER_ACCENT = QColor(255, 190, 60)
+TIME_FG = QColor(170, 200, 255)
+
+FrameTap = Callable[[], tuple[int, Frame | None]]
+
+
+class VideoView(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(320, 200)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self.captions = CaptionTrack()
+        self._tap: FrameTap | None = None
+        self._seq = -1
+        self._image: QImage | None = None
+        self._frame_time = 0.0
+        self._frames_shown = 0
+        self._last_caption_paint = 0.0
+        self.placeholder = "Choose a source and press Start"
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start()
+
+    # -- feeding ------------------------------------------------------------------------------
+    def set_tap(self, tap: FrameTap | None) -> None:
+        """Where frames come from (a PreviewBuffer's `preview`); None keeps the last frame."""
+        self._tap = tap
+        self._seq = -1
+
+    def clear(self, placeholder: str | None = None) -> None:
+        self._image = None
+        if placeholder is not None:
+            self.placeholder = placeholder
+        self.update()
+
+    def add_event(self, event) -> None:
+        if self.captions.apply(event):
+            self.update()
+
+    @property
+    def frames_shown(self) -> int:
+        return self._frames_shown
+
+    @property
+    def frame_time(self) -> float:
+        """Video time of the frame on screen."""
+        return self._frame_time
+
+    def _poll(self) -> None:
+        if self._tap is not None:
+            seq, frame = self._tap()
+            if frame is not None and seq != self._seq:
+                self._seq = seq
+                self._image = _to_qimage(frame)
+                self._frame_time = frame.timestamp
+                self._frames_shown += 1
+                self.update()
+                return
+        now = time.monotonic()
+        if now - self._last_caption_paint > CAPTION_REPAINT_S and self.captions.animating():
+            self.update()
+
+    # -- painting -----------------------------------------------------------------------------
+    def paintEvent(self, _event) -> None:
+        self._last_caption_paint = time.monotonic()
+        p = QPainter(self)
+        p.setRenderHints(QPainter.Antialiasing | QPainter.SmoothPixmapTransform | QPainter.TextAntialiasing)
+        p.fillRect(self.rect(), QColor(12, 12, 14))
+        if self._image is None:
+            self._paint_placeholder(p)
+            area = QRectF(self.rect())
+        else:
+            area = self._video_rect()
+            p.drawImage(area, self._image)
+        self._paint_captions(p, area)
+        p.end()
+
+    def _video_rect(self) -> QRectF:
+        iw, ih = self._image.width(), self._image.height()
+        scale = min(self.width() / iw, self.height() / ih)
+        w, h = iw * scale, ih * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def _paint_placeholder(self, p: QPainter) -> None:
+        font = QFont(self.font())
+        font.setPointSizeF(max(11.0, self.height() / 30))
+        p.setFont(font)
+        p.setPen(QColor(140, 140, 150))
+        p.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.placeholder)
+
+    def _paint_captions(self, p: QPainter, area: QRectF) -> None:
+        answer, lines = self.captions.visible()
+        if not answer and not lines:
+            return
+        size = min(24.0, max(10.0, area.height() / 30))
+        font = QFont(self.font())
+        font.setPointSizeF(size)
+        margin = size * 0.9
+        column = QRectF(area.left() + area.width() * 0.06, 0, area.width() * 0.88, 0)
+        if lines:
+            self._paint_subtitles(p, font, lines, column, area.bottom() - margin)
+        if answer:
+            answer_font = QFont(font)
+            answer_font.setPointSizeF(size * 0.85)
+            self._paint_answer(p, answer_font, answer, column, area.top() + margin)
+
+    def _paint_subtitles(self, p: QPainter, font: QFont, lines, column: QRectF, bottom: float) -> None:
+        """The last few comments in one translucent box, each line led by its video time."""
+        pad = font.pointSizeF() * 0.55
+        small = _scaled(font, 0.7)
+        stamp_w = QFontMetricsF(small).horizontalAdvance("00:00  ")
+        text_w = column.width() - 2 * pad - stamp_w
+        metrics = QFontMetricsF(font)
+        rects = [metrics.boundingRect(QRectF(0, 0, text_w, 1e6), Qt.TextWordWrap, c.text) for c, _ in lines]
+        widest = max(r.width() for r in rects) + stamp_w + 2 * pad
+        gap = font.pointSizeF() * 0.25
+        height = sum(r.height() for r in rects) + gap * (len(rects) - 1) + 2 * pad
+        box = QRectF(column.center().x() - widest / 2, bottom - height, widest, height)
+        p.save()
+        p.setOpacity(max(o for _, o in lines))
+        _fill_rounded(p, box, pad, COMMENT_BG)
+        y = box.top() + pad
+        for (caption, opacity), rect in zip(lines, rects):
+            p.setOpacity(opacity)
+            p.setFont(small)
+            p.setPen(TIME_FG)
+            p.drawText(QRectF(box.left() + pad, y, stamp_w, metrics.height()), Qt.AlignLeft | Qt.AlignVCenter,
+                       clock(caption.time))
+            p.setFont(font)
+            p.setPen(QColor(250, 250, 250))
+            p.drawText(QRectF(box.left() + pad + stamp_w, y, text_w, rect.height()), Qt.TextWordWrap, caption.text)
+            y += rect.height() + gap
+        p.restore()
+
+    def _paint_answer(self, p: QPainter, font: QFont, c: Caption, column: QRectF, top: float) -> None:
+        """The answer to a question: amber-framed, at the top, so it never mixes with commentary."""
+        pad = font.pointSizeF() * 0.6
+        small = _scaled(font, 0.8)
+        head, body = f"{clock(c.time)}   Q: {c.question}", c.text or "…"
+        inner = column.width() - 2 * pad
+        head_r = QFontMetricsF(small).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, head)
+        body_r = QFontMetricsF(font).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, body)
+        width = max(head_r.width(), body_r.width()) + 2 * pad
+        box = QRectF(column.center().x() - width / 2, top, width, head_r.height() + body_r.height() + 2 * pad)
+        p.save()
+        p.setOpacity(c.opacity(time.monotonic()))
+        _fill_rounded(p, box, pad, ANSWER_BG, QPen(ANSWER_ACCENT, 1.5))
+        p.setFont(small)
+        p.setPen(ANSWER_ACCENT)
+        p.drawText(QRectF(box.left() + pad, box.top() + pad, inner, head_r.height()), Qt.TextWordWrap, head)
+        p.setFont(font)
+        p.setPen(QColor(255, 236, 190))
+        p.drawText(QRectF(box.left() + pad, box.top() + pad + head_r.height(), inner, body_r.height()),
+                   Qt.TextWordWrap, body)
+        p.restore()
+
+
+def _scaled(font: QFont, factor: float) -> QFont:
+    out = QFont(font)
+    out.setPointSizeF(font.pointSizeF() * factor)
+    return out
+
+
+def _fill_rounded(p: QPainter, box: QRectF, radius: float, color: QColor, pen: QPen | None = None) -> None:
+    path = QPainterPath()
+    path.addRoundedRect(box, radius, radius)
+    p.fillPath(path, color)
+    if pen is not None:
+        p.setPen(pen)
+        p.drawPath(path)
+
+
+def _to_qimage(frame: Frame) -> QImage:
+    img = np.ascontiguousarray(frame.image)
+    h, w, _ = img.shape
+    # copy(): the QImage must own its pixels; the numpy array may be reused by the source
+    return QImage(img.data, w, h, img.strides[0], QImage.Format_RGB888).copy()

@@ -1,0 +1,288 @@
+"""The desktop app end to end, offscreen, with the real engine and the tiny random model.
+
+Generous waits (qtbot.waitUntil) keep these robust on a loaded 2-core CI machine; nothing is
+asserted on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QImage
+
+from desktop_app.main import create_application
+from desktop_app.main_window import MainWindow
+from desktop_app.settings import AppSettings
+from desktop_app.settings_dialog import SettingsDialog
+from desktop_app.source_picker import SourceSpec
+from desktop_app.transcript import clean_text, read_session_log
+from engine.events import Answer
+from engine.session import StreamingSession
+from engine.sources import FileSource, VideoSource
+from videos import write_video
+
+WAIT_MS = 90_000  # the model load and a few seconds of real-time video, on a slow machine
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "shapes.mp4", seconds=40, fps=30, width=640, height=360)
+
+
+@pytest.fixture
+def app(qapp):
+    return create_application()
+
+
+def short_answers(loaded, config):
+    """The real session, with answers capped so a random tiny model does not ramble 512 tokens."""
+    return StreamingSession(loaded, dataclasses.replace(config, answer_max_new_tokens=40))
+
+
+@pytest.fixture
+def make_window(app, qtbot, tmp_path, tiny_model_dir):
+    windows = []
+    threads = torch.get_num_threads()  # the app gives one core back to the GUI: undo it for other tests
+
+    def make(session_factory=short_answers, **kwargs) -> MainWindow:
+        store = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+        kwargs.setdefault("model_override", str(tiny_model_dir))
+        window = MainWindow(store, sessions_dir=tmp_path / "sessions", session_factory=session_factory,
+                            probe_devices=False, **kwargs)
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:  # a failed test must not leave an engine thread to crash the next one
+        window.shutdown(10.0)
+        window.loader.join(30.0)
+    torch.set_num_threads(threads)
+
+
+def commentary(window: MainWindow):
+    return [e for e in window.transcript.entries if e.kind == "commentary"]
+
+
+def grab_array(widget) -> np.ndarray:
+    image = widget.grab().toImage().convertToFormat(QImage.Format_RGB888)
+    ptr = image.constBits()
+    arr = np.frombuffer(ptr, np.uint8, count=image.sizeInBytes()).reshape(image.height(), image.bytesPerLine())
+    return arr[:, : image.width() * 3].reshape(image.height(), image.width(), 3).copy()
+
+
+def engine_threads_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith(("source:", "livecc-"))]
+
+
+def close_and_check(window: MainWindow) -> None:
+    """Closing stops everything within 2 s and leaves no engine or capture thread running."""
+    run = window.run
+    started = time.monotonic()
+    window.close()
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"closing took {elapsed:.2f} s"
+    assert window.run is None
+    if run is not None:
+        assert not run.running
+        assert not run.source.running
+    assert engine_threads_alive() == []
+
+
+def test_playback_commentary_reaches_transcript_and_overlay(make_window, qtbot, video):
+    window = make_window()
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: window.video_view.frames_shown > 0, timeout=WAIT_MS)
+    first = grab_array(window.video_view)
+    assert first.std() > 10, "the video view is blank"
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 3, timeout=WAIT_MS)
+
+    entries = commentary(window)
+    starts = [e.start for e in entries]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts), "commentary out of time order"
+    shown = window.transcript_view.entries_text()
+    assert all(e.text in line for e, line in zip(entries, shown))
+    assert entries[-1].text in " ".join(window.video_view.captions.texts())
+    # frames are painted at the source's rate, not the engine's 2 fps, and the picture moves
+    assert window.video_view.frames_shown > 4 * window.video_view.frame_time
+    qtbot.waitUntil(lambda: np.abs(grab_array(window.video_view).astype(int) - first).mean() > 2, timeout=WAIT_MS)
+    assert "Chunk" in window.status["chunk"].text() and "%" in window.status["context"].text()
+    assert window.status["model"].text().startswith("Model: tiny-qwen2-vl on CPU")
+    close_and_check(window)
+
+
+def test_question_gets_an_answer_then_commentary_resumes(make_window, qtbot, video, artifacts_dir):
+    window = make_window()
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 2, timeout=WAIT_MS)
+    qtbot.keyClicks(window.question_edit, "What is moving?")
+    qtbot.keyClick(window.question_edit, Qt.Key_Return)
+    assert window.question_edit.text() == ""
+
+    def answered():
+        return [e for e in window.transcript.entries if e.kind == "answer" and e.done]
+
+    qtbot.waitUntil(lambda: len(answered()) == 1, timeout=WAIT_MS)
+    answer = answered()[0]
+    assert answer.question == "What is moving?"
+    assert window.video_view.captions.answer is not None
+    assert window.video_view.captions.answer.question == "What is moving?"
+    assert any("Q: What is moving?" in line for line in window.transcript_view.entries_text())
+    index = window.transcript.entries.index(answer)
+    qtbot.waitUntil(lambda: any(e.kind == "commentary" for e in window.transcript.entries[index + 1:]),
+                    timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: len(window.video_view.captions.texts()) >= 2, timeout=WAIT_MS)
+
+    shot = artifacts_dir / "desktop-playback.png"
+    assert window.grab().save(str(shot))
+    assert QImage(str(shot)).width() >= 800
+    RESOURCES.mkdir(exist_ok=True)
+    shutil.copyfile(shot, RESOURCES / "screenshot.png")
+    close_and_check(window)
+
+
+class FailingSession(StreamingSession):
+    """The real session, killed by an exception in the middle of an answer."""
+
+    def run(self, buffer):
+        partial_answers = 0
+        for event in super().run(buffer):
+            yield event
+            partial_answers += isinstance(event, Answer) and not event.done
+            if partial_answers == 3:
+                raise RuntimeError("injected failure")
+
+
+def test_session_file_and_saved_transcripts_survive_an_engine_crash(make_window, qtbot, video, tmp_path):
+    window = make_window(session_factory=lambda loaded, config: FailingSession(loaded, config))
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 3, timeout=WAIT_MS)
+    session_file = window.session_log.path
+    assert session_file.name in window.session_label.text()
+    window.question_edit.setText("Where is the circle?")
+    window.ask_question()
+    qtbot.waitUntil(lambda: "injected failure" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
+    entries = list(window.transcript.entries)
+    assert entries[-1].kind == "answer" and not entries[-1].done  # kept, as far as it got
+    assert window.start_button.isEnabled() and window.start_button.text() == "Start"
+
+    records = read_session_log(session_file)
+    logged = {(r["type"], clean_text(r["text"])) for r in records if r["type"] in ("commentary", "answer")}
+    for entry in entries:  # every line shown is on disk
+        assert (entry.kind, entry.text) in logged, entry
+    assert any(r["type"] == "error" and "injected failure" in r["message"] for r in records)
+    assert records[0]["type"] == "session"
+
+    srt = window.save_transcript(tmp_path / "out.srt").read_text()
+    cues = [block.splitlines() for block in srt.strip().split("\n\n")]
+    assert len(cues) == len(entries)
+    for number, cue in enumerate(cues, 1):
+        assert cue[0] == str(number)
+        start, arrow, end = cue[1].split(" ")
+        assert arrow == "-->" and start < end and len(start) == len("00:00:00,000")
+    vtt = window.save_transcript(tmp_path / "out.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n") and vtt.count(" --> ") == len(entries)
+    lines = window.save_transcript(tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["type"] for line in lines] == [e.kind for e in entries]
+    close_and_check(window)
+
+
+def test_source_errors_leave_the_window_usable(make_window, qtbot, video, tmp_path):
+    window = make_window()
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+    window.start_source(SourceSpec("webcam", index=97, label="Camera 97"))
+    qtbot.waitUntil(lambda: "no camera at index 97" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
+
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("this is not a video")
+    window.open_file(str(bogus))
+    qtbot.waitUntil(lambda: "cannot open" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
+    assert window.start_button.isEnabled()
+
+    window.open_file(str(video))  # still usable: a good source plays
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)
+    assert not window.message_bar.isVisible()
+    close_and_check(window)
+
+
+class UnpluggedCamera(FileSource):
+    """A camera (played from a file) whose device stops delivering after 5 s: unplugged."""
+
+    _read_error = VideoSource._read_error  # the camera's message, not the file's
+
+    def describe(self) -> str:
+        return "camera 7"
+
+    def _read(self):
+        frame = super()._read()
+        return None if frame is not None and frame.timestamp > 5.0 else frame
+
+
+def test_camera_unplugged_mid_stream_keeps_the_transcript(make_window, qtbot, video, monkeypatch):
+    monkeypatch.setattr(SourceSpec, "make_source", lambda spec: UnpluggedCamera(spec.path, realtime=True))
+    window = make_window()
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: "camera 7 stopped delivering frames" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
+    assert len(commentary(window)) >= 1
+    assert len(window.transcript_view.entries_text()) == len(window.transcript.entries)
+    close_and_check(window)
+
+
+def test_screen_capture_without_a_display_is_a_message(make_window, qtbot, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    window = make_window()
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+    window.start_source(SourceSpec("screen", index=1, label="Screen 1"))
+    qtbot.waitUntil(lambda: "no display" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
+    close_and_check(window)
+
+
+def test_missing_model_offers_a_local_folder(make_window, qtbot, tmp_path, tiny_model_dir, monkeypatch):
+    window = make_window(model_override=str(tmp_path / "no-such-model"))
+    qtbot.waitUntil(lambda: window.message_bar.isVisible(), timeout=WAIT_MS)
+    assert "Choose local folder…" in window.message_bar.action_titles()
+    assert window.status["model"].text() == "Model: not loaded"
+    monkeypatch.setattr("desktop_app.main_window.QFileDialog.getExistingDirectory",
+                        lambda *args, **kwargs: str(tiny_model_dir))
+    window.choose_model_folder()
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+    assert window.settings.model == str(tiny_model_dir)
+    assert not window.message_bar.isVisible()
+    close_and_check(window)
+
+
+def test_settings_survive_a_restart(make_window, qtbot, tmp_path, tiny_model_dir):
+    window = make_window(autoload=False, model_override=None)
+    assert window.settings == AppSettings()  # a fresh settings file: the defaults
+    chosen = AppSettings(model=str(tiny_model_dir), max_pixels=200 * 28 * 28, repetition_penalty=1.15,
+                         max_new_tokens=24, instruction="Describe the video in French.", speech_enabled=True,
+                         voice="espeak:fr", audio_device="null output")
+    dialog = SettingsDialog(chosen, window, devices=["null output"])
+    assert dialog.result_settings() == chosen  # the dialog shows and returns every field
+    window.apply_settings(dialog.result_settings())
+    assert window.instruction_edit.text() == "Describe the video in French."
+    assert "Speech: on" in window.status["speech"].text()
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)  # a new model loads at once
+    window.close()
+
+    again = make_window(autoload=False, model_override=None)
+    assert again.settings == chosen
+    assert again.instruction_edit.text() == "Describe the video in French."
+    assert again.model_name == str(tiny_model_dir)
+    again.close()
