@@ -123,8 +123,6 @@ class StaticRunner:
     def reset(self) -> None:
         self.cache.length = 0
 
-    def crop(self, length: int) -> None:
-        self.cache.length = min(self.cache.length, length)
 
     @staticmethod
     def _fuse_layer(layer) -> tuple:

@@ -6,6 +6,8 @@ path (engine/fast.py) must produce the same tokens as this one on the same weigh
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .preprocess import VideoInputs
@@ -66,17 +68,11 @@ class EagerRunner:
         pos = torch.full((3, 1), position, dtype=torch.long, device=self.device)
         return self.forward(ids, pos)
 
-    def crop(self, length: int) -> None:
-        if self.cache is not None:
-            self.cache.crop(length)
-
 
 def make_runner(model: torch.nn.Module, max_tokens: int):
     """The static-cache, CUDA-graphed runner on CUDA, the eager reference elsewhere.
     LIVECC_NO_FAST=1 forces the reference; LIVECC_FAST=1 forces the fast runner (also on CPU,
     where it runs without graphs: that is how CI checks it against the reference)."""
-    import os
-
     if os.environ.get("LIVECC_NO_FAST") == "1":
         return EagerRunner(model)
     if model.lm_head.weight.device.type == "cuda" or os.environ.get("LIVECC_FAST") == "1":
