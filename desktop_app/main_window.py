@@ -7,12 +7,13 @@ its events arrive here as queued signals carrying the engine's dataclasses.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QSettings, QStandardPaths, Qt, QUrl, Slot
+from PySide6.QtCore import QSettings, QSignalBlocker, QStandardPaths, Qt, QUrl, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QProgressDialog,
                                QPushButton, QSizePolicy, QSplitter, QStyle, QToolBar, QVBoxLayout, QWidget)
@@ -23,16 +24,18 @@ from desktop_app.model_loader import ModelLoader
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
+from desktop_app.speech import SpeechConfig, SpeechController
 from desktop_app.transcript import FORMATS, SessionLog, Transcript, save_transcript, should_log
 from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
 from desktop_app.workers import BackgroundTask, user_message
 from engine.errors import LiveCCError
-from engine.events import Answer, Commentary, Stats, StreamEnded
+from engine.events import Answer, Commentary, Compaction, Stats, StreamEnded
 from engine.sources import list_monitors, list_webcams
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
+SPEECH_STATE_CHARS = 44  # longer states (errors) are cut in the status bar; the tooltip has all
 
 
 def default_sessions_dir() -> Path:
@@ -80,6 +83,8 @@ class MainWindow(QMainWindow):
         self.loader.loaded.connect(self._on_model_loaded)
         self.loader.failed.connect(self._on_model_failed)
         self._progress: QProgressDialog | None = None
+        self._compactions = 0
+        self._context_budget = 0
 
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -89,6 +94,7 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_status_bar()
         self._build_menus()
+        self._build_speech()
         self._restore_geometry()
         self._update_controls()
         if probe_devices:
@@ -120,6 +126,12 @@ class MainWindow(QMainWindow):
         self.toggle_action.triggered.connect(self.toggle_run)
         self.clear_action = QAction("&Clear transcript", self)
         self.clear_action.triggered.connect(self.clear_transcript)
+        self.speak_action = QAction(icon(QStyle.SP_MediaVolume), "Spea&k", self)
+        self.speak_action.setCheckable(True)
+        self.speak_action.setChecked(self.settings.speech_enabled)
+        self.speak_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
+        self.speak_action.setToolTip("Speak commentary and answers (Ctrl+Shift+M); voice and output in Settings")
+        self.speak_action.toggled.connect(self.set_speech_enabled)
         # Space toggles Start/Stop; line edits take Space for typing (they accept ShortcutOverride)
         self.space = QShortcut(QKeySequence(Qt.Key_Space), self, self.toggle_run)
 
@@ -133,6 +145,7 @@ class MainWindow(QMainWindow):
         session_menu = bar.addMenu("&Session")
         session_menu.addAction(self.toggle_action)
         session_menu.addAction(self.clear_action)
+        session_menu.addAction(self.speak_action)
         session_menu.addSeparator()
         session_menu.addAction(self.settings_action)
         help_menu = bar.addMenu("&Help")
@@ -158,6 +171,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(spacer)
         bar.addAction(self.open_action)
         bar.addAction(self.save_action)
+        bar.addAction(self.speak_action)
         bar.addAction(self.settings_action)
 
     def _build_central(self) -> None:
@@ -218,8 +232,9 @@ class MainWindow(QMainWindow):
             ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video"),
             ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk"),
             ("dropped", "Dropped 0", "Dropped 99999", "Frames the engine could not keep up with"),
-            ("context", "Context –", "Context 100%", "KV cache used, as a share of its budget"),
-            ("speech", "", "", "Speech output"),
+            ("context", "Context –", "Context 100%", "KV cache used, as a share of its budget; a compaction "
+                                                      "keeps the last seconds of video and a text memory"),
+            ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output"),
         ):
             label = QLabel(text)
             label.setToolTip(tip)
@@ -228,7 +243,13 @@ class MainWindow(QMainWindow):
                 label.setMinimumWidth(label.fontMetrics().horizontalAdvance(widest) + 14)
             bar.addPermanentWidget(label)
             self.status[key] = label
-        self._update_speech_status()
+
+    def _build_speech(self) -> None:
+        self.speech = SpeechController(self._speech_config(), self)
+        self.speech.state_changed.connect(self._show_speech_state)
+        self.speech.message.connect(lambda text, level: self.show_error(text, level))
+        self._show_speak_action(self.settings.speech_enabled)
+        self._show_speech_state(self.speech.state)
 
     # ------------------------------------------------------------------------------------------
     # model
@@ -372,6 +393,7 @@ class MainWindow(QMainWindow):
         self.video_view.set_tap(run.preview)
         self.video_view.clear("Opening " + spec.title() + "…")
         run.start()
+        self.speech.begin_run()
         self.setWindowTitle(f"{spec.title()} — {APP_NAME}")
         self.statusBar().showMessage(f"Watching {spec.title()}", 4000)
         self._update_controls()
@@ -398,12 +420,15 @@ class MainWindow(QMainWindow):
                                     "model": self.loaded.name, "started": datetime.now().isoformat(timespec="seconds"),
                                     "instruction": self.instruction_edit.text()})
         self._show_session_path(self.session_log.path if self.session_log else None)
+        self._compactions, self._context_budget = 0, 0
+        self.status["context"].setText("Context –")
 
     def stop(self) -> None:
         """Ask the run to stop; `_on_run_finished` tidies up when its thread has ended."""
         if self.run is None:
             return
         self.run.stop()
+        self.speech.end_run(silence=True)
         self.start_button.setEnabled(False)
         self.start_button.setText("Stopping…")
 
@@ -413,6 +438,7 @@ class MainWindow(QMainWindow):
             return
         if self.session_log is not None and should_log(event):
             self.session_log.write_event(event)
+        self.speech.on_event(event)
         shown = self.transcript.apply(event)
         if shown is not None:
             index, created = shown
@@ -421,6 +447,8 @@ class MainWindow(QMainWindow):
             self.video_view.add_event(event)
         elif isinstance(event, Stats):
             self._show_stats(event)
+        elif isinstance(event, Compaction):
+            self._show_compaction(event)
         elif isinstance(event, StreamEnded):
             self.statusBar().showMessage(f"End of video at {event.time:.1f} s", 8000)
 
@@ -429,8 +457,20 @@ class MainWindow(QMainWindow):
         self.status["chunk"].setText(f"Chunk {s.total_ms:.0f} ms")
         self.status["dropped"].setText(f"Dropped {s.frames_dropped}" + (f" · skipped {s.chunks_skipped}"
                                                                        if s.chunks_skipped else ""))
-        self.status["context"].setText(f"Context {s.context_fraction:.0%}" +
-                                       (f" · {s.compactions} compactions" if s.compactions else ""))
+        self._compactions, self._context_budget = s.compactions, s.budget_tokens
+        self._show_context(s.context_fraction)
+
+    def _show_compaction(self, c: Compaction) -> None:
+        self._compactions += 1  # the next Stats confirms the count
+        if self._context_budget:
+            self._show_context(c.tokens_after / self._context_budget)
+        self.statusBar().showMessage(f"Context compacted: {c.tokens_before} → {c.tokens_after} tokens "
+                                     f"({c.ms:.0f} ms)", 6000)
+
+    def _show_context(self, fraction: float) -> None:
+        n = self._compactions
+        self.status["context"].setText(f"Context {fraction:.0%}" +
+                                       (f" · {n} compaction{'s' if n != 1 else ''}" if n else ""))
 
     @Slot(object)
     def _on_run_error(self, exc) -> None:
@@ -453,6 +493,7 @@ class MainWindow(QMainWindow):
     def _end_session(self) -> None:
         """The run's thread has ended: keep the transcript, close the log, free the run."""
         run, self.run = self.run, None
+        self.speech.end_run(silence=False)  # a video that ended may finish its last phrase
         partial = self.transcript.close_open_answer()
         if partial is not None and self.session_log is not None:
             self.session_log.write({"type": "answer", "question": partial.question, "text": partial.text,
@@ -549,12 +590,43 @@ class MainWindow(QMainWindow):
         elif self.run is not None and (new.max_pixels, new.max_new_tokens, new.repetition_penalty) != \
                 (old.max_pixels, old.max_new_tokens, old.repetition_penalty):
             self.statusBar().showMessage("New engine settings apply at the next Start", 6000)
-        self._update_speech_status()
+        self._show_speak_action(new.speech_enabled)
+        self.speech.configure(self._speech_config())  # a new voice or output takes effect at once
 
-    def _update_speech_status(self) -> None:
+    # ------------------------------------------------------------------------------------------
+    # speech
+    # ------------------------------------------------------------------------------------------
+    def _speech_config(self) -> SpeechConfig:
         s = self.settings
-        text = "Speech: off" if not s.speech_enabled else f"Speech: on ({s.voice or 'default voice'}) — not yet available"
-        self.status["speech"].setText(text)
+        return SpeechConfig(enabled=s.speech_enabled, voice=s.voice, device=s.audio_device)
+
+    def set_speech_enabled(self, enabled: bool) -> None:
+        """The Speak toggle: off mutes at once, on loads the voice if needed; it is remembered."""
+        if enabled != self.settings.speech_enabled:
+            self.settings.speech_enabled = enabled
+            self.settings.save(self.store)
+        self._show_speak_action(enabled)
+        self.speech.set_enabled(enabled)
+
+    def _show_speak_action(self, enabled: bool) -> None:
+        with QSignalBlocker(self.speak_action):
+            self.speak_action.setChecked(enabled)
+        self.speak_action.setIcon(self.style().standardIcon(QStyle.SP_MediaVolume if enabled
+                                                            else QStyle.SP_MediaVolumeMuted))
+
+    @Slot(str)
+    def _show_speech_state(self, state: str) -> None:
+        engine = self.speech.engine_name
+        text = f"Speech: {state}"
+        if state.startswith("error: "):  # the bar shows the gist; the message bar and tooltip the fix
+            short = "Speech: error: " + re.split(r"[:;(]", state[len("error: "):], maxsplit=1)[0].strip()
+        else:
+            short = text + (f" ({engine})" if engine and state != "off" else "")
+        label = self.status["speech"]
+        label.setText(short if len(short) <= SPEECH_STATE_CHARS else short[:SPEECH_STATE_CHARS - 1] + "…")
+        s = self.settings
+        label.setToolTip(f"{text}\nVoice: {s.voice or 'default (ChatTTS, else espeak-ng)'}; "
+                         f"output: {s.audio_device or 'system default'}. Toggle with Ctrl+Shift+M; change in Settings.")
 
     # ------------------------------------------------------------------------------------------
     # messages, controls, drag and drop, closing
@@ -594,13 +666,16 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
 
     def shutdown(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
-        """Stop the run and join its threads (engine and capture) within `timeout_s`."""
+        """Stop the run and speech and join their threads (engine, capture, speech) within `timeout_s`."""
         self._pending = None
+        started = time.monotonic()
         run = self.run
+        if run is not None:
+            run.stop()  # the engine winds down while speech stops
+        self.speech.shutdown(timeout_s / 2)
         if run is None:
             return True
-        run.stop()
-        joined = run.join(timeout_s)
+        joined = run.join(max(0.1, timeout_s - (time.monotonic() - started)))
         if not joined:  # mid-step on a slow machine: let it finish on its own, never destroy it running
             log.warning("the engine thread did not stop within %.1f s", timeout_s)
             _keep_until_finished(run)

@@ -86,9 +86,11 @@ class SettingsDialog(QDialog):
         form.addRow(self.speech)
         self.voice = QComboBox()
         self.voice.setEditable(True)
-        self.voice.addItems(["", "chattts:2222", "espeak:en"])
+        self.voice.addItems(["", "chattts:2222", "espeak", "espeak:en-gb", "none"])
         self.voice.setCurrentText(s.voice)
-        self.voice.lineEdit().setPlaceholderText("default voice")
+        self.voice.lineEdit().setPlaceholderText("default: ChatTTS speaker 2222, else espeak-ng")
+        self.voice.setToolTip("A ChatTTS speaker seed or name (2222, alice), chattts:SEED, espeak, "
+                              "espeak:VOICE (`espeak-ng --voices`), or none (silent)")
         form.addRow("Voice", self.voice)
         self.audio_device = QComboBox()
         self.audio_device.addItem("System default", "")
@@ -98,7 +100,8 @@ class SettingsDialog(QDialog):
             self.audio_device.addItem(f"{s.audio_device} (not found)", s.audio_device)
         self.audio_device.setCurrentIndex(max(0, self.audio_device.findData(s.audio_device)))
         form.addRow("Audio output", self.audio_device)
-        note = QLabel("Speech arrives with the speech engine; these choices are kept until then.")
+        note = QLabel("A new voice or output takes effect at once; loading ChatTTS can take a minute "
+                      "(the status bar shows it). The Speak button in the toolbar (Ctrl+Shift+M) mutes and unmutes.")
         note.setWordWrap(True)
         note.setStyleSheet("color: palette(mid);")
         form.addRow(note)

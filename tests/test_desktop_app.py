@@ -32,11 +32,34 @@ from videos import write_video
 
 WAIT_MS = 90_000  # the model load and a few seconds of real-time video, on a slow machine
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+ASOUNDRC = 'pcm.!default {type plug; slave.pcm "nullout"}\npcm.nullout {type null}\n'
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "shapes.mp4", seconds=40, fps=30, width=640, height=360)
+
+
+@pytest.fixture
+def null_audio(tmp_path, monkeypatch):
+    """Real PortAudio output into an ALSA null device (as in test_speech_playback): ALSA's
+    default becomes a null sink; PortAudio re-reads the config when re-initialised."""
+    sd = pytest.importorskip("sounddevice", reason="sounddevice needs libportaudio2 (apt)")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text(ASOUNDRC)
+    monkeypatch.setenv("HOME", str(home))
+    sd._terminate()
+    sd._initialize()
+    yield
+    sd._terminate()
+    monkeypatch.undo()
+    sd._initialize()
+
+
+def store_settings(tmp_path: Path, **fields) -> None:
+    """Write settings where `make_window` reads them, as if a previous session had saved them."""
+    AppSettings(**fields).save(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
 
 
 @pytest.fixture
@@ -83,7 +106,8 @@ def grab_array(widget) -> np.ndarray:
 
 
 def engine_threads_alive() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith(("source:", "livecc-"))]
+    return [t.name for t in threading.enumerate()
+            if t.is_alive() and t.name.startswith(("source:", "livecc-", "speech-"))]
 
 
 def close_and_check(window: MainWindow) -> None:
@@ -122,7 +146,9 @@ def test_playback_commentary_reaches_transcript_and_overlay(make_window, qtbot, 
     close_and_check(window)
 
 
-def test_question_gets_an_answer_then_commentary_resumes(make_window, qtbot, video, artifacts_dir):
+def test_question_gets_an_answer_then_commentary_resumes(make_window, qtbot, video, artifacts_dir, tmp_path,
+                                                         null_audio):
+    store_settings(tmp_path, speech_enabled=True, voice="espeak")  # the screenshot shows speech on
     window = make_window()
     window.open_file(str(video))
     qtbot.waitUntil(lambda: len(commentary(window)) >= 2, timeout=WAIT_MS)
@@ -143,6 +169,8 @@ def test_question_gets_an_answer_then_commentary_resumes(make_window, qtbot, vid
     qtbot.waitUntil(lambda: any(e.kind == "commentary" for e in window.transcript.entries[index + 1:]),
                     timeout=WAIT_MS)
     qtbot.waitUntil(lambda: len(window.video_view.captions.texts()) >= 2, timeout=WAIT_MS)
+    assert window.status["speech"].text().startswith("Speech: ")
+    assert window.status["speech"].text().endswith("(espeak-ng)")
 
     shot = artifacts_dir / "desktop-playback.png"
     assert window.grab().save(str(shot))
@@ -277,7 +305,10 @@ def test_settings_survive_a_restart(make_window, qtbot, tmp_path, tiny_model_dir
     assert dialog.result_settings() == chosen  # the dialog shows and returns every field
     window.apply_settings(dialog.result_settings())
     assert window.instruction_edit.text() == "Describe the video in French."
-    assert "Speech: on" in window.status["speech"].text()
+    assert window.speak_action.isChecked()
+    # speech turns on at once: the voice loads, and "null output" is no device on this machine
+    qtbot.waitUntil(lambda: "no audio output device" in window.message_bar.text, timeout=WAIT_MS)
+    assert window.status["speech"].text().startswith("Speech: error: no audio output device")
     qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)  # a new model loads at once
     window.close()
 

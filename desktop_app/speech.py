@@ -1,0 +1,260 @@
+"""Speech in the desktop app: builds the synthesizer off the GUI thread, runs one SpeechPlayer
+per run and feeds it the engine's events; Qt only at this edge (`tts` is Qt-free).
+
+Lifetimes: the synthesizer (ChatTTS can take a minute to load) lives as long as its voice
+setting; the player lives from Start until the next Start, Stop or closing the window, because
+its video clock only moves forward and a new run starts again at 0 s. A run that ends on its
+own keeps its player, so the last phrase is not cut off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+
+from desktop_app.transcript import clean_text
+from desktop_app.workers import BackgroundTask, user_message
+from engine.events import Answer, Commentary, Stats
+from tts.player import DEVICE_FIX
+from tts.synth import SpeechError, Synthesizer
+
+log = logging.getLogger(__name__)
+POLL_MS = 250  # the status bar follows the player's state at 4 Hz
+PLAYER_STOP_S = 1.0  # leaves the engine its share of the window's 2 s closing budget
+APP_DEVICE_FIX = "choose another Audio output in Settings, or turn Speak off"
+ENGINE_NAMES = {"chattts": "ChatTTS", "espeak": "espeak-ng", "null": "silent"}
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """What Settings say about speech; a change of voice or device rebuilds speech at once."""
+
+    enabled: bool = False
+    voice: str = ""  # tts.parse_voice forms; "" = ChatTTS with its default speaker
+    device: str = ""  # PortAudio output by index or (part of its) name; "" = system default
+
+    def output(self) -> int | str | None:
+        text = self.device.strip()
+        return int(text) if text.isdigit() else (text or None)
+
+
+@dataclass(frozen=True)
+class Built:
+    synth: Synthesizer
+    warning: str | None  # ChatTTS fell back to espeak-ng
+    device_error: str | None  # the synthesizer works but there is nothing to play it on
+
+
+def build_synthesizer(config: SpeechConfig, cancelled: threading.Event) -> Built | None:
+    """Runs on a worker thread: load the voice, check the output device. None if cancelled."""
+    from tts.factory import make_synthesizer, parse_voice
+    from tts.player import resolve_output_device
+
+    kind, voice = parse_voice(config.voice)
+    choice = make_synthesizer(kind, voice)
+    if cancelled.is_set():  # the window closed or the voice changed during a long load
+        choice.synth.close()
+        return None
+    try:
+        resolve_output_device(config.output())
+        device_error = None
+    except SpeechError as error:
+        device_error = str(error)
+    return Built(choice.synth, choice.warning, device_error)
+
+
+class SpeechController(QObject):
+    """The window's one handle on speech; every method runs on the GUI thread and returns at once
+    (SpeechPlayer's methods only take a short lock and enqueue)."""
+
+    state_changed = Signal(str)  # "off" | "loading…" | "ready" | player states | "error: ..."
+    message = Signal(str, str)  # text, MessageBar level
+
+    def __init__(self, config: SpeechConfig = SpeechConfig(), parent: QObject | None = None):
+        super().__init__(parent)
+        self.config = config
+        self.synth: Synthesizer | None = None
+        self.player = None  # tts.SpeechPlayer while a run (or its last phrase) speaks
+        self._task: BackgroundTask | None = None
+        self._cancelled = threading.Event()
+        self._rebuild = False  # settings changed while loading: load again when it ends
+        self._running = False  # a run is on: the player should exist
+        self._error: str | None = None
+        self._shown = ""
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start(POLL_MS)
+        if config.enabled:
+            self._load()
+
+    # -- settings and the toggle -------------------------------------------------------------
+    def configure(self, config: SpeechConfig) -> None:
+        """New settings: a new voice or device replaces the synthesizer and the player now."""
+        old, self.config = self.config, config
+        if (config.voice, config.device) != (old.voice, old.device):
+            self._stop_player()
+            self._close_synth()
+            self._error = None
+        self.set_enabled(config.enabled)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Off mutes (the synthesizer stays loaded so on is instant); on loads what is missing."""
+        self.config = replace(self.config, enabled=enabled)
+        if self.player is not None:
+            self.player.mute(not enabled)
+        if enabled and self.synth is None and self._task is None:
+            self._load()
+        elif enabled:
+            self._ensure_player()  # no-op while loading: the load ends with it
+        self._poll()
+
+    # -- runs ----------------------------------------------------------------------------------
+    def begin_run(self) -> None:
+        """A run starts at video time 0: a fresh player (a retry, too, after a device error)."""
+        self._stop_player()
+        self._running = True
+        if self.config.enabled and self.synth is None and self._task is None:
+            self._load()  # also a retry after a failed load
+        self._ensure_player()
+
+    def end_run(self, silence: bool) -> None:
+        """The run ended; `silence` (the user pressed Stop) also cuts off what is being said."""
+        self._running = False
+        if silence:
+            self._stop_player()
+        self._poll()
+
+    @Slot(object)
+    def on_event(self, event) -> None:
+        player = self.player
+        if player is None or not self._running:
+            return
+        if isinstance(event, Commentary):
+            player.say_commentary(clean_text(event.text), event.start, event.end)
+        elif isinstance(event, Answer):
+            player.say_answer(clean_text(event.text), event.done, key=(event.question, event.time))
+        elif isinstance(event, Stats):
+            player.set_video_time(event.end)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if not self.config.enabled and self.player is None:
+            return "off"
+        if self._error is not None:
+            return f"error: {self._error}"
+        if self._task is not None:
+            return "loading…"
+        if self.player is not None:
+            return self.player.state
+        return "ready" if self.synth is not None else "off"
+
+    @property
+    def engine_name(self) -> str:
+        return ENGINE_NAMES.get(self.synth.name, self.synth.name) if self.synth is not None else ""
+
+    @Slot()
+    def _poll(self) -> None:
+        state = self.state
+        if state != self._shown:
+            self._shown = state
+            self.state_changed.emit(state)
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._task is not None:
+            self._rebuild = True
+            return
+        self._error = None
+        config, cancelled = self.config, self._cancelled
+        self._task = BackgroundTask(lambda _report: build_synthesizer(config, cancelled),
+                                    name="livecc-speech-load", parent=self)
+        self._task.succeeded.connect(self._on_built)
+        self._task.failed.connect(self._on_failed)
+        self._task.start()
+        self._poll()
+
+    def _finish_load(self) -> bool:
+        """Forget the finished task; True when newer settings want another load instead."""
+        self._task = None
+        if not self._rebuild or self._cancelled.is_set():
+            return False
+        self._rebuild = False
+        self._load()
+        return True
+
+    @Slot(object)
+    def _on_built(self, built: Built | None) -> None:
+        if built is None:
+            self._task = None
+            return
+        if self._cancelled.is_set() or self._finish_load():
+            built.synth.close()
+            return
+        self.synth, self._error = built.synth, None
+        if built.device_error:
+            self._device_failed(built.device_error, also=built.warning)
+        else:
+            if built.warning:
+                self.message.emit(built.warning, "warning")
+            self._ensure_player()
+        self._poll()
+
+    @Slot(object)
+    def _on_failed(self, exc: BaseException) -> None:
+        if self._finish_load() or self._cancelled.is_set():
+            return
+        self._error = user_message(exc)
+        self.message.emit(f"Speech is off: {self._error}", "warning")
+        self._poll()
+
+    def _device_failed(self, text: str, also: str | None = None) -> None:
+        """One message (the bar shows one at a time), naming the app's fix, not the CLI's."""
+        self._error = text.replace(DEVICE_FIX, APP_DEVICE_FIX)
+        self.message.emit(f"Speech is off: {self._error}" + (f" ({also})" if also else ""), "warning")
+
+    def _ensure_player(self) -> None:
+        if self.player is not None or self.synth is None or not (self._running and self.config.enabled):
+            return
+        from tts.player import PlayerConfig, SpeechPlayer
+
+        # live: the app plays every source in real time, so video time runs on between events
+        player = SpeechPlayer(self.synth, PlayerConfig(device=self.config.output(), live=True,
+                                                       stop_timeout_s=PLAYER_STOP_S))
+        try:
+            self.player = player.start()  # opens the device: quick, unlike loading a voice
+            self._error = None
+        except SpeechError as error:
+            player.stop()
+            self._device_failed(str(error))
+        self._poll()
+
+    # -- teardown ------------------------------------------------------------------------------
+    def _stop_player(self) -> None:
+        player, self.player = self.player, None
+        if player is not None:
+            player.stop()
+
+    def _close_synth(self) -> None:
+        synth, self.synth = self.synth, None
+        if synth is not None:
+            synth.close()
+        if self._task is not None:
+            self._rebuild = True  # the load in progress is for the old voice
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Stop speaking and release the voice. A ChatTTS load cannot be interrupted: it is a
+        daemon thread, told to drop its result. True when every speech thread has ended."""
+        started = time.monotonic()
+        self._timer.stop()
+        self._cancelled.set()
+        self._running = False
+        self._stop_player()
+        self._close_synth()
+        task = self._task
+        left = max(0.0, timeout_s - (time.monotonic() - started))
+        return task is None or task.join(left)
