@@ -44,10 +44,12 @@ class Stats:
     frames_dropped: int
     chunks_skipped: int
     compactions: int = 0
+    hidden_ms: float = 0.0  # preprocess/vision time that ran ahead, overlapped with the previous decode
 
     @property
     def total_ms(self) -> float:
-        return self.preprocess_ms + self.vision_ms + self.prefill_ms + self.decode_ms
+        """What the chunk cost the stream: its stages less the part that overlapped earlier work."""
+        return self.preprocess_ms + self.vision_ms + self.prefill_ms + self.decode_ms - self.hidden_ms
 
     @property
     def context_fraction(self) -> float:

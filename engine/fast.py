@@ -320,7 +320,7 @@ class StaticRunner:
     def _rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The vision rotary (cos, sin) exactly as the model computes it for this grid, captured
         once per grid from the model's own forward (robust across transformers versions)."""
-        grid = tuple(int(v) for v in video.video_grid_thw[0])
+        grid = video.grid
         if grid not in self._vision_rope:
             captured = {}
 
@@ -353,7 +353,7 @@ class StaticRunner:
 
     @torch.inference_mode()
     def encode_video(self, video: VideoInputs) -> torch.Tensor:
-        grid = tuple(int(v) for v in video.video_grid_thw[0])
+        grid = video.grid
         cos, sin = self._rope_for(video)
         pixels = video.pixel_values_videos
         if not self.cuda_graphs:

@@ -49,17 +49,18 @@ class VideoInputs:
     """What the vision tower takes for one chunk."""
 
     pixel_values_videos: torch.Tensor  # (grid_t*grid_h*grid_w, 3*2*14*14) float32
-    video_grid_thw: torch.Tensor  # (1, 3) int64
+    video_grid_thw: torch.Tensor  # (1, 3) int64 on the device, for the vision tower
     resized_hw: tuple[int, int]
+    grid: tuple[int, int, int]  # the same (t, h, w) on the host: reading the tensor would sync the GPU
 
     @property
     def num_tokens(self) -> int:
         """Visual tokens after the 2x2 spatial merge."""
-        t, h, w = (int(v) for v in self.video_grid_thw[0])
+        t, h, w = self.grid
         return t * h * w // (MERGE_SIZE * MERGE_SIZE)
 
 
-_STAGING: dict[tuple, torch.Tensor] = {}
+_STAGING: dict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = {}  # (stream, T, H, W, 3) -> pinned buffer
 
 
 def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -69,15 +70,17 @@ def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.devic
     device = torch.device(device)
     if device.type != "cuda":
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    shape = (len(arrays), *arrays[0].shape)
-    if shape not in _STAGING:
-        _STAGING.clear()  # one source resolution at a time
-        _STAGING[shape] = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-    staging = _STAGING[shape]
-    torch.cuda.current_stream(device).synchronize()  # the previous upload from this buffer is done
+    stream = torch.cuda.current_stream(device)
+    key = (stream.cuda_stream, len(arrays), *arrays[0].shape)  # one buffer per stream: uploads never race
+    if key not in _STAGING:
+        _STAGING[key] = torch.empty(key[1:], dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
+    staging, uploaded = _STAGING[key]
+    uploaded.synchronize()  # only the previous upload from this buffer, not the stream's other work
     for i, array in enumerate(arrays):
         staging[i].numpy()[...] = array
-    return staging.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    video = staging.to(device, non_blocking=True)
+    uploaded.record(stream)
+    return video.permute(0, 3, 1, 2)
 
 
 def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -123,4 +126,5 @@ def preprocess_frames(frames: list[Frame] | list[np.ndarray], device: torch.devi
     video = frames_to_tensor(frames, device)
     size = smart_resize(video.shape[-2], video.shape[-1], min_pixels=min_pixels, max_pixels=max_pixels)
     flat, grid = patchify(resize_frames(video, size))
-    return VideoInputs(flat, grid, size)
+    t = video.shape[0] // TEMPORAL_PATCH
+    return VideoInputs(flat, grid, size, (t, size[0] // PATCH_SIZE, size[1] // PATCH_SIZE))

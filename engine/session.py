@@ -10,6 +10,7 @@ thread and are applied between steps; a question pre-empts commentary.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import time
 from collections.abc import Iterator
@@ -133,6 +134,32 @@ class FrameSampler:
 
 
 @dataclass
+class PreparedChunk:
+    """A chunk's frames as visual embeddings, made inline or ahead of time on a side stream."""
+
+    chunk: Chunk
+    video: VideoInputs
+    embeds: torch.Tensor
+    preprocess_ms: float = 0.0
+    vision_ms: float = 0.0
+    marks: tuple | None = None  # CUDA events (start, preprocessed, encoded) on the side stream
+
+    def wait(self, device: torch.device) -> float:
+        """Make the current stream wait for side-stream work; returns how much of it was hidden
+        behind earlier work (ms)."""
+        if self.marks is None:
+            return 0.0
+        start, preprocessed, encoded = self.marks
+        t0 = time.perf_counter()
+        encoded.synchronize()
+        waited = (time.perf_counter() - t0) * 1e3
+        torch.cuda.current_stream(device).wait_event(encoded)
+        self.embeds.record_stream(torch.cuda.current_stream(device))
+        self.preprocess_ms, self.vision_ms = start.elapsed_time(preprocessed), preprocessed.elapsed_time(encoded)
+        return max(0.0, self.preprocess_ms + self.vision_ms - waited)
+
+
+@dataclass
 class ConversationState:
     """What the model has seen: token ids in the cache, the next free M-RoPE position, the token
     sampled last but not yet fed back (it opens the next segment), and the query in force."""
@@ -169,6 +196,13 @@ class StreamingSession:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._buffer: RingBuffer | None = None
         self._stopped = False
+        self._ahead: PreparedChunk | None = None
+        # The next chunk's preprocessing and vision run on a low-priority side stream while this
+        # chunk decodes on a high-priority one, so decode kernels go first (LIVECC_NO_OVERLAP=1: off).
+        overlap = self.device.type == "cuda" and os.environ.get("LIVECC_NO_OVERLAP") != "1"
+        # (Lower numbers mean higher priority; out-of-range values clamp to the device's range.)
+        self._side = torch.cuda.Stream(self.device, priority=0) if overlap else None
+        self._main = torch.cuda.Stream(self.device, priority=-5) if overlap else None
         self._merge = self.model.config.vision_config.spatial_merge_size
 
     # -- commands (any thread) -----------------------------------------------------------
@@ -196,14 +230,18 @@ class StreamingSession:
         Re-raises the source's error (after processing every frame it delivered)."""
         self._buffer = buffer
         cfg = self.config
+        previous = torch.cuda.current_stream(self.device) if self._main is not None else None
+        if self._main is not None:
+            torch.cuda.set_stream(self._main)  # this (engine) thread's current stream until run ends
         try:
             while True:
                 yield from self._apply_commands()
                 if self._stopped:
                     return
-                chunk = self.frames.take(buffer, cfg.live, cfg.max_backlog_s)
+                prepared, self._ahead = self._ahead, None
+                chunk = prepared.chunk if prepared else self.frames.take(buffer, cfg.live, cfg.max_backlog_s)
                 if chunk is not None:
-                    yield from self.process_chunk(chunk, buffer)
+                    yield from self.process_chunk(chunk, buffer, prepared, look_ahead=True)
                     continue
                 if buffer.closed:
                     if buffer.error is not None:
@@ -217,6 +255,8 @@ class StreamingSession:
                                    "shorten answers, or close other GPU programs") from exc
         finally:
             self._buffer = None
+            if previous is not None:
+                torch.cuda.set_stream(previous)
 
     def _apply_commands(self) -> Iterator[Event]:
         while True:
@@ -240,21 +280,53 @@ class StreamingSession:
         self.state.reset()
         self.context.clear()
         self.frames.restart()
+        self._ahead = None  # its frames belonged to the conversation being dropped
 
     # -- one chunk -------------------------------------------------------------------------
     def _sync(self) -> float:
+        """Wait for this stream's work (not the side stream's) and read the clock."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
         return time.perf_counter()
 
-    def process_chunk(self, chunk: Chunk, buffer: RingBuffer | None = None) -> Iterator[Event]:
+    def _prepare(self, chunk: Chunk) -> PreparedChunk:
+        """Preprocess and encode a chunk now, on the current stream, timing each stage."""
         cfg = self.config
         t0 = self._sync()
         video = preprocess_frames(chunk.frames, self.device, cfg.max_pixels, cfg.min_pixels)
         t1 = self._sync()
         embeds = self.runner.encode_video(video)
         t2 = self._sync()
-        vision_ms = (t2 - t1) * 1e3
+        return PreparedChunk(chunk, video, embeds, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def _look_ahead(self, buffer: RingBuffer | None) -> None:
+        """When the next chunk's frames are already here (file narration, catching up), start its
+        preprocessing and vision on the side stream, overlapping this chunk's decode."""
+        if self._side is None or buffer is None or self._ahead is not None:
+            return
+        chunk = self.frames.take(buffer, self.config.live, self.config.max_backlog_s)
+        if chunk is None:
+            return
+        cfg = self.config
+        marks = tuple(torch.cuda.Event(enable_timing=True) for _ in range(3))
+        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side):
+            marks[0].record()
+            video = preprocess_frames(chunk.frames, self.device, cfg.max_pixels, cfg.min_pixels)
+            marks[1].record()
+            embeds = self.runner.encode_video(video)
+            marks[2].record()
+        self._ahead = PreparedChunk(chunk, video, embeds, marks=marks)
+
+    def process_chunk(self, chunk: Chunk, buffer: RingBuffer | None = None, prepared: PreparedChunk | None = None,
+                      look_ahead: bool = False) -> Iterator[Event]:
+        """One chunk: visual embeddings (made now, or earlier by the look-ahead), prefill, decode,
+        events. With `look_ahead` (the run loop), the next chunk's vision may start during decode."""
+        cfg = self.config
+        prepared = prepared or self._prepare(chunk)
+        hidden_ms = prepared.wait(self.device)
+        video, embeds, vision_ms = prepared.video, prepared.embeds, prepared.vision_ms
+        t2 = self._sync()
         turn, plain = self._chunk_turn(chunk, video)
         compaction = self._make_room(len(self._segment(turn)), cfg.max_new_tokens, chunk.start)
         if compaction is not None:
@@ -262,8 +334,10 @@ class StreamingSession:
             turn, plain = self._chunk_turn(chunk, video)
             self._check_fits(len(self._segment(turn)), cfg.max_new_tokens)
             t2 = self._sync()  # the stall is reported by the Compaction event, not as prefill
-        grid = tuple(int(v) for v in video.video_grid_thw[0])
+        grid = video.grid
         logits = self._prefill(turn, [grid], embeds)
+        if look_ahead:
+            self._look_ahead(buffer)  # its CPU work overlaps this prefill, its GPU work the decode
         self.state.query_sent = self.query
         t3 = self._sync()
         tokens = self._decode(logits, cfg.max_new_tokens, commentary=True)
@@ -273,9 +347,10 @@ class StreamingSession:
         yield Commentary(chunk.start, chunk.end, text, chunk.index)
         latest = buffer.latest() if buffer is not None else None
         lag = max(0.0, latest.timestamp - chunk.end) * 1000 if latest else 0.0
-        yield Stats(chunk.index, chunk.start, chunk.end, (t1 - t0) * 1e3, vision_ms, (t3 - t2) * 1e3,
+        yield Stats(chunk.index, chunk.start, chunk.end, prepared.preprocess_ms, vision_ms, (t3 - t2) * 1e3,
                     (t4 - t3) * 1e3, len(tokens), self.runner.length, cfg.kv_budget, lag,
-                    buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions)
+                    buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions,
+                    hidden_ms)
 
     def _chunk_turn(self, chunk: Chunk, video: VideoInputs) -> tuple[list[int], bool]:
         """The chunk's user turn, and whether it is plain (no system prompt, no query), the form a
@@ -294,7 +369,7 @@ class StreamingSession:
         vision tower) and its comment in the text memory."""
         if plain is None:
             plain = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, None, first=False)
-        grid = tuple(int(v) for v in video.video_grid_thw[0])
+        grid = video.grid
         self.context.window.add(KeptChunk(chunk.index, chunk.start, chunk.end, plain, grid, embeds, reply))
         self.context.memory.add(chunk.start, text, chunk.index)
 
