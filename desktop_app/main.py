@@ -31,6 +31,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def missing_display() -> str | None:
+    """Qt aborts the process when it cannot reach a display; say what to do instead."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open a window on: run livecc-desktop inside a desktop session (or set DISPLAY); "
+            "for headless narration use `livecc narrate VIDEO`")
+
+
 def create_application(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
     app.setOrganizationName(ORGANIZATION)
@@ -51,6 +61,9 @@ def _close_on_signals(window: MainWindow) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if problem := missing_display():
+        print(f"livecc-desktop: error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     app = create_application()
     store = QSettings(str(args.settings), QSettings.IniFormat) if args.settings else QSettings()

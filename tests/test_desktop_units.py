@@ -94,3 +94,16 @@ def test_preview_tap_sees_every_frame_while_the_ring_keeps_the_engine_grid():
     buf.discard_before(10.0)  # the engine consumed everything
     seq, frame = buf.preview()
     assert seq == 30 and frame.timestamp == 29 / 30
+
+
+def test_no_display_is_a_one_line_error_not_a_qt_abort():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "desktop_app.main"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("livecc-desktop: error: no display")
+    assert proc.stderr.strip().count("\n") == 0
