@@ -6,9 +6,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.deps-stamp
 PYTEST_ARGS ?=
 
-# Debian packages: PortAudio for sounddevice, espeak-ng (fallback voice), Xvfb and the
+# Debian packages: venv for Python, PortAudio for sounddevice, espeak-ng (fallback voice), Xvfb and the
 # xcb libraries Qt needs for a real X display, EGL/GL/fontconfig and a font for Qt itself.
-APT_PKGS := libportaudio2 libasound2 espeak-ng xvfb xauth \
+APT_PKGS := python3-venv libportaudio2 libasound2 espeak-ng xvfb xauth \
             libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
             libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-randr0 \
             libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 libegl1 libgl1 \
@@ -39,7 +39,7 @@ $(VENV)/bin/python:
 	$(PY) -m pip install -q --upgrade pip
 
 # CPU machines take the CPU torch wheel (2.13.0, on disk here); a CUDA machine takes pip's default.
-$(STAMP): $(VENV)/bin/python pyproject.toml Makefile
+$(STAMP): $(VENV)/bin/python pyproject.toml Makefile tts/install.py
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PY) -m pip install -q torch; \
 	else $(PY) -m pip install -q torch==2.13.0; fi

@@ -58,7 +58,7 @@ class LiveRun(QObject):
         """Ask everything to end; `join()` waits for it."""
         self._stopping = True
         self.session.stop()
-        self.buffer.close()  # wakes the engine if it waits for frames; the capture thread ends too
+        self.buffer.close()  # wakes the engine if it waits for frames; the capture stops in _stream's finally
 
     def join(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         return self._thread.join(timeout_s)

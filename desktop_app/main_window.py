@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.transcript = Transcript()
         self.session_log: SessionLog | None = None
         self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
+        self._load_after_run = False  # the model changed during a run: load it once the run has ended
         self._tasks: list[BackgroundTask] = []
         self.loader = ModelLoader(self)
         self.loader.progress.connect(self._on_load_progress)
@@ -486,7 +487,10 @@ class MainWindow(QMainWindow):
         if self.sender() is not self.run:
             return
         self._end_session()
-        if self._pending is not None:
+        if self._load_after_run:
+            self._load_after_run, self._pending = False, None
+            self.load_model()
+        elif self._pending is not None:
             spec, self._pending = self._pending, None
             self.start_source(spec)
 
@@ -586,7 +590,12 @@ class MainWindow(QMainWindow):
             self.apply_instruction()
         if new.model != old.model:
             self.model_override = None
-            self.load_model()
+            if self.run is not None:  # never hold two 7B models at once: load when this run has ended
+                self._load_after_run = True
+                self.stop()
+                self.statusBar().showMessage("Stopping to switch models…", 6000)
+            else:
+                self.load_model()
         elif self.run is not None and (new.max_pixels, new.max_new_tokens, new.repetition_penalty) != \
                 (old.max_pixels, old.max_new_tokens, old.repetition_penalty):
             self.statusBar().showMessage("New engine settings apply at the next Start", 6000)

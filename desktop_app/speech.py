@@ -68,8 +68,9 @@ def build_synthesizer(config: SpeechConfig, cancelled: threading.Event) -> Built
 
 
 class SpeechController(QObject):
-    """The window's one handle on speech; every method runs on the GUI thread and returns at once
-    (SpeechPlayer's methods only take a short lock and enqueue)."""
+    """The window's one handle on speech; every method runs on the GUI thread. Feeding events returns
+    at once (SpeechPlayer's methods only take a short lock and enqueue); stopping a player waits
+    for its worker for up to 1 s, and loading a voice runs on a background thread."""
 
     state_changed = Signal(str)  # "off" | "loading…" | "ready" | player states | "error: ..."
     message = Signal(str, str)  # text, MessageBar level

@@ -74,7 +74,7 @@ def _add_speech_arguments(parser: argparse.ArgumentParser) -> None:
     add_speech_arguments(parser)
 
 
-def _session_config(args, live: bool):
+def _session_config(args, live: bool, answer_max_new_tokens: int = 512):
     from .prompt import DEFAULT_QUERY
     from .session import SessionConfig
 
@@ -82,7 +82,8 @@ def _session_config(args, live: bool):
         return SessionConfig(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
                              repetition_penalty=args.repetition_penalty, temperature=args.temperature,
                              top_p=args.top_p, max_pixels=args.max_pixels,
-                             min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget)
+                             min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget,
+                             answer_max_new_tokens=answer_max_new_tokens)
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc
 
@@ -109,14 +110,16 @@ def cmd_narrate(args) -> int:
     from .frames import RingBuffer
     from .session import StreamingSession
     from .sources import FileSource, probe_video
-    from .subtitles import JsonlLog, write_transcript
+    from .subtitles import JsonlLog, to_srt, to_vtt
 
     info = probe_video(args.video)  # fail fast, before the model loads
+    args.realtime = args.realtime or bool(getattr(args, "speak", False))  # speech plays at the video's pace
+    config = _session_config(args, live=args.realtime)
     sink = _speech_sink(args)
     loaded = _load(args)
-    realtime = args.realtime or bool(getattr(args, "speak", False))  # speech plays at the video's pace
-    session = StreamingSession(loaded, _session_config(args, live=realtime))
-    source = FileSource(args.video, realtime=realtime, sample_fps=None if realtime else session.config.fps)
+    session = StreamingSession(loaded, config)
+    # Only the frames the engine samples enter the buffer, so 64 slots hold 32 s, never less than a chunk.
+    source = FileSource(args.video, realtime=args.realtime, sample_fps=config.fps)
     buffer = RingBuffer(64)
     events: list = []
     log = JsonlLog(args.jsonl) if args.jsonl else None
@@ -144,9 +147,9 @@ def cmd_narrate(args) -> int:
         bar.close()
         if log is not None:
             log.close()
-        for path in (args.srt, args.vtt):
+        for path, text in ((args.srt, to_srt), (args.vtt, to_vtt)):
             if path is not None:
-                write_transcript(path, events)  # also on failure: keep what was narrated
+                path.write_text(text(events), encoding="utf-8")  # also on failure: keep what was narrated
         if sink is not None:
             sink.close()
     return 0
@@ -170,9 +173,8 @@ def cmd_ask(args) -> int:
     at = info.duration if args.at is None else args.at
     if at < 0 or (info.duration > 0 and at > info.duration + 0.5):  # duration 0 = container did not say
         raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s)")
+    config = _session_config(args, live=False, answer_max_new_tokens=args.max_answer_tokens)
     loaded = _load(args)
-    config = _session_config(args, live=False)
-    config.answer_max_new_tokens = args.max_answer_tokens
     session = StreamingSession(loaded, config)
     source = FileSource(args.video, end=at, sample_fps=config.fps)
     buffer = RingBuffer(64)

@@ -43,7 +43,8 @@ def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _fuse_rows(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Concatenate the weights (and biases) of linears sharing an input, then make each linear's
-    parameters views into the fused tensor: one matmul instead of several, no extra memory."""
+    parameters views into the fused tensor: one matmul instead of several. The originals are
+    freed, so once done the model holds one copy (a layer's worth extra while fusing)."""
     weight = torch.cat([lin.weight.data for lin in linears])
     has_bias = all(lin.bias is not None for lin in linears)
     bias = torch.cat([lin.bias.data for lin in linears]) if has_bias else None
@@ -88,7 +89,9 @@ class StaticRunner:
         self.video_token_id = model.config.video_token_id
         weight = model.lm_head.weight
         self.cache = StaticKVCache(len(self.lm.layers), self.n_kv, self.head_dim, max_tokens, weight.dtype, weight.device)
-        self.fused = [self._fuse_layer(layer) for layer in self.lm.layers]
+        # Fused once per model: a second runner reuses the views instead of concatenating again.
+        self.fused = getattr(model, "_livecc_fused", None) or [self._fuse_layer(layer) for layer in self.lm.layers]
+        model._livecc_fused = self.fused
         if cuda_graphs is None:
             cuda_graphs = weight.device.type == "cuda" and os.environ.get("LIVECC_NO_CUDA_GRAPH") != "1"
         self.cuda_graphs = cuda_graphs
@@ -119,6 +122,10 @@ class StaticRunner:
     @property
     def length(self) -> int:
         return self.cache.length
+
+    def forget_selection(self) -> None:
+        """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
+        self._pick_graphs.clear()
 
     def reset(self) -> None:
         self.cache.length = 0
@@ -274,8 +281,9 @@ class StaticRunner:
         return sorted({min(self.cache.capacity, w) for w in range(1024, self.cache.capacity + 1024, 1024)})
 
     def _capture_widths(self, make_step) -> dict[int, "_GraphedStep"]:
-        """A graph per attention width, all captured at once so no capture stalls a live stream.
-        Warm-ups write only the cache's last slot, which real steps overwrite before reading."""
+        """A graph per attention width (one with flash-decoding), all captured at the rule's first
+        use, so a growing context never stalls on a capture. Warm-ups write only the cache's last
+        slot, which real steps overwrite before reading."""
         state = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()  # decode graphs never run concurrently: share memory
@@ -379,7 +387,8 @@ class _GraphedStep:
                 fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool), torch.inference_mode():
+        # thread_local: another thread's CUDA work (ChatTTS speaking) cannot invalidate the capture
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"), torch.inference_mode():
             self.output = fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

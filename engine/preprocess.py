@@ -8,6 +8,7 @@ normalisation, and the (grid_t, grid_h, grid_w) patch layout with temporal patch
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,9 @@ class VideoInputs:
         return t * h * w // (MERGE_SIZE * MERGE_SIZE)
 
 
-_STAGING: dict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = {}  # (stream, T, H, W, 3) -> pinned buffer
+# (stream, T, H, W, 3) -> pinned buffer and its last upload; a few, least recently used dropped
+_STAGING: OrderedDict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = OrderedDict()
+_STAGING_KEEP = 4
 
 
 def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -73,7 +76,11 @@ def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.devic
     stream = torch.cuda.current_stream(device)
     key = (stream.cuda_stream, len(arrays), *arrays[0].shape)  # one buffer per stream: uploads never race
     if key not in _STAGING:
+        while len(_STAGING) >= _STAGING_KEEP:  # new sessions bring new streams; pinned memory is scarce
+            _, (_, done) = _STAGING.popitem(last=False)
+            done.synchronize()
         _STAGING[key] = torch.empty(key[1:], dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
+    _STAGING.move_to_end(key)
     staging, uploaded = _STAGING[key]
     uploaded.synchronize()  # only the previous upload from this buffer, not the stream's other work
     for i, array in enumerate(arrays):

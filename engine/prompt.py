@@ -102,12 +102,3 @@ class PromptBuilder:
 
     def question_turn(self, question: str, first: bool = False) -> list[int]:
         return self.encode(self.render_turn([{"type": "text", "text": question}], first))
-
-    def text_turn(self, role: str, text: str) -> list[int]:
-        """A closed turn of plain text (used for the text memory after a compaction)."""
-        prefix_msgs = self._system() or [{"role": "system", "content": "livecc"}]
-        prefix = self._render(prefix_msgs, False)
-        full = self._render(prefix_msgs + [{"role": role, "content": text}], False)
-        if not full.startswith(prefix):
-            raise ValueError("chat template does not render conversations incrementally")
-        return self.encode(full[len(prefix):])

@@ -78,5 +78,12 @@ def make_runner(model: torch.nn.Module, max_tokens: int):
     if model.lm_head.weight.device.type == "cuda" or os.environ.get("LIVECC_FAST") == "1":
         from .fast import StaticRunner
 
-        return StaticRunner(model, max_tokens)
+        # One per model: a new session reuses its cache and graphs instead of holding a second copy.
+        cached = getattr(model, "_livecc_static_runner", None)
+        if cached is not None and cached.cache.capacity == max_tokens:
+            cached.forget_selection()
+            return cached
+        model._livecc_static_runner = None  # release the old one before allocating its replacement
+        model._livecc_static_runner = StaticRunner(model, max_tokens)
+        return model._livecc_static_runner
     return EagerRunner(model)

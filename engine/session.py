@@ -61,6 +61,9 @@ class SessionConfig:
             raise ValueError("max new tokens must be >= 1")
         if self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
+        if self.max_pixels < 28 * 28:
+            raise ValueError("max_pixels must be at least 28*28 = 784")
+        self.sampling()  # temperature, top_p, repetition penalty: checked here, with the rest
         if self.fps <= 0 or self.max_backlog_s <= 0:
             raise ValueError("fps and max_backlog_s must be positive")
         if self.video_window_s <= 0 or self.memory_tokens < 0:
@@ -185,6 +188,7 @@ class StreamingSession:
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
         self.runner = runner or make_runner(self.model, self.config.kv_budget + 8)  # compaction keeps it <= budget
+        self.runner.reset()
         vocab = self.model.lm_head.weight.shape[0]
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
@@ -232,6 +236,7 @@ class StreamingSession:
         cfg = self.config
         previous = torch.cuda.current_stream(self.device) if self._main is not None else None
         if self._main is not None:
+            self._main.wait_stream(previous)  # the cache and weights were prepared on the caller's stream
             torch.cuda.set_stream(self._main)  # this (engine) thread's current stream until run ends
         try:
             while True:
@@ -280,7 +285,11 @@ class StreamingSession:
         self.state.reset()
         self.context.clear()
         self.frames.restart()
+        if self._ahead is not None and self._side is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self._side)  # its buffers may be in flight
         self._ahead = None  # its frames belonged to the conversation being dropped
+        if self.trace is not None:
+            self.trace.clear()
 
     # -- one chunk -------------------------------------------------------------------------
     def _sync(self) -> float:
@@ -492,6 +501,9 @@ class StreamingSession:
         for tokens in self._decode_steps(logits, max_new, commentary=False):
             yield Answer(question, self._text(tokens), False, asked_at)
         text = self._text(tokens)
+        if self._stopped:  # cut short: the last event says so, and memory keeps no half answer
+            yield Answer(question, text, False, asked_at)
+            return
         self.context.memory.add_answer(asked_at, question, text)
         yield Answer(question, text, True, asked_at)
 

@@ -131,3 +131,18 @@ def test_vtt_escapes_markup_characters(tmp_path):
     path = write_transcript(tmp_path / "x.vtt", [Commentary(0.0, 1.0, "a < b & c > d", 0)])
     body = path.read_text().split("\n", 2)[2]
     assert "a &lt; b &amp; c &gt; d" in body and "<" not in body
+
+
+def test_bad_sampling_options_exit_2(video20, capsys):
+    for flags in (["--top-p", "0"], ["--temperature", "-1"], ["--repetition-penalty", "0"], ["--max-pixels", "0"]):
+        assert main(["narrate", str(video20), *flags]) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("livecc: error: bad option"), (flags, err)
+
+
+def test_subtitle_flags_fix_the_format_whatever_the_suffix(tiny_model_dir, tmp_path):
+    video = write_video(tmp_path / "four.mp4", seconds=4, fps=30)
+    srt, vtt = tmp_path / "subs.sub", tmp_path / "subs"
+    assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--srt", str(srt), "--vtt", str(vtt),
+                 *SMALL]) == 0
+    assert parse_srt(srt.read_text()) and vtt.read_text().startswith("WEBVTT")

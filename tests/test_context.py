@@ -188,3 +188,25 @@ def test_video_window_keeps_the_last_seconds():
 def test_budget_too_small_for_the_memory_and_an_answer_is_refused():
     with pytest.raises(ValueError, match="kv_budget"):
         SessionConfig(kv_budget=1000, memory_tokens=512, answer_max_new_tokens=512)
+
+
+def test_stop_during_an_answer_reports_it_unfinished(tiny_loaded):
+    from engine.events import Answer
+    from engine.frames import Frame, RingBuffer
+    from engine.session import SessionConfig, StreamingSession
+    from videos import synthetic_frame
+
+    session = StreamingSession(tiny_loaded, SessionConfig(max_pixels=56 * 56, min_pixels=28 * 28,
+                                                          answer_max_new_tokens=64))
+    buffer = RingBuffer(16)
+    for i in range(6):
+        buffer.put(Frame(synthetic_frame(i * 0.5, 56, 56), i * 0.5))
+    list(session.process_chunk(session.frames.take(buffer, False, 2.0), buffer))
+    answers = []
+    for event in session.answer("What moves?"):
+        answers.append(event)
+        if len(answers) == 2:
+            session.stop()
+    last = answers[-1]
+    assert isinstance(last, Answer) and not last.done and len(answers) <= 4
+    assert not any("What moves?" in entry.line() for entry in session.context.memory.recent(set()))

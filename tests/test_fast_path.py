@@ -87,3 +87,17 @@ def test_prefill_in_pieces_equals_one_pass(tiny_loaded, monkeypatch):
     assert torch.allclose(got, expected, atol=1e-5)
     n = ids.numel()
     assert torch.allclose(pieces.cache.k[:, :, :n], whole.cache.k[:, :, :n], atol=1e-5)
+
+
+def test_sessions_share_one_fused_model_and_runner(tiny_loaded, monkeypatch):
+    """A second session must not fuse the weights again (8.5 GB for the 7B) or hold a second cache."""
+    monkeypatch.setenv("LIVECC_FAST", "1")
+    first = StreamingSession(tiny_loaded, SessionConfig(kv_budget=4096))
+    q_proj = tiny_loaded.model.model.language_model.layers[0].self_attn.q_proj
+    storage = q_proj.weight.untyped_storage().data_ptr()
+    first.runner._pick_graphs["stale"] = {}
+    second = StreamingSession(tiny_loaded, SessionConfig(kv_budget=4096))
+    assert second.runner is first.runner and second.runner.length == 0
+    assert not second.runner._pick_graphs  # graphs bound to the first session's sampler are gone
+    assert q_proj.weight.untyped_storage().data_ptr() == storage
+    assert StaticRunner(tiny_loaded.model, 64).fused is first.runner.fused

@@ -95,10 +95,7 @@ def speech_sink_from_args(args: argparse.Namespace) -> SpeechSink:
         raise SpeechError(f"bad --speech-max-lag: {error}") from error
     player = None
     if args.speak:
-        realtime = bool(getattr(args, "realtime", False))
-        if not realtime:
-            print("livecc: note: without --realtime narration runs ahead of playback, so speech "
-                  "drops most comments as stale", file=sys.stderr)
-        config = PlayerConfig(device=parse_device(args.audio_device), live=realtime, policy=policy)
+        # `livecc narrate --speak` paces the video to wall-clock time, so playback follows it live.
+        config = PlayerConfig(device=parse_device(args.audio_device), live=True, policy=policy)
         player = SpeechPlayer(choice.synth, config).start()
     return SpeechSink(choice.synth, player, args.speech_wav, policy)

@@ -7,11 +7,12 @@ for Linux is a CUDA build. With CPU torch installed, pip either replaces torch b
 
 What ChatTTS, vocos and encodec use of torchaudio is pure Python (MelSpectrogram, mel-scale
 helpers), and torchaudio itself supports running without its native extension (`_load_lib`
-returns False when the library file is absent). So on a CPU-only torch we install the same
-torchaudio release rebuilt without its CUDA-linked `.so` files: a real wheel with a
-consistent RECORD, so pip can list, upgrade and uninstall it as usual. On a CUDA torch the
-stock wheel is kept. ChatTTS, vocos and encodec go in with --no-deps; their other runtime
-needs are the `speech` extra in pyproject.toml.
+returns False when the library file is absent). So we install the same torchaudio release
+rebuilt without its `.so` files: a real wheel with a consistent RECORD, so pip can list,
+upgrade and uninstall it as usual. We do so on CUDA machines too, because those libraries
+match only the one torch release they were built for, and `make` installs pip's newest torch
+there. ChatTTS, vocos and encodec go in with --no-deps; their other runtime needs are the
+`speech` extra in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -62,17 +63,9 @@ def _is_native_lib(name: str) -> bool:
     return name.startswith("torchaudio/lib/") and name.endswith(".so")
 
 
-def _torch_has_cuda() -> bool:
-    import torch
-
-    return torch.version.cuda is not None
-
-
 def install_torchaudio(index_args: list[str]) -> None:
-    """The stock wheel on CUDA torch; the same wheel without native libraries on CPU torch."""
-    if _torch_has_cuda():
-        _pip("install", "-q", "--no-deps", *index_args, TORCHAUDIO)
-        return
+    """torchaudio without its native libraries, whatever the torch: those are built for one exact
+    torch release and CUDA (2.11 here), while ChatTTS only uses torchaudio's Python layer."""
     with tempfile.TemporaryDirectory() as tmp:
         _pip("download", "-q", "--no-deps", "--only-binary=:all:", *index_args, "-d", tmp, TORCHAUDIO)
         wheel = next(Path(tmp).glob("torchaudio-*.whl"))

@@ -116,6 +116,7 @@ class SpeechPlayer:
         self._blocks: queue.Queue[Block] = queue.Queue(maxsize=capacity)
         self._cond = threading.Condition()  # guards the scheduler; wakes the worker
         self._generation = 0
+        self._phrase_generation = 0  # the generation a phrase was taken under (worker thread only)
         self._generation_lock = threading.Lock()
         self._current: Block | None = None
         self._pos = 0
@@ -316,6 +317,7 @@ class SpeechPlayer:
             now = self.clock()
             self.scheduler.poll(now)
             phrase = self.scheduler.next_phrase(self.video.now(), self.queued_seconds())
+            self._phrase_generation = self._generation  # under the lock: a barge-in after this is seen
             self._worker_idle = phrase is None
             if phrase is None:
                 self._cond.notify_all()  # drain() waits for an idle worker
@@ -336,7 +338,7 @@ class SpeechPlayer:
             LOG.exception("speech synthesis failed for %r", phrase.text)
 
     def _speak(self, phrase: Phrase) -> None:
-        generation = self._generation
+        generation = self._phrase_generation
         first = True
         for piece in self.synth.stream(phrase.text):
             if generation != self._generation or self._stopping.is_set():
