@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from .gpu_lock import CAPTURE_LOCK
 from .preprocess import VideoInputs
 
 
@@ -387,8 +388,10 @@ class _GraphedStep:
                 fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        # thread_local: another thread's CUDA work (ChatTTS speaking) cannot invalidate the capture
-        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"), torch.inference_mode():
+        # thread_local: other threads may allocate meanwhile; the lock keeps GPU samplers
+        # (ChatTTS) from drawing random numbers while the capture holds the CUDA generator.
+        with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"), \
+                torch.inference_mode():
             self.output = fn(*self.inputs)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:

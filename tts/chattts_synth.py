@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.gpu_lock import CAPTURE_LOCK
 from tts.synth import SpeechError, Synthesizer, as_mono_float32
 
 LOG = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ class ChatTTSSynth(Synthesizer):
         text = text.strip()
         if not text:
             return np.zeros(0, dtype=np.float32)
-        wavs = self._infer(text, stream=False)
+        with CAPTURE_LOCK:  # never sample on the GPU while the engine captures a CUDA graph
+            wavs = self._infer(text, stream=False)
         return as_mono_float32(wavs[0]) if len(wavs) else np.zeros(0, dtype=np.float32)
 
     def stream(self, text: str) -> Iterator[np.ndarray]:
@@ -156,7 +158,12 @@ class ChatTTSSynth(Synthesizer):
         if not self.options.stream:
             yield from super().stream(text)
             return
-        for piece in self._infer(text, stream=True):
+        pieces = self._infer(text, stream=True)
+        while True:
+            with CAPTURE_LOCK:  # each step samples on the GPU: not while the engine captures a graph
+                piece = next(pieces, None)
+            if piece is None:
+                return
             audio = as_mono_float32(piece[0]) if len(piece) else np.zeros(0, dtype=np.float32)
             if audio.size:
                 yield audio
