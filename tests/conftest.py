@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/videos.py
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ASOUNDRC = 'pcm.!default {type plug; slave.pcm "nullout"}\npcm.nullout {type null}\n'
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,20 @@ def tiny_loaded(tiny_model_dir):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def null_audio(tmp_path, monkeypatch):
+    """Real PortAudio output into an ALSA null device: ALSA's default becomes a null sink (a
+    private HOME with an .asoundrc); PortAudio re-reads the config when re-initialised."""
+    sd = pytest.importorskip("sounddevice", reason="sounddevice needs libportaudio2 (apt)")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text(ASOUNDRC)
+    monkeypatch.setenv("HOME", str(home))
+    sd._terminate()
+    sd._initialize()
+    yield
+    sd._terminate()
+    monkeypatch.undo()
+    sd._initialize()

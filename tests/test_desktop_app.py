@@ -33,29 +33,11 @@ from videos import write_video
 
 WAIT_MS = 90_000  # the model load and a few seconds of real-time video, on a slow machine
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-ASOUNDRC = 'pcm.!default {type plug; slave.pcm "nullout"}\npcm.nullout {type null}\n'
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "shapes.mp4", seconds=40, fps=30, width=640, height=360)
-
-
-@pytest.fixture
-def null_audio(tmp_path, monkeypatch):
-    """Real PortAudio output into an ALSA null device (as in test_speech_playback): ALSA's
-    default becomes a null sink; PortAudio re-reads the config when re-initialised."""
-    sd = pytest.importorskip("sounddevice", reason="sounddevice needs libportaudio2 (apt)")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".asoundrc").write_text(ASOUNDRC)
-    monkeypatch.setenv("HOME", str(home))
-    sd._terminate()
-    sd._initialize()
-    yield
-    sd._terminate()
-    monkeypatch.undo()
-    sd._initialize()
 
 
 def store_settings(tmp_path: Path, **fields) -> None:

@@ -13,7 +13,6 @@ from tts.synth import SpeechError, Synthesizer
 
 sd = pytest.importorskip("sounddevice", reason="sounddevice needs libportaudio2 (apt)")
 
-ASOUNDRC = 'pcm.!default {type plug; slave.pcm "nullout"}\npcm.nullout {type null}\n'
 
 
 class ToneSynth(Synthesizer):
@@ -22,19 +21,6 @@ class ToneSynth(Synthesizer):
     def synthesize(self, text: str) -> np.ndarray:
         t = np.arange(int(0.3 * self.sample_rate)) / self.sample_rate
         return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-
-
-@pytest.fixture
-def null_audio(tmp_path, monkeypatch):
-    """ALSA's default device becomes a null sink; PortAudio re-reads the config on init."""
-    (tmp_path / ".asoundrc").write_text(ASOUNDRC)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    sd._terminate()
-    sd._initialize()
-    yield
-    sd._terminate()
-    monkeypatch.undo()
-    sd._initialize()
 
 
 @pytest.fixture
