@@ -121,7 +121,7 @@ def cmd_narrate(args) -> int:
     # Only the frames the engine samples enter the buffer, so 64 slots hold 32 s, never less than a chunk.
     source = FileSource(args.video, realtime=args.realtime, sample_fps=config.fps)
     buffer = RingBuffer(64)
-    events: list = []
+    events: list[Commentary] = []
     log = JsonlLog(args.jsonl) if args.jsonl else None
     bar = tqdm(total=round(info.duration, 1), unit="s", desc="narrating", file=sys.stderr,
                bar_format="{desc} {bar} {n:.1f}/{total:.1f}s [{elapsed}<{remaining}]")
@@ -129,10 +129,10 @@ def cmd_narrate(args) -> int:
     try:
         source.start(buffer)
         for event in session.run(buffer):
-            events.append(event)
             if sink is not None:
                 sink.on_event(event)
             if isinstance(event, Commentary):
+                events.append(event)  # what the subtitles are made of; nothing else is kept for hours
                 pending = event
                 if event.text:
                     tqdm.write(f"[{_fmt(event.start)}-{_fmt(event.end)}] {event.text}")

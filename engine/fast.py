@@ -131,7 +131,6 @@ class StaticRunner:
     def reset(self) -> None:
         self.cache.length = 0
 
-
     @staticmethod
     def _fuse_layer(layer) -> tuple:
         attn, mlp = layer.self_attn, layer.mlp
@@ -277,9 +276,8 @@ class StaticRunner:
         return (emb.cos() * rope.attention_scaling).to(dtype), (emb.sin() * rope.attention_scaling).to(dtype)
 
     def _widths(self) -> list[int]:
-        if self._flash is not None:
-            return [self.cache.capacity]
-        return sorted({min(self.cache.capacity, w) for w in range(1024, self.cache.capacity + 1024, 1024)})
+        """Every width `_width` can return."""
+        return sorted({self._width(slot) for slot in range(0, self.cache.capacity, 1024)})
 
     def _capture_widths(self, make_step) -> dict[int, "_GraphedStep"]:
         """A graph per attention width (one with flash-decoding), all captured at the rule's first

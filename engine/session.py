@@ -336,13 +336,12 @@ class StreamingSession:
         hidden_ms = prepared.wait(self.device)
         video, embeds, vision_ms = prepared.video, prepared.embeds, prepared.vision_ms
         t2 = self._sync()
-        turn, plain = self._chunk_turn(chunk, video)
-        compaction = self._make_room(len(self._segment(turn)), cfg.max_new_tokens, chunk.start)
-        if compaction is not None:
-            yield compaction
-            turn, plain = self._chunk_turn(chunk, video)
-            self._check_fits(len(self._segment(turn)), cfg.max_new_tokens)
+        compactions = self.state.compactions
+        turn = yield from self._turn_with_room(lambda: self._chunk_turn(chunk, video), cfg.max_new_tokens,
+                                               chunk.start)
+        if self.state.compactions != compactions:
             t2 = self._sync()  # the stall is reported by the Compaction event, not as prefill
+        plain = self._plain_turn()
         grid = video.grid
         logits = self._prefill(turn, [grid], embeds)
         if look_ahead:
@@ -361,16 +360,32 @@ class StreamingSession:
                     buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions,
                     hidden_ms)
 
-    def _chunk_turn(self, chunk: Chunk, video: VideoInputs) -> tuple[list[int], bool]:
-        """The chunk's user turn, and whether it is plain (no system prompt, no query), the form a
-        compaction re-uses for it."""
+    def _chunk_turn(self, chunk: Chunk, video: VideoInputs) -> list[int]:
+        """The chunk's user turn: with the system prompt and opening if the cache is empty, with the
+        query only when it changed."""
         first = not self.state.tokens
         if first:
             query = self.context.opening(self.query)
         else:
             query = self.query if self.query != self.state.query_sent else None
-        turn = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, query, first=first)
-        return turn, not first and query is None
+        return self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, query, first=first)
+
+    def _plain_turn(self) -> bool:
+        """Whether the chunk turn just built is plain (no system prompt, no query): the form a
+        compaction re-uses for the chunk."""
+        return bool(self.state.tokens) and self.query == self.state.query_sent
+
+    def _turn_with_room(self, build, max_new: int, now: float) -> Iterator[Compaction]:
+        """Build a turn; when it and its reply would overflow the budget, compact (yielding the event)
+        and build it again, since a turn depends on what the cache holds. Returns the turn."""
+        turn = build()
+        compaction = self._make_room(len(self._segment(turn)), max_new, now)
+        if compaction is None:
+            return turn
+        yield compaction
+        turn = build()
+        self._check_fits(len(self._segment(turn)), max_new)
+        return turn
 
     def _remember(self, chunk: Chunk, video: VideoInputs, plain: list[int] | None, embeds: torch.Tensor,
                   reply: list[int], text: str) -> None:
@@ -490,12 +505,8 @@ class StreamingSession:
         event when the question and its answer would not fit in the budget)."""
         asked_at = self.frames.next_time
         max_new = self.config.answer_max_new_tokens
-        turn = self.prompt.question_turn(question, first=not self.state.tokens)
-        compaction = self._make_room(len(self._segment(turn)), max_new, asked_at)
-        if compaction is not None:
-            yield compaction
-            turn = self.prompt.question_turn(question, first=not self.state.tokens)
-            self._check_fits(len(self._segment(turn)), max_new)
+        turn = yield from self._turn_with_room(
+            lambda: self.prompt.question_turn(question, first=not self.state.tokens), max_new, asked_at)
         logits = self._prefill(turn, [], None)
         tokens: list[int] = []
         for tokens in self._decode_steps(logits, max_new, commentary=False):
