@@ -31,14 +31,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from engine.events import Compaction, Stats  # noqa: E402
-from engine.frames import Frame, RingBuffer  # noqa: E402
-from engine.model import LoadedModel, load_model  # noqa: E402
-from engine.preprocess import preprocess_frames  # noqa: E402
-from engine.prompt import PromptBuilder  # noqa: E402
-from engine.runner import EagerRunner  # noqa: E402
-from engine.session import FrameSampler, SessionConfig, StreamingSession  # noqa: E402
-from engine.tiny import build_tokenizer, tiny_config  # noqa: E402
+from engine.session.events import Compaction, Stats  # noqa: E402
+from engine.capture.frames import Frame, RingBuffer  # noqa: E402
+from engine.model.loading import LoadedModel, load_model  # noqa: E402
+from engine.model.preprocess import preprocess_frames  # noqa: E402
+from engine.model.prompt import PromptBuilder  # noqa: E402
+from engine.runtime.reference import EagerRunner  # noqa: E402
+from engine.session.session import FrameSampler, SessionConfig, StreamingSession  # noqa: E402
+from engine.model.tiny import build_tokenizer, tiny_config  # noqa: E402
 from videos import synthetic_frame  # noqa: E402
 
 QWEN2_VL_7B = dict(
@@ -236,7 +236,7 @@ def summarize(stats: list[Stats], stalls: list[float]) -> dict:
 def same_tokens_check() -> dict:
     from test_fast_path import run_tokens  # the CI test's own procedure, here with CUDA graphs
 
-    from engine.fast import StaticRunner
+    from engine.runtime.fast import StaticRunner
 
     loaded = build_random("small", torch.float32, "cuda")
     fast = run_tokens(loaded, StaticRunner(loaded.model, 4096))
@@ -246,7 +246,7 @@ def same_tokens_check() -> dict:
 
 def flash_decode_check() -> dict:
     """The Triton flash-decoding kernel against float64 attention, on fresh random data."""
-    from engine.triton_attention import FlashDecode
+    from engine.runtime.triton_attention import FlashDecode
 
     errors = {}
     for dtype in (torch.float32, torch.bfloat16):

@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_engine as bench  # noqa: E402
 
-from engine.preprocess import preprocess_frames  # noqa: E402
-from engine.session import SessionConfig  # noqa: E402
+from engine.model.preprocess import preprocess_frames  # noqa: E402
+from engine.session.session import SessionConfig  # noqa: E402
 from videos import synthetic_frame  # noqa: E402
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from desktop_app.transcript import clean_text
-from engine.events import Answer, Commentary
+from engine import Answer, Commentary
 
 MAX_LINES = 3  # commentary lines on screen
 LINE_CHARS = 90  # a live line grows by fragments up to about this length

@@ -29,9 +29,7 @@ from desktop_app.transcript import FORMATS, SessionLog, Transcript, save_transcr
 from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
 from desktop_app.workers import BackgroundTask, user_message
-from engine.errors import LiveCCError
-from engine.events import Answer, Commentary, Compaction, Stats, StreamEnded
-from engine.sources import list_monitors, list_webcams
+from engine import Answer, Commentary, Compaction, LiveCCError, Stats, StreamEnded, list_monitors, list_webcams
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
@@ -58,7 +56,7 @@ def join_stragglers(timeout_s: float) -> None:
 
 
 def _default_session_factory(loaded, config):
-    from engine.session import StreamingSession
+    from engine import StreamingSession
 
     return StreamingSession(loaded, config)
 
@@ -400,7 +398,7 @@ class MainWindow(QMainWindow):
         self._update_controls()
 
     def _session_config(self, spec: SourceSpec):
-        from engine.session import SessionConfig
+        from engine import SessionConfig
 
         s = self.settings
         return SessionConfig(query=self.instruction_edit.text().strip() or s.instruction,

@@ -10,7 +10,7 @@ from desktop_app.workers import BackgroundTask
 
 
 def _load(name: str, report):
-    from engine.model import load_model  # torch and transformers load here, off the GUI thread
+    from engine import load_model  # torch and transformers load here, off the GUI thread
 
     loaded = load_model(name, progress=report)
     if loaded.device.type == "cpu":

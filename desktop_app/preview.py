@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from engine.frames import Frame, RingBuffer
+from engine import Frame, RingBuffer
 
 
 class PreviewBuffer(RingBuffer):

@@ -9,7 +9,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QSpinBox, QStyle,
                                QToolButton, QWidget)
 
-from engine.sources import FileSource, ScreenSource, VideoSource, WebcamSource
+from engine import FileSource, ScreenSource, VideoSource, WebcamSource
 
 VIDEO_FILTER = "Videos (*.mp4 *.mkv *.mov *.avi *.webm *.m4v);;All files (*)"
 OPEN_FILE = "open-file"  # the combo's "Open video file…" item

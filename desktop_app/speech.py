@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from desktop_app.transcript import clean_text
 from desktop_app.workers import BackgroundTask, user_message
-from engine.events import Answer, Commentary, Stats
+from engine import Answer, Commentary, Stats
 from tts.player import DEVICE_FIX
 from tts.synth import SpeechError, Synthesizer
 

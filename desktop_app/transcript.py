@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from engine.events import Answer, Commentary, Event, event_to_record
-from engine.subtitles import JsonlLog, write_transcript
+from engine import Answer, Commentary, Event, event_to_record
+from engine.cli import JsonlLog, write_transcript
 
 ANSWER_MIN_SECONDS = 4.0  # how long an answer stays up at least
 WORDS_PER_SECOND = 2.5  # reading speed used to size an answer's time span

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from desktop_app.captions import Caption, CaptionTrack
 from desktop_app.transcript import clock
-from engine.frames import Frame
+from engine import Frame
 
 POLL_MS = 15  # frame polling; repaints happen only when a new frame or a caption change is due
 CAPTION_REPAINT_S = 0.1  # fades are smooth enough at 10 Hz

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from engine.errors import LiveCCError, OutOfMemoryError
+from engine import LiveCCError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 

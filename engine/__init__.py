@@ -1,1 +1,18 @@
-"""Qt-free core of LiveCC Desktop: sources, model loading, preprocessing, streaming session, CLI."""
+"""Qt-free core of LiveCC Desktop, in subpackages that follow the data flow:
+capture (frames in) <- model (weights, preprocessing, prompt, positions) <- runtime (runners) <- session (the
+loop, context, events) <- eval and cli. `engine.errors` is shared by all. Apps import the names below."""
+
+from engine._exports import lazy_exports
+
+_EXPORTS = {
+    "Frame": ".capture", "RingBuffer": ".capture", "FileSource": ".capture", "WebcamSource": ".capture",
+    "ScreenSource": ".capture", "VideoSource": ".capture", "list_monitors": ".capture", "list_webcams": ".capture",
+    "probe_video": ".capture",
+    "load_model": ".model", "LoadedModel": ".model", "DEFAULT_MODEL": ".model",
+    "StreamingSession": ".session", "SessionConfig": ".session",
+    "Event": ".session", "Answer": ".session", "Commentary": ".session", "Compaction": ".session", "Stats": ".session",
+    "StreamEnded": ".session", "event_to_record": ".session",
+    "LiveCCError": ".errors", "OutOfMemoryError": ".errors",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,14 +15,14 @@ ASOUNDRC = 'pcm.!default {type plug; slave.pcm "nullout"}\npcm.nullout {type nul
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from engine.tiny import make_tiny_model
+    from engine.model.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen2-vl")
 
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir):
-    from engine.model import load_model
+    from engine.model.loading import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
 

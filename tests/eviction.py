@@ -1,4 +1,4 @@
-"""Design (b) of issue 6, as a measured prototype (the engine uses design (a), engine/context.py):
+"""Design (b) of issue 6, as a measured prototype (the engine uses design (a), engine/session/context.py):
 StreamingVLM-style in-place eviction on the eager DynamicCache. Drop the KV of a span of old
 tokens, keep the head (attention sinks: system prompt, instruction) and the recent tail, and
 rotate the tail's keys back by the position shift so positions stay contiguous.

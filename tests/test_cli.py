@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 from videos import write_video
 
 SMALL = ["--max-pixels", "20000"]  # keeps the tiny model fast; the pipeline is the same
@@ -125,8 +125,8 @@ def test_help_explains_every_flag():
 
 
 def test_vtt_escapes_markup_characters(tmp_path):
-    from engine.events import Commentary
-    from engine.subtitles import write_transcript
+    from engine.session.events import Commentary
+    from engine.cli.subtitles import write_transcript
 
     path = write_transcript(tmp_path / "x.vtt", [Commentary(0.0, 1.0, "a < b & c > d", 0)])
     body = path.read_text().split("\n", 2)[2]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.context import KeptChunk, TextMemory, VideoWindow
-from engine.events import Answer, Commentary, Compaction, Stats
-from engine.frames import Frame, RingBuffer
-from engine.rope import segment_positions
-from engine.session import SessionConfig, StreamingSession
+from engine.session.context import KeptChunk, TextMemory, VideoWindow
+from engine.session.events import Answer, Commentary, Compaction, Stats
+from engine.capture.frames import Frame, RingBuffer
+from engine.model.rope import segment_positions
+from engine.session.session import SessionConfig, StreamingSession
 from test_streaming_equivalence import TOL, RecordingRunner
 from videos import synthetic_frame
 
@@ -191,9 +191,9 @@ def test_budget_too_small_for_the_memory_and_an_answer_is_refused():
 
 
 def test_stop_during_an_answer_reports_it_unfinished(tiny_loaded):
-    from engine.events import Answer
-    from engine.frames import Frame, RingBuffer
-    from engine.session import SessionConfig, StreamingSession
+    from engine.session.events import Answer
+    from engine.capture.frames import Frame, RingBuffer
+    from engine.session.session import SessionConfig, StreamingSession
     from videos import synthetic_frame
 
     session = StreamingSession(tiny_loaded, SessionConfig(max_pixels=56 * 56, min_pixels=28 * 28,

@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from engine.frames import Frame, RingBuffer
-from engine.preprocess import preprocess_frames
-from engine.rope import segment_positions
-from engine.runner import EagerRunner
-from engine.session import SessionConfig, StreamingSession
+from engine.capture.frames import Frame, RingBuffer
+from engine.model.preprocess import preprocess_frames
+from engine.model.rope import segment_positions
+from engine.runtime.reference import EagerRunner
+from engine.session.session import SessionConfig, StreamingSession
 from eviction import evict_span
 from test_streaming_equivalence import TOL
 from videos import synthetic_frame

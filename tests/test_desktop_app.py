@@ -26,9 +26,9 @@ from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import SourceSpec
 from desktop_app.transcript import clean_text, read_session_log
-from engine.events import Answer
-from engine.session import StreamingSession
-from engine.sources import FileSource, VideoSource
+from engine.session.events import Answer
+from engine.session.session import StreamingSession
+from engine.capture.sources import FileSource, VideoSource
 from videos import write_video
 
 WAIT_MS = 90_000  # the model load and a few seconds of real-time video, on a slow machine

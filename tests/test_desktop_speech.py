@@ -10,7 +10,7 @@ from PySide6.QtCore import QSettings
 
 from desktop_app.settings import AppSettings
 from desktop_app.transcript import read_session_log
-from engine.session import StreamingSession
+from engine.session.session import StreamingSession
 from test_desktop_app import (WAIT_MS, app, close_and_check, commentary, make_window,  # noqa: F401
                               store_settings, video)
 from tts.player import SpeechPlayer

@@ -10,8 +10,8 @@ import numpy as np
 from desktop_app.captions import ANSWER_CHARS, FADE_S, HOLD_S, CaptionTrack
 from desktop_app.preview import PreviewBuffer
 from desktop_app.transcript import SessionLog, Transcript, clean_text, read_session_log, save_transcript
-from engine.events import Answer, Commentary, Stats
-from engine.frames import Frame
+from engine.session.events import Answer, Commentary, Stats
+from engine.capture.frames import Frame
 
 
 def _stats(i: int) -> Stats:

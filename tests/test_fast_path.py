@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from engine.fast import StaticRunner
-from engine.frames import Frame, RingBuffer
-from engine.preprocess import preprocess_frames
-from engine.runner import EagerRunner, make_runner
-from engine.session import SessionConfig, StreamingSession
+from engine.runtime.fast import StaticRunner
+from engine.capture.frames import Frame, RingBuffer
+from engine.model.preprocess import preprocess_frames
+from engine.runtime.reference import EagerRunner, make_runner
+from engine.session.session import SessionConfig, StreamingSession
 from videos import synthetic_frame
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocess_frames, smart_resize
+from engine.model.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, preprocess_frames, smart_resize
 
 
 def test_smart_resize_1080p():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.frames import Frame, RingBuffer
-from engine.prompt import PromptBuilder
-from engine.session import SessionConfig, StreamingSession
+from engine.capture.frames import Frame, RingBuffer
+from engine.model.prompt import PromptBuilder
+from engine.session.session import SessionConfig, StreamingSession
 from videos import synthetic_frame
 
 

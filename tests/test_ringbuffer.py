@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from engine.frames import Frame, RingBuffer
+from engine.capture.frames import Frame, RingBuffer
 
 _IMAGE = np.zeros((2, 2, 3), np.uint8)  # shared: the buffer never copies or touches pixels
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.events import Commentary, Compaction, Stats, event_to_record
-from engine.frames import Frame, RingBuffer
-from engine.session import SessionConfig, StreamingSession
-from engine.subtitles import JsonlLog
+from engine.session.events import Commentary, Compaction, Stats, event_to_record
+from engine.capture.frames import Frame, RingBuffer
+from engine.session.session import SessionConfig, StreamingSession
+from engine.cli.subtitles import JsonlLog
 from videos import synthetic_frame
 
 HOUR_FRAMES = 7200  # 1 hour at 2 fps

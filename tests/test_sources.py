@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import sources
+from engine.capture import sources
 from engine.errors import SourceOpenError, SourceReadError
-from engine.frames import Frame, RingBuffer
-from engine.sources import (
+from engine.capture.frames import Frame, RingBuffer
+from engine.capture.sources import (
     FileSource,
     ScreenSource,
     VideoInfo,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.frames import Frame, RingBuffer
-from engine.rope import segment_positions
-from engine.runner import EagerRunner
-from engine.session import SessionConfig, StreamingSession
+from engine.capture.frames import Frame, RingBuffer
+from engine.model.rope import segment_positions
+from engine.runtime.reference import EagerRunner
+from engine.session.session import SessionConfig, StreamingSession
 from videos import synthetic_frame
 
 TOL = 1e-5

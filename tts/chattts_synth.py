@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.gpu_lock import CAPTURE_LOCK
+from engine.runtime import CAPTURE_LOCK
 from tts.synth import SpeechError, Synthesizer, as_mono_float32
 
 LOG = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Speech for `livecc narrate`: the flags, and a sink that consumes the engine's events.
 
-engine/cli.py calls `add_speech_arguments(parser)` and, when --speak or --speech-wav is given,
+engine/cli/options.py calls `add_speech_arguments(parser)` and, when --speak or --speech-wav is given,
 `speech_sink_from_args(args)`; it then passes every event to `sink.on_event` and calls
 `sink.close()` at the end.
 """
@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.events import Answer, Commentary, Stats
+from engine import Answer, Commentary, Stats
 from tts.factory import make_synthesizer, parse_voice
 from tts.player import PlayerConfig, SpeechPlayer
 from tts.scheduler import SpeechPolicy, policy_with_max_lag

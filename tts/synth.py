@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from engine.errors import LiveCCError
+from engine import LiveCCError
 
 
 class SpeechError(LiveCCError):

@@ -6,7 +6,7 @@ fixed overhead. Here: split the cache into S slices, one program per (KV head, s
 online softmax over its keys, a second kernel merges the slices. The valid length is read from
 device memory, so one CUDA graph serves every context length.
 
-Used by engine/fast.py on CUDA unless LIVECC_NO_TRITON=1; the batched-GEMM attention there is
+Used by engine/runtime/fast.py on CUDA unless LIVECC_NO_TRITON=1; the batched-GEMM attention there is
 its reference (benchmarks/bench_engine.py checks the two agree on the GPU).
 """
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import LiveCCError
-from .prompt import PromptBuilder
+from engine.errors import LiveCCError
+from engine.model.prompt import PromptBuilder
 
 MEMORY_SEPARATOR = "\n\n"  # LiveCC's with_context format: query, empty title line, previous text
 

@@ -9,7 +9,6 @@ thread and are applied between steps; a question pre-empts commentary.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import time
@@ -18,16 +17,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.capture.frames import RingBuffer
+from engine.capture.sampler import Chunk, FrameSampler
+from engine.errors import OutOfMemoryError
+from engine.model.loading import LoadedModel
+from engine.model.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, VideoInputs, preprocess_frames
+from engine.model.prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
+from engine.model.rope import segment_positions
+from engine.runtime.reference import make_runner
+
 from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
 from .decoding import SamplingConfig, SelectRule, TokenSampler
-from .errors import OutOfMemoryError
 from .events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
-from .frames import Frame, RingBuffer
-from .model import LoadedModel
-from .preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, VideoInputs, preprocess_frames
-from .prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
-from .rope import segment_positions
-from .runner import make_runner
 
 
 @dataclass
@@ -49,7 +50,7 @@ class SessionConfig:
     chunk_frames: int = 2
     live: bool = False  # live sources skip to the newest frames when behind
     max_backlog_s: float = 2.0
-    kv_budget: int = 16384  # tokens in the KV cache; why this default: engine/context.py
+    kv_budget: int = 16384  # tokens in the KV cache; why this default: engine/session/context.py
     video_window_s: float = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
     memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
@@ -74,66 +75,6 @@ class SessionConfig:
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.seed)
-
-
-@dataclass
-class Chunk:
-    """Frames of one chunk and the video times they cover."""
-
-    index: int
-    start: float
-    end: float
-    frames: list[Frame]
-
-
-class FrameSampler:
-    """Takes frames from the ring buffer at a fixed rate and groups them into chunks."""
-
-    def __init__(self, fps: float, first_frames: int, chunk_frames: int):
-        self.period = 1.0 / fps
-        self.first_frames, self.chunk_frames = first_frames, chunk_frames
-        self.next_time = 0.0
-        self.chunks = 0
-        self.skipped = 0
-        self.first = True
-
-    def restart(self) -> None:
-        """Next chunk is a first chunk again (after reset), continuing from the current time."""
-        self.first = True
-
-    def _targets(self, n: int) -> list[float]:
-        return [self.next_time + k * self.period for k in range(n)]
-
-    def _skip_ahead(self, latest: float, n: int) -> None:
-        """Live sources: jump to the newest frames; the Time= text keeps the true times."""
-        new_start = math.floor((latest - (n - 1) * self.period) / self.period + 1e-6) * self.period
-        if new_start > self.next_time:
-            self.skipped += max(1, round((new_start - self.next_time) / (self.chunk_frames * self.period)))
-            self.next_time = new_start
-
-    def take(self, buffer: RingBuffer, live: bool, max_backlog_s: float) -> Chunk | None:
-        frames = buffer.snapshot()
-        if not frames:
-            return None
-        n = self.first_frames if self.first else self.chunk_frames
-        latest = frames[-1].timestamp
-        if live and latest - self.next_time > max_backlog_s + n * self.period:
-            self._skip_ahead(latest, n)
-        targets = self._targets(n)
-        if latest + 1e-3 < targets[-1]:
-            if not buffer.closed:
-                return None
-            covered = [t for t in targets if t <= latest + self.period / 2]
-            targets = covered[: len(covered) // 2 * 2]  # a short tail: keep an even count
-            if not targets:
-                return None
-        picks = [min(frames, key=lambda f, t=t: abs(f.timestamp - t)) for t in targets]
-        chunk = Chunk(self.chunks, targets[0], targets[-1] + self.period, picks)
-        self.next_time = targets[-1] + self.period
-        self.chunks += 1
-        self.first = False
-        buffer.discard_before(picks[-1].timestamp)
-        return chunk
 
 
 @dataclass

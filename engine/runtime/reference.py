@@ -1,7 +1,7 @@
 """Model runners: the part of the engine that touches the network's weights.
 
 `EagerRunner` is the reference: plain PyTorch forwards with a growing `DynamicCache`. Every fast
-path (engine/fast.py) must produce the same tokens as this one on the same weights.
+path (engine/runtime/fast.py) must produce the same tokens as this one on the same weights.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .preprocess import VideoInputs
+from engine.model.preprocess import VideoInputs
 
 
 class EagerRunner:

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from engine.model.preprocess import VideoInputs
+
 from .gpu_lock import CAPTURE_LOCK
-from .preprocess import VideoInputs
 
 
 def _signed(sin: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DeviceError, ModelLoadError, OutOfMemoryError
+from engine.errors import DeviceError, ModelLoadError, OutOfMemoryError
 
 DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"
 Progress = Callable[[str, float | None], None]  # (stage description, fraction done or None)

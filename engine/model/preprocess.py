@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .frames import Frame
+from engine.capture.frames import Frame
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from engine.errors import SourceError, SourceOpenError, SourceReadError
-from engine.frames import Frame, RingBuffer
+
+from .frames import Frame, RingBuffer
 
 # Frames whose timestamps differ by less than this are "the same time" (tick and end matching).
 _TIME_EPS = 1e-4

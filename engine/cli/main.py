@@ -12,14 +12,14 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import LiveCCError
+from engine.errors import LiveCCError
 
 EXIT_BAD_INPUT = 2
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    from .model import DEFAULT_MODEL
-    from .preprocess import DEFAULT_MAX_PIXELS
+    from engine.model.loading import DEFAULT_MODEL
+    from engine.model.preprocess import DEFAULT_MAX_PIXELS
 
     p.add_argument("--model", default=os.environ.get("LIVECC_MODEL", DEFAULT_MODEL),
                    help=f"Hugging Face id or local folder of a Qwen2-VL checkpoint (default {DEFAULT_MODEL}, "
@@ -75,8 +75,8 @@ def _add_speech_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _session_config(args, live: bool, answer_max_new_tokens: int = 512):
-    from .prompt import DEFAULT_QUERY
-    from .session import SessionConfig
+    from engine.model.prompt import DEFAULT_QUERY
+    from engine.session.session import SessionConfig
 
     try:
         return SessionConfig(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
@@ -89,7 +89,7 @@ def _session_config(args, live: bool, answer_max_new_tokens: int = 512):
 
 
 def _load(args):
-    from .model import load_model
+    from engine.model.loading import load_model
 
     def progress(stage: str, fraction: float | None) -> None:
         pct = f" {fraction * 100:.0f}%" if fraction is not None else ""
@@ -106,10 +106,11 @@ def _fmt(seconds: float) -> str:
 def cmd_narrate(args) -> int:
     from tqdm import tqdm
 
-    from .events import Commentary, Stats, event_to_record
-    from .frames import RingBuffer
-    from .session import StreamingSession
-    from .sources import FileSource, probe_video
+    from engine.capture.frames import RingBuffer
+    from engine.capture.sources import FileSource, probe_video
+    from engine.session.events import Commentary, Stats, event_to_record
+    from engine.session.session import StreamingSession
+
     from .subtitles import JsonlLog, to_srt, to_vtt
 
     info = probe_video(args.video)  # fail fast, before the model loads
@@ -164,10 +165,10 @@ def _speech_sink(args):
 
 
 def cmd_ask(args) -> int:
-    from .events import Answer
-    from .frames import RingBuffer
-    from .session import StreamingSession
-    from .sources import FileSource, probe_video
+    from engine.capture.frames import RingBuffer
+    from engine.capture.sources import FileSource, probe_video
+    from engine.session.events import Answer
+    from engine.session.session import StreamingSession
 
     info = probe_video(args.video)
     at = info.duration if args.at is None else args.at
@@ -195,7 +196,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_make_tiny_model(args) -> int:
-    from .tiny import make_tiny_model
+    from engine.model.tiny import make_tiny_model
 
     path = make_tiny_model(args.dir)
     print(json.dumps({"tiny_model": str(path)}))
@@ -216,7 +217,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("livecc: interrupted (transcript so far was written)", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from .events import Answer, Commentary, Event, event_to_record
+from engine.session.events import Answer, Commentary, Event, event_to_record
 
 
 def _clock(seconds: float, sep: str) -> str:

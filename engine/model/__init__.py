@@ -1,0 +1,14 @@
+"""The model: loading (real checkpoints and the tiny test model), frame preprocessing, the LiveCC prompt format and
+M-RoPE positions. May import `engine.capture` (for `Frame`)."""
+
+from engine._exports import lazy_exports
+
+_EXPORTS = {
+    "load_model": ".loading", "LoadedModel": ".loading", "DEFAULT_MODEL": ".loading",
+    "make_tiny_model": ".tiny",
+    "preprocess_frames": ".preprocess", "VideoInputs": ".preprocess",
+    "PromptBuilder": ".prompt", "DEFAULT_QUERY": ".prompt",
+    "segment_positions": ".rope",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

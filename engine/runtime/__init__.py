@@ -1,0 +1,12 @@
+"""Runners that execute the model on a KV cache: the reference (eager transformers) and the fast path (static
+cache, CUDA graphs, Triton attention). May import `engine.model` and `engine.capture`."""
+
+from engine._exports import lazy_exports
+
+_EXPORTS = {
+    "EagerRunner": ".reference", "make_runner": ".reference",
+    "StaticRunner": ".fast",
+    "CAPTURE_LOCK": ".gpu_lock",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
