@@ -1,0 +1,61 @@
+"""Options shared by the `livecc` commands: model and sampling flags, the session config, the model load."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from engine.errors import LiveCCError
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.model.loading import DEFAULT_MODEL
+    from engine.model.preprocess import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--model", default=os.environ.get("LIVECC_MODEL", DEFAULT_MODEL),
+                   help=f"Hugging Face id or local folder of a Qwen2-VL checkpoint (default {DEFAULT_MODEL}, "
+                        "or $LIVECC_MODEL)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="pixel budget per frame after resizing (default 384*28*28 = %(default)s)")
+    p.add_argument("--repetition-penalty", type=float, default=1.05, help="default %(default)s; 1.15 curbs repetition")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0)")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per 1-second comment (default 16)")
+    p.add_argument("--query", default=None, help='instruction for the commentary (default "Please describe the video.")')
+    p.add_argument("--kv-budget", type=int, default=16384,
+                   help="KV cache budget in tokens; past it the context is compacted (default %(default)s)")
+
+
+def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
+    """Speech flags come from tts/ when it is installed with the app."""
+    try:
+        from tts.cli_support import add_speech_arguments as add
+    except ImportError:
+        return
+    add(parser)
+
+
+def session_config(args, live: bool, answer_max_new_tokens: int = 512):
+    from engine.model.prompt import DEFAULT_QUERY
+    from engine.session.session import SessionConfig
+
+    try:
+        return SessionConfig(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
+                             repetition_penalty=args.repetition_penalty, temperature=args.temperature,
+                             top_p=args.top_p, max_pixels=args.max_pixels,
+                             min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget,
+                             answer_max_new_tokens=answer_max_new_tokens)
+    except ValueError as exc:
+        raise LiveCCError(f"bad option: {exc}") from exc
+
+
+def load(args):
+    from engine.model.loading import load_model
+
+    def progress(stage: str, fraction: float | None) -> None:
+        pct = f" {fraction * 100:.0f}%" if fraction is not None else ""
+        print(f"\r{stage}{pct}", end="" if fraction not in (None, 1.0) else "\n", file=sys.stderr, flush=True)
+
+    return load_model(args.model, device=args.device, progress=progress)
