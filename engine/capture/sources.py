@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +249,8 @@ class FileSource(VideoSource):
     realtime=True: paced to the wall clock like a live source (non-blocking puts).
     start/end: seconds into the file (end inclusive). sample_fps: keep only the first frame at
     or after each 1/sample_fps tick; skipped frames are grabbed but never converted.
+    transform: applied to each kept (H, W, 3) uint8 frame before it enters the buffer (the CLI
+    downscales to the model's size there, so a 4K file never fills the buffer with 4K frames).
     """
 
     def __init__(
@@ -258,6 +260,7 @@ class FileSource(VideoSource):
         start: float = 0.0,
         end: float | None = None,
         sample_fps: float | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         if start < 0:
@@ -272,6 +275,7 @@ class FileSource(VideoSource):
         self.start_s = start
         self.end_s = end
         self.sample_fps = sample_fps
+        self.transform = transform
         self.info: VideoInfo | None = None
         self._cap: cv2.VideoCapture | None = None
         self._prev_t: float | None = None
@@ -314,6 +318,8 @@ class FileSource(VideoSource):
         ok, bgr = self._cap.retrieve()
         if not ok or bgr is None:
             return None
+        if self.transform is not None:
+            bgr = self.transform(bgr)  # per channel, so BGR is fine; smaller before the colour conversion
         if self.realtime and not self._sleep_until(t - self.start_s):
             return None  # stop() during the wait: the loop sees the stop flag
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t)
