@@ -57,8 +57,8 @@ def stop_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        for signum, old in previous.items():  # after a stop the process only exits: stay deaf to repeats
+            signal.signal(signum, signal.SIG_IGN if fired else old)
 
 
 def package_version() -> str:

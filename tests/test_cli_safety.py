@@ -1,0 +1,307 @@
+"""Nothing lost (issue 14): bad input is refused before the model loads, subtitles are on disk as the
+run goes, stop signals and full disks keep every finished chunk, and the terminal holds our lines only."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.cli.main import main
+from test_cli import SMALL, parse_srt
+from videos import write_video
+
+
+@pytest.fixture(scope="module")
+def video6(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "six.mp4", seconds=6, fps=10)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Refusals must come before the model loads: loading fails the test."""
+    def boom(args):
+        raise AssertionError("the model was loaded before the input was checked")
+    for module in ("engine.cli.narrate", "engine.cli.ask"):
+        monkeypatch.setattr(f"{module}.load", boom)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("livecc: error: "), err
+    return err[0]
+
+
+def parse_vtt(text: str) -> list[tuple[str, str]]:
+    assert text.startswith("WEBVTT\n\n"), text[:40]
+    body = text[len("WEBVTT\n\n"):].strip()
+    cues = []
+    for block in body.split("\n\n") if body else []:
+        lines = block.splitlines()
+        a, b = re.fullmatch(r"(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})", lines[0]).groups()
+        cues.append((a, b))
+    return cues
+
+
+def write_wide_video(path: Path) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 4, (4000, 16))
+    for i in range(4):
+        writer.write(np.full((16, 4000, 3), i * 40, np.uint8))
+    writer.release()
+    return path
+
+
+# -- 1. output paths ---------------------------------------------------------------------------
+
+def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsys, no_model_load):
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    cases = {
+        "--srt is the input": (["--srt", str(video6)], "input video"),
+        "--jsonl is the input": (["--jsonl", str(video6)], "input video"),
+        "--srt and --vtt the same": (["--srt", str(tmp_path / "x.srt"), "--vtt", str(tmp_path / "x.srt")], "both"),
+        "--srt is a folder": (["--srt", str(tmp_path)], "folder"),
+        "--vtt under a file": (["--vtt", str(a_file / "sub" / "x.vtt")], "writable"),
+        "--srt where nothing can be created": (["--srt", "/proc/livecc-test/x.srt"], "writable"),
+        "--speech-wav under a file": (["--speech-wav", str(a_file / "x.wav")], "writable"),
+    }
+    size = video6.stat().st_size
+    for name, (flags, says) in cases.items():
+        assert main(["narrate", str(video6), *flags]) == 2, name
+        assert says in one_error_line(capsys), name
+    assert video6.stat().st_size == size and a_file.read_text() == "x"
+    assert not (tmp_path / "x.srt").exists()
+
+
+def test_bad_values_are_refused_before_the_model_loads(video6, tmp_path, capsys, no_model_load):
+    wide = write_wide_video(tmp_path / "wide.mp4")
+    v = str(video6)
+    cases = {
+        "temperature nan": (["narrate", v, "--temperature", "nan"], "--temperature"),
+        "top-p inf": (["narrate", v, "--top-p", "inf"], "--top-p"),
+        "device tpu9": (["narrate", v, "--device", "tpu9"], "tpu9"),
+        "max-new-tokens huge": (["narrate", v, "--max-new-tokens", "100000"], "--max-new-tokens"),
+        "max-answer-tokens huge": (["ask", v, "hi", "--max-answer-tokens", "100000"], "--max-answer-tokens"),
+        "max-pixels huge": (["narrate", v, "--max-pixels", str(10**9)], "--max-pixels"),
+        "kv-budget too small": (["narrate", v, "--kv-budget", "2048"], "at least 2049"),
+        "aspect ratio over 200": (["narrate", str(wide)], "4000x16"),
+        "ask --at nan": (["ask", v, "hi", "--at", "nan"], "--at"),
+        "ask --at past the end": (["ask", v, "hi", "--at", "20"], "outside the video"),
+        "empty question": (["ask", v, "  "], "question is empty"),
+    }
+    for name, (argv, says) in cases.items():
+        assert main(argv) == 2, name
+        line = one_error_line(capsys)
+        assert says in line, (name, line)
+        assert "kv_budget" not in line
+
+
+def test_the_minimum_kv_budget_named_is_accepted(video6, tiny_model_dir, tmp_path):
+    assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--kv-budget", "2049", *SMALL]) == 0
+
+
+# -- 4. model folders --------------------------------------------------------------------------
+
+def _broken_models(tiny: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(tiny, root / name))
+
+    truncated = copy("truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    listed = copy("config-list")
+    (listed / "config.json").write_text(json.dumps([{"model_type": "qwen2_vl"}]))
+    no_tok = copy("no-tokenizer")
+    for f in no_tok.glob("tokenizer*"):
+        f.unlink()
+    pickled = copy("pickled-bin")
+    (pickled / "model.safetensors").unlink()
+    import collections
+    import torch
+    torch.save({"x": collections.Counter("ab"), "y": _Unsafe()}, pickled / "pytorch_model.bin")
+    return {
+        "truncated safetensors": (truncated, "re-download it, or delete the folder from the Hugging Face cache"),
+        "config.json holds a list": (listed, "not a model config"),
+        "no tokenizer files": (no_tok, "no tokenizer files"),
+        "pickled .bin": (pickled, "safetensors"),
+    }
+
+
+class _Unsafe:
+    """A class torch.load(weights_only=True) refuses to unpickle."""
+
+
+def test_broken_model_folders_give_one_line_and_leave_no_files(video6, tiny_model_dir, tmp_path, capsys):
+    for name, (folder, says) in _broken_models(tiny_model_dir, tmp_path).items():
+        srt = tmp_path / f"{folder.name}.srt"
+        assert main(["narrate", str(video6), "--model", str(folder), "--srt", str(srt), *SMALL]) == 2, name
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("livecc: error: ")]
+        assert len(errors) == 1 and says in errors[0], (name, err)
+        assert "Traceback" not in err and "weights_only=False" not in err
+        assert not srt.exists(), name  # no empty subtitles left behind
+
+
+# -- files written as the run goes -------------------------------------------------------------
+
+def test_missing_folders_are_created_and_every_file_holds_every_chunk(video6, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper"
+    srt, vtt, jsonl = out / "a.srt", out / "b" / "a.vtt", out / "c" / "a.jsonl"
+    assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--srt", str(srt), "--vtt", str(vtt),
+                 "--jsonl", str(jsonl), *SMALL]) == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["chunk_index"] for r in records] == [0, 1, 2, 3]  # 3 s, then one per second
+    said = [(r["start"], r["end"]) for r in records if r["text"]]
+    assert [(a, b) for a, b, _ in parse_srt(srt.read_text())] == said
+    assert len(parse_vtt(vtt.read_text())) == len(said)
+    captured = capsys.readouterr()
+    summary = [line for line in captured.err.splitlines() if line.startswith("livecc: 4 chunks")]
+    assert summary and f"{len(said)} comments" in summary[0] and str(srt) in summary[0]
+
+
+def test_content_past_the_stated_duration_keeps_the_bar_and_the_subtitles(video6, tiny_model_dir, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A file whose container says 4 s and whose frames run 6 s (concatenated without re-timing)."""
+    import dataclasses
+
+    from engine.capture import sources
+
+    real = sources.probe_video
+    monkeypatch.setattr(sources, "probe_video", lambda p: dataclasses.replace(real(p), duration=4.0, frame_count=40))
+    jsonl = tmp_path / "jump.jsonl"
+    assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--jsonl", str(jsonl), *SMALL]) == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 4 and records[-1]["end"] == 6.0
+
+
+def test_a_torn_jsonl_line_is_cut_before_appending(video6, tiny_model_dir, tmp_path, capsys):
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_text('{"chunk_index": 0, "text": "old"}\n{"chunk_index": 1, "te')
+    assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--jsonl", str(jsonl), *SMALL]) == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]  # every line parses
+    assert records[0] == {"chunk_index": 0, "text": "old"}
+    assert [r["chunk_index"] for r in records[1:]] == [0, 1, 2, 3]
+    assert "torn line" in capsys.readouterr().err
+
+
+# -- subprocesses: signals, a full disk, memory, a clean terminal -------------------------------
+
+def _env() -> dict:
+    # one thread each: the trials run side by side on small CI machines
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
+
+
+def _narrate_cmd(video: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", "narrate", str(video), "--model", str(model), "--srt",
+            str(out / "a.srt"), "--vtt", str(out / "a.vtt"), "--jsonl", str(out / "a.jsonl"), *SMALL, *extra]
+
+
+def _stopped_run(video: Path, model: Path, out: Path, delay: float, signals: list[int]) -> tuple:
+    out.mkdir()
+    proc = subprocess.Popen(_narrate_cmd(video, model, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env())
+    printed = [proc.stdout.readline()]  # the first comment: the run is under way
+    time.sleep(delay)
+    for signum in signals:
+        proc.send_signal(signum)
+        time.sleep(0.02)
+    rest, err = proc.communicate(timeout=120)
+    printed += rest.splitlines()
+    return proc.returncode, [line for line in printed if line.startswith("[")], err
+
+
+def _times(line: str) -> tuple[float, float]:
+    def secs(s: str) -> float:
+        m, rest = s.split(":")
+        return int(m) * 60 + float(rest)
+    a, b = re.match(r"\[(\S+)-(\S+)\]", line).groups()
+    return secs(a), secs(b)
+
+
+def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir, tmp_path):
+    video = write_video(tmp_path / "eight.mp4", seconds=8, fps=10)
+    rng = random.Random(14)
+    trials = [([signal.SIGTERM], rng.uniform(0.0, 2.0)) for _ in range(10)]
+    trials += [([signal.SIGHUP], 0.5), ([signal.SIGINT, signal.SIGINT], 0.5)]  # a quick double Ctrl-C
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda it: _stopped_run(video, tiny_model_dir, tmp_path / f"t{it[0]}", it[1][1],
+                                                        it[1][0]), enumerate(trials)))
+    for i, ((signals, delay), (code, printed, err)) in enumerate(zip(trials, results)):
+        out = tmp_path / f"t{i}"
+        assert "Traceback" not in err, err
+        if code == 0:  # the run ended before the signal: it still must hold everything
+            assert "livecc: interrupted" not in err
+        else:
+            assert code == 128 + signals[0], (i, code, err)
+        srt = parse_srt(out.joinpath("a.srt").read_text()) if out.joinpath("a.srt").read_text() else []
+        vtt = parse_vtt(out.joinpath("a.vtt").read_text())
+        records = [json.loads(line) for line in out.joinpath("a.jsonl").read_text().splitlines()]
+        cues = {(a, b) for a, b, _ in srt}
+        for line in printed:
+            assert _times(line) in cues, (i, line, srt)
+        assert len(vtt) == len(srt) and len(records) >= len(printed)
+        assert "chunks" in err.splitlines()[-1] or "interrupted" in err.splitlines()[-1]
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, tmp_path):
+    video = write_video(tmp_path / "twelve.mp4", seconds=12, fps=10)
+    out = tmp_path / "full"
+    out.mkdir()
+
+    def small_disk():  # every file this process writes stops at 3 KiB, as on a nearly full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3072, resource.RLIM_INFINITY))
+
+    proc = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
+                          preexec_fn=small_disk, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("livecc: error: cannot write"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    cues = {(a, b) for a, b, _ in parse_srt(out.joinpath("a.srt").read_text())}
+    assert {_times(line) for line in printed} == cues  # the SRT holds exactly the narrated comments
+    torn = out.joinpath("a.jsonl").read_text()
+    kept = len(torn.splitlines()) - (0 if torn.endswith("\n") else 1)
+    rerun = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    records = [json.loads(line) for line in out.joinpath("a.jsonl").read_text().splitlines()]
+    assert len(records) == kept + 1 + 9  # the old complete records, then the rerun's 10 chunks
+
+
+# Runs the CLI as its only child and prints that child's peak RSS (other tests' children do not count).
+PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print(f'peak_rss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}'); sys.exit(code)")
+OURS = re.compile(r"^(livecc: |Loading weights from |Model ready|narrating |\s*$)")
+
+
+def test_4k_file_stays_under_1_5_gb_and_stderr_holds_only_our_lines(tiny_model_dir, tmp_path):
+    path = tmp_path / "uhd.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2, (3840, 2160))
+    for i in range(6):
+        image = np.full((2160, 3840, 3), 30 * i, np.uint8)
+        cv2.rectangle(image, (300 * i, 300), (300 * i + 600, 900), (0, 0, 255), -1)
+        writer.write(image)
+    writer.release()
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "engine.cli", "narrate", str(path),
+                           "--model", str(tiny_model_dir), "--srt", str(tmp_path / "uhd.srt"), "--max-pixels", "20000"],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(proc.stdout.splitlines()[-1].removeprefix("peak_rss_kb=")) / 1024
+    assert peak_mb < 1536, f"peak RSS {peak_mb:.0f} MB"
+    foreign = [line for line in re.split(r"[\r\n]", proc.stderr) if not OURS.match(line)]
+    assert not foreign, foreign
