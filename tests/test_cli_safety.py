@@ -258,6 +258,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, t
     cues = {(a, b) for a, b, _ in parse_srt(out.joinpath("a.srt").read_text())}
     assert {_times(line) for line in printed} == cues  # the SRT holds exactly the narrated comments
     torn = out.joinpath("a.jsonl").read_text()
+    assert not torn.endswith("\n")  # the disk filled mid-record
     kept = len(torn.splitlines()) - (0 if torn.endswith("\n") else 1)
     rerun = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
                            timeout=120)
@@ -273,15 +274,18 @@ OURS = re.compile(r"^(livecc: |Loading weights from |Model ready|narrating |\s*$
 
 
 def test_4k_file_stays_under_1_5_gb_and_stderr_holds_only_our_lines(tiny_model_dir, tmp_path):
+    """Frames enter the buffer at model size: a 4K file peaked at ~1.8 GB before (full-size frames in
+    the buffer, and their float copies in preprocessing); the tiny model itself needs ~0.7 GB."""
     path = tmp_path / "uhd.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2, (3840, 2160))
-    for i in range(6):
-        image = np.full((2160, 3840, 3), 30 * i, np.uint8)
-        cv2.rectangle(image, (300 * i, 300), (300 * i + 600, 900), (0, 0, 255), -1)
+    for i in range(20):
+        image = np.full((2160, 3840, 3), 13 * i, np.uint8)
+        cv2.rectangle(image, (150 * i, 300), (150 * i + 600, 900), (0, 0, 255), -1)
         writer.write(image)
     writer.release()
+    # 100000 > min_pixels (78400): the capture-side resize is then exactly the model's (see frame_resizer)
     proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "engine.cli", "narrate", str(path),
-                           "--model", str(tiny_model_dir), "--srt", str(tmp_path / "uhd.srt"), "--max-pixels", "20000"],
+                           "--model", str(tiny_model_dir), "--srt", str(tmp_path / "uhd.srt"), "--max-pixels", "100000"],
                           capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout.splitlines()[-1].removeprefix("peak_rss_kb=")) / 1024
