@@ -165,6 +165,7 @@ def test_missing_folders_are_created_and_every_file_holds_every_chunk(video6, ti
     said = [(r["start"], r["end"]) for r in records if r["text"]]
     assert [(a, b) for a, b, _ in parse_srt(srt.read_text())] == said
     assert len(parse_vtt(vtt.read_text())) == len(said)
+    assert records[0]["stats"]["lag_ms"] < 1500  # faster than real time: not how far the file was read ahead
     captured = capsys.readouterr()
     summary = [line for line in captured.err.splitlines() if line.startswith("livecc: 4 chunks")]
     assert summary and f"{len(said)} comments" in summary[0] and str(srt) in summary[0]
@@ -292,3 +293,36 @@ def test_4k_file_stays_under_1_5_gb_and_stderr_holds_only_our_lines(tiny_model_d
     assert peak_mb < 1536, f"peak RSS {peak_mb:.0f} MB"
     foreign = [line for line in re.split(r"[\r\n]", proc.stderr) if not OURS.match(line)]
     assert not foreign, foreign
+
+
+# -- 8. speech ---------------------------------------------------------------------------------
+
+def test_speak_checks_the_audio_device_before_loading_a_voice_or_the_model(video6, tmp_path, capsys,
+                                                                          no_model_load, monkeypatch):
+    def no_voice(*a, **k):
+        raise AssertionError("the voice was loaded before the audio device was checked")
+
+    monkeypatch.setattr("tts.cli_support.make_synthesizer", no_voice)
+    assert main(["narrate", str(video6), "--speak", "--audio-device", "99"]) == 2
+    assert "audio output device" in one_error_line(capsys)
+
+
+def test_voice_none_needs_no_device_and_the_wav_is_as_long_as_the_video(video6, tiny_model_dir, tmp_path):
+    import soundfile
+
+    wav = tmp_path / "silence" / "speech.wav"
+    assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--speak", "--voice", "none",
+                 "--audio-device", "99", "--speech-wav", str(wav), *SMALL]) == 0
+    info = soundfile.info(str(wav))
+    assert info.frames == round(6.0 * info.samplerate)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing: `make deps` installs it as root")
+def test_spoken_wav_is_exactly_as_long_as_the_video(video6, tiny_model_dir, tmp_path):
+    import soundfile
+
+    wav = tmp_path / "speech.wav"
+    assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--voice", "espeak",
+                 "--speech-wav", str(wav), *SMALL]) == 0
+    audio, rate = soundfile.read(str(wav))
+    assert len(audio) == round(6.0 * rate) and abs(audio).max() > 0  # speech, cut at the video's end

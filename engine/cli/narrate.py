@@ -121,7 +121,7 @@ def cmd_narrate(args) -> int:
 
     info = probe_video(args.video)  # fail fast, before the model loads
     check_video_shape(info.width, info.height, info.path)
-    args.realtime = args.realtime or bool(getattr(args, "speak", False))  # speech plays at the video's pace
+    args.realtime = args.realtime or _speaks_aloud(args)  # speech plays at the video's pace
     config = session_config(args, live=args.realtime)
     check_outputs(_output_flags(args), inputs=[Path(args.video)])
     summary = Summary()
@@ -154,6 +154,10 @@ def cmd_narrate(args) -> int:
                 summary.skipped_s = event.chunks_skipped * config.chunk_frames / config.fps
                 bar.show(event)
     return 0
+
+
+def _speaks_aloud(args) -> bool:
+    return bool(getattr(args, "speak", False)) and (getattr(args, "voice", None) or "").lower() != "none"
 
 
 def _speech_sink(args, duration: float):
