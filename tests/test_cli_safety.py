@@ -326,3 +326,19 @@ def test_spoken_wav_is_exactly_as_long_as_the_video(video6, tiny_model_dir, tmp_
                  "--speech-wav", str(wav), *SMALL]) == 0
     audio, rate = soundfile.read(str(wav))
     assert len(audio) == round(6.0 * rate) and abs(audio).max() > 0  # speech, cut at the video's end
+
+
+def test_a_truncated_file_is_our_one_line_without_ffmpeg_chatter(video6, tmp_path):
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(video6.read_bytes()[: video6.stat().st_size * 2 // 5])  # no moov atom
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "narrate", str(truncated)], capture_output=True,
+                          text=True, env=_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [line for line in proc.stderr.splitlines() if line.startswith("livecc: ")]
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and re.fullmatch(r"livecc \S+\n", proc.stdout), proc.stdout
