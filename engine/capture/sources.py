@@ -247,8 +247,8 @@ class FileSource(VideoSource):
 
     realtime=False: as fast as the consumer takes them, no frame lost (blocking puts).
     realtime=True: paced to the wall clock like a live source (non-blocking puts).
-    start/end: seconds into the file (end inclusive). sample_fps: keep only the first frame at
-    or after each 1/sample_fps tick; skipped frames are grabbed but never converted.
+    start/end: seconds into the file (end inclusive). sample_fps: keep only the frame on screen at
+    each 1/sample_fps tick; skipped frames are grabbed but never converted.
     transform: applied to each kept (H, W, 3) uint8 frame before it enters the buffer (the CLI
     downscales to the model's size there, so a 4K file never fills the buffer with 4K frames).
     """
@@ -325,12 +325,16 @@ class FileSource(VideoSource):
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t)
 
     def _wanted(self, t: float) -> bool:
-        """Start/sample_fps filter; advances the sampling tick past `t` when the frame is kept."""
-        if t < self._next_tick - _TIME_EPS:
+        """Start/sample_fps filter; advances the sampling tick past the kept frame. With sample_fps
+        each tick takes the frame on screen at it: the first whose end (its start plus one frame
+        period) reaches the tick, as LiveCC's livecc-utils matches targets against frame end times."""
+        if self.sample_fps is None:
+            return t >= self._next_tick - _TIME_EPS
+        end = t + 1.0 / ((self.info.fps if self.info else 0.0) or _DEFAULT_FPS)
+        if end < self._next_tick - _TIME_EPS:
             return False
-        if self.sample_fps is not None:
-            ticks = math.floor((t - self.start_s + _TIME_EPS) * self.sample_fps) + 1
-            self._next_tick = self.start_s + ticks / self.sample_fps
+        ticks = math.floor((end - self.start_s + _TIME_EPS) * self.sample_fps) + 1
+        self._next_tick = self.start_s + ticks / self.sample_fps
         return True
 
     def _read_error(self) -> SourceReadError:
