@@ -342,3 +342,33 @@ def test_version():
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and re.fullmatch(r"livecc \S+\n", proc.stdout), proc.stdout
+
+
+def test_every_cleanup_step_runs_when_an_earlier_one_fails(video6, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from engine.cli import narrate
+
+    def broken_close(self):
+        raise RuntimeError("the progress bar failed to close")
+
+    monkeypatch.setattr(narrate.ProgressBar, "close", broken_close)
+    srt, vtt, jsonl = tmp_path / "a.srt", tmp_path / "a.vtt", tmp_path / "a.jsonl"
+    with pytest.raises(RuntimeError):  # a bug keeps its traceback, but loses nothing
+        main(["narrate", str(video6), "--model", str(tiny_model_dir), "--srt", str(srt), "--vtt", str(vtt),
+              "--jsonl", str(jsonl), *SMALL])
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    said = [(r["start"], r["end"]) for r in records if r["text"]]
+    assert len(records) == 4 and [(a, b) for a, b, _ in parse_srt(srt.read_text())] == said
+    assert len(parse_vtt(vtt.read_text())) == len(said)
+    assert "livecc: 4 chunks" in capsys.readouterr().err  # the summary, the last step, still ran
+
+
+def test_ctrl_c_before_anything_was_written_does_not_claim_a_transcript(video6, tmp_path, monkeypatch, capsys):
+    def interrupted_load(args):
+        raise KeyboardInterrupt
+
+    for command in (["narrate", str(video6), "--srt", str(tmp_path / "x.srt")], ["ask", str(video6), "what?"]):
+        module = "engine.cli.narrate" if command[0] == "narrate" else "engine.cli.ask"
+        monkeypatch.setattr(f"{module}.load", interrupted_load)
+        assert main(command) == 130
+        err = capsys.readouterr().err
+        assert "interrupted" in err and "written" not in err and "wrote" not in err, err
