@@ -241,13 +241,13 @@ def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir,
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, tmp_path):
-    video = write_video(tmp_path / "twelve.mp4", seconds=12, fps=10)
+    video = write_video(tmp_path / "eight.mp4", seconds=8, fps=5)
     out = tmp_path / "full"
     out.mkdir()
 
-    def small_disk():  # every file this process writes stops at 3 KiB, as on a nearly full disk
+    def small_disk():  # every file this process writes stops at 2 KiB (4 JSONL records), as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (3072, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, resource.RLIM_INFINITY))
 
     proc = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
                           preexec_fn=small_disk, timeout=120)
@@ -265,7 +265,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, t
                            timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     records = [json.loads(line) for line in out.joinpath("a.jsonl").read_text().splitlines()]
-    assert len(records) == kept + 1 + 9  # the old complete records, then the rerun's 10 chunks
+    assert len(records) == kept + 1 + 5  # the old complete records, then the rerun's 6 chunks
 
 
 # Runs the CLI as its only child and prints that child's peak RSS (other tests' children do not count).
@@ -372,3 +372,17 @@ def test_ctrl_c_before_anything_was_written_does_not_claim_a_transcript(video6, 
         assert main(command) == 130
         err = capsys.readouterr().err
         assert "interrupted" in err and "written" not in err and "wrote" not in err, err
+
+
+def test_ask_past_where_the_file_really_ends_warns(video6, tiny_model_dir, monkeypatch, capsys):
+    """The container says 20 s, the frames stop at 6 s: answer from what was there, and say so."""
+    import dataclasses
+
+    from engine.capture import sources
+
+    real = sources.probe_video
+    monkeypatch.setattr(sources, "probe_video", lambda p: dataclasses.replace(real(p), duration=20.0))
+    assert main(["ask", str(video6), "What is moving?", "--at", "15", "--model", str(tiny_model_dir),
+                 "--max-answer-tokens", "4", *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "livecc: warning: the video ends at 6.0 s, before --at 15" in err, err
