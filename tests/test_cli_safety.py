@@ -258,9 +258,9 @@ def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, t
     printed = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     cues = {(a, b) for a, b, _ in parse_srt(out.joinpath("a.srt").read_text())}
     assert {_times(line) for line in printed} == cues  # the SRT holds exactly the narrated comments
-    torn = out.joinpath("a.jsonl").read_text()
-    assert not torn.endswith("\n")  # the disk filled mid-record
-    kept = len(torn.splitlines()) - (0 if torn.endswith("\n") else 1)
+    torn = out.joinpath("a.jsonl").read_bytes()  # bytes: the cut may split a UTF-8 character
+    assert not torn.endswith(b"\n")  # the disk filled mid-record
+    kept = torn.count(b"\n")
     rerun = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
                            timeout=120)
     assert rerun.returncode == 0, rerun.stderr
