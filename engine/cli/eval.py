@@ -176,7 +176,6 @@ def _generate(args):
                                         context_prompt)
     from engine.eval.ovobench import select
     from engine.eval.records import ResultLog, RunSettings, open_run, write_summary
-    from engine.eval.streaming import commentate
 
     events = select(load_events(args.data), None, args.sample, args.seed, args.limit)
     video_of = lambda e: video_path(args.data, e.video)  # noqa: E731
@@ -190,12 +189,14 @@ def _generate(args):
     loaded = []
 
     def work(event):
+        from engine.eval.streaming import commentate  # torch: only when there is something to generate
+
         if not loaded:
             loaded.append(load(args))
         comments = commentate(loaded[0], config, video_of(event), event.begin, event.end, context_prompt(event))
         return prediction_record(event, [c.text for c in comments])
 
-    report = run_items(events, lambda e: e.key, log, work, video_of, "LiveSports-3K CC")
+    report = run_items(events, lambda e: e.key, log, work, video_of, "LiveSports-3K CC", timed=False)  # LiveCC's 5 fields
     summary = {"benchmark": "livesports-cc", "events": len(events), **report.counts(), "predictions": str(path),
                "run": _run_info(out)}
     write_summary(out, summary, f"# LiveSports-3K CC: {model_id}\n\n{len(log.records)} predictions, "

@@ -48,9 +48,10 @@ class RunReport:
 
 
 def run_items(items: list, key: Callable[[object], object], log: ResultLog, work: Callable[[object], dict],
-              video_of: Callable[[object], Path], desc: str) -> RunReport:
-    """Run `work(item) -> record` for every item not in `log`, appending each record at once. An item
-    whose video is missing or unreadable is reported in the RunReport and the run goes on."""
+              video_of: Callable[[object], Path], desc: str, timed: bool = True) -> RunReport:
+    """Run `work(item) -> record` for every item not in `log`, appending each record at once (with its
+    "seconds" when `timed`). An item whose video is missing or unreadable is reported in the
+    RunReport and the run goes on."""
     report = RunReport()
     todo = [item for item in items if key(item) not in log.done]
     report.skipped = len(items) - len(todo)
@@ -68,7 +69,7 @@ def run_items(items: list, key: Callable[[object], object], log: ResultLog, work
                 tqdm.write(f"item {key(item)}: {exc}", file=sys.stderr)
             else:
                 seconds = time.perf_counter() - t0
-                log.append(record | {"seconds": round(seconds, 3)})
+                log.append(record | {"seconds": round(seconds, 3)} if timed else record)
                 report.done += 1
                 report.seconds.append(seconds)
             bar.update(1)
