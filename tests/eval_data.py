@@ -31,12 +31,12 @@ OVO_ITEMS = [
 ]
 
 
-def build_ovobench(root: Path, seconds: float = 5.0, size: tuple[int, int] = (96, 64)) -> Path:
+def build_ovobench(root: Path, seconds: float = 5.0, size: tuple[int, int] = (96, 64), fps: float = 10) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for item in OVO_ITEMS:
         path = root / "src_videos" / item["video"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_video(path, seconds=seconds, fps=10, width=size[0], height=size[1])
+        write_video(path, seconds=seconds, fps=fps, width=size[0], height=size[1])
     (root / "ovo_bench_new.json").write_text(json.dumps(OVO_ITEMS, indent=1))
     return root
 

@@ -69,7 +69,8 @@ def test_official_scoring_on_scripted_replies(ovo, tmp_path):
     assert epm_time == 5.0 and "Options:\nA. a pen; B. a key; C. a cup; D. a book;\n" in epm_prompt
     assert [t for t, _ in answer.asked["v5.mp4"]] == [5.0, 3.0, 4.0]
     assert "How many times did they wave?" in answer.asked["v4.mp4"][0][1]
-    assert "What does she take?" in answer.asked["v6.mp4"][0][1] and "“Yes” or “No”" in answer.asked["v6.mp4"][0][1]
+    crr_prompt = answer.asked["v6.mp4"][0][1]
+    assert "What does she take?" in crr_prompt and "“Yes” or “No”" in crr_prompt
     lines = (out / "results.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == list(range(7))
 

@@ -196,7 +196,8 @@ def _generate(args):
         comments = commentate(loaded[0], config, video_of(event), event.begin, event.end, context_prompt(event))
         return prediction_record(event, [c.text for c in comments])
 
-    report = run_items(events, lambda e: e.key, log, work, video_of, "LiveSports-3K CC", timed=False)  # LiveCC's 5 fields
+    # timed=False: the predictions keep exactly LiveCC's five fields
+    report = run_items(events, lambda e: e.key, log, work, video_of, "LiveSports-3K CC", timed=False)
     summary = {"benchmark": "livesports-cc", "events": len(events), **report.counts(), "predictions": str(path),
                "run": _run_info(out)}
     write_summary(out, summary, f"# LiveSports-3K CC: {model_id}\n\n{len(log.records)} predictions, "
