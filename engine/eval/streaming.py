@@ -48,6 +48,8 @@ class StreamAnswerer:
         self.loaded, self.config = loaded, config
 
     def __call__(self, video: Path, probes: list[tuple[float, str]]) -> list[str]:
+        if not probes:
+            return []
         session = StreamingSession(self.loaded, self.config)
         due = deque(sorted(range(len(probes)), key=lambda i: probes[i][0]))
         asked: deque[int] = deque()
