@@ -31,7 +31,7 @@ OVO_ITEMS = [
 ]
 
 
-def build_ovobench(root: Path, seconds: float = 5.0, size: tuple[int, int] = (96, 64), fps: float = 10) -> Path:
+def build_ovobench(root: Path, seconds: float = 4.0, size: tuple[int, int] = (96, 64), fps: float = 10) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for item in OVO_ITEMS:
         path = root / "src_videos" / item["video"]

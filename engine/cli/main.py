@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livecc: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("livecc: interrupted (transcript so far was written)", file=sys.stderr)
+        print("livecc: interrupted (what was written so far is kept)", file=sys.stderr)
         return 130
 
 
