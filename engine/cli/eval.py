@@ -10,6 +10,7 @@ affects only its item and is counted in the summary.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -96,22 +97,14 @@ def cmd_ovobench(args) -> int:
     out = _out(args, "ovobench")
     settings = RunSettings.of("ovobench", args.model, config)
     open_run(out, settings)
-    answerer = _LazyAnswerer(lambda: StreamAnswerer(load(args), config))
-    summary = run_ovobench(items, answerer, video_of, out, _run_info(out))
+    model = functools.cache(lambda: load(args))  # loaded for the first item left to do: a finished rerun loads none
+
+    def answer(video: Path, probes: list[tuple[float, str]]) -> list[str]:
+        return StreamAnswerer(model(), config)(video, probes)
+
+    summary = run_ovobench(items, answer, video_of, out, _run_info(out))
     _print_ovo(summary, out)
     return 0
-
-
-class _LazyAnswerer:
-    """Loads the model on the first item, so a rerun with nothing left to do loads nothing."""
-
-    def __init__(self, make):
-        self.make, self.answerer = make, None
-
-    def __call__(self, video, probes):
-        if self.answerer is None:
-            self.answerer = self.make()
-        return self.answerer(video, probes)
 
 
 def _run_info(out: Path) -> dict:
@@ -171,11 +164,10 @@ def cmd_livesports(args) -> int:
 
 
 def _generate(args):
-    from engine.eval.harness import run_items
-    from engine.eval.livesports import (load_events, prediction_key, prediction_record, video_path,
-                                        context_prompt)
+    from engine.eval.harness import run_livesports
+    from engine.eval.livesports import load_events, video_path
     from engine.eval.ovobench import select
-    from engine.eval.records import ResultLog, RunSettings, open_run, write_summary
+    from engine.eval.records import RunSettings, open_run
 
     events = select(load_events(args.data), None, args.sample, args.seed, args.limit)
     video_of = lambda e: video_path(args.data, e.video)  # noqa: E731
@@ -184,26 +176,16 @@ def _generate(args):
     model_id = _model_id(args)
     out = _out(args, "livesports-cc")
     open_run(out, RunSettings.of("livesports-cc", args.model, config))
-    path = out / f"{model_id}.jsonl"
-    log = ResultLog(path, key=prediction_key)
-    loaded = []
+    model = functools.cache(lambda: load(args))  # loaded for the first event left to do
 
-    def work(event):
+    def comment(video: Path, begin: float, end: float, prompt: str) -> list[str]:
         from engine.eval.streaming import commentate  # torch: only when there is something to generate
 
-        if not loaded:
-            loaded.append(load(args))
-        comments = commentate(loaded[0], config, video_of(event), event.begin, event.end, context_prompt(event))
-        return prediction_record(event, [c.text for c in comments])
+        return [c.text for c in commentate(model(), config, video, begin, end, prompt)]
 
-    # timed=False: the predictions keep exactly LiveCC's five fields
-    report = run_items(events, lambda e: e.key, log, work, video_of, "LiveSports-3K CC", timed=False)
-    summary = {"benchmark": "livesports-cc", "events": len(events), **report.counts(), "predictions": str(path),
-               "run": _run_info(out)}
-    write_summary(out, summary, f"# LiveSports-3K CC: {model_id}\n\n{len(log.records)} predictions, "
-                                f"{summary['failed']} failed (missing or unreadable video)\n")
-    if report.failures:
-        print(f"{len(report.failures)} event(s) failed: see {out / 'summary.json'}", file=sys.stderr)
+    summary, path = run_livesports(events, comment, video_of, out, model_id, _run_info(out))
+    if summary["failed"]:
+        print(f"{summary['failed']} event(s) failed: see {out / 'summary.json'}", file=sys.stderr)
     return out, model_id, events, path
 
 

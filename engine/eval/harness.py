@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from engine.errors import SourceError
 
+from .livesports import SportsEvent, context_prompt, prediction_key, prediction_record
 from .ovobench import OvoItem
 from .ovoscore import probe_score, score_records, scores_markdown
 from .records import ResultLog, write_summary
@@ -116,3 +117,27 @@ def ovo_markdown(summary: dict) -> str:
             f"{summary['failed']} failed (missing or unreadable video); code {summary['run']['code_version']}; "
             f"positions {settings['session'].get('positions')}, KV budget {settings['session'].get('kv_budget')}\n\n")
     return head + scores_markdown(summary["scores"])
+
+
+# -- LiveSports-3K CC ------------------------------------------------------------------------------
+# Comments a fresh session makes on an event's clip, given the clip, its bounds and the context prompt.
+Commentator = Callable[[Path, float, float, str], list[str]]
+
+
+def run_livesports(events: list[SportsEvent], comment: Commentator, video_of: Callable[[SportsEvent], Path],
+                   out: Path, model_id: str, run_info: dict) -> tuple[dict, Path]:
+    """Comment every event not yet in out/MODEL.jsonl (LiveCC's prediction file), then write
+    summary.json and summary.md. Returns the summary and the predictions' path."""
+    path = out / f"{model_id}.jsonl"
+    log = ResultLog(path, key=prediction_key)
+
+    def work(event: SportsEvent) -> dict:
+        return prediction_record(event, comment(video_of(event), event.begin, event.end, context_prompt(event)))
+
+    # timed=False: the predictions keep exactly LiveCC's five fields
+    report = run_items(events, lambda e: e.key, log, work, video_of, "LiveSports-3K CC", timed=False)
+    summary = {"benchmark": "livesports-cc", "events": len(events), **report.counts(), "predictions": str(path),
+               "run": run_info}
+    write_summary(out, summary, f"# LiveSports-3K CC: {model_id}\n\n{len(log.records)} predictions, "
+                                f"{summary['failed']} failed (missing or unreadable video)\n")
+    return summary, path
