@@ -160,3 +160,20 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, name
         assert len(err) == 1 and err[0].startswith("livecc: error: "), (name, err)
+
+
+def test_a_torn_last_line_is_dropped_and_other_settings_are_refused(tmp_path):
+    from engine.errors import LiveCCError
+    from engine.eval.records import ResultLog
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"id": 1}\n{"id": 2, "pro')  # killed in the middle of a write
+    log = ResultLog(path, key=lambda r: r["id"])
+    assert log.done == {1}
+    log.append({"id": 2})
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [1, 2]
+
+    open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "exact", "kv_budget": 16384}))
+    open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "exact", "kv_budget": 16384}))  # same: fine
+    with pytest.raises(LiveCCError, match="other settings \\(positions\\)"):
+        open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "demo", "kv_budget": 16384}))
