@@ -128,6 +128,8 @@ class StaticRunner:
     def forget_selection(self) -> None:
         """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
         self._pick_graphs.clear()
+        if not self._decode_graphs:
+            self._pool = None  # a graph pool dies with its last graph: capturing into it again fails
 
     def reset(self) -> None:
         self.cache.length = 0
