@@ -113,6 +113,11 @@ class ChatTTSSynth(Synthesizer):
         if options.warm_up and self.device.type == "cuda":
             self.synthesize(WARM_TEXT)
 
+    def set_options(self, options: ChatTTSOptions) -> None:
+        """New run-time options (levers, lengths) for the loaded model; voice, device and assets stay."""
+        self.options = options
+        self._cuda_stream = self._make_stream()
+
     def _make_stream(self):
         """A CUDA stream at the lowest priority: the engine decodes on a higher one and goes first."""
         import torch
