@@ -309,6 +309,14 @@ def device_name(rig: Rig) -> str:
     return platform.processor() or platform.machine()
 
 
+def spread(d: dict, digits: int, with_max: bool = True) -> str:
+    """'p50 / p95 / max' of a distribution, or a dash when it is empty."""
+    if not d.get("n"):
+        return "–"
+    keys = ("p50", "p95", "max") if with_max else ("p50", "p95")
+    return " / ".join(f"{d[k]:.{digits}f}" for k in keys)
+
+
 def markdown(result: dict) -> str:
     lines = [f"Live glass-to-voice latency: {result['device']}, {result['date']}, {result['model']}, voice "
              f"{result['voice']}, audio {result['audio']}, seconds from the capture of a chunk's last frame.", "",
@@ -317,12 +325,10 @@ def markdown(result: dict) -> str:
     for p in result["phases"]:
         if p["phase"] == "warm":
             continue
-        cap, e = p["caption_s"], p["engine"]["chunk_ms"]
-        audio = p.get("first_audio_s", {})
-        voice = f"{audio['p50']:.2f} / {audio['p95']:.2f} / {audio['max']:.2f}" if audio.get("n") else "–"
         drops = f"{p['dropped']} of {p['comments']} ({p['dropped_fraction']:.0%})" if "dropped" in p else "–"
-        lines.append(f"| {p['phase']} | {p['seconds']:.0f} | {cap['p50']:.3f} / {cap['p95']:.3f} / {cap['max']:.3f} "
-                     f"| {voice} | {drops} | {e['p50']:.1f} / {e['p95']:.1f} | {p['engine']['skipped_chunks']} |")
+        lines.append(f"| {p['phase']} | {p['seconds']:.0f} | {spread(p['caption_s'], 3)} "
+                     f"| {spread(p.get('first_audio_s', {}), 2)} | {drops} | {spread(p['engine']['chunk_ms'], 1, False)} "
+                     f"| {p['engine']['skipped_chunks']} |")
     if "chunk_p95_ratio" in result:
         lines += ["", f"Engine chunk p95 with speech (levers on) / without: {result['chunk_p95_ratio']:.3f}."]
     return "\n".join(lines) + "\n"
@@ -350,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         write(result, args.out)  # after every phase: a later failure keeps what was measured
     by_name = {p["phase"]: p for p in result["phases"]}
     if "base" in by_name and "on" in by_name:
-        result["chunk_p95_ratio"] = by_name["on"]["engine"]["chunk_ms"]["p95"] / by_name["base"]["engine"]["chunk_ms"]["p95"]
+        on, base = by_name["on"]["engine"]["chunk_ms"], by_name["base"]["engine"]["chunk_ms"]
+        if on.get("n") and base.get("n"):
+            result["chunk_p95_ratio"] = on["p95"] / base["p95"]
     write(result, args.out)
     print(markdown(result))
     return 0
