@@ -18,34 +18,26 @@ import pytest
 from tts.player import PlayerConfig, SpeechPlayer
 from tts.scheduler import Kind, SpeechPolicy, SpeechScheduler
 from tts.synth import Synthesizer
+from test_speech_policy import RATE, FakeClock, MarkerSynth
 
 ROOT = Path(__file__).resolve().parent.parent
-RATE = 8000
 BLOCK = 400  # 50 ms
 FIRST, SECOND = "The man in the red jacket", "walks his dog across the street."
 
 
-class FakeClock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class LevelSynth(Synthesizer):
-    """Constant-level audio, 60 ms a character, in 0.1 s pieces: answers 0.5, commentary 0.1."""
-
-    sample_rate = RATE
-
-    def synthesize(self, text: str) -> np.ndarray:
-        level = 0.5 if text.startswith("ANSWER") else 0.1
-        return np.full(int(0.06 * len(text) * RATE), level, dtype=np.float32)
+class LevelSynth(MarkerSynth):
+    """MarkerSynth's levels (answers 0.5, commentary 0.1) in 0.1 s pieces, as a streaming engine."""
 
     def stream(self, text: str):
         audio = self.synthesize(text)
         for i in range(0, len(audio), RATE // 10):
             yield audio[i:i + RATE // 10]
+
+
+def clock_at(t: float) -> FakeClock:
+    clock = FakeClock()
+    clock.t = t
+    return clock
 
 
 def wait_for(condition, timeout: float = 5.0) -> bool:
@@ -63,7 +55,7 @@ def device_player(policy: SpeechPolicy, clock: FakeClock, synth: Synthesizer | N
 
 # -- the phrase policy, on a real stream ---------------------------------------------------------
 def test_clause_policy_speaks_the_first_fragment_before_the_second_arrives(null_audio):
-    clock = FakeClock(3.0)
+    clock = clock_at(3.0)
     with device_player(SpeechPolicy(start_at="clause"), clock) as player:
         player.say_commentary(FIRST, 0.0, 3.0)
         assert wait_for(lambda: len(player.started) == 1)
@@ -76,7 +68,7 @@ def test_clause_policy_speaks_the_first_fragment_before_the_second_arrives(null_
 
 
 def test_sentence_policy_still_waits_for_the_full_stop(null_audio):
-    clock = FakeClock(3.0)
+    clock = clock_at(3.0)
     with device_player(SpeechPolicy(start_at="sentence"), clock) as player:
         player.say_commentary(FIRST, 0.0, 3.0)
         time.sleep(0.2)  # the fake clock stands still: the pause and hold deadlines never come
@@ -144,7 +136,7 @@ def test_nothing_is_spoken_more_than_the_bound_behind(start_at, max_pending):
 
 # -- barge-in on a real stream ---------------------------------------------------------------------
 def test_barge_in_on_a_real_stream_stops_commentary_within_one_block(null_audio):
-    clock = FakeClock(3.0)
+    clock = clock_at(3.0)
     played: list[tuple[float, bool]] = []  # (callback start, played commentary samples)
 
     player = device_player(SpeechPolicy(), clock)
@@ -215,7 +207,7 @@ def test_status_bar_text_follows_the_players_measured_voice_lag(qtbot):
     from desktop_app.speech import SpeechController
 
     controller = SpeechController()
-    clock = FakeClock(3.0)
+    clock = clock_at(3.0)
     player = SpeechPlayer(LevelSynth(), PlayerConfig(block_size=BLOCK, queue_seconds=120.0, live=False), clock=clock)
     controller.player = player
     assert controller.voice_lag == "Voice –"  # nothing spoken yet
