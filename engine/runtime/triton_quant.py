@@ -1,0 +1,130 @@
+"""Triton kernels for QuantLinear on CUDA: a fused dequantize-GEMV for one token (decode) and a
+dequantize-to-bf16 kernel for many tokens (prefill, vision: then cuBLAS does the GEMM).
+
+Why our own: torchao 0.18's int8 weight-only ran at 22 ms per decode token (bf16: 3.9 ms) and
+its int4 layouts need the `mslk` package; torch's int4 tinygemm wants its own tiled layout, which
+cannot be fused by concatenating rows, and has no int8 counterpart (`_weight_int8pack_mm`:
+62 ms). These read QuantLinear's one packed layout, so fused q/k/v and gate/up rows, the CUDA-
+graphed decode step and the reference runner all use the same bytes. Measured against those in
+benchmarks/probe_quant.py. LIVECC_NO_QUANT_KERNEL=1 falls back to plain-torch dequantization.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from engine.model.quantize import QuantLinear
+
+_CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
+            for n, k, w in ((1, 1024, 2), (1, 2048, 4), (2, 1024, 4), (2, 2048, 4), (4, 512, 4), (4, 1024, 4),
+                            (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8), (32, 256, 8), (4, 2048, 8))]
+
+
+_DOT_CONFIGS = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=st)
+                for n, w, st in ((16, 2, 4), (16, 4, 4), (32, 4, 4), (32, 4, 6), (64, 4, 4), (64, 8, 3), (128, 8, 3),
+                                 (16, 2, 8))]
+
+
+@triton.autotune(_DOT_CONFIGS, key=["N", "K"])
+@triton.jit
+def _gemv_int4(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, N, K, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
+               IEEE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One int4 group per step, dequantized in x's dtype ((q - 8) * scale, the reference's
+    arithmetic) and multiplied on the tensor cores with x padded to 16 rows: the unpacking then
+    leaves the ALUs free enough to stream the weights (fp32 math per element ran at 4.6 ms, probe)."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output features
+    live = cols < N
+    j = tl.arange(0, GROUP // 2)
+    pad = tl.arange(0, 16)
+    dtype = x_ptr.dtype.element_ty
+    acc = tl.zeros((16, BLOCK_N), tl.float32)
+    n_groups = K // GROUP
+    for g in range(0, n_groups):
+        packed = tl.load(w_ptr + cols[None, :] * (K // 2) + (g * (GROUP // 2) + j)[:, None], mask=live[None, :], other=0)
+        s = tl.load(s_ptr + cols * n_groups + g, mask=live, other=0)[None, :]
+        lo = ((packed & 0xF).to(dtype) - 8) * s
+        hi = ((packed >> 4).to(dtype) - 8) * s
+        first = pad[:, None] == 0
+        xa = tl.load(x_ptr + g * GROUP + j[None, :] + 0 * pad[:, None], mask=first, other=0)
+        xb = tl.load(x_ptr + g * GROUP + GROUP // 2 + j[None, :] + 0 * pad[:, None], mask=first, other=0)
+        if IEEE:
+            acc += tl.dot(xa, lo.to(dtype), input_precision="ieee") + tl.dot(xb, hi.to(dtype), input_precision="ieee")
+        else:
+            acc += tl.dot(xa, lo.to(dtype)) + tl.dot(xb, hi.to(dtype))
+    out = tl.sum(acc, axis=0)  # rows 1..15 are zero padding
+    if HAS_BIAS:
+        out += tl.load(b_ptr + cols, mask=live, other=0).to(tl.float32)
+    tl.store(out_ptr + cols, out.to(out_ptr.dtype.element_ty), mask=live)
+
+
+@triton.autotune(_CONFIGS, key=["N", "K"])
+@triton.jit
+def _gemv_int8(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, N, K, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    live = rows < N
+    span = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + span
+        inside = cols < K
+        q = tl.load(w_ptr + rows[:, None] * K + cols[None, :], mask=live[:, None] & inside[None, :], other=0)
+        acc += q.to(tl.float32) * tl.load(x_ptr + cols, mask=inside, other=0).to(tl.float32)[None, :]
+    out = tl.sum(acc, axis=1) * tl.load(s_ptr + rows, mask=live, other=0).to(tl.float32)
+    if HAS_BIAS:
+        out += tl.load(b_ptr + rows, mask=live, other=0).to(tl.float32)
+    tl.store(out_ptr + rows, out.to(out_ptr.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def _dequant(w_ptr, s_ptr, out_ptr, N, K, BITS: tl.constexpr, GROUP: tl.constexpr, BLOCK: tl.constexpr):
+    """One row block of the weight in out's dtype, with the plain-torch dequantization's arithmetic."""
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    live = cols < K
+    if BITS == 8:
+        q = tl.load(w_ptr + row * K + cols, mask=live, other=0).to(out_ptr.dtype.element_ty)
+        s = tl.load(s_ptr + row)
+    else:
+        within = cols % GROUP  # byte j of a group holds columns j (low nibble) and j + GROUP/2 (high)
+        high = within >= GROUP // 2
+        packed = tl.load(w_ptr + row * (K // 2) + (cols // GROUP) * (GROUP // 2) + within % (GROUP // 2), mask=live,
+                         other=0)
+        q = tl.where(high, packed >> 4, packed & 0xF).to(out_ptr.dtype.element_ty) - 8
+        s = tl.load(s_ptr + row * (K // GROUP) + cols // GROUP, mask=live, other=0)
+    tl.store(out_ptr + row * K + cols, (q * s).to(out_ptr.dtype.element_ty), mask=live)
+
+
+def _group(layer: QuantLinear) -> int:
+    return layer.in_features // layer.scales.shape[1] if layer.bits == 4 else 1
+
+
+def gemv(x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:
+    """x (..., K) holding one token -> (..., N)."""
+    n, k = layer.out_features, layer.in_features
+    out = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
+    bias = layer.bias if layer.bias is not None else layer.scales
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+    args = (x.contiguous(), layer.qweight, layer.scales, bias, out, n, k)
+    if layer.bits == 4:
+        _gemv_int4[grid](*args, GROUP=_group(layer), HAS_BIAS=layer.bias is not None, IEEE=x.dtype == torch.float32)
+    else:
+        _gemv_int8[grid](*args, GROUP=1, HAS_BIAS=layer.bias is not None)
+    return out
+
+
+def dequantize(layer: QuantLinear, dtype: torch.dtype) -> torch.Tensor:
+    n, k = layer.out_features, layer.in_features
+    out = torch.empty(n, k, dtype=dtype, device=layer.qweight.device)
+    block = 1024
+    _dequant[(n, triton.cdiv(k, block))](layer.qweight, layer.scales, out, n, k, BITS=layer.bits, GROUP=_group(layer),
+                                         BLOCK=block)
+    return out
+
+
+def install() -> None:
+    """Make QuantLinear use these kernels on CUDA tensors."""
+    QuantLinear.kernels[8] = (gemv, dequantize)
+    QuantLinear.kernels[4] = (gemv, dequantize)
