@@ -22,41 +22,43 @@ _CONFIGS = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w)
                             (8, 512, 4), (8, 1024, 8), (16, 256, 4), (16, 512, 8), (32, 256, 8), (4, 2048, 8))]
 
 
-_DOT_CONFIGS = [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=st)
-                for n, w, st in ((16, 2, 4), (16, 4, 4), (32, 4, 4), (32, 4, 6), (64, 4, 4), (64, 8, 3), (128, 8, 3),
-                                 (16, 2, 8))]
+_INT4_CONFIGS = [triton.Config({"BLOCK_N": n, "GROUPS": g}, num_warps=w)
+                 for n, g, w in ((2, 4, 4), (2, 8, 4), (4, 2, 4), (4, 4, 4), (8, 2, 4), (8, 4, 8), (16, 1, 4),
+                                 (16, 2, 8), (32, 1, 8), (1, 8, 4))]
 
 
-@triton.autotune(_DOT_CONFIGS, key=["N", "K"])
+@triton.autotune(_INT4_CONFIGS, key=["N", "K"])
 @triton.jit
-def _gemv_int4(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, N, K, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
-               IEEE: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One int4 group per step, dequantized in x's dtype ((q - 8) * scale, the reference's
-    arithmetic) and multiplied on the tensor cores with x padded to 16 rows: the unpacking then
-    leaves the ALUs free enough to stream the weights (fp32 math per element ran at 4.6 ms, probe)."""
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output features
-    live = cols < N
+def _gemv_int4(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, N, K, stride_w, stride_s, GROUP: tl.constexpr,
+               HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr):
+    """A (rows, groups, half-group) tile per step: both halves of x load contiguously, each group
+    reduces to one number before its scale. The row strides come in as arguments so Triton sees
+    them divisible by 16 and vectorizes the byte loads (computed in the kernel, they were not:
+    1.5x-2.5x slower, benchmarks/probe_quant.py)."""
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    live = rows < N
+    g = tl.arange(0, GROUPS)
     j = tl.arange(0, GROUP // 2)
-    pad = tl.arange(0, 16)
-    dtype = x_ptr.dtype.element_ty
-    acc = tl.zeros((16, BLOCK_N), tl.float32)
     n_groups = K // GROUP
-    for g in range(0, n_groups):
-        packed = tl.load(w_ptr + cols[None, :] * (K // 2) + (g * (GROUP // 2) + j)[:, None], mask=live[None, :], other=0)
-        s = tl.load(s_ptr + cols * n_groups + g, mask=live, other=0)[None, :]
-        lo = ((packed & 0xF).to(dtype) - 8) * s
-        hi = ((packed >> 4).to(dtype) - 8) * s
-        first = pad[:, None] == 0
-        xa = tl.load(x_ptr + g * GROUP + j[None, :] + 0 * pad[:, None], mask=first, other=0)
-        xb = tl.load(x_ptr + g * GROUP + GROUP // 2 + j[None, :] + 0 * pad[:, None], mask=first, other=0)
-        if IEEE:
-            acc += tl.dot(xa, lo.to(dtype), input_precision="ieee") + tl.dot(xb, hi.to(dtype), input_precision="ieee")
-        else:
-            acc += tl.dot(xa, lo.to(dtype)) + tl.dot(xb, hi.to(dtype))
-    out = tl.sum(acc, axis=0)  # rows 1..15 are zero padding
+    acc = tl.zeros((BLOCK_N, GROUPS), tl.float32)
+    for g0 in range(0, n_groups, GROUPS):
+        grp = g0 + g
+        inside = grp < n_groups
+        both = live[:, None] & inside[None, :]
+        byte = grp[:, None] * (GROUP // 2) + j[None, :]  # (groups, half): contiguous along j
+        packed = tl.load(w_ptr + rows[:, None, None] * stride_w + byte[None, :, :], mask=both[:, :, None], other=0)
+        xa = tl.load(x_ptr + grp[:, None] * GROUP + j[None, :], mask=inside[:, None], other=0).to(tl.float32)
+        xb = tl.load(x_ptr + grp[:, None] * GROUP + GROUP // 2 + j[None, :], mask=inside[:, None], other=0).to(tl.float32)
+        lo = (packed & 0xF).to(tl.float32)
+        hi = (packed >> 4).to(tl.float32)
+        offset = 8.0 * tl.sum(xa + xb, axis=1)  # sum((q - 8) x) = sum(q x) - 8 sum(x): two ALU ops fewer per byte
+        part = tl.sum(lo * xa[None, :, :] + hi * xb[None, :, :], axis=2) - offset[None, :]
+        s = tl.load(s_ptr + rows[:, None] * stride_s + grp[None, :], mask=both, other=0).to(tl.float32)
+        acc += part * s
+    out = tl.sum(acc, axis=1)
     if HAS_BIAS:
-        out += tl.load(b_ptr + cols, mask=live, other=0).to(tl.float32)
-    tl.store(out_ptr + cols, out.to(out_ptr.dtype.element_ty), mask=live)
+        out += tl.load(b_ptr + rows, mask=live, other=0).to(tl.float32)
+    tl.store(out_ptr + rows, out.to(out_ptr.dtype.element_ty), mask=live)
 
 
 @triton.autotune(_CONFIGS, key=["N", "K"])
@@ -109,7 +111,8 @@ def gemv(x: torch.Tensor, layer: QuantLinear) -> torch.Tensor:
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
     args = (x.contiguous(), layer.qweight, layer.scales, bias, out, n, k)
     if layer.bits == 4:
-        _gemv_int4[grid](*args, GROUP=_group(layer), HAS_BIAS=layer.bias is not None, IEEE=x.dtype == torch.float32)
+        _gemv_int4[grid](*args, layer.qweight.stride(0), layer.scales.stride(0), GROUP=_group(layer),
+                         HAS_BIAS=layer.bias is not None)
     else:
         _gemv_int8[grid](*args, GROUP=1, HAS_BIAS=layer.bias is not None)
     return out
