@@ -31,7 +31,9 @@ QWEN2_VL_7B_VISION = dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=
 @pytest.fixture(scope="module", params=["int8", "int4"])
 def quantized(request, tiny_model_dir):
     """A fresh tiny model (the session-wide one stays float) loaded at each precision."""
-    return load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest(request.param))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIVECC_NO_QUANT_CACHE", "1")  # nothing written under the user's home
+        return load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest(request.param))
 
 
 def test_the_quantized_weights_are_what_the_model_holds_and_runs(quantized, tiny_loaded):
@@ -160,3 +162,21 @@ def test_the_probe_benchmark_smoke_runs(tmp_path, monkeypatch):
 def test_the_engine_benchmark_smoke_runs_the_quantized_rows(tmp_path, monkeypatch):
     _run_benchmark("bench_engine.py", "--smoke", "--quantize", "int4", "--out", str(tmp_path), monkeypatch=monkeypatch)
     assert "decode per token at ~8k context, int4" in (tmp_path / "engine_smoke.md").read_text()
+
+
+def test_a_second_load_reads_the_packed_weights_from_the_disk_cache(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    monkeypatch.setenv("LIVECC_QUANT_CACHE", str(tmp_path / "cache"))
+    first = load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest("int4"))
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+    def no_float_load(*args, **kwargs):
+        raise AssertionError("the float checkpoint was read although the cache holds the packed weights")
+
+    monkeypatch.setattr(Qwen2VLForConditionalGeneration, "from_pretrained", no_float_load)
+    second = load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest("int4"))
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert run_tokens(second, EagerRunner(second.model), n_chunks=2) == \
+        run_tokens(first, EagerRunner(first.model), n_chunks=2)

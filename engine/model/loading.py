@@ -172,9 +172,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
         # device_map loads straight onto the GPU but needs accelerate; without it, load then move.
         staged = quant.staging_device(precision, dev)
         placement = {"device_map": str(staged)} if importlib.util.find_spec("accelerate") else {}
-        model = Qwen2VLForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, attn_implementation=notes[0].split(": ")[1], **placement).to(staged)
-        quant.quantize_model(model, precision, dev)
+        attn = notes[0].split(": ")[1]
+        model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: Qwen2VLForConditionalGeneration
+                                     .from_pretrained(folder, dtype=dtype, attn_implementation=attn, **placement)
+                                     .to(staged))
         tokenizer = load_tokenizer(folder)
     except torch.OutOfMemoryError as exc:
         raise OutOfMemoryError(f"GPU out of memory while loading {name_or_path}: close other GPU programs "

@@ -14,10 +14,14 @@ LIVECC_NO_QUANT_KERNEL=1 forces that plain path everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +32,8 @@ PRECISIONS = ("auto", "none", "int8", "int4")
 GROUP = 128  # int4 scale group along the input dimension (torchao / tinygemm default)
 VISION_BITS = 8  # the vision tower's precision whenever the language model is quantized
 GiB = 1024 ** 3
+CACHE_FORMAT = 1  # bump when the packing changes: old cache files then miss
+log = logging.getLogger(__name__)
 
 
 class QuantizeError(LiveCCError):
@@ -321,3 +327,79 @@ def describe_precision(precision: str, plan: MemoryPlan | None, model: torch.nn.
     packed = quantized_bytes(model) / GiB
     head = f"quantize: {precision}" + (f" ({packed:.1f} GB packed)" if precision != "none" else "")
     return head + (f"; memory plan: {plan.describe()}" if plan is not None else "")
+
+
+# -- the on-disk cache -----------------------------------------------------------------------
+def cache_file(folder: Path, precision: str) -> Path | None:
+    """Where the packed model for this checkpoint and precision lives: keyed by the checkpoint's
+    files (name, size, mtime), the packing format and the transformers version."""
+    if precision == "none" or os.environ.get("LIVECC_NO_QUANT_CACHE") == "1":
+        return None
+    import transformers
+
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    stamp = [str(folder.resolve()), precision, CACHE_FORMAT, transformers.__version__]
+    stamp += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha1(repr(stamp).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("LIVECC_QUANT_CACHE") or Path.home() / ".cache" / "livecc" / "quantized")
+    return root / f"{folder.name}-{precision}-{key}.safetensors"
+
+
+_BUFFER = "__buffer__."  # non-persistent buffers (rotary inv_freq) travel too: no re-derivation per version
+
+
+def save_packed(model: torch.nn.Module, bits: dict[str, int], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {name: t.contiguous() for name, t in model.state_dict().items()}
+    tensors |= {_BUFFER + n: b.contiguous() for n, b in model.named_buffers() if n not in tensors}
+    tmp = path.with_suffix(".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata={"bits": json.dumps(bits)})
+        tmp.replace(path)  # a half-written file never looks like a cache hit
+    except OSError as exc:
+        log.warning("could not cache the packed weights at %s (%s): the next start packs them again", path, exc)
+
+
+def load_packed(config, path: Path, device: torch.device, dtype: torch.dtype, attn: str) -> torch.nn.Module:
+    """The model built on the meta device and filled from the cache file: the checkpoint's float
+    weights are never read."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    with safe_open(str(path), "pt") as f:
+        bits = json.loads(f.metadata()["bits"])
+    tensors = load_file(str(path), device=str(device))
+    config._attn_implementation = attn
+    with torch.device("meta"):
+        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype)
+    for name, b in bits.items():
+        parent_name, _, child = name.rpartition(".")
+        qweight = tensors[f"{name}.qweight"]
+        layer = QuantLinear(qweight, tensors[f"{name}.scales"], tensors.get(f"{name}.bias"), b,
+                            qweight.shape[1] * (2 if b == 4 else 1))
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+    buffers = {k[len(_BUFFER):]: tensors.pop(k) for k in list(tensors) if k.startswith(_BUFFER)}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    for name, value in buffers.items():
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner)._buffers[attr] = value
+    return model
+
+
+def load_quantized(folder: Path, precision: str, device: torch.device, dtype: torch.dtype, attn: str,
+                   load_float: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The load hook: the packed model from the cache when there is one; else `load_float()`
+    (bf16 on the host when quantizing), packed onto `device` and cached for the next start."""
+    path = cache_file(folder, precision)
+    if path is not None and path.is_file():
+        from transformers import AutoConfig
+
+        return load_packed(AutoConfig.from_pretrained(folder), path, device, dtype, attn)
+    model = load_float()
+    bits = quantize_model(model, precision, device)
+    if path is not None:
+        save_packed(model, bits, path)
+    return model
