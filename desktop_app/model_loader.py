@@ -11,7 +11,7 @@ from desktop_app.workers import BackgroundTask
 
 def _load(name: str, report, quantize: str = "auto"):
     from engine import load_model  # torch and transformers load here, off the GUI thread
-    from engine.model.quantize import QuantRequest
+    from engine.model import QuantRequest
 
     loaded = load_model(name, progress=report, quantize=QuantRequest(quantize))
     if loaded.device.type == "cpu":

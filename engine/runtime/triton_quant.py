@@ -2,11 +2,15 @@
 dequantize-to-bf16 kernel for many tokens (prefill, vision: then cuBLAS does the GEMM).
 
 Why our own: torchao 0.18's int8 weight-only ran at 22 ms per decode token (bf16: 3.9 ms) and
-its int4 layouts need the `mslk` package; torch's int4 tinygemm wants its own tiled layout, which
-cannot be fused by concatenating rows, and has no int8 counterpart (`_weight_int8pack_mm`:
-62 ms). These read QuantLinear's one packed layout, so fused q/k/v and gate/up rows, the CUDA-
+its int4 layouts need the `mslk` package; torch's int4 tinygemm is faster for one token (2.3 vs
+3.0 ms) but wants its own tiled layout, and at prefill size it takes 192 ms where dequantize +
+cuBLAS takes 16 ms, so using it would mean holding the int4 weights twice; its int8 counterpart
+(`_weight_int8pack_mm`) takes 62 ms. These read QuantLinear's one packed layout, so fused q/k/v and gate/up rows, the CUDA-
 graphed decode step and the reference runner all use the same bytes. Measured against those in
-benchmarks/probe_quant.py. LIVECC_NO_QUANT_KERNEL=1 falls back to plain-torch dequantization.
+benchmarks/probe_quant.py. Tried and slower there: int4 through tl.dot on a zero-padded x (5.9 ms),
+gathered per-element scales (5.6 ms), and int-to-float by the 2^23 mantissa trick (int8 2.66 ms,
+int4 3.37 ms): the int4 GEMV stays arithmetic bound at 3.0 ms against a 0.9 ms floor.
+LIVECC_NO_QUANT_KERNEL=1 falls back to plain-torch dequantization.
 """
 
 from __future__ import annotations
