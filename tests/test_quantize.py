@@ -180,3 +180,15 @@ def test_a_second_load_reads_the_packed_weights_from_the_disk_cache(tiny_model_d
         assert a.dtype == b.dtype and torch.equal(a, b)
     assert run_tokens(second, EagerRunner(second.model), n_chunks=2) == \
         run_tokens(first, EagerRunner(first.model), n_chunks=2)
+
+
+def test_the_settings_dialog_offers_and_keeps_the_precision(qtbot):
+    from desktop_app.settings import AppSettings
+    from desktop_app.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(AppSettings(quantize="int4"), devices=[])
+    qtbot.addWidget(dialog)
+    assert [dialog.quantize.itemText(i) for i in range(dialog.quantize.count())] == ["auto", "none", "int8", "int4"]
+    assert dialog.result_settings().quantize == "int4"
+    with pytest.raises(ValueError, match="quantize"):
+        AppSettings(quantize="int3")
