@@ -263,6 +263,7 @@ class MainWindow(QMainWindow):
         self.loaded = None
         self.status["model"].setText(f"Model: loading {Path(self.model_name).name or self.model_name}…")
         self._show_progress("Loading model…", None)
+        self.loader.quantize = self.settings.quantize
         self.loader.load(self.model_name)
         self._update_controls()
 

@@ -26,6 +26,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", default=None, help='instruction for the commentary (default "Please describe the video.")')
     p.add_argument("--kv-budget", type=int, default=16384,
                    help="KV cache budget in tokens; past it the context is compacted (default %(default)s)")
+    add_quantize_argument(p)
     add_design_arguments(p)
 
 
@@ -75,4 +76,19 @@ def load(args):
         pct = f" {fraction * 100:.0f}%" if fraction is not None else ""
         print(f"\r{stage}{pct}", end="" if fraction not in (None, 1.0) else "\n", file=sys.stderr, flush=True)
 
-    return load_model(args.model, device=args.device, progress=progress)
+    return load_model(args.model, device=args.device, progress=progress, quantize=quant_request(args))
+
+
+def add_quantize_argument(p: argparse.ArgumentParser) -> None:
+    from engine.model.quantize import PRECISIONS
+
+    p.add_argument("--quantize", choices=PRECISIONS, default=os.environ.get("LIVECC_QUANTIZE", "auto"),
+                   help="weight precision: auto (bf16 if it fits the GPU with the KV budget, else int8, "
+                        "else int4), none, int8 or int4 (default auto, or $LIVECC_QUANTIZE)")
+
+
+def quant_request(args):
+    """The loader's QuantRequest from parsed args: the precision asked for and what the plan must fit."""
+    from engine.model.quantize import QuantRequest
+
+    return QuantRequest(args.quantize, args.kv_budget, speech_on_gpu=bool(getattr(args, "speak", False)))

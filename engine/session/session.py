@@ -13,7 +13,7 @@ import os
 import queue
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -128,12 +128,15 @@ class StreamingSession:
     def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None):
         self.loaded = loaded
         self.config = config or SessionConfig()
+        plan = getattr(loaded, "plan", None)
+        if plan is not None and self.config.kv_budget > plan.kv_budget:  # the memory plan cut it to fit the card
+            self.config = replace(self.config, kv_budget=plan.kv_budget)
         self.model = loaded.model
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
         self.runner = runner or make_runner(self.model, self.config.kv_budget + 8)  # compaction keeps it <= budget
         self.runner.reset()
-        vocab = self.model.lm_head.weight.shape[0]
+        vocab = self.model.lm_head.out_features  # also when lm_head is quantized
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
         self.state = ConversationState()
