@@ -1,4 +1,5 @@
-"""`livecc`: the parser and dispatch for narrate (subtitles), ask (a question) and make-tiny-model.
+"""`livecc`: the parser and dispatch for narrate (subtitles), ask (a question), eval (benchmarks) and
+make-tiny-model.
 
 Bad input (missing or corrupt video, unusable model, no GPU, an output that cannot be written)
 prints one line and exits 2. SIGINT, SIGTERM and SIGHUP all stop a run the same way: the files are
@@ -22,6 +23,7 @@ from pathlib import Path
 from engine.errors import LiveCCError
 
 from .ask import cmd_ask
+from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
 from .options import add_model_arguments, add_speech_arguments
 
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-answer-tokens", type=int, default=512, help="answer length limit (default 512)")
     add_model_arguments(a)
 
+    add_eval_parser(sub)
+
     t = sub.add_parser("make-tiny-model", help="build a tiny random Qwen2-VL (tests, offline demos)",
                        description="Save a tiny random Qwen2-VL with a locally trained tokenizer to DIR.")
     t.add_argument("dir", type=Path, help="output folder")
@@ -128,7 +132,7 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
-COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "make-tiny-model": cmd_make_tiny_model}
+COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny-model": cmd_make_tiny_model}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,3 +155,5 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"livecc: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum
+
+
