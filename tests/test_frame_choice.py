@@ -57,3 +57,15 @@ def test_chosen_frames_equal_livecc_rule(tmp_path, fps):
     assert len(picked) == 10  # 0 .. 4.5 s: a 3 s chunk, then two 1 s chunks
     late = starts[np.searchsorted(starts, targets - 1e-6)]  # the old rule: first frame at or after
     assert not np.allclose(picked, late)  # so this test tells the two rules apart
+
+
+def test_a_chunk_forms_once_the_frame_on_screen_at_its_last_target_is_here():
+    """Paced (--realtime) narration must not wait a sample longer for a frame that starts after the target."""
+    from engine.capture.frames import Frame
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    buffer, sampler = RingBuffer(64), FrameSampler(2.0, 6, 2)
+    for t in [0.0] + [k / 2 - 1 / 30 for k in range(1, 6)]:  # 30 fps file: 0, 14/30, 29/30, ..., 74/30 s
+        buffer.put(Frame(image, t, 1 / 30))
+    chunk = sampler.take(buffer, False, 2.0)  # the buffer is still open: no later frame has come
+    assert chunk is not None and [f.timestamp for f in chunk.frames][-1] == pytest.approx(2.5 - 1 / 30)

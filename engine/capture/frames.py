@@ -12,10 +12,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Frame:
-    """One RGB uint8 image (H, W, 3) and its time in seconds from the start of the session."""
+    """One RGB uint8 image (H, W, 3) and its time in seconds from the start of the session.
+    `duration`: how long it stays on screen, when the source knows (a file); 0 = unknown (live)."""
 
     image: np.ndarray
     timestamp: float
+    duration: float = 0.0
 
     def __post_init__(self):
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:

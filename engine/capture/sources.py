@@ -322,7 +322,11 @@ class FileSource(VideoSource):
             bgr = self.transform(bgr)  # per channel, so BGR is fine; smaller before the colour conversion
         if self.realtime and not self._sleep_until(t - self.start_s):
             return None  # stop() during the wait: the loop sees the stop flag
-        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t)
+        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t, self._period())
+
+    def _period(self) -> float:
+        """One frame's time on screen, from the container's rate."""
+        return 1.0 / ((self.info.fps if self.info else 0.0) or _DEFAULT_FPS)
 
     def _wanted(self, t: float) -> bool:
         """Start/sample_fps filter; advances the sampling tick past the kept frame. With sample_fps
@@ -330,7 +334,7 @@ class FileSource(VideoSource):
         period) reaches the tick, as LiveCC's livecc-utils matches targets against frame end times."""
         if self.sample_fps is None:
             return t >= self._next_tick - _TIME_EPS
-        end = t + 1.0 / ((self.info.fps if self.info else 0.0) or _DEFAULT_FPS)
+        end = t + self._period()
         if end < self._next_tick - _TIME_EPS:
             return False
         ticks = math.floor((end - self.start_s + _TIME_EPS) * self.sample_fps) + 1
