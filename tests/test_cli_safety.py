@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -203,9 +200,11 @@ def _env() -> dict:
     return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
 
 
-def _narrate_cmd(video: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", "narrate", str(video), "--model", str(model), "--srt",
-            str(out / "a.srt"), "--vtt", str(out / "a.vtt"), "--jsonl", str(out / "a.jsonl"), *SMALL, *extra]
+def _forked_runs(mode: str, video: Path, model: Path, out: Path, *extra: str) -> list[dict]:
+    helper = Path(__file__).with_name("cli_forks.py")
+    subprocess.run([sys.executable, str(helper), mode, str(video), str(model), str(out), *extra], check=True,
+                   env=_env(), timeout=300)
+    return json.loads((out / "runs.json").read_text())
 
 
 def _times(line: str) -> tuple[float, float]:
@@ -220,10 +219,7 @@ def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir,
     """10 SIGTERMs at random moments (fixed seed), a SIGHUP and a quick double Ctrl-C: the exit status
     says which signal, and SRT, VTT and JSONL hold every chunk whose comment was printed."""
     video = write_video(tmp_path / "twenty.mp4", seconds=20, fps=5)
-    helper = Path(__file__).with_name("stop_trials.py")
-    subprocess.run([sys.executable, str(helper), str(video), str(tiny_model_dir), str(tmp_path / "runs"), "14"],
-                   check=True, env=_env(), timeout=300)
-    trials = json.loads((tmp_path / "runs" / "trials.json").read_text())
+    trials = _forked_runs("signals", video, tiny_model_dir, tmp_path / "runs", "14")
     assert len(trials) == 12
     for t in trials:
         out, signum, err = Path(t["out"]), t["signals"][0], t["stderr"]
@@ -242,30 +238,18 @@ def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir,
 
 def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, tmp_path):
     video = write_video(tmp_path / "eight.mp4", seconds=8, fps=5)
-    out = tmp_path / "full"
-    out.mkdir()
-
-    def small_disk():  # every file this process writes stops at 2 KiB (4 JSONL records), as on a full disk
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, resource.RLIM_INFINITY))
-
-    proc = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
-                          preexec_fn=small_disk, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("livecc: error: cannot write"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    printed = [line for line in proc.stdout.splitlines() if line.startswith("[")]
-    cues = {(a, b) for a, b, _ in parse_srt(out.joinpath("a.srt").read_text())}
-    assert {_times(line) for line in printed} == cues  # the SRT holds exactly the narrated comments
-    torn = out.joinpath("a.jsonl").read_bytes()  # bytes: the cut may split a UTF-8 character
-    assert not torn.endswith(b"\n")  # the disk filled mid-record
-    kept = torn.count(b"\n")
-    rerun = subprocess.run(_narrate_cmd(video, tiny_model_dir, out), capture_output=True, text=True, env=_env(),
-                           timeout=120)
-    assert rerun.returncode == 0, rerun.stderr
-    records = [json.loads(line) for line in out.joinpath("a.jsonl").read_text().splitlines()]
-    assert len(records) == kept + 1 + 5  # the old complete records, then the rerun's 6 chunks
+    full, rerun = _forked_runs("full-disk", video, tiny_model_dir, tmp_path / "runs")
+    assert full["code"] == 2, full["stderr"]
+    errors = [line for line in full["stderr"].splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("livecc: error: cannot write"), full["stderr"]
+    assert "Traceback" not in full["stderr"]
+    cues = {(a, b) for a, b, _ in parse_srt(full["srt"])}
+    assert {_times(line) for line in full["printed"]} == cues  # the SRT holds exactly the narrated comments
+    assert full["jsonl_torn"]  # the disk filled mid-record
+    assert rerun["code"] == 0, rerun["stderr"]
+    assert "torn line" in rerun["stderr"]
+    records = [json.loads(line) for line in Path(rerun["out"], "a.jsonl").read_text().splitlines()]
+    assert len(records) == full["jsonl_lines"] + 6  # the old complete records, then the rerun's 6 chunks
 
 
 # Runs the CLI as its only child and prints that child's peak RSS (other tests' children do not count).
