@@ -45,8 +45,6 @@ class Outputs:
     def __init__(self, args, summary: Summary):
         from .subtitles import JsonlLog, LiveSubtitles
 
-        self.summary = summary
-        self.srt = self.vtt = self.log = None
         self._pending = None
         self.srt = LiveSubtitles(args.srt, "srt") if args.srt else None
         self.vtt = LiveSubtitles(args.vtt, "vtt") if args.vtt else None
@@ -140,8 +138,6 @@ def cmd_narrate(args) -> int:
         cleanup.callback(source.stop)
         source.start(buffer)
         for event in session.run(buffer):
-            if sink is not None:
-                sink.on_event(event)
             if isinstance(event, Commentary):
                 outputs.commentary(event)  # on disk before it is printed
                 summary.chunks += 1
@@ -153,6 +149,8 @@ def cmd_narrate(args) -> int:
                 outputs.stats(event)
                 summary.skipped_s = event.chunks_skipped * config.chunk_frames / config.fps
                 bar.show(event)
+            if sink is not None:
+                sink.on_event(event)  # after the files: speech never stands between a comment and the disk
     return 0
 
 
