@@ -6,6 +6,7 @@ its events arrive here as queued signals carrying the engine's dataclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -14,22 +15,30 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QSettings, QSignalBlocker, QStandardPaths, Qt, QUrl, Slot
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QProgressDialog,
-                               QPushButton, QSizePolicy, QSplitter, QStyle, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
+                               QProgressDialog, QPushButton, QSizePolicy, QSplitter, QStyle, QToolBar, QVBoxLayout,
+                               QWidget)
 
-from desktop_app.live_run import STOP_TIMEOUT_S, LiveRun
+from desktop_app.about import about_text
+from desktop_app.live_run import STOP_TIMEOUT_S, EndedRun, LiveRun
 from desktop_app.message_bar import MessageBar
 from desktop_app.model_loader import ModelLoader
+from desktop_app.model_source import download_question, needs_download
+from desktop_app.narration import Narration, subtitle_paths
+from desktop_app.playback import PlaybackBar, PlaybackController
+from desktop_app.recent import RecentFiles
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
 from desktop_app.speech import SpeechConfig, SpeechController
-from desktop_app.transcript import FORMATS, SessionLog, Transcript, save_transcript, should_log
+from desktop_app.transcript import FORMATS, SessionRecorder, Transcript, save_transcript, should_log
 from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
+from desktop_app.viewing import ViewController
 from desktop_app.workers import BackgroundTask, user_message
-from engine import Answer, Commentary, Compaction, LiveCCError, Stats, StreamEnded, list_monitors, list_webcams
+from engine import (Answer, Commentary, Compaction, LiveCCError, Seek, Stats, StreamEnded, event_to_record, list_monitors,
+                    list_webcams)
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
@@ -73,7 +82,11 @@ class MainWindow(QMainWindow):
         self.loaded = None  # engine.model.LoadedModel once loaded
         self.run: LiveRun | None = None
         self.transcript = Transcript()
-        self.session_log: SessionLog | None = None
+        self.session_log: SessionRecorder | None = None
+        self.recent = RecentFiles(store)
+        self.narration: Narration | None = None
+        self.ended: EndedRun | None = None  # the last file's session, after its end: it still answers
+        self._stream_ended = False
         self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
         self._load_after_run = False  # the model changed during a run: load it once the run has ended
         self._tasks: list[BackgroundTask] = []
@@ -94,11 +107,12 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._build_speech()
+        self.picker.set_recent(self.recent.paths())  # the source list offers recent files too
         self._restore_geometry()
         self._update_controls()
         if probe_devices:
             self.refresh_devices()
-        if autoload:
+        if autoload and self._model_wanted():
             self.load_model()
 
     # ------------------------------------------------------------------------------------------
@@ -116,13 +130,23 @@ class MainWindow(QMainWindow):
         self.sessions_action.triggered.connect(
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.sessions_dir))))
         self.settings_action = QAction(icon(QStyle.SP_FileDialogDetailedView), "Se&ttings…", self)
-        self.settings_action.setShortcut(QKeySequence.Preferences)
+        self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
         self.settings_action.triggered.connect(self.open_settings)
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.Quit)
         self.quit_action.triggered.connect(self.close)
         self.toggle_action = QAction("&Start", self)
+        # Space starts and stops; line edits take Space for typing (they accept ShortcutOverride)
+        self.toggle_action.setShortcut(QKeySequence(Qt.Key_Space))
         self.toggle_action.triggered.connect(self.toggle_run)
+        self.ask_action = QAction("&Ask a question", self, shortcut=QKeySequence("Ctrl+L"))
+        self.ask_action.triggered.connect(lambda: self.question_edit.setFocus(Qt.ShortcutFocusReason))
+        self.narrate_action = QAction("&Narrate to subtitles…", self)
+        self.narrate_action.setToolTip("Write match.srt and match.vtt beside match.mp4, as fast as the model goes")
+        self.narrate_action.triggered.connect(self.choose_narrate_file)
+        self.recent_menu_title = "Open &recent"
+        self.about_action = QAction("&About LiveCC Desktop", self)
+        self.about_action.triggered.connect(self._about)
         self.clear_action = QAction("&Clear transcript", self)
         self.clear_action.triggered.connect(self.clear_transcript)
         self.speak_action = QAction(icon(QStyle.SP_MediaVolume), "Spea&k", self)
@@ -131,27 +155,43 @@ class MainWindow(QMainWindow):
         self.speak_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
         self.speak_action.setToolTip("Speak commentary and answers (Ctrl+Shift+M); voice and output in Settings")
         self.speak_action.toggled.connect(self.set_speech_enabled)
-        # Space toggles Start/Stop; line edits take Space for typing (they accept ShortcutOverride)
-        self.space = QShortcut(QKeySequence(Qt.Key_Space), self, self.toggle_run)
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        for action in (self.open_action, self.save_action, self.sessions_action):
-            file_menu.addAction(action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu(self.recent_menu_title)
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        for action in (self.narrate_action, self.save_action, self.sessions_action, None, self.quit_action):
+            file_menu.addAction(action) if action else file_menu.addSeparator()
         session_menu = bar.addMenu("&Session")
-        session_menu.addAction(self.toggle_action)
-        session_menu.addAction(self.clear_action)
-        session_menu.addAction(self.speak_action)
-        session_menu.addSeparator()
-        session_menu.addAction(self.settings_action)
+        for action in (self.toggle_action, self.playback.pause_action, self.playback.back_action,
+                       self.playback.forward_action, None, self.ask_action, self.clear_action, self.speak_action,
+                       None, self.settings_action):
+            session_menu.addAction(action) if action else session_menu.addSeparator()
+        view_menu = bar.addMenu("&View")
+        for action in self.viewing.actions():
+            view_menu.addAction(action) if action else view_menu.addSeparator()
         help_menu = bar.addMenu("&Help")
-        help_menu.addAction("About LiveCC Desktop", self._about)
+        help_menu.addAction(self.about_action)
+        self.viewing.chrome.append(bar)
+        for action in (*self.viewing.actions(), self.playback.pause_action, self.ask_action):
+            if action is not None:
+                self.addAction(action)  # shortcuts work in fullscreen too, with the menu bar hidden
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent.paths():
+            self.recent_menu.addAction(Path(path).name, lambda p=path: self.open_file(p)).setToolTip(path)
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("No recent files").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", self.recent.clear)
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Source")
+        self.toolbar = bar
         bar.setMovable(False)
         bar.setObjectName("SourceToolbar")
         self.addToolBar(bar)
@@ -163,6 +203,7 @@ class MainWindow(QMainWindow):
         self.start_button = QPushButton("Start")
         self.start_button.setMinimumWidth(96)
         self.start_button.setToolTip("Start or stop watching (Space)")
+        self.start_button.setFocusPolicy(Qt.NoFocus)  # a disabled button must not hand focus to a text field
         self.start_button.clicked.connect(self.toggle_run)
         bar.addWidget(self.start_button)
         spacer = QWidget()
@@ -176,6 +217,9 @@ class MainWindow(QMainWindow):
     def _build_central(self) -> None:
         self.message_bar = MessageBar()
         self.video_view = VideoView()
+        self.video_view.setFocusPolicy(Qt.StrongFocus)  # clicking the video takes focus out of text fields
+        self.playback_bar = PlaybackBar()
+        self.playback = PlaybackController(self.playback_bar, lambda: self.video_view.frame_time, self)
         self.instruction_edit = QLineEdit(self.settings.instruction)
         self.instruction_edit.setToolTip("The running instruction the model follows; press Enter to apply")
         self.instruction_edit.returnPressed.connect(self.apply_instruction)
@@ -190,15 +234,20 @@ class MainWindow(QMainWindow):
         lv.setContentsMargins(8, 8, 4, 8)
         lv.addWidget(self.message_bar)
         lv.addWidget(self.video_view, 1)
+        lv.addWidget(self.playback_bar)
+        inputs = QWidget()
+        iv = QVBoxLayout(inputs)
+        iv.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(QLabel("Instruction"))
         row.addWidget(self.instruction_edit, 2)
-        lv.addLayout(row)
+        iv.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(QLabel("Question"))
         row.addWidget(self.question_edit, 2)
         row.addWidget(self.ask_button)
-        lv.addLayout(row)
+        iv.addLayout(row)
+        lv.addWidget(inputs)
 
         right = QWidget()
         rv = QVBoxLayout(right)
@@ -222,6 +271,9 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setSizes([780, 500])
         self.setCentralWidget(self.splitter)
+        self.left_panel = left
+        self.viewing = ViewController(self, self.video_view, [right, inputs, self.playback_bar, self.message_bar,
+                                                              self.toolbar, self.statusBar()], self.store)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -246,7 +298,7 @@ class MainWindow(QMainWindow):
     def _build_speech(self) -> None:
         self.speech = SpeechController(self._speech_config(), self)
         self.speech.state_changed.connect(self._show_speech_state)
-        self.speech.message.connect(lambda text, level: self.show_error(text, level))
+        self.speech.message.connect(lambda text, level: self.show_error(text, level, key="speech"))
         self._show_speak_action(self.settings.speech_enabled)
         self._show_speech_state(self.speech.state)
 
@@ -263,6 +315,23 @@ class MainWindow(QMainWindow):
         self._show_progress("Loading model…", None)
         self.loader.load(self.model_name)
         self._update_controls()
+
+    def _model_wanted(self) -> bool:
+        """False (and a question on screen) while the model would be downloaded without consent."""
+        if not needs_download(self.model_name) or self.store.value("model/download_ok", "") == self.model_name:
+            return True
+        self.status["model"].setText("Model: not downloaded")
+        self.show_error(download_question(self.model_name), "info", key="model", actions=[
+            ("Download", self._agree_to_download),
+            ("Choose local folder…", self.choose_model_folder),
+        ])
+        return False
+
+    def _agree_to_download(self) -> None:
+        self.store.setValue("model/download_ok", self.model_name)
+        self.store.sync()
+        self.message_bar.dismiss("model")
+        self.load_model()
 
     def _show_progress(self, text: str, fraction) -> None:
         if self._progress is None:
@@ -298,8 +367,8 @@ class MainWindow(QMainWindow):
         self.loaded = loaded
         self.status["model"].setText(f"Model: {loaded.describe()}")
         self.status["model"].setToolTip("\n".join([loaded.name, *loaded.notes]))
-        if self.message_bar.level == "model":
-            self.message_bar.hide()
+        self.message_bar.dismiss("model")
+        self.message_bar.dismiss("start")
         self._update_controls()
         if self._pending is not None:
             spec, self._pending = self._pending, None
@@ -313,8 +382,7 @@ class MainWindow(QMainWindow):
         self.show_error(user_message(exc), actions=[
             ("Choose local folder…", self.choose_model_folder),
             ("Retry", self.load_model),
-        ])
-        self.message_bar.level = "model"
+        ], key="model")
         self._update_controls()
 
     def choose_model_folder(self) -> None:
@@ -351,7 +419,55 @@ class MainWindow(QMainWindow):
 
     def open_file(self, path: str) -> None:
         """Select a video file and play it (File > Open, drag and drop, the command line)."""
-        self.start_source(self.picker.add_file(path))
+        spec = self.picker.add_file(path)
+        if Path(path).is_file():
+            self.recent.add(path)
+        if self.loaded is None:
+            self.video_view.show_preview(path)  # the user sees the file while the model is not there
+        self.start_source(spec)
+
+    # -- narrate a file to subtitles -------------------------------------------------------------
+    def choose_narrate_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Narrate a video to subtitles", str(Path.home()), VIDEO_FILTER)
+        if not path:
+            return
+        existing = [p.name for p in subtitle_paths(path) if p.exists()]
+        if existing and QMessageBox.question(self, "Replace subtitles?", f"Replace {' and '.join(existing)}?") \
+                != QMessageBox.StandardButton.Yes:
+            return
+        self.narrate_file(path)
+
+    def narrate_file(self, path: str | Path) -> Narration | None:
+        """Subtitles beside the video, as fast as the model goes, with progress and Cancel."""
+        if self.loaded is None or self.run is not None or self.narration is not None:
+            why = ("the model is not loaded yet" if self.loaded is None else
+                   "a source is playing: stop it first" if self.run is not None else "a narration is running")
+            self.show_error(f"Cannot narrate now: {why}.", "info", key="narrate")
+            return None
+        narration = Narration(path, self.loaded, self._session_config(None), self)
+        dialog = QProgressDialog(f"Narrating {Path(path).name} to subtitles…", "Cancel", 0, 100, self)
+        dialog.setWindowTitle("Narrate to subtitles")
+        dialog.setWindowModality(Qt.NonModal)
+        dialog.setMinimumDuration(0)
+        dialog.canceled.connect(narration.cancel)
+        narration.progress.connect(lambda f: dialog.setValue(int(f * 100)))
+        narration.failed.connect(lambda text: self.show_error(text, key="narrate"))
+        narration.finished.connect(lambda paths: self._narrated(narration, dialog, paths))
+        self.narration = narration
+        narration.start()
+        self._update_controls()
+        return narration
+
+    def _narrated(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
+        dialog.close()
+        dialog.deleteLater()
+        if self.narration is narration:
+            self.narration = None
+        narration.deleteLater()
+        if paths:
+            self.show_error(f"Subtitles written beside the video: {', '.join(str(p) for p in paths)}", "info",
+                            key="narrate")
+        self._update_controls()
 
     def toggle_run(self) -> None:
         if self.run is not None:
@@ -360,8 +476,17 @@ class MainWindow(QMainWindow):
         spec = self.picker.current_spec()
         if spec is None:
             self.choose_file()
-        else:
+        elif self._confirm_restart():
             self.start_source(spec)
+
+    def _confirm_restart(self) -> bool:
+        """Start after a run asks first: it clears the transcript (the session file keeps it)."""
+        if not self.transcript.entries:
+            return True
+        answer = QMessageBox.question(self, "Start again?", "Starting again clears the transcript in the window. "
+                                      "It stays in the session file; File > Save transcript keeps a copy.",
+                                      QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Ok
 
     def start_source(self, spec: SourceSpec) -> None:
         """Start watching `spec`; waits (without blocking) for the model or a stopping run."""
@@ -372,12 +497,18 @@ class MainWindow(QMainWindow):
             return
         if self.loaded is None:
             self._pending = spec
+            if not self.loader.busy and not self._model_wanted():
+                return
             if not self.loader.busy:
                 self.load_model()
             self.statusBar().showMessage("Starting as soon as the model is loaded…")
+            self.show_error(f"Loading the model {self.model_name}: {spec.title()} starts when it is ready.",
+                            "info", key="start")
             self._update_controls()
             return
-        self.message_bar.hide()
+        self.message_bar.dismiss("run")
+        self.message_bar.dismiss("start")
+        self._forget_ended()
         try:
             session = self._session_factory(self.loaded, self._session_config(spec))
             run = LiveRun(spec, session, self)
@@ -391,6 +522,7 @@ class MainWindow(QMainWindow):
         run.finished.connect(self._on_run_finished)
         self.video_view.set_tap(run.preview)
         self.video_view.clear("Opening " + spec.title() + "…")
+        self.playback.attach(run)
         run.start()
         self.speech.begin_run()
         self.setWindowTitle(f"{spec.title()} — {APP_NAME}")
@@ -408,17 +540,10 @@ class MainWindow(QMainWindow):
 
     def _begin_session(self, spec: SourceSpec) -> None:
         self.clear_transcript()
-        try:
-            self.session_log = SessionLog.create(self.sessions_dir)
-        except OSError as exc:  # a read-only disk must not stop the commentary
-            self.session_log = None
-            self.show_error(f"Cannot write the session file in {self.sessions_dir} ({exc}): "
-                            "the transcript is only kept in the window; use File > Save transcript", "warning")
-        else:
-            self.session_log.write({"type": "session", "source": spec.title(), "kind": spec.kind,
-                                    "model": self.loaded.name, "started": datetime.now().isoformat(timespec="seconds"),
-                                    "instruction": self.instruction_edit.text()})
-        self._show_session_path(self.session_log.path if self.session_log else None)
+        self.session_log = SessionRecorder(self.sessions_dir, {
+            "type": "session", "source": spec.title(), "kind": spec.kind, "model": self.loaded.name,
+            "started": datetime.now().isoformat(timespec="seconds"), "instruction": self.instruction_edit.text()})
+        self._show_session_path(None)
         self._compactions, self._context_budget = 0, 0
         self.status["context"].setText("Context –")
 
@@ -433,10 +558,10 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_event(self, event) -> None:
-        if self.sender() is not self.run:
+        if self.sender() is not self.run and (self.ended is None or self.sender() is not self.ended):
             return
-        if self.session_log is not None and should_log(event):
-            self.session_log.write_event(event)
+        if should_log(event):
+            self._log(event_to_record(event))
         self.speech.on_event(event)
         shown = self.transcript.apply(event)
         if shown is not None:
@@ -449,7 +574,10 @@ class MainWindow(QMainWindow):
         elif isinstance(event, Compaction):
             self._show_compaction(event)
         elif isinstance(event, StreamEnded):
-            self.statusBar().showMessage(f"End of video at {event.time:.1f} s", 8000)
+            self._stream_ended = True
+            self.statusBar().showMessage(f"End of video at {event.time:.1f} s: questions are still answered", 8000)
+        elif isinstance(event, Seek):
+            self.video_view.captions.clear()
 
     def _show_stats(self, s: Stats) -> None:
         self.status["lag"].setText(f"Lag {s.lag_ms:.0f} ms")
@@ -473,11 +601,10 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_run_error(self, exc) -> None:
-        if self.sender() is not self.run:
+        if self.sender() is not self.run and (self.ended is None or self.sender() is not self.ended):
             return
         message = user_message(exc)
-        if self.session_log is not None:
-            self.session_log.write({"type": "error", "message": message})
+        self._log({"type": "error", "message": message})
         self.show_error(message)
 
     @Slot()
@@ -497,12 +624,19 @@ class MainWindow(QMainWindow):
         run, self.run = self.run, None
         self.speech.end_run(silence=False)  # a video that ended may finish its last phrase
         partial = self.transcript.close_open_answer()
-        if partial is not None and self.session_log is not None:
-            self.session_log.write({"type": "answer", "question": partial.question, "text": partial.text,
+        if partial is not None:
+            self._log({"type": "answer", "question": partial.question, "text": partial.text,
                                     "done": False, "time": partial.start})
-        if self.session_log is not None:
+        if run is not None and self._stream_ended:  # keep its context for questions after the end
+            self.ended = EndedRun(run.session, self)
+            self.ended.event.connect(self._on_event)
+            self.ended.errored.connect(self._on_run_error)
+        elif self.session_log is not None:
             self.session_log.close()
+        self._stream_ended = False
+        self.playback.detach()
         self.video_view.set_tap(None)
+        self.video_view.set_placeholder("Choose a source and press Start")
         if run is not None and run not in _STRAGGLERS:
             run.deleteLater()
         self.setWindowTitle(APP_NAME)
@@ -515,12 +649,17 @@ class MainWindow(QMainWindow):
         question = self.question_edit.text().strip()
         if not question:
             return
-        if self.run is None:
-            self.show_error("Start a source first: questions are answered from what the model has seen.", "info")
+        if self.run is not None:
+            self.run.ask(question)
+        elif self.ended is not None:
+            if not self.ended.ask(question):
+                self.statusBar().showMessage("Still answering the last question…", 4000)
+                return
+        else:
+            self.show_error("Start a source first: questions are answered from what the model has seen.", "info",
+                            key="start")
             return
-        self.run.ask(question)
-        if self.session_log is not None:
-            self.session_log.write({"type": "question", "question": question, "time": self.video_view.frame_time})
+        self._log({"type": "question", "question": question, "time": self.video_view.frame_time})
         self.question_edit.clear()
         self.statusBar().showMessage(f"Asked: {question}", 4000)
 
@@ -532,8 +671,7 @@ class MainWindow(QMainWindow):
             self.settings.save(self.store)
         if self.run is not None:
             self.run.set_query(text)
-            if self.session_log is not None:
-                self.session_log.write({"type": "instruction", "text": text})
+            self._log({"type": "instruction", "text": text})
         self.statusBar().showMessage(f"Instruction: {text}", 4000)
 
     # ------------------------------------------------------------------------------------------
@@ -563,6 +701,32 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Saved {saved}", 6000)
         return saved
 
+    def _log(self, record: dict) -> None:
+        """Into the session file (created at the first comment, answer, question or seek)."""
+        log_ = self.session_log
+        if log_ is None:
+            return
+        had_file = log_.path is not None
+        try:
+            log_.write(record)
+        except OSError as exc:  # a read-only disk must not stop the commentary
+            self.session_log = None
+            self.show_error(f"Cannot write the session file in {self.sessions_dir} ({exc}): the transcript is only "
+                            "kept in the window; use File > Save transcript", "warning", key="session")
+            return
+        if not had_file and log_.path is not None:
+            self._show_session_path(log_.path)
+
+    def _forget_ended(self) -> None:
+        """A new run starts: the ended file's session (and its memory) goes."""
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended.stop()
+            ended.join()
+            ended.deleteLater()
+        if self.session_log is not None:
+            self.session_log.close()
+
     def _show_session_path(self, path: Path | None) -> None:
         folder = self.sessions_dir
         where = f"<a href='{QUrl.fromLocalFile(str(folder)).toString()}'>{folder}</a>"
@@ -576,9 +740,15 @@ class MainWindow(QMainWindow):
     # settings
     # ------------------------------------------------------------------------------------------
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
+        shown = self.settings
+        if self.model_override:  # show the model in force, and say why it differs from the saved one
+            shown = dataclasses.replace(self.settings, model=self.model_override)
+        dialog = SettingsDialog(shown, self, override=self.model_override)
         if dialog.exec():
-            self.apply_settings(dialog.result_settings())
+            chosen = dialog.result_settings()
+            if self.model_override and chosen.model == self.model_override:
+                chosen = dataclasses.replace(chosen, model=self.settings.model)  # untouched: keep the saved one
+            self.apply_settings(chosen)
 
     def apply_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new
@@ -638,8 +808,9 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     # messages, controls, drag and drop, closing
     # ------------------------------------------------------------------------------------------
-    def show_error(self, text: str, level: str = "error", actions=None) -> None:
-        self.message_bar.show_message(text, level, actions)
+    def show_error(self, text: str, level: str = "error", actions=None, key: str = "run", details: str = "") -> None:
+        """A message in the stack (errors above warnings above notices); `key` replaces its predecessor."""
+        self.message_bar.show_message(text, level, actions, key=key, details=details)
         if level == "error":
             self.statusBar().showMessage(text, 10000)
 
@@ -649,7 +820,7 @@ class MainWindow(QMainWindow):
         self.start_button.setText("Stop" if running else "Start")
         self.start_button.setIcon(self.style().standardIcon(QStyle.SP_MediaStop if running else QStyle.SP_MediaPlay))
         self.toggle_action.setText("&Stop" if running else "&Start")
-        self.ask_button.setEnabled(running)
+        self.ask_button.setEnabled(running or self.ended is not None)
         if not running and self.loaded is None and self._pending is not None:
             self.start_button.setText("Waiting for model…")
 
@@ -664,8 +835,11 @@ class MainWindow(QMainWindow):
             self.open_file(files[0])
 
     def _about(self) -> None:
-        self.show_error("LiveCC Desktop: real-time video commentary with LiveCC-7B-Instruct "
-                        "(a streaming Qwen2-VL). Questions are answered from what the model has seen.", "info")
+        self.about_box = QMessageBox(QMessageBox.Information, "About LiveCC Desktop",
+                                     about_text(self.model_name, self.loaded), QMessageBox.Ok, self)
+        self.about_box.setTextFormat(Qt.RichText)
+        self.about_box.setWindowModality(Qt.NonModal)
+        self.about_box.show()
 
     def _restore_geometry(self) -> None:
         geometry = self.store.value("window/geometry")
@@ -676,6 +850,12 @@ class MainWindow(QMainWindow):
         """Stop the run and speech and join their threads (engine, capture, speech) within `timeout_s`."""
         self._pending = None
         started = time.monotonic()
+        for other in (self.narration, self.ended):
+            if other is not None:
+                other.cancel() if other is self.narration else other.stop()
+        for other in (self.narration, self.ended):
+            if other is not None:
+                other.join(timeout_s / 4)
         run = self.run
         if run is not None:
             run.stop()  # the engine winds down while speech stops

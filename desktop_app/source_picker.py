@@ -86,6 +86,11 @@ class SourcePicker(QWidget):
         self._rebuild(spec)
         return spec
 
+    def set_recent(self, paths: list[str]) -> None:
+        """Files played before, newest first, listed without being selected."""
+        self._files = [str(Path(p)) for p in paths][:5]
+        self._rebuild(self.current_spec())
+
     def set_region(self, region: tuple[int, int, int, int] | None) -> None:
         self._region = region
         self._rebuild(self.current_spec())
