@@ -105,5 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def fast_exit(code: int) -> None:
+    """Leave without the interpreter's teardown: settings are synced, session files closed and
+    threads joined by now, and tearing down torch, transformers and Qt objects takes seconds
+    (close-to-exit was 1.4-4.2 s). LIVECC_CLEAN_EXIT=1 runs the normal teardown."""
+    if os.environ.get("LIVECC_CLEAN_EXIT") == "1":
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run() -> None:
+    """The `livecc-desktop` entry point."""
+    fast_exit(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

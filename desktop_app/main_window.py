@@ -30,6 +30,7 @@ from desktop_app.playback import PlaybackBar, PlaybackController
 from desktop_app.recent import RecentFiles
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
+from desktop_app.status_fields import StatusFields
 from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
 from desktop_app.speech import SpeechConfig, SpeechController
 from desktop_app.transcript import FORMATS, SessionRecorder, Transcript, save_transcript, should_log
@@ -85,6 +86,7 @@ class MainWindow(QMainWindow):
         self.session_log: SessionRecorder | None = None
         self.recent = RecentFiles(store)
         self.narration: Narration | None = None
+        self.transcript_source: SourceSpec | None = None  # what the transcript in the window is about
         self.ended: EndedRun | None = None  # the last file's session, after its end: it still answers
         self._stream_ended = False
         self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
@@ -276,24 +278,19 @@ class MainWindow(QMainWindow):
                                                               self.toolbar, self.statusBar()], self.store)
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.status = {}
-        for key, text, widest, tip in (
-            ("model", "Model: not loaded", "", "Model and compute device"),
-            ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video"),
-            ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk"),
-            ("dropped", "Dropped 0", "Dropped 99999", "Frames the engine could not keep up with"),
-            ("context", "Context –", "Context 100%", "KV cache used, as a share of its budget; a compaction "
-                                                      "keeps the last seconds of video and a text memory"),
-            ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output"),
+        self.status_fields = StatusFields(self.statusBar())
+        for key, text, widest, tip, priority in (
+            ("model", "Model: not loaded", "Model: tiny-qwen2-vl on CPU (float32)", "Model and compute device", 5),
+            ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video", 3),
+            ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk", 2),
+            ("dropped", "Dropped 0", "Dropped 9999 · skipped 999", "Frames the engine could not keep up with", 1),
+            ("context", "Context –", "Context 100% · 99 compactions", "KV cache used, as a share of its budget; a "
+                                                                       "compaction keeps the last seconds of video "
+                                                                       "and a text memory", 2),
+            ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4),
         ):
-            label = QLabel(text)
-            label.setToolTip(tip)
-            label.setContentsMargins(6, 0, 6, 0)
-            if widest:  # numbers change every second: a fixed width keeps the bar from jumping
-                label.setMinimumWidth(label.fontMetrics().horizontalAdvance(widest) + 14)
-            bar.addPermanentWidget(label)
-            self.status[key] = label
+            self.status_fields.add(key, text, widest, tip, priority)
+        self.status = {key: f.label for key, f in self.status_fields.fields.items()}
 
     def _build_speech(self) -> None:
         self.speech = SpeechController(self._speech_config(), self)
@@ -540,6 +537,7 @@ class MainWindow(QMainWindow):
 
     def _begin_session(self, spec: SourceSpec) -> None:
         self.clear_transcript()
+        self.transcript_source = spec
         self.session_log = SessionRecorder(self.sessions_dir, {
             "type": "session", "source": spec.title(), "kind": spec.kind, "model": self.loaded.name,
             "started": datetime.now().isoformat(timespec="seconds"), "instruction": self.instruction_edit.text()})
@@ -568,6 +566,8 @@ class MainWindow(QMainWindow):
             index, created = shown
             self.transcript_view.show_entry(index, self.transcript.entries[index], created)
         if isinstance(event, (Commentary, Answer)):
+            if isinstance(event, Commentary) and event.chunk_index == 0:
+                log.info("first comment shown at %.1f s of %s", event.end, self.windowTitle())
             self.video_view.add_event(event)
         elif isinstance(event, Stats):
             self._show_stats(event)
@@ -684,13 +684,19 @@ class MainWindow(QMainWindow):
 
     def choose_save_transcript(self) -> None:
         filters = ";;".join(f"{name} (*{suffix})" for suffix, name in FORMATS.items())
-        stem = f"transcript-{datetime.now():%Y%m%d-%H%M%S}"
-        path, chosen = QFileDialog.getSaveFileName(self, "Save transcript", str(Path.home() / f"{stem}.srt"), filters)
+        path, chosen = QFileDialog.getSaveFileName(self, "Save transcript", str(self.default_save_path()), filters)
         if not path:
             return
         if Path(path).suffix.lower() not in FORMATS:  # take the suffix from the chosen filter
             path += next((s for s, name in FORMATS.items() if chosen.startswith(name)), ".txt")
         self.save_transcript(path)
+
+    def default_save_path(self) -> Path:
+        """match.srt beside match.mp4 (VLC loads it by itself); live sources: the sessions folder."""
+        spec = self.transcript_source
+        if spec is not None and spec.kind == "file":
+            return Path(spec.path).with_suffix(".srt")
+        return self.sessions_dir / f"transcript-{datetime.now():%Y%m%d-%H%M%S}.srt"
 
     def save_transcript(self, path: str | Path) -> Path | None:
         try:

@@ -26,7 +26,7 @@ def subtitle_paths(video: str | Path) -> list[Path]:
 class Narration(QObject):
     """One file narrated on its own thread; `progress` carries the fraction of the video done."""
 
-    progress = Signal(float)
+    progress = Signal(object)  # fraction done, 0..1
     finished = Signal(list)  # the subtitle paths written (empty when none could be); always the last signal
     failed = Signal(str)  # one line for the message area (what was narrated so far is still written)
 
