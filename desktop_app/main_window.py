@@ -43,6 +43,7 @@ from engine import (Answer, Commentary, Compaction, LiveCCError, Seek, Stats, St
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
+SPEAK_TIP = "Speak commentary and answers (Ctrl+Shift+M); voice and output in Settings"
 SPEECH_STATE_CHARS = 44  # longer states (errors) are cut in the status bar; the tooltip has all
 
 
@@ -155,7 +156,7 @@ class MainWindow(QMainWindow):
         self.speak_action.setCheckable(True)
         self.speak_action.setChecked(self.settings.speech_enabled)
         self.speak_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
-        self.speak_action.setToolTip("Speak commentary and answers (Ctrl+Shift+M); voice and output in Settings")
+        self.speak_action.setToolTip(SPEAK_TIP)
         self.speak_action.toggled.connect(self.set_speech_enabled)
 
     def _build_menus(self) -> None:
@@ -295,7 +296,8 @@ class MainWindow(QMainWindow):
     def _build_speech(self) -> None:
         self.speech = SpeechController(self._speech_config(), self)
         self.speech.state_changed.connect(self._show_speech_state)
-        self.speech.message.connect(lambda text, level: self.show_error(text, level, key="speech"))
+        self.speech.message.connect(lambda text, level, details: self.show_error(text, level, key="speech",
+                                                                                 details=details))
         self._show_speak_action(self.settings.speech_enabled)
         self._show_speech_state(self.speech.state)
 
@@ -790,10 +792,21 @@ class MainWindow(QMainWindow):
             self.settings.save(self.store)
         self._show_speak_action(enabled)
         self.speech.set_enabled(enabled)
+        self._show_speech_state(self.speech.state)  # a retry that fails at once unchecks the toggle again
+
+    def _speech_failed(self) -> None:
+        """The toggle shows what the status bar says (not speaking), and a choice that failed is not
+        remembered as on: the next launch does not warn again. Clicking Speak retries."""
+        self._show_speak_action(False)
+        self.speak_action.setToolTip("Speech failed (see the message above the video); click to try again")
+        if self.settings.speech_enabled:
+            self.settings.speech_enabled = False
+            self.settings.save(self.store)
 
     def _show_speak_action(self, enabled: bool) -> None:
         with QSignalBlocker(self.speak_action):
             self.speak_action.setChecked(enabled)
+        self.speak_action.setToolTip(SPEAK_TIP)
         self.speak_action.setIcon(self.style().standardIcon(QStyle.SP_MediaVolume if enabled
                                                             else QStyle.SP_MediaVolumeMuted))
 
@@ -803,6 +816,7 @@ class MainWindow(QMainWindow):
         text = f"Speech: {state}"
         if state.startswith("error: "):  # the bar shows the gist; the message bar and tooltip the fix
             short = "Speech: error: " + re.split(r"[:;(]", state[len("error: "):], maxsplit=1)[0].strip()
+            self._speech_failed()
         else:
             short = text + (f" ({engine})" if engine and state != "off" else "")
         label = self.status["speech"]

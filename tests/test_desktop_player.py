@@ -18,6 +18,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox, QToolButton
 
 from desktop_app.main_window import MainWindow
+from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.video_view import VideoView
 from engine.cli.main import main as livecc
@@ -92,6 +93,24 @@ def test_errors_stay_above_warnings_with_dismiss_and_details(make_window, qtbot,
     assert [m.level for m in window.message_bar.messages()] == ["error", "info"]
     assert "no-such-model" in window.message_bar.text  # the reason is still on screen
     close_and_check(window)
+
+
+def test_speech_without_a_sound_card_is_a_clean_banner_and_not_remembered(make_window, qtbot, tmp_path,
+                                                                          null_audio):
+    AppSettings(speech_enabled=True, voice="none", audio_device="no such card").save(
+        QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    window = make_window(autoload=False)
+    qtbot.waitUntil(lambda: "no audio output device" in window.message_bar.text, timeout=WAIT_MS)
+    banner = window.message_bar.text
+    assert "--" not in banner and "((" not in banner and "no such card" not in banner  # raw text is in Details
+    row = window.message_bar.rows[0]
+    assert "no such card" in row.details.text() and "--" not in row.details.text()
+    assert window.status["speech"].text().startswith("Speech: error")
+    assert not window.speak_action.isChecked(), "the toolbar says on while the status bar says error"
+    assert not AppSettings.load(window.store).speech_enabled, "a failed choice was remembered as on"
+    window.speak_action.trigger()  # clicking Speak retries: it fails again and the toggle says so
+    qtbot.waitUntil(lambda: not window.speak_action.isChecked(), timeout=WAIT_MS)
+    window.close()
 
 
 def test_long_unbroken_text_wraps_inside_the_caption_and_answer_boxes(qtbot):
