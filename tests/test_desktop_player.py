@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, QSettings, Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox, QToolButton
 
 from desktop_app.main_window import MainWindow
+from desktop_app.region_picker import RegionDialog
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.video_view import VideoView
@@ -244,6 +245,37 @@ def test_a_small_window_keeps_toolbar_and_status_fields_usable(make_window, qtbo
     qtbot.wait(50)
     assert [label.mapTo(window, QPoint(0, 0)).x() for label in shown] == before, "fields jumped"
     window.close()
+
+
+def test_region_picker_drags_over_a_screenshot(qtbot, artifacts_dir):
+    screenshot = QImage(1280, 720, QImage.Format_RGB32)
+    screenshot.fill(QColor(40, 90, 160))
+    painter = QPainter(screenshot)
+    painter.fillRect(100, 50, 640, 360, QColor(230, 230, 230))  # a window on the desktop
+    painter.end()
+    dialog = RegionDialog(None, {"index": 1, "left": 0, "top": 0, "width": 1280, "height": 720},
+                          screenshot=screenshot)
+    qtbot.addWidget(dialog)
+    dialog.resize(720, 560)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    assert dialog.summary.text() == "Watching: the whole screen"
+    canvas = dialog.canvas
+    start, end = canvas.to_widget((100, 50, 0, 0)).topLeft(), canvas.to_widget((740, 410, 0, 0)).topLeft()
+    qtbot.mousePress(canvas, Qt.LeftButton, pos=start.toPoint())
+    qtbot.mouseMove(canvas, end.toPoint())
+    qtbot.mouseRelease(canvas, Qt.LeftButton, pos=end.toPoint())
+    left, top, width, height = dialog.region()
+    pixel = 1280 / canvas._frame().width() + 1  # one screen pixel of the canvas, in monitor pixels
+    assert abs(left - 100) <= pixel and abs(top - 50) <= pixel
+    assert abs(width - 640) <= 2 * pixel and abs(height - 360) <= 2 * pixel
+    assert [s.value() for s in dialog.spins.values()] == [left, top, width, height]
+    assert "Watching:" in dialog.summary.text() and "px" in dialog.summary.text()
+    shoot(dialog, "desktop-region.png", artifacts_dir)
+    dialog.spins["Width"].setValue(320)  # typed numbers move the frame too
+    assert dialog.region() == (left, top, 320, height)
+    dialog.choose_whole_screen()
+    assert dialog.region() is None
 
 
 # -- player features --------------------------------------------------------------------------------
