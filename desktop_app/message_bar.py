@@ -101,6 +101,7 @@ class MessageBar(QWidget):
             self._remove(self.rows[-1])
         for row in self.rows:
             self._layout.addWidget(row)  # re-adding moves it: the layout follows the sorted order
+            row.show()  # at once, not at the next event loop turn (a screenshot may come first)
         self.setVisible(bool(self.rows))
 
     def dismiss(self, key: str) -> None:

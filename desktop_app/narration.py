@@ -12,7 +12,7 @@ from typing import Iterator
 from PySide6.QtCore import QObject, Signal
 
 from desktop_app.workers import GeneratorThread, user_message
-from engine import Commentary, FileSource, LiveCCError, RingBuffer, StreamingSession
+from engine import Commentary, FileSource, LiveCCError, RingBuffer
 from engine.cli import to_srt, to_vtt
 
 WRITERS = {".srt": to_srt, ".vtt": to_vtt}
@@ -32,6 +32,8 @@ class Narration(QObject):
 
     def __init__(self, video: str | Path, loaded, config, parent: QObject | None = None):
         super().__init__(parent)
+        from engine import StreamingSession  # torch loads here, not when the window module is imported
+
         self.video = Path(video)
         self.session = StreamingSession(loaded, dataclasses.replace(config, live=False))  # every frame, no skipping
         self.source = FileSource(self.video, realtime=False, sample_fps=config.fps)

@@ -70,7 +70,7 @@ class TranscriptView(QTextEdit):
         cursor.setBlockFormat(block)
         cursor.insertText(f"{clock(e.start):>7}  ", self._time_fmt)
         if e.kind == "seek":
-            cursor.insertText(f"⏩ {e.text}", self._mark_fmt)
+            cursor.insertText(f"» {e.text}", self._mark_fmt)
         elif e.is_answer:
             cursor.insertText(f"Q: {e.question}{LINE_SEP}", self._q_fmt)
             cursor.insertText(f"A: {e.text or '…'}".replace("\n", LINE_SEP), self._a_fmt)
