@@ -25,7 +25,7 @@ from desktop_app.live_run import STOP_TIMEOUT_S, EndedRun, LiveRun
 from desktop_app.message_bar import MessageBar
 from desktop_app.model_loader import ModelLoader
 from desktop_app.model_source import download_question, needs_download
-from desktop_app.narration import Narration, subtitle_paths
+from desktop_app.narration import Narration, NarrationController
 from desktop_app.playback import PlaybackBar, PlaybackController
 from desktop_app.recent import RecentFiles
 from desktop_app.settings import AppSettings
@@ -86,7 +86,6 @@ class MainWindow(QMainWindow):
         self.transcript = Transcript()
         self.session_log: SessionRecorder | None = None
         self.recent = RecentFiles(store)
-        self.narration: Narration | None = None
         self.transcript_source: SourceSpec | None = None  # what the transcript in the window is about
         self.ended: EndedRun | None = None  # the last file's session, after its end: it still answers
         self._stream_ended = False
@@ -144,9 +143,9 @@ class MainWindow(QMainWindow):
         self.toggle_action.triggered.connect(self.toggle_run)
         self.ask_action = QAction("&Ask a question", self, shortcut=QKeySequence("Ctrl+L"))
         self.ask_action.triggered.connect(lambda: self.question_edit.setFocus(Qt.ShortcutFocusReason))
-        self.narrate_action = QAction("&Narrate to subtitles…", self)
-        self.narrate_action.setToolTip("Write match.srt and match.vtt beside match.mp4, as fast as the model goes")
-        self.narrate_action.triggered.connect(self.choose_narrate_file)
+        self.narrator = NarrationController(self, self._narration_blocker,
+                                            lambda path: Narration(path, self.loaded, self._session_config(None)))
+        self.narrator.notice.connect(lambda text, level: self.show_error(text, level, key="narrate"))
         self.recent_menu_title = "Open &recent"
         self.about_action = QAction("&About LiveCC Desktop", self)
         self.about_action.triggered.connect(self._about)
@@ -164,8 +163,8 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(self.open_action)
         self.recent_menu = file_menu.addMenu(self.recent_menu_title)
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        for action in (self.narrate_action, self.save_action, self.sessions_action, None, self.quit_action):
+        self.recent_menu.aboutToShow.connect(lambda: self.recent.fill_menu(self.recent_menu, self.open_file))
+        for action in (self.narrator.action, self.save_action, self.sessions_action, None, self.quit_action):
             file_menu.addAction(action) if action else file_menu.addSeparator()
         session_menu = bar.addMenu("&Session")
         for action in (self.toggle_action, self.playback.pause_action, self.playback.back_action,
@@ -181,16 +180,6 @@ class MainWindow(QMainWindow):
         for action in (*self.viewing.actions(), self.playback.pause_action, self.ask_action):
             if action is not None:
                 self.addAction(action)  # shortcuts work in fullscreen too, with the menu bar hidden
-
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        for path in self.recent.paths():
-            self.recent_menu.addAction(Path(path).name, lambda p=path: self.open_file(p)).setToolTip(path)
-        if self.recent_menu.isEmpty():
-            self.recent_menu.addAction("No recent files").setEnabled(False)
-        else:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear list", self.recent.clear)
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Source")
@@ -425,48 +414,11 @@ class MainWindow(QMainWindow):
             self.video_view.show_preview(path)  # the user sees the file while the model is not there
         self.start_source(spec)
 
-    # -- narrate a file to subtitles -------------------------------------------------------------
-    def choose_narrate_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Narrate a video to subtitles", str(Path.home()), VIDEO_FILTER)
-        if not path:
-            return
-        existing = [p.name for p in subtitle_paths(path) if p.exists()]
-        if existing and QMessageBox.question(self, "Replace subtitles?", f"Replace {' and '.join(existing)}?") \
-                != QMessageBox.StandardButton.Yes:
-            return
-        self.narrate_file(path)
-
-    def narrate_file(self, path: str | Path) -> Narration | None:
-        """Subtitles beside the video, as fast as the model goes, with progress and Cancel."""
-        if self.loaded is None or self.run is not None or self.narration is not None:
-            why = ("the model is not loaded yet" if self.loaded is None else
-                   "a source is playing: stop it first" if self.run is not None else "a narration is running")
-            self.show_error(f"Cannot narrate now: {why}.", "info", key="narrate")
-            return None
-        narration = Narration(path, self.loaded, self._session_config(None), self)
-        dialog = QProgressDialog(f"Narrating {Path(path).name} to subtitles…", "Cancel", 0, 100, self)
-        dialog.setWindowTitle("Narrate to subtitles")
-        dialog.setWindowModality(Qt.NonModal)
-        dialog.setMinimumDuration(0)
-        dialog.canceled.connect(narration.cancel)
-        narration.progress.connect(lambda f: dialog.setValue(int(f * 100)))
-        narration.failed.connect(lambda text: self.show_error(text, key="narrate"))
-        narration.finished.connect(lambda paths: self._narrated(narration, dialog, paths))
-        self.narration = narration
-        narration.start()
-        self._update_controls()
-        return narration
-
-    def _narrated(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
-        dialog.close()
-        dialog.deleteLater()
-        if self.narration is narration:
-            self.narration = None
-        narration.deleteLater()
-        if paths:
-            self.show_error(f"Subtitles written beside the video: {', '.join(str(p) for p in paths)}", "info",
-                            key="narrate")
-        self._update_controls()
+    def _narration_blocker(self) -> str | None:
+        """Why a file cannot be narrated now (one model, one stream at a time), or None."""
+        if self.loaded is None:
+            return "the model is not loaded yet"
+        return "a source is playing: stop it first" if self.run is not None else None
 
     def toggle_run(self) -> None:
         if self.run is not None:
@@ -870,12 +822,10 @@ class MainWindow(QMainWindow):
         """Stop the run and speech and join their threads (engine, capture, speech) within `timeout_s`."""
         self._pending = None
         started = time.monotonic()
-        for other in (self.narration, self.ended):
-            if other is not None:
-                other.cancel() if other is self.narration else other.stop()
-        for other in (self.narration, self.ended):
-            if other is not None:
-                other.join(timeout_s / 4)
+        self.narrator.shutdown(timeout_s / 4)
+        if self.ended is not None:
+            self.ended.stop()
+            self.ended.join(timeout_s / 4)
         run = self.run
         if run is not None:
             run.stop()  # the engine winds down while speech stops

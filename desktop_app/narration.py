@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog, QWidget
 
+from desktop_app.source_picker import VIDEO_FILTER
 from desktop_app.workers import GeneratorThread, user_message
 from engine import Commentary, FileSource, LiveCCError, RingBuffer
 from engine.cli import to_srt, to_vtt
@@ -83,3 +86,63 @@ class Narration(QObject):
 
     def _written(self) -> None:
         self.finished.emit(self._paths)
+
+
+class NarrationController(QObject):
+    """File > Narrate to subtitles: choose a file, confirm replacing its subtitles, show progress
+    with Cancel. `blocker()` says why not now (or None); `make(path)` builds the Narration."""
+
+    notice = Signal(str, str)  # text, level for the window's message stack
+
+    def __init__(self, window: QWidget, blocker: Callable[[], str | None], make: Callable[[Path], Narration]):
+        super().__init__(window)
+        self.window, self._blocker, self._make = window, blocker, make
+        self.narration: Narration | None = None
+        self.action = QAction("&Narrate to subtitles…", self)
+        self.action.setToolTip("Write match.srt and match.vtt beside match.mp4, as fast as the model goes")
+        self.action.triggered.connect(self.choose)
+
+    def choose(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Narrate a video to subtitles", str(Path.home()),
+                                              VIDEO_FILTER)
+        if not path:
+            return
+        existing = [p.name for p in subtitle_paths(path) if p.exists()]
+        if existing and QMessageBox.question(self.window, "Replace subtitles?", f"Replace {' and '.join(existing)}?") \
+                != QMessageBox.StandardButton.Yes:
+            return
+        self.narrate(path)
+
+    def narrate(self, path: str | Path) -> Narration | None:
+        why = "a narration is running" if self.narration is not None else self._blocker()
+        if why:
+            self.notice.emit(f"Cannot narrate now: {why}.", "info")
+            return None
+        narration = self._make(Path(path))
+        dialog = QProgressDialog(f"Narrating {Path(path).name} to subtitles…", "Cancel", 0, 100, self.window)
+        dialog.setWindowTitle("Narrate to subtitles")
+        dialog.setWindowModality(Qt.NonModal)
+        dialog.setMinimumDuration(0)
+        dialog.canceled.connect(narration.cancel)
+        narration.progress.connect(lambda f: dialog.setValue(int(f * 100)))
+        narration.failed.connect(lambda text: self.notice.emit(text, "error"))
+        narration.finished.connect(lambda paths: self._done(narration, dialog, paths))
+        self.narration = narration
+        narration.start()
+        return narration
+
+    def _done(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
+        dialog.close()
+        dialog.deleteLater()
+        if self.narration is narration:
+            self.narration = None
+        narration.deleteLater()
+        if paths:
+            self.notice.emit(f"Subtitles written beside the video: {', '.join(str(p) for p in paths)}", "info")
+
+    def shutdown(self, timeout_s: float) -> bool:
+        narration = self.narration
+        if narration is None:
+            return True
+        narration.cancel()
+        return narration.join(timeout_s)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMenu
 
 MAX_RECENT = 8
 
@@ -26,3 +28,14 @@ class RecentFiles:
     def clear(self) -> None:
         self.store.remove("recent/files")
         self.store.sync()
+
+    def fill_menu(self, menu: QMenu, open_file: Callable[[str], None]) -> None:
+        """File > Open recent, rebuilt each time it opens (files may have moved meanwhile)."""
+        menu.clear()
+        for path in self.paths():
+            menu.addAction(Path(path).name, lambda p=path: open_file(p)).setToolTip(path)
+        if menu.isEmpty():
+            menu.addAction("No recent files").setEnabled(False)
+        else:
+            menu.addSeparator()
+            menu.addAction("Clear list", self.clear)

@@ -333,7 +333,7 @@ def test_narrate_to_subtitles_writes_what_livecc_narrate_writes(make_window, qtb
     video = tmp_path / "clip.mp4"
     shutil.copyfile(videos["short"], video)
     window = loaded_window(make_window, qtbot, session_factory=short_answers)
-    narration = window.narrate_file(video)
+    narration = window.narrator.narrate(video)
     with qtbot.waitSignal(narration.finished, timeout=WAIT_MS) as done:
         pass
     assert done.args[0] == [video.with_suffix(".srt"), video.with_suffix(".vtt")]
@@ -351,7 +351,7 @@ def test_recent_files_about_and_shortcuts(make_window, qtbot, videos, tiny_model
     close_and_check(window)
     again = make_window(autoload=False)
     assert again.picker.current_spec().path == str(videos["short"].resolve())  # listed, newest first
-    again._fill_recent_menu()
+    again.recent.fill_menu(again.recent_menu, again.open_file)
     assert [a.text() for a in again.recent_menu.actions()][0] == videos["short"].name
     again._about()
     about = again.about_box.text()
