@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QStyle, QToolButton, QWidget
+from PySide6.QtWidgets import QAbstractSlider, QHBoxLayout, QLabel, QSlider, QStyle, QToolButton, QWidget
 
 from desktop_app.transcript import clock
 
@@ -32,6 +32,7 @@ class PlaybackBar(QWidget):
             label.setAlignment(Qt.AlignCenter)
         self.slider = QSlider(Qt.Horizontal)
         self.slider.setFocusPolicy(Qt.NoFocus)
+        self.slider.setPageStep(10)  # a click on the groove jumps 10 s
         self.slider.setToolTip("Seek: a new conversation starts at the chosen time")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -61,6 +62,7 @@ class PlaybackController(QObject):
         self.forward_action.triggered.connect(lambda: self.step(STEP_S))
         bar.pause_button.setDefaultAction(self.pause_action)
         bar.slider.sliderReleased.connect(lambda: self.seek(float(bar.slider.value())))
+        bar.slider.actionTriggered.connect(self._on_slider_action)
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
@@ -113,6 +115,11 @@ class PlaybackController(QObject):
         self.run.seek(seconds)
         self.bar.slider.setValue(int(seconds))
         self.seeked.emit(seconds)
+
+    def _on_slider_action(self, action: int) -> None:
+        """A click on the groove or a key on the slider: seek where it moved (a drag seeks on release)."""
+        if action != QAbstractSlider.SliderMove:
+            self.seek(float(self.bar.slider.sliderPosition()))
 
     def step(self, delta: float) -> None:
         self.seek(self._frame_time() + delta)

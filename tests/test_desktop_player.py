@@ -313,8 +313,9 @@ def test_fullscreen_shows_video_and_captions_and_caption_style_is_remembered(mak
     qtbot.waitUntil(lambda: len(commentary(window)) >= 2, timeout=WAIT_MS)
     window.viewing.resize_captions(+1)
     window.viewing.top_action.setChecked(True)
-    window.viewing.fullscreen_action.trigger()
+    qtbot.mouseDClick(window.video_view, Qt.LeftButton)  # as F11 does
     qtbot.waitUntil(lambda: not window.transcript_view.isVisible(), timeout=WAIT_MS)
+    assert window.viewing.fullscreen_action.isChecked()
     assert not window.menuBar().isVisible() and not window.toolbar.isVisible() and window.video_view.isVisible()
     view = window.video_view  # captions at the top, as chosen
     qtbot.waitUntil(lambda: bool(view.caption_boxes) and view.caption_boxes[0].top() < view.height() / 2,
@@ -334,8 +335,11 @@ def test_narrate_to_subtitles_writes_what_livecc_narrate_writes(make_window, qtb
     shutil.copyfile(videos["short"], video)
     window = loaded_window(make_window, qtbot, session_factory=short_answers)
     narration = window.narrator.narrate(video)
+    progress = []
+    narration.progress.connect(progress.append)
     with qtbot.waitSignal(narration.finished, timeout=WAIT_MS) as done:
         pass
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0, abs=0.05)
     assert done.args[0] == [video.with_suffix(".srt"), video.with_suffix(".vtt")]
     cli_srt = tmp_path / "cli.srt"
     assert livecc(["narrate", str(video), "--model", str(tiny_model_dir), "--device", "cpu",
