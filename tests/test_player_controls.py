@@ -92,3 +92,23 @@ def test_seek_starts_a_new_conversation_at_the_new_time(tiny_loaded, video30):
     assert after[0].end == pytest.approx(13.0)  # a first chunk again: 3 s of video, a new conversation
     assert all(c.start >= 10.0 for c in after)
     assert all(c.start < 10.0 for c in played.events[:mark] if isinstance(c, Commentary))
+
+
+def test_seek_reaches_a_source_blocked_on_a_full_buffer(video30):
+    buffer = RingBuffer(2)
+    source = FileSource(video30, realtime=False)  # blocking puts: it waits for room
+    source.start(buffer)
+    try:
+        deadline = time.monotonic() + 10
+        while len(buffer) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert source.seek(20.0)  # the frame waiting for room is dropped: it belongs to the old position
+        deadline = time.monotonic() + 10
+        while not buffer.snapshot():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert buffer.snapshot()[0].timestamp == pytest.approx(20.0, abs=0.11)
+    finally:
+        buffer.close()
+        source.stop()

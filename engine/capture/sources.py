@@ -162,6 +162,12 @@ class VideoSource(ABC):
                 return
             if self._buffer.closed:  # the consumer closed the stream: nothing more to deliver
                 self._stop_event.set()
+            if self._superseded():
+                return
+
+    def _superseded(self) -> bool:
+        """True when the frame waiting for room no longer matters (a file source has a seek pending)."""
+        return False
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0
@@ -309,6 +315,9 @@ class FileSource(VideoSource):
             self._seek_to = (max(0.0, float(seconds)), done)
             self._control.notify_all()
         return self.running and done.wait(timeout)
+
+    def _superseded(self) -> bool:
+        return self._seek_to is not None
 
     def _hold(self) -> None:
         """Capture thread: apply a pending seek, then wait while paused (stop() ends the wait)."""

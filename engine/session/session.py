@@ -241,6 +241,8 @@ class StreamingSession:
 
     def _seek(self, seconds: float, reposition: Callable[[float], object] | None) -> Seek:
         self.clear()
+        if self._buffer is not None:
+            self._buffer.clear()  # frees a source blocked on a full buffer, so it can take the seek
         if reposition is not None:
             reposition(seconds)
         self.frames.next_time = seconds
