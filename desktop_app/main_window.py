@@ -826,6 +826,8 @@ class MainWindow(QMainWindow):
         if self.ended is not None:
             self.ended.stop()
             self.ended.join(timeout_s / 4)
+            if self.session_log is not None:
+                self.session_log.close()  # it stayed open for questions after the end
         run = self.run
         if run is not None:
             run.stop()  # the engine winds down while speech stops

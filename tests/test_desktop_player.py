@@ -57,7 +57,8 @@ def focus_in_text_field() -> bool:
 
 
 # -- traps ------------------------------------------------------------------------------------------
-def test_space_starts_and_stops_but_never_edits_the_instruction(make_window, qtbot, videos):
+def test_space_starts_and_stops_but_never_edits_the_instruction(make_window, qtbot, videos, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Ok)  # Start again? yes
     window = loaded_window(make_window, qtbot)
     window.picker.add_file(str(videos["long"]))
     window.activateWindow()
@@ -68,7 +69,7 @@ def test_space_starts_and_stops_but_never_edits_the_instruction(make_window, qtb
     qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Space)  # Stop
     qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
     assert not focus_in_text_field(), "stopping handed focus to a text field"
-    qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Space)  # Start again (empty transcript: no question)
+    qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Space)  # Start again
     qtbot.waitUntil(lambda: window.run is not None, timeout=WAIT_MS)
     assert window.instruction_edit.text() == instruction
     window.question_edit.setFocus()
