@@ -61,7 +61,10 @@ def test_space_starts_and_stops_but_never_edits_the_instruction(make_window, qtb
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Ok)  # Start again? yes
     window = loaded_window(make_window, qtbot)
     window.picker.add_file(str(videos["long"]))
-    window.activateWindow()
+    window.windowHandle().requestActivate()
+    qtbot.waitActive(window)
+    # Stop disables the button: a button that had focus would hand it to the Instruction field (X11)
+    assert window.start_button.focusPolicy() == Qt.NoFocus
     instruction = window.instruction_edit.text()
     qtbot.mouseClick(window.start_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: window.run is not None, timeout=WAIT_MS)
