@@ -280,7 +280,7 @@ class MainWindow(QMainWindow):
             ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4),
         ):
             self.status_fields.add(key, text, widest, tip, priority)
-        self.status = {key: f.label for key, f in self.status_fields.fields.items()}
+        self.status = self.status_fields  # status["lag"] is the lag field's QLabel
 
     def _build_speech(self) -> None:
         self.speech = SpeechController(self._speech_config(), self)
@@ -354,7 +354,7 @@ class MainWindow(QMainWindow):
         self._close_progress()
         self.loaded = loaded
         self.status["model"].setText(f"Model: {loaded.describe()}")
-        self.status["model"].setToolTip("\n".join([loaded.name, *loaded.notes]))
+        self.status["model"].setToolTip("\n".join([loaded.describe(), loaded.name, *loaded.notes]))  # text may be elided
         self.message_bar.dismiss("model")
         self.message_bar.dismiss("start")
         self._update_controls()

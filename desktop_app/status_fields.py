@@ -21,7 +21,8 @@ class Field:
 
 
 class StatusFields(QObject):
-    """`add()` a field; `fields[key]` is its QLabel (set its text as usual)."""
+    """`add()` a field; `self[key]` is its QLabel (set its text as usual). A new field is one
+    `add(key, initial text, widest text it will show, tooltip, priority)` call."""
 
     def __init__(self, bar: QStatusBar):
         super().__init__(bar)
@@ -43,6 +44,9 @@ class StatusFields(QObject):
 
     def __getitem__(self, key: str) -> QLabel:
         return self.fields[key].label
+
+    def values(self) -> list[QLabel]:
+        return [f.label for f in self.fields.values()]
 
     def eventFilter(self, watched, event) -> bool:
         if watched is self.bar and event.type() == QEvent.Resize:
