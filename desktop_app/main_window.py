@@ -38,8 +38,8 @@ from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
 from desktop_app.viewing import ViewController
 from desktop_app.workers import BackgroundTask, user_message
-from engine import (Answer, Commentary, Compaction, LiveCCError, Seek, Stats, StreamEnded, event_to_record, list_monitors,
-                    list_webcams)
+from engine import (Answer, Commentary, Compaction, LiveCCError, Seek, Stats, StreamEnded, event_to_record,
+                    list_monitors, list_webcams)
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
@@ -354,7 +354,8 @@ class MainWindow(QMainWindow):
         self._close_progress()
         self.loaded = loaded
         self.status["model"].setText(f"Model: {loaded.describe()}")
-        self.status["model"].setToolTip("\n".join([loaded.describe(), loaded.name, *loaded.notes]))  # text may be elided
+        # the field may elide the text: the tooltip has all of it
+        self.status["model"].setToolTip("\n".join([loaded.describe(), loaded.name, *loaded.notes]))
         self.message_bar.dismiss("model")
         self.message_bar.dismiss("start")
         self._update_controls()
