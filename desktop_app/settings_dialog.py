@@ -24,8 +24,10 @@ def output_devices() -> list[str]:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: AppSettings, parent: QWidget | None = None, devices: list[str] | None = None):
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None, devices: list[str] | None = None,
+                 override: str | None = None):
         super().__init__(parent)
+        self._override = override  # a --model for this run only: shown, with a note
         self.setWindowTitle("Settings")
         self.setMinimumWidth(520)
         layout = QVBoxLayout(self)
@@ -51,6 +53,12 @@ class SettingsDialog(QDialog):
         row.addWidget(self.model_edit, 1)
         row.addWidget(browse)
         form.addRow("Model id or folder", row)
+        if self._override:
+            self.override_note = QLabel("In force for this run only (--model or LIVECC_MODEL); "
+                                        "change it here to make another model the default.")
+            self.override_note.setWordWrap(True)
+            self.override_note.setStyleSheet("color: palette(mid); font-size: 11px;")
+            form.addRow("", self.override_note)
         self.max_pixels = QSpinBox()
         self.max_pixels.setRange(100, 4096)
         self.max_pixels.setSuffix(" × 28 × 28")

@@ -34,6 +34,9 @@ class TranscriptView(QTextEdit):
         self._q_fmt.setFontWeight(QFont.Bold)
         self._a_fmt = QTextCharFormat()
         self._a_fmt.setForeground(ANSWER_COLOR)
+        self._mark_fmt = QTextCharFormat()
+        self._mark_fmt.setForeground(TIME_COLOR)
+        self._mark_fmt.setFontItalic(True)
 
     def at_bottom(self) -> bool:
         bar = self.verticalScrollBar()
@@ -66,7 +69,9 @@ class TranscriptView(QTextEdit):
         block.setBottomMargin(3)
         cursor.setBlockFormat(block)
         cursor.insertText(f"{clock(e.start):>7}  ", self._time_fmt)
-        if e.is_answer:
+        if e.kind == "seek":
+            cursor.insertText(f"» {e.text}", self._mark_fmt)
+        elif e.is_answer:
             cursor.insertText(f"Q: {e.question}{LINE_SEP}", self._q_fmt)
             cursor.insertText(f"A: {e.text or '…'}".replace("\n", LINE_SEP), self._a_fmt)
         else:

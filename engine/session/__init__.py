@@ -6,7 +6,7 @@ from engine._exports import lazy_exports
 _EXPORTS = {
     "StreamingSession": ".session", "SessionConfig": ".session",
     "Event": ".events", "Answer": ".events", "Commentary": ".events", "Compaction": ".events", "Stats": ".events",
-    "StreamEnded": ".events", "event_to_record": ".events",
+    "StreamEnded": ".events", "Seek": ".events", "event_to_record": ".events",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -73,7 +73,14 @@ class StreamEnded:
     time: float
 
 
-Event = Commentary | Answer | Stats | Compaction | StreamEnded
+@dataclass(frozen=True)
+class Seek:
+    """The source moved to `time` (a player's seek): a new conversation starts there."""
+
+    time: float
+
+
+Event = Commentary | Answer | Stats | Compaction | StreamEnded | Seek
 
 
 def event_to_record(event: Event) -> dict:

@@ -3,7 +3,7 @@
 `StreamingSession.run(buffer)` reads like an engine step: take the frames that are due (2 fps;
 6 for the first chunk, then 2), preprocess them on the model's device, prefill the chunk with
 exact M-RoPE positions into the persistent KV cache, decode the comment until ` ...`/EOS or the
-token limit, emit events. Commands (ask, set_query, reset, stop) arrive through a queue from any
+token limit, emit events. Commands (ask, set_query, reset, seek, stop) arrive through a queue from any
 thread and are applied between steps; a question pre-empts commentary.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -28,7 +28,7 @@ from engine.runtime.reference import make_runner
 
 from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
 from .decoding import SamplingConfig, SelectRule, TokenSampler
-from .events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
+from .events import Answer, Commentary, Compaction, Event, Seek, Stats, StreamEnded
 
 
 @dataclass
@@ -166,6 +166,11 @@ class StreamingSession:
     def reset(self) -> None:
         self._command("reset", None)
 
+    def seek(self, seconds: float, reposition: Callable[[float], object] | None = None) -> None:
+        """Start a new conversation at `seconds`. `reposition(seconds)` moves the source there; it
+        runs on the engine thread between steps, so no chunk mixes the old and new positions."""
+        self._command("seek", (seconds, reposition))
+
     def stop(self) -> None:
         self._stopped = True
         self._command("stop", None)
@@ -222,6 +227,8 @@ class StreamingSession:
                 self.query = payload.strip() or DEFAULT_QUERY
             elif kind == "reset":
                 self.clear()
+            elif kind == "seek":
+                yield self._seek(*payload)
             elif kind == "stop":
                 return
 
@@ -237,6 +244,15 @@ class StreamingSession:
         self._ahead = None  # its frames belonged to the conversation being dropped
         if self.trace is not None:
             self.trace.clear()
+
+    def _seek(self, seconds: float, reposition: Callable[[float], object] | None) -> Seek:
+        self.clear()
+        if self._buffer is not None:
+            self._buffer.clear()  # frees a source blocked on a full buffer, so it can take the seek
+        if reposition is not None:
+            reposition(seconds)
+        self.frames.next_time = seconds
+        return Seek(seconds)
 
     # -- one chunk -------------------------------------------------------------------------
     def _sync(self) -> float:
