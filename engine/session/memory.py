@@ -20,6 +20,7 @@ merge), while pinned memory (page-locked, unswappable) stays a small share of a 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,13 +72,29 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
-def summarize(embeds: torch.Tensor, grid: tuple[int, int, int], merge: int = 2) -> _Index:
-    """The pooled vector and the spatial summary of a chunk's merged visual tokens."""
+def pooled(embeds: torch.Tensor) -> torch.Tensor:
+    """A chunk's tokens averaged, unit norm, in their dtype."""
+    return unit(embeds.float().mean(0)).to(embeds.dtype)
+
+
+def summarize(embeds: torch.Tensor, grid: tuple[int, int, int], merge: int = 2) -> torch.Tensor:
+    """The spatial summary of a chunk's merged visual tokens: (SUMMARY_SIDE**2, hidden), unit rows."""
     t, h, w = grid[0], grid[1] // merge, grid[2] // merge
-    tokens = embeds.float()
-    spatial = tokens.reshape(t, h, w, -1).mean(0).permute(2, 0, 1)  # (hidden, h, w)
-    summary = F.adaptive_avg_pool2d(spatial[None], SUMMARY_SIDE)[0].flatten(1).t()
-    return _Index(unit(tokens.mean(0)).to(embeds.dtype), unit(summary).to(embeds.dtype))
+    spatial = embeds.float().reshape(t, h, w, -1).mean(0)  # (h, w, hidden)
+    rows, cols = _bins(h, embeds.device), _bins(w, embeds.device)
+    summary = torch.einsum("ih,hwd,jw->ijd", rows, spatial, cols).reshape(SUMMARY_SIDE ** 2, -1)
+    return unit(summary).to(embeds.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _bins(n: int, device: torch.device) -> torch.Tensor:
+    """(SUMMARY_SIDE, n) averaging weights of adaptive average pooling (bins as torch computes them);
+    a matmul, because CPU adaptive pooling of a channels-last grid costs milliseconds."""
+    out = torch.zeros(SUMMARY_SIDE, n, device=device)
+    for i in range(SUMMARY_SIDE):
+        lo, hi = (i * n) // SUMMARY_SIDE, -(-((i + 1) * n) // SUMMARY_SIDE)
+        out[i, lo:hi] = 1.0 / (hi - lo)
+    return out
 
 
 def _to_host(embeds: torch.Tensor) -> torch.Tensor:
@@ -114,16 +131,16 @@ class KeyFrameMemory:
 
     def add(self, chunk: KeptChunk) -> None:
         """Take a chunk that left the video window: join the current key frame or start one."""
-        entry = summarize(chunk.embeds, chunk.grid, self.merge)
+        vector = pooled(chunk.embeds)
         last = self.frames[-1] if self.frames else None
-        if last is not None and last.grid == chunk.grid and self._similar(self.index[-1].pooled, entry.pooled):
+        if last is not None and last.grid == chunk.grid and self._similar(self.index[-1].pooled, vector):
             last.end = max(last.end, chunk.end)
             last.chunks += 1
             return
         frame = KeyFrame(chunk.start, chunk.end, chunk.grid, _to_host(chunk.embeds), list(chunk.reply),
                          chunk.thumbnail)
         self.frames.append(frame)
-        self.index.append(entry)
+        self.index.append(_Index(vector, summarize(chunk.embeds, chunk.grid, self.merge)))
         self.nbytes += frame.nbytes
         while len(self.frames) > 1 and (self.nbytes > self.max_bytes or len(self.frames) > self.max_key_frames):
             self._merge_most_similar()
