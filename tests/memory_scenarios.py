@@ -17,19 +17,21 @@ def off_switch_config(**overrides) -> SessionConfig:
     return SessionConfig(**base | overrides)
 
 
-def run_with_questions(loaded, config: SessionConfig, seconds: int = 24) -> dict:
+def run_with_questions(loaded, config: SessionConfig, seconds: int = 24, runner=None) -> dict:
     """Chunks of a 24 s stream with two questions; the conversation ids and every answer text."""
-    session = StreamingSession(loaded, config)
+    session = StreamingSession(loaded, config, runner=runner)
     buffer = RingBuffer(4096)
     for i in range(seconds * 2):
         buffer.put(Frame(synthetic_frame(i * 0.5, SIDE, SIDE), i * 0.5))
     buffer.close()
-    answers, comments, n = [], [], 0
+    answers, comments, recalled, n = [], [], [], 0
     for chunk in iter(lambda: session.frames.take(buffer, False, 2.0), None):
         events = list(session.process_chunk(chunk, buffer))
         comments += [e.text for e in events if type(e).__name__ == "Commentary"]
         n += 1
         if n in QUESTIONS:
-            answers.append([e.text for e in session.answer(QUESTIONS[n]) if type(e).__name__ == "Answer"][-1])
+            final = [e for e in session.answer(QUESTIONS[n]) if type(e).__name__ == "Answer"][-1]
+            answers.append(final.text)
+            recalled.append(list(getattr(final, "recalled", ())))
     return {"conversation_ids": session.conversation_ids, "answers": answers, "comments": comments,
-            "compactions": session.state.compactions}
+            "compactions": session.state.compactions, "recalled": recalled}

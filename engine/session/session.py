@@ -30,7 +30,7 @@ from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChu
 from .decoding import SamplingConfig, SelectRule, TokenSampler
 from .events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
 from .memory import DEFAULT_MATCH_RATIO, DEFAULT_MAX_KEY_FRAMES, DEFAULT_MEMORY_MB
-from .recall import Mark, Recall, Recalled, thumbnail
+from .recall import Mark, Recall, Recalled, in_time_order, thumbnail
 from .router import STRATEGIES
 
 
@@ -528,7 +528,7 @@ class StreamingSession:
                 chosen = chosen[:len(used) // 2]
                 continue
             note = f"GPU memory ran out while recalling: {len(used)} of {wanted} key frames" if len(used) < wanted else ""
-            return logits, Recalled(list(used), note), mark
+            return logits, Recalled(in_time_order(used), note), mark
 
     def _mark(self) -> Mark:
         s = self.state
