@@ -61,6 +61,9 @@ class Recall:
 
     def __init__(self, memory: KeyFrameMemory, router: Router, prompt: PromptBuilder, device: torch.device):
         self.memory, self.router, self.prompt, self.device = memory, router, prompt, device
+        # A turn's tokens besides its video and reply, at the longest times we expect (99999.9 s):
+        # routing counts with this bound instead of rendering the chat template per candidate.
+        self._overhead = len(self.turn(KeyFrame(99999.9, 99999.9, (1, 2, 2), torch.empty(0, 1), [0])))
 
     @classmethod
     def for_model(cls, model, prompt: PromptBuilder, config) -> "Recall":
@@ -79,7 +82,11 @@ class Recall:
 
     def choose(self, question: str, now: float, before: float, budget: int) -> list[KeyFrame]:
         """Key frames for the question, best first (older than `before`, within `budget` tokens)."""
-        return self.router.route(self.memory, question, now, before, budget, lambda f: len(self.turn(f))).frames
+        return self.router.route(self.memory, question, now, before, budget, self.cost).frames
+
+    def cost(self, frame: KeyFrame) -> int:
+        """Tokens a key frame's turn takes at most."""
+        return frame.n_tokens + len(frame.reply) + self._overhead
 
     def turn(self, frame: KeyFrame) -> list[int]:
         """A key frame as a chunk turn with its span's times, its comment as the reply, closed."""
