@@ -213,21 +213,30 @@ def main() -> None:
     result = {"date": dt.date.today().isoformat(), "model": f"{loaded.name} (random weights)",
               "device": "CPU (smoke)" if p.smoke else torch.cuda.get_device_name()}
     result["hour"], recall = one_hour(loaded, p, 120 if p.smoke else 3600)
-    print("hour", result["hour"], flush=True)
+    stage(result, "hour", args.out)
     result["routing"] = routing(recall, p)
-    print("routing", result["routing"], flush=True)
+    stage(result, "routing", args.out)
     del recall
     result["first_token"] = first_token(loaded, p, 4.0 if p.smoke else 10.0)
-    print("first token", result["first_token"], flush=True)
+    stage(result, "first_token", args.out)
     result["chunks"] = chunk_p99(loaded, p, seconds)
-    print("chunks", result["chunks"], flush=True)
+    stage(result, "chunks", args.out)
     write(result, args.out)
+
+
+def stage(result: dict, name: str, out: Path) -> None:
+    """Print a stage's figures and keep what is measured so far, should a later stage fail."""
+    print(name, result[name], flush=True)
+    for d in [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "memory_partial.json").write_text(json.dumps(result, indent=1, default=float))
 
 
 def write(result: dict, out: Path) -> None:
     stamp = f"{result['date']}_{result['device'].replace(' ', '-').replace('(', '').replace(')', '')}"
     for d in [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
         d.mkdir(parents=True, exist_ok=True)
+        (d / "memory_partial.json").unlink(missing_ok=True)
         (d / f"memory_{stamp}.json").write_text(json.dumps(result, indent=1, default=float))
         (d / f"memory_{stamp}.md").write_text(markdown(result))
     print(markdown(result))

@@ -128,6 +128,8 @@ class StaticRunner:
     def forget_selection(self) -> None:
         """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
         self._pick_graphs.clear()
+        if not self._decode_graphs:
+            self._pool = None  # no graph uses the pool now; capturing into a released pool trips an allocator assert
 
     def reset(self) -> None:
         self.cache.length = 0

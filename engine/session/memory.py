@@ -46,6 +46,7 @@ class KeyFrame:
     reply: list[int]  # the representative chunk's reply tokens (its comment)
     thumbnail: np.ndarray | None = None  # small RGB image of the representative's last frame
     chunks: int = 1  # how many chunks this key frame stands for
+    copied: torch.cuda.Event | None = None  # the device-to-host copy's completion (CUDA only)
 
     @property
     def n_tokens(self) -> int:
@@ -97,13 +98,15 @@ def _bins(n: int, device: torch.device) -> torch.Tensor:
     return out
 
 
-def _to_host(embeds: torch.Tensor) -> torch.Tensor:
-    """A host copy, page-locked when CUDA is there (the copy and a later upload run asynchronously)."""
+def _to_host(embeds: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """A host copy, page-locked when CUDA is there, and the event marking the asynchronous copy done."""
     if embeds.device.type != "cuda":
-        return embeds.detach().to("cpu", copy=True)
+        return embeds.detach().to("cpu", copy=True), None
     host = torch.empty(embeds.shape, dtype=embeds.dtype, pin_memory=True)
-    host.copy_(embeds, non_blocking=True)  # ordered before any later use on this stream
-    return host
+    host.copy_(embeds, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()  # an upload on another stream (a question after run() ended) waits for it
+    return host, copied
 
 
 @dataclass
@@ -137,8 +140,8 @@ class KeyFrameMemory:
             last.end = max(last.end, chunk.end)
             last.chunks += 1
             return
-        frame = KeyFrame(chunk.start, chunk.end, chunk.grid, _to_host(chunk.embeds), list(chunk.reply),
-                         chunk.thumbnail)
+        host, copied = _to_host(chunk.embeds)
+        frame = KeyFrame(chunk.start, chunk.end, chunk.grid, host, list(chunk.reply), chunk.thumbnail, copied=copied)
         self.frames.append(frame)
         self.index.append(_Index(vector, summarize(chunk.embeds, chunk.grid, self.merge)))
         self.nbytes += frame.nbytes

@@ -101,6 +101,9 @@ class Recall:
         """The key frames' embeddings on the device, in time order (from pinned memory: asynchronous)."""
         if not frames:
             return None
+        for f in frames:
+            if f.copied is not None:
+                torch.cuda.current_stream(self.device).wait_event(f.copied)
         return torch.cat([f.embeds.to(self.device, non_blocking=True) for f in in_time_order(frames)])
 
     @staticmethod
