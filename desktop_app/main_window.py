@@ -25,7 +25,7 @@ from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
 from desktop_app.speech import SpeechConfig, SpeechController
-from desktop_app.transcript import FORMATS, SessionLog, Transcript, save_transcript, should_log
+from desktop_app.transcript import FORMATS, SessionLog, Transcript, clock, save_transcript, should_log
 from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
 from desktop_app.workers import BackgroundTask, user_message
@@ -207,6 +207,7 @@ class MainWindow(QMainWindow):
         title.setStyleSheet("font-weight: bold;")
         rv.addWidget(title)
         self.transcript_view = TranscriptView()
+        self.transcript_view.moment_clicked.connect(self._show_moment)
         rv.addWidget(self.transcript_view, 1)
         self.session_label = QLabel()
         self.session_label.setWordWrap(True)
@@ -233,6 +234,8 @@ class MainWindow(QMainWindow):
             ("dropped", "Dropped 0", "Dropped 99999", "Frames the engine could not keep up with"),
             ("context", "Context –", "Context 100%", "KV cache used, as a share of its budget; a compaction "
                                                       "keeps the last seconds of video and a text memory"),
+            ("memory", "Memory –", "Memory 9999 key frames · 9999 MB",
+             "Visual memory: key frames of older video that questions can recall, and the host memory they use"),
             ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output"),
         ):
             label = QLabel(text)
@@ -458,6 +461,11 @@ class MainWindow(QMainWindow):
                                                                        if s.chunks_skipped else ""))
         self._compactions, self._context_budget = s.compactions, s.budget_tokens
         self._show_context(s.context_fraction)
+        self.status["memory"].setText(f"Memory {s.memory_key_frames} key frames · {s.memory_mb:.0f} MB")
+
+    def _show_moment(self, start: float, end: float) -> None:
+        """A recalled moment was clicked (seeking the player there can hook in here)."""
+        self.statusBar().showMessage(f"Recalled moment {clock(start)}–{clock(end)}", 6000)
 
     def _show_compaction(self, c: Compaction) -> None:
         self._compactions += 1  # the next Stats confirms the count
