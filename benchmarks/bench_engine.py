@@ -127,15 +127,17 @@ class SyntheticSource:
         self.thread.start()
 
 
-def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runner=None):
+def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runner=None, size=(1080, 1920)):
     """Stream through the real session. Returns per-chunk Stats, each chunk's compaction stall (ms,
-    0 when none: the stall delays that chunk), GPU memory samples, and the session."""
+    0 when none: the stall delays that chunk), GPU memory samples (0 on CPU), and the session."""
     session = StreamingSession(loaded, config, runner=runner)
     buffer = RingBuffer(64)
-    SyntheticSource(seconds).start(buffer)
+    SyntheticSource(seconds, size=size).start(buffer)
     stats, stalls, memory = [], [], []
     stall, minute = 0.0, 0
-    torch.cuda.reset_peak_memory_stats()
+    cuda = loaded.device.type == "cuda"  # CPU: benchmarks' --smoke modes
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for event in session.run(buffer):
         if isinstance(event, Compaction):
             stall += event.ms
@@ -143,8 +145,8 @@ def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runne
             stats.append(event)
             stalls.append(stall)
             stall = 0.0
-            memory.append((event.end, event.cache_tokens, torch.cuda.max_memory_allocated() / 1e9))
-            if int(event.end // 60) > minute:  # peaks per minute of video
+            memory.append((event.end, event.cache_tokens, torch.cuda.max_memory_allocated() / 1e9 if cuda else 0.0))
+            if cuda and int(event.end // 60) > minute:  # peaks per minute of video
                 minute = int(event.end // 60)
                 torch.cuda.reset_peak_memory_stats()
     return stats, stalls, memory, session

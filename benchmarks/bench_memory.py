@@ -31,12 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from bench_engine import SyntheticSource, build_random, chunk_totals, pct  # noqa: E402
+from bench_engine import SyntheticSource, build_random, chunk_totals, pct, run_engine  # noqa: E402
 
 from engine.capture.frames import RingBuffer  # noqa: E402
 from engine.model.prompt import PromptBuilder  # noqa: E402
 from engine.session.context import KeptChunk  # noqa: E402
-from engine.session.events import Answer, Compaction, Stats  # noqa: E402
+from engine.session.events import Answer, Stats  # noqa: E402
 from engine.session.recall import Recall  # noqa: E402
 from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
 
@@ -148,18 +148,7 @@ def first_token(loaded, p: Profile, seconds: float) -> dict:
 
 
 def run_session(loaded, p: Profile, seconds: float, config: SessionConfig) -> tuple[list[Stats], list[float]]:
-    """Stream the synthetic source through a session; each chunk's Stats and the compaction it waited for."""
-    session = StreamingSession(loaded, config)
-    buffer = RingBuffer(64)
-    SyntheticSource(seconds, size=p.frame_size).start(buffer)
-    stats, stalls, stall = [], [], 0.0
-    for event in session.run(buffer):
-        if isinstance(event, Compaction):
-            stall += event.ms
-        elif isinstance(event, Stats):
-            stats.append(event)
-            stalls.append(stall)
-            stall = 0.0
+    stats, stalls, _, _ = run_engine(loaded, seconds, config, size=p.frame_size)
     return stats, stalls
 
 

@@ -16,13 +16,7 @@ TOKENS = 4
 FRAME_BYTES = TOKENS * HIDDEN * 4  # float32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensor ops run fastest on one thread; two fight each other on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest (conftest)
 
 
 def chunk(i: int, embeds: torch.Tensor, seconds: float = 1.0) -> KeptChunk:

@@ -13,14 +13,7 @@ from videos import write_video
 SMALL = ["--max-pixels", "20000", "--max-answer-tokens", "8", "--kv-budget", "1100", "--max-new-tokens", "4"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: one thread beats two on a loaded 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest (conftest)
 
 
 @pytest.fixture(scope="module")

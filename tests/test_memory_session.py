@@ -30,12 +30,7 @@ QUESTION = "What colour was the circle at 2:30?"
 GOLDEN = Path(__file__).parent / "data" / "no_memory_tokens.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: one thread beats two on a loaded 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest (conftest)
 
 
 class ShadowRunner(EagerRunner):

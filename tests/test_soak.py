@@ -10,7 +10,6 @@ import os
 import threading
 
 import numpy as np
-import pytest
 import torch
 
 from engine.session.events import Commentary, Compaction, Stats, event_to_record
@@ -36,15 +35,6 @@ def produce(buffer: RingBuffer, images: list[np.ndarray]) -> None:
         if not buffer.put(Frame(images[i % len(images)], i * 0.5), block=True, timeout=60):
             break
     buffer.close()
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls run fastest on one thread; two fight each other on a 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_one_hour_stream_stays_in_budget_and_memory(tiny_loaded, tmp_path, one_thread):

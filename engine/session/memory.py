@@ -54,7 +54,9 @@ class KeyFrame:
 
     @property
     def nbytes(self) -> int:
-        return self.embeds.numel() * self.embeds.element_size()
+        """Host bytes: the embeddings and the thumbnail."""
+        picture = self.thumbnail.nbytes if self.thumbnail is not None else 0
+        return self.embeds.numel() * self.embeds.element_size() + picture
 
 
 @dataclass
