@@ -407,7 +407,7 @@ class MainWindow(QMainWindow):
         return SessionConfig(query=self.instruction_edit.text().strip() or s.instruction,
                              max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
                              max_pixels=s.max_pixels, min_pixels=min(s.max_pixels, 100 * 28 * 28),
-                             live=True)  # the app shows video in real time: commentary must keep up
+                             live=True, memory=s.memory)  # the app shows video in real time: commentary must keep up
 
     def _begin_session(self, spec: SourceSpec) -> None:
         self.clear_transcript()

@@ -62,3 +62,14 @@ def test_an_answer_without_recall_has_no_moment_line_and_notes_show(qtbot):
     assert "Recalled" not in first
     assert "0:00–0:03" in second and "1 of 4 key frames" in second
     assert transcript.entries[1].recalled == ((0.0, 3.0),)
+
+
+def test_settings_dialog_turns_visual_memory_off(qtbot):
+    from desktop_app.settings import AppSettings
+    from desktop_app.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(AppSettings(), devices=[])
+    qtbot.addWidget(dialog)
+    assert dialog.memory.isChecked()
+    dialog.memory.setChecked(False)
+    assert dialog.result_settings().memory is False
