@@ -17,7 +17,7 @@ import torch
 from engine.model.prompt import PromptBuilder
 
 from .memory import KeyFrame, KeyFrameMemory
-from .router import Router
+from .router import STRATEGIES, Router
 
 RECALL_SHARE = 4  # recalled video may take at most a quarter of the KV budget
 THUMBNAIL_WIDTH = 96  # pixels; a 1080p frame's thumbnail is ~96x54 RGB, 15 KB
@@ -48,6 +48,29 @@ class Mark:
     next_pos: int
     pending: int | None
     seen: torch.Tensor  # the sampler's repetition-penalty set
+
+    @classmethod
+    def take(cls, state, runner, sampler) -> "Mark":
+        return cls(runner.length, len(state.tokens), state.next_pos, state.pending, sampler.seen.clone())
+
+    def rewind(self, state, runner, sampler) -> None:
+        """Crop the cache and the conversation state back to the mark."""
+        runner.crop(self.cache_length)
+        del state.tokens[self.n_tokens:]
+        state.next_pos, state.pending = self.next_pos, self.pending
+        sampler.seen.copy_(self.seen)
+
+
+def check_memory_config(config) -> None:
+    """SessionConfig's visual-memory fields (called from its __post_init__)."""
+    if config.memory_mb <= 0:
+        raise ValueError(f"memory MB must be positive, not {config.memory_mb:g} (use --no-memory to turn memory off)")
+    if config.topk < 0:
+        raise ValueError(f"recall k must be 0 or more, not {config.topk}")
+    if config.key_frame_buffer_size < 1 or not 0 <= config.key_frame_match_ratio <= 1:
+        raise ValueError("key_frame_buffer_size must be >= 1 and key_frame_match_ratio between 0 and 1")
+    if config.router_strategy not in STRATEGIES:
+        raise ValueError(f"router must be one of {', '.join(STRATEGIES)}, not {config.router_strategy!r}")
 
 
 def thumbnail(image: np.ndarray, width: int = THUMBNAIL_WIDTH) -> np.ndarray:
@@ -110,10 +133,12 @@ class Recall:
     def grids(frames: list[KeyFrame]) -> list[tuple[int, int, int]]:
         return [f.grid for f in in_time_order(frames)]
 
-    def budget(self, kv_budget: int, question_tokens: int, answer_tokens: int, text_memory: int) -> int:
-        """Tokens recalled video may take: a share of the budget that leaves the question, its answer
-        and a compaction's text memory room."""
-        return max(0, min(kv_budget // RECALL_SHARE, kv_budget - question_tokens - answer_tokens - text_memory - 16))
+    @staticmethod
+    def budget(config, question_cost: int) -> int:
+        """Tokens recalled video may take: a share of the KV budget that leaves room for the question and
+        its answer (`question_cost`) and a compaction's text memory."""
+        kv = config.kv_budget
+        return max(0, min(kv // RECALL_SHARE, kv - question_cost - config.memory_tokens - 16))
 
 
 def in_time_order(frames: list[KeyFrame]) -> list[KeyFrame]:

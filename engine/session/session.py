@@ -30,8 +30,7 @@ from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChu
 from .decoding import SamplingConfig, SelectRule, TokenSampler
 from .events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
 from .memory import DEFAULT_MATCH_RATIO, DEFAULT_MAX_KEY_FRAMES, DEFAULT_MEMORY_MB
-from .recall import Mark, Recall, Recalled, in_time_order, thumbnail
-from .router import STRATEGIES
+from .recall import Mark, Recall, Recalled, check_memory_config, in_time_order, thumbnail
 
 
 @dataclass
@@ -82,17 +81,7 @@ class SessionConfig:
         if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):
             raise ValueError(f"kv_budget {self.kv_budget} is too small: it must exceed twice memory_tokens plus "
                              "the longest reply (a compaction keeps at most half the budget)")
-        self._check_memory()
-
-    def _check_memory(self) -> None:
-        if self.memory_mb <= 0:
-            raise ValueError(f"memory MB must be positive, not {self.memory_mb:g} (use --no-memory to turn memory off)")
-        if self.topk < 0:
-            raise ValueError(f"recall k must be 0 or more, not {self.topk}")
-        if self.key_frame_buffer_size < 1 or not 0 <= self.key_frame_match_ratio <= 1:
-            raise ValueError("key_frame_buffer_size must be >= 1 and key_frame_match_ratio between 0 and 1")
-        if self.router_strategy not in STRATEGIES:
-            raise ValueError(f"router must be one of {', '.join(STRATEGIES)}, not {self.router_strategy!r}")
+        check_memory_config(self)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.seed)
@@ -499,10 +488,7 @@ class StreamingSession:
         """Key frames to recall, best first; none without memory or with an empty cache."""
         if self.recall is None or not self.state.tokens:
             return []
-        cfg = self.config
-        budget = self.recall.budget(cfg.kv_budget, question_cost - cfg.answer_max_new_tokens,
-                                    cfg.answer_max_new_tokens, cfg.memory_tokens)
-        return self.recall.choose(question, now, self.context.video_from, budget)
+        return self.recall.choose(question, now, self.context.video_from, self.recall.budget(self.config, question_cost))
 
     def _ask(self, ask, chosen: list, max_new: int, now: float):
         """Prefill the recalled key frames (time order) then the question. When the GPU runs out of
@@ -515,7 +501,7 @@ class StreamingSession:
 
         while True:
             turn = yield from self._turn_with_room(build, max_new, now)
-            mark = self._mark() if used else None
+            mark = Mark.take(self.state, self.runner, self.sampler) if used else None
             try:
                 embeds = self.recall.upload(used) if used else None
                 logits = self._prefill(turn, Recall.grids(used), embeds)
@@ -530,16 +516,9 @@ class StreamingSession:
             note = f"GPU memory ran out while recalling: {len(used)} of {wanted} key frames" if len(used) < wanted else ""
             return logits, Recalled(in_time_order(used), note), mark
 
-    def _mark(self) -> Mark:
-        s = self.state
-        return Mark(self.runner.length, len(s.tokens), s.next_pos, s.pending, self.sampler.seen.clone())
-
     def _forget_recall(self, mark: Mark, ask, tokens: list[int]) -> None:
         """Crop the recalled video out of the cache, then re-append the question and its answer."""
-        self.runner.crop(mark.cache_length)
-        del self.state.tokens[mark.n_tokens:]
-        self.state.next_pos, self.state.pending = mark.next_pos, mark.pending
-        self.sampler.seen.copy_(mark.seen)
+        mark.rewind(self.state, self.runner, self.sampler)
         if self.trace is not None:
             self.trace[:] = [(i, logits) for i, logits in self.trace if i < mark.n_tokens]
         self._prefill(ask() + tokens[:-1], [], None)
