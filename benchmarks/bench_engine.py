@@ -1,6 +1,7 @@
 """GPU benchmark of the streaming engine: one command, no download.
 
-    python benchmarks/bench_engine.py --seconds 60 [--long 600] [--model PATH] [--out DIR]
+    python benchmarks/bench_engine.py --seconds 60 [--long 600] [--model PATH] [--out DIR] [--quantize int8 int4]
+    python benchmarks/bench_engine.py --smoke   # the quantized rows at a toy shape on the CPU: checks the script
 
 Builds the LiveCC-7B architecture (Qwen2-VL-7B config) with random bf16 weights on the GPU (or
 loads real weights with --model), measures the device's matmul rate and copy bandwidth, streams a
@@ -9,6 +10,9 @@ tokens per chunk, and streams the same video through the plain transformers loop
 continuing the cache chunk by chunk, as LiveCC's demo does) in the same run. Also checks on a
 small fp32 model that the fast path emits the reference's greedy tokens. `--long N` adds an
 N-second run across compactions (p50/p99/max chunk time, peak memory per minute).
+`--quantize int8 int4` adds a row set per precision on the same random weights, each against its own
+floor (the packed bytes over the copy bandwidth), and the relative logit error and greedy-token
+agreement against bf16 over the same stream (teacher-forced: bf16 picks every token).
 Writes JSON and a markdown table to --out (and $OUT when set).
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import gc
 import json
 import os
@@ -35,6 +40,7 @@ from engine.session.events import Compaction, Stats  # noqa: E402
 from engine.capture.frames import Frame, RingBuffer  # noqa: E402
 from engine.model.loading import LoadedModel, load_model  # noqa: E402
 from engine.model.preprocess import preprocess_frames  # noqa: E402
+from engine.model.quantize import QuantLinear, quantize_model  # noqa: E402
 from engine.model.prompt import PromptBuilder  # noqa: E402
 from engine.runtime.reference import EagerRunner  # noqa: E402
 from engine.session.session import FrameSampler, SessionConfig, StreamingSession  # noqa: E402
@@ -84,7 +90,7 @@ def build_random(shape: str, dtype: torch.dtype, device: str) -> LoadedModel:
     """Random weights with a locally trained tokenizer (no download). shape: '7b' or 'small'."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    tokenizer = build_tokenizer()
+    tokenizer = _tokenizer()
     config, _ = tiny_config(tokenizer)
     if shape == "7b":
         tc = config.text_config
@@ -103,6 +109,12 @@ def build_random(shape: str, dtype: torch.dtype, device: str) -> LoadedModel:
             if p.dim() >= 2:
                 p.normal_(0.0, 0.02)
     return LoadedModel(model.eval(), tokenizer, torch.device(device), dtype, f"random-{shape}", ["attention: sdpa"])
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    """Trained once per run: the quantized rows build the same random model several times."""
+    return build_tokenizer()
 
 
 # -- the stream ------------------------------------------------------------------------------
@@ -135,9 +147,7 @@ def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runne
     SyntheticSource(seconds, size=size).start(buffer)
     stats, stalls, memory = [], [], []
     stall, minute = 0.0, 0
-    cuda = loaded.device.type == "cuda"  # CPU: benchmarks' --smoke modes
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    _reset_peak()
     for event in session.run(buffer):
         if isinstance(event, Compaction):
             stall += event.ms
@@ -145,11 +155,20 @@ def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runne
             stats.append(event)
             stalls.append(stall)
             stall = 0.0
-            memory.append((event.end, event.cache_tokens, torch.cuda.max_memory_allocated() / 1e9 if cuda else 0.0))
-            if cuda and int(event.end // 60) > minute:  # peaks per minute of video
+            memory.append((event.end, event.cache_tokens, _peak_gb()))
+            if int(event.end // 60) > minute:  # peaks per minute of video
                 minute = int(event.end // 60)
-                torch.cuda.reset_peak_memory_stats()
+                _reset_peak()
     return stats, stalls, memory, session
+
+
+def _reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb() -> float:
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0
 
 
 def chunk_totals(stats: list[Stats], stalls: list[float]) -> list[float]:
@@ -235,15 +254,16 @@ def summarize(stats: list[Stats], stalls: list[float]) -> dict:
 
 
 # -- same tokens on the GPU ------------------------------------------------------------------
-def same_tokens_check() -> dict:
+def same_tokens_check(precision: str = "none") -> dict:
     from test_fast_path import run_tokens  # the CI test's own procedure, here with CUDA graphs
 
     from engine.runtime.fast import StaticRunner
 
     loaded = build_random("small", torch.float32, "cuda")
+    quantize_model(loaded.model, precision)  # "none" leaves it as is
     fast = run_tokens(loaded, StaticRunner(loaded.model, 4096))
     ref = run_tokens(loaded, EagerRunner(loaded.model))
-    return {"same_tokens": fast == ref, "tokens_compared": len(ref[0]), "cuda_graphs": True}
+    return {"same_tokens": fast == ref, "tokens_compared": len(ref[0]), "cuda_graphs": True, "precision": precision}
 
 
 def flash_decode_check() -> dict:
@@ -266,7 +286,141 @@ def flash_decode_check() -> dict:
     return {"relative_error": errors, "ok": ok}
 
 
+# -- quantized rows --------------------------------------------------------------------------
+class ShadowRunner:
+    """Feeds a second runner every call of the first (the bf16 run picks every token: teacher
+    forcing) and records how far the second's logits land from the first's."""
+
+    name = "shadow"
+
+    def __init__(self, lead, shadow):
+        self.lead, self.shadow = lead, shadow
+        self.errors: list[float] = []
+        self.agree: list[bool] = []
+        self.vision_misses = 0  # segments whose video the shadow saw through the lead's vision tower
+        self._embeds: dict[int, torch.Tensor] = {}
+
+    @property
+    def device(self):
+        return self.lead.device
+
+    @property
+    def length(self) -> int:
+        return self.lead.length
+
+    def reset(self) -> None:
+        self.lead.reset()
+        self.shadow.reset()
+
+    def encode_video(self, video):
+        embeds = self.lead.encode_video(video)
+        self._embeds[embeds.data_ptr()] = self.shadow.encode_video(video)
+        return embeds
+
+    def prefill(self, ids, positions, embeds):
+        own = None
+        if embeds is not None:
+            own = self._embeds.pop(embeds.data_ptr(), None)
+            self.vision_misses += own is None
+        return self._compare(self.lead.prefill(ids, positions, embeds),
+                             self.shadow.prefill(ids, positions, embeds if own is None else own))
+
+    def decode(self, token: int, position: int):
+        return self._compare(self.lead.decode(token, position), self.shadow.decode(token, position))
+
+    def _compare(self, lead, shadow):
+        self.errors.append(((shadow - lead).norm() / lead.norm()).item())
+        self.agree.append(bool(shadow.argmax() == lead.argmax()))
+        return lead
+
+
+def quantized_model(precision: str, shape: str, dtype: torch.dtype, device: str) -> LoadedModel:
+    """The same random weights as build_random, quantized in place (their float copies freed)."""
+    loaded = build_random(shape, dtype, device)
+    quantize_model(loaded.model, precision)
+    loaded.name, loaded.precision = f"{loaded.name}-{precision}", precision
+    _free()
+    return loaded
+
+
+def _free() -> None:
+    if torch.cuda.is_available():  # what the next row's peak memory must not count
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def quant_floors(model, ceilings: dict, context: int, bf16_floors: dict) -> dict:
+    """Decode reads the language model's packed weights and the KV; the rest as for bf16."""
+    bw = ceilings["copy_tb_s"] * 1e12
+    packed = sum(m.nbytes() for name, m in model.named_modules()
+                 if isinstance(m, QuantLinear) and ".visual." not in f".{name}")
+    cfg = model.config.text_config
+    kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 2
+    decode = (packed + context * kv) / bw * 1e3
+    chunk = bf16_floors["vision_ms"] + bf16_floors["prefill_ms"] + 16 * decode
+    weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    return {"decode_ms": decode, "chunk_ms": chunk, "weights_gb": weights / 1e9, "lm_packed_gb": packed / 1e9}
+
+
+def quant_row(precision: str, args, ceilings: dict, bf16_floors: dict) -> dict:
+    """Speed and peak memory of one precision over the stream, then its quality against bf16."""
+    loaded = quantized_model(precision, args.shape, args.dtype, args.device)
+    cfg = SessionConfig(ignore_eos=True, max_new_tokens=16, kv_budget=args.budget, **args.pixels)
+    stats, stalls, memory, session = run_engine(loaded, args.seconds, cfg)
+    row = summarize(stats, stalls)
+    row["peak_memory_gb"] = max(m[2] for m in memory)
+    row["floors"] = quant_floors(loaded.model, ceilings, 8192, bf16_floors)
+    graphs = next(iter(getattr(session.runner, "_pick_graphs", {}).values()), None)
+    if graphs:
+        row["decode_graph_replay_ms"] = timed(graphs[session.runner._width(8191)].graph.replay, reps=50)
+    print(precision, row, flush=True)
+    del session, loaded
+    _free()
+    row["quality"] = quant_quality(precision, args)
+    print(precision, "quality", row["quality"], flush=True)
+    return row
+
+
+def quant_quality(precision: str, args) -> dict:
+    from engine.runtime.reference import make_runner
+
+    lead, shadow = build_random(args.shape, args.dtype, args.device), quantized_model(precision, args.shape,
+                                                                                      args.dtype, args.device)
+    budget = args.quality_budget
+    runner = ShadowRunner(make_runner(lead.model, budget + 8), make_runner(shadow.model, budget + 8))
+    cfg = SessionConfig(ignore_eos=True, max_new_tokens=16, kv_budget=budget, **args.pixels)
+    stats, _, _, _ = run_engine(lead, args.seconds, cfg, runner=runner)
+    out = {"steps": len(runner.errors), "relative_logit_error_mean": statistics.mean(runner.errors),
+           "relative_logit_error_p95": pct(runner.errors, 95), "greedy_agreement": statistics.mean(runner.agree),
+           "compactions": stats[-1].compactions, "vision_misses": runner.vision_misses,
+           "max_context": max(s.cache_tokens for s in stats)}
+    del runner, lead, shadow
+    _free()
+    return out
+
+
 # -- main ------------------------------------------------------------------------------------
+def quant_markdown(result: dict) -> tuple[list[str], list[str]]:
+    """Table rows and notes for the quantized precisions."""
+    rows, notes = [], []
+    for p, q in result.get("quantized", {}).items():
+        f = q["floors"]
+        for name, ms, floor in ((f"decode per token at ~8k context, {p}", q["decode_ms_per_token_at_8k"], f["decode_ms"]),
+                                (f"one 1-s chunk, 16 tokens (p50), {p}", q["total_ms_p50"], f["chunk_ms"]),
+                                (f"one 1-s chunk, 16 tokens (p95), {p}", q["total_ms_p95"], f["chunk_ms"])):
+            rows.append(f"| {name} | {ms:.1f} | {floor:.1f} | {ms / floor:.2f} | | |")
+        qa = q["quality"]
+        notes.append(f"{p}: peak GPU memory {q['peak_memory_gb']:.1f} GB at up to {q['max_context']} tokens of "
+                     f"context (weights {f['weights_gb']:.1f} GB, language model packed {f['lm_packed_gb']:.2f} GB); "
+                     f"against bf16 on the same weights over the same {result['seconds']:.0f} s stream "
+                     f"(teacher-forced, {qa['steps']} steps): relative logit error {qa['relative_logit_error_mean']:.3f} "
+                     f"mean / {qa['relative_logit_error_p95']:.3f} p95, greedy-token agreement "
+                     f"{qa['greedy_agreement'] * 100:.1f}%"
+                     + (f"; fast path = reference tokens on a small fp32 model: {q['same_tokens']['same_tokens']}."
+                        if "same_tokens" in q else "."))
+    return rows, notes
+
+
 def markdown(result: dict) -> str:
     e, p, f, c = result["engine"], result.get("plain_transformers", {}), result["floors"], result["ceilings"]
     rows = [
@@ -284,6 +438,8 @@ def markdown(result: dict) -> str:
     for name, ms, floor, plain in rows:
         peer = f"{plain:.1f} | {plain / ms:.2f}x" if plain else "| "
         lines.append(f"| {name} | {ms:.1f} | {floor:.1f} | {ms / floor:.2f} | {peer} |")
+    quant_rows, quant_notes = quant_markdown(result)
+    lines += quant_rows
     lines += ["", f"Chunk rows are what each chunk cost the stream: {e['overlapped_chunks']} of {e['chunks'] - 1} "
               f"chunks had their preprocessing and vision ({e['hidden_ms_p50']:.1f} ms p50) overlapped with the "
               "previous chunk's decode on a second CUDA stream; the latency row adds every stage.",
@@ -296,6 +452,7 @@ def markdown(result: dict) -> str:
         lines.append(f"Long run: {lg['seconds']} s of video, {lg['compactions']} compactions, chunk time p50 "
                      f"{lg['total_ms_p50']:.0f} ms / p99 {lg['total_ms_p99']:.0f} ms / max {lg['total_ms_max']:.0f} ms, "
                      f"peak memory per minute {lg['peak_gb_per_minute']} GB.")
+    lines += quant_notes
     return "\n".join(lines) + "\n"
 
 
@@ -307,9 +464,17 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="real checkpoint folder instead of random 7B weights")
     ap.add_argument("--budget", type=int, default=16384)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--quantize", nargs="*", default=[], choices=("int8", "int4"),
+                    help="add rows for these weight precisions (same random weights)")
+    ap.add_argument("--quality-budget", type=int, default=32000,
+                    help="KV budget of the logit comparison: large enough that the stream never compacts")
+    ap.add_argument("--smoke", action="store_true", help="the quantized rows at a toy shape on the CPU")
     args = ap.parse_args()
+    if args.smoke:
+        return smoke(args)
+    args.shape, args.dtype, args.device, args.pixels = "7b", torch.bfloat16, "cuda", {}
 
-    result = {"date": dt.date.today().isoformat(), "ceilings": device_ceilings()}
+    result = {"date": dt.date.today().isoformat(), "ceilings": device_ceilings(), "seconds": args.seconds}
     print("ceilings", result["ceilings"], flush=True)
     result["flash_decode"] = flash_decode_check()
     print("flash decode", result["flash_decode"], flush=True)
@@ -342,7 +507,29 @@ def main() -> None:
     torch.cuda.empty_cache()
     if args.long:
         result["long"] = long_run(loaded, args.long, args.budget)
+    del loaded, graphs  # the quantized rows measure their own peak memory
+    _free()
+    for p in args.quantize:
+        result.setdefault("quantized", {})[p] = quant_row(p, args, result["ceilings"], result["floors"])
+        result["quantized"][p]["same_tokens"] = same_tokens_check(p)
     write(result, args.out)
+
+
+def smoke(args) -> None:
+    """Every quantized-row code path on a toy model on the CPU, with nominal device ceilings."""
+    args.shape, args.dtype, args.device = "small", torch.float32, "cpu"
+    args.seconds, args.budget, args.quality_budget = 4.0, 4096, 4096
+    args.pixels = {"max_pixels": 112 * 84, "min_pixels": 28 * 28}  # toy frames: the CPU only checks the code
+    ceilings = {"copy_tb_s": 0.01, "matmul_tflops": 0.1, "device": "cpu (smoke)", "torch": torch.__version__,
+                "transformers": __import__("transformers").__version__}
+    small = build_random("small", torch.float32, "cpu")
+    result = {"date": dt.date.today().isoformat(), "ceilings": ceilings, "seconds": args.seconds,
+              "floors": floors(small.model, ceilings, 8192, 404, 1456)}
+    result["quantized"] = {p: quant_row(p, args, ceilings, result["floors"]) for p in args.quantize or ("int8", "int4")}
+    rows, notes = quant_markdown(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "engine_smoke.json").write_text(json.dumps(result, indent=1, default=float))
+    (args.out / "engine_smoke.md").write_text("\n".join(rows + notes) + "\n")
 
 
 def long_run(loaded: LoadedModel, seconds: float, budget: int) -> dict:

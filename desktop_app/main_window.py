@@ -237,6 +237,7 @@ class MainWindow(QMainWindow):
             ("memory", "Memory –", "Memory 9999 key frames · 9999 MB",
              "Visual memory: key frames of older video that questions can recall, and the host memory they use"),
             ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output"),
+            ("voice", "Voice –", "Voice +99.9 s", "How far behind its video the voice starts (last phrases)"),
         ):
             label = QLabel(text)
             label.setToolTip(tip)
@@ -249,6 +250,7 @@ class MainWindow(QMainWindow):
     def _build_speech(self) -> None:
         self.speech = SpeechController(self._speech_config(), self)
         self.speech.state_changed.connect(self._show_speech_state)
+        self.speech.voice_lag_changed.connect(self.status["voice"].setText)
         self.speech.message.connect(lambda text, level: self.show_error(text, level))
         self._show_speak_action(self.settings.speech_enabled)
         self._show_speech_state(self.speech.state)
@@ -264,6 +266,7 @@ class MainWindow(QMainWindow):
         self.loaded = None
         self.status["model"].setText(f"Model: loading {Path(self.model_name).name or self.model_name}…")
         self._show_progress("Loading model…", None)
+        self.loader.quantize = self.settings.quantize
         self.loader.load(self.model_name)
         self._update_controls()
 

@@ -9,10 +9,11 @@ from PySide6.QtCore import QObject, Signal, Slot
 from desktop_app.workers import BackgroundTask
 
 
-def _load(name: str, report):
+def _load(name: str, report, quantize: str = "auto"):
     from engine import load_model  # torch and transformers load here, off the GUI thread
+    from engine.model import QuantRequest
 
-    loaded = load_model(name, progress=report)
+    loaded = load_model(name, progress=report, quantize=QuantRequest(quantize))
     if loaded.device.type == "cpu":
         share_cpu_with_the_gui()
     return loaded
@@ -43,6 +44,7 @@ class ModelLoader(QObject):
         self._last: BackgroundTask | None = None  # finished; its thread may still be returning
         self._next: str | None = None
         self.name: str | None = None  # what is loading (or was loaded last)
+        self.quantize = "auto"  # the Settings choice, applied at the next load
 
     @property
     def busy(self) -> bool:
@@ -53,7 +55,10 @@ class ModelLoader(QObject):
             self._next = name
             return
         self.name = name
-        self._task = BackgroundTask(lambda report: self._load_fn(name, report), name="livecc-model-load", parent=self)
+        quantize = self.quantize
+        load = (lambda report: self._load_fn(name, report, quantize)) if quantize != "auto" else \
+            (lambda report: self._load_fn(name, report))  # keeps two-argument load functions working
+        self._task = BackgroundTask(load, name="livecc-model-load", parent=self)
         self._task.progress.connect(self._on_progress)
         self._task.succeeded.connect(self._on_succeeded)
         self._task.failed.connect(self._on_failed)

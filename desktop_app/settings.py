@@ -9,6 +9,7 @@ from PySide6.QtCore import QSettings
 DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"  # same as engine.model.DEFAULT_MODEL; no torch import here
 DEFAULT_INSTRUCTION = "Please describe the video."
 PIXEL_UNIT = 28 * 28  # Qwen2-VL resizes to multiples of 28: max pixels are set in these units
+PRECISIONS = ("auto", "none", "int8", "int4")  # same as engine.model.quantize.PRECISIONS; no torch import here
 
 
 @dataclass
@@ -23,6 +24,7 @@ class AppSettings:
     voice: str = ""
     audio_device: str = ""  # "" = the system default output
     screen_region: str = ""  # "left,top,width,height" or "" for the whole monitor
+    quantize: str = "auto"  # weight precision: auto picks what fits the GPU (engine/model/quantize.py)
 
     def __post_init__(self):
         if self.max_pixels < 100 * PIXEL_UNIT:
@@ -31,6 +33,8 @@ class AppSettings:
             raise ValueError("repetition_penalty must be between 1.0 and 2.0")
         if not 1 <= self.max_new_tokens <= 256:
             raise ValueError("max_new_tokens must be between 1 and 256")
+        if self.quantize not in PRECISIONS:
+            raise ValueError(f"quantize must be one of {', '.join(PRECISIONS)}")
 
     @classmethod
     def load(cls, store: QSettings) -> "AppSettings":

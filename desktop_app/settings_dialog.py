@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from desktop_app.settings import DEFAULT_MODEL, PIXEL_UNIT, AppSettings
+from desktop_app.settings import DEFAULT_MODEL, PIXEL_UNIT, PRECISIONS, AppSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ class SettingsDialog(QDialog):
         self.max_pixels.setToolTip("Frame size the model sees; lower is faster (default 384)")
         self.max_pixels.setValue(s.max_pixels // PIXEL_UNIT)
         form.addRow("Max pixels", self.max_pixels)
+        self.quantize = QComboBox()
+        self.quantize.addItems(PRECISIONS)
+        self.quantize.setToolTip("Weight precision: auto = bf16 if it fits the GPU, else int8, else int4 (next load)")
+        self.quantize.setCurrentText(s.quantize)
+        form.addRow("Quantize", self.quantize)
         return box
 
     def _commentary_group(self, s: AppSettings) -> QGroupBox:
@@ -113,6 +118,7 @@ class SettingsDialog(QDialog):
     def _fill(self, s: AppSettings) -> None:
         self.model_edit.setText(s.model)
         self.max_pixels.setValue(s.max_pixels // PIXEL_UNIT)
+        self.quantize.setCurrentText(s.quantize)
         self.instruction.setText(s.instruction)
         self.max_new_tokens.setValue(s.max_new_tokens)
         self.repetition_penalty.setValue(s.repetition_penalty)
@@ -138,4 +144,5 @@ class SettingsDialog(QDialog):
             voice=self.voice.currentText().strip(),
             audio_device=self.audio_device.currentData() or "",
             screen_region=self._region,
+            quantize=self.quantize.currentText(),
         )

@@ -73,6 +73,7 @@ class SpeechController(QObject):
     for its worker for up to 1 s, and loading a voice runs on a background thread."""
 
     state_changed = Signal(str)  # "off" | "loading…" | "ready" | player states | "error: ..."
+    voice_lag_changed = Signal(str)  # "Voice +0.8 s": how far speech starts behind its video; "Voice –"
     message = Signal(str, str)  # text, MessageBar level
 
     def __init__(self, config: SpeechConfig = SpeechConfig(), parent: QObject | None = None):
@@ -86,6 +87,7 @@ class SpeechController(QObject):
         self._running = False  # a run is on: the player should exist
         self._error: str | None = None
         self._shown = ""
+        self._shown_lag = ""
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._poll)
         self._timer.start(POLL_MS)
@@ -158,12 +160,21 @@ class SpeechController(QObject):
     def engine_name(self) -> str:
         return ENGINE_NAMES.get(self.synth.name, self.synth.name) if self.synth is not None else ""
 
+    @property
+    def voice_lag(self) -> str:
+        """The measured voice latency for the status bar (median of the last few phrases)."""
+        lag = self.player.voice_lag_s() if self.player is not None else None
+        return "Voice –" if lag is None else f"Voice {lag:+.1f} s"
+
     @Slot()
     def _poll(self) -> None:
-        state = self.state
+        state, lag = self.state, self.voice_lag
         if state != self._shown:
             self._shown = state
             self.state_changed.emit(state)
+        if lag != self._shown_lag:
+            self._shown_lag = lag
+            self.voice_lag_changed.emit(lag)
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:

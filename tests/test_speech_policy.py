@@ -41,7 +41,7 @@ def test_sentence_split():
 
 
 def test_fragments_join_at_punctuation():
-    s = SpeechScheduler()
+    s = SpeechScheduler(SpeechPolicy(start_at="sentence"))
     s.add_commentary("a man walks", 0.0, 3.0, now=3.0)
     s.add_commentary("into the kitchen.", 3.0, 4.0, now=4.0)
     s.add_commentary("He opens", 4.0, 5.0, now=5.0)
@@ -52,7 +52,7 @@ def test_fragments_join_at_punctuation():
 
 
 def test_pause_and_silence_release_a_partial_phrase():
-    policy = SpeechPolicy(pause_s=1.2, max_hold_s=2.5)
+    policy = SpeechPolicy(pause_s=1.2, max_hold_s=2.5, start_at="sentence")
     s = SpeechScheduler(policy)
     s.add_commentary("a red car", 0.0, 3.0, now=3.0)
     assert s.next_deadline() == pytest.approx(4.2)
@@ -66,7 +66,7 @@ def test_pause_and_silence_release_a_partial_phrase():
 
 
 def test_long_run_without_punctuation_is_released_by_max_hold():
-    s = SpeechScheduler(SpeechPolicy(pause_s=1.2, max_hold_s=2.5))
+    s = SpeechScheduler(SpeechPolicy(pause_s=1.2, max_hold_s=2.5, start_at="sentence"))
     for k in range(3):  # a fragment every second never leaves a 1.2 s pause
         s.add_commentary(f"word{k}", 3.0 + k, 4.0 + k, now=4.0 + k)
     s.poll(6.5)

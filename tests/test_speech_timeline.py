@@ -39,7 +39,7 @@ def test_segments_start_at_or_after_their_comments(tmp_path):
               ("", 9.0, 10.0), ("A blue bar spins", 10.0, 11.0), ("", 11.0, 12.0), ("", 12.0, 13.0),
               ("", 13.0, 14.0), ("Now it stops.", 14.0, 15.0), ("", 15.0, 16.0)]
     synth = EspeakSynth("en-us")
-    timeline = SpeechTimeline(synth, SpeechPolicy())
+    timeline = SpeechTimeline(synth, SpeechPolicy(start_at="sentence"))  # joins "It rolls to" "the left."
     for text, start, end in events:
         timeline.add_commentary(text, start, end)
     path = tmp_path / "speech.wav"

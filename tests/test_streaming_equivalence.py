@@ -49,11 +49,11 @@ class DefaultPositionsRunner(RecordingRunner):
         return out.logits[0, -1].float()
 
 
-def stream(loaded, runner_cls, size, n_chunks=5):
+def stream(loaded, runner_cls, size, n_chunks=5, positions="exact"):
     """Run 6 + 2*(n_chunks-1) frames of `size` through a session, ask a question, then one more chunk."""
     h, w = size
     cfg = SessionConfig(max_pixels=h * w, min_pixels=28 * 28, max_new_tokens=4, answer_max_new_tokens=6,
-                        repetition_penalty=1.05)
+                        repetition_penalty=1.05, positions=positions)
     runner = runner_cls(loaded.model)
     session = StreamingSession(loaded, cfg, runner=runner)
     session.trace = []
@@ -106,3 +106,15 @@ def test_default_transformers_positions_are_detected(tiny_loaded, size):
     reference = one_shot_logits(tiny_loaded, session, runner)
     worst = max((logits - reference[index]).abs().max().item() for index, logits in session.trace)
     assert worst > 100 * TOL, "the equivalence test cannot tell wrong positions from right ones"
+
+
+def test_demo_positions_reproduce_livecc_demo(tiny_loaded):
+    """--positions demo gives what transformers computes for LiveCC's demo loop (3-D only on an empty
+    cache), so the switch measures exactly the demo's behaviour. 84x112: both 3-D rules agree there."""
+    demo, _, _ = stream(tiny_loaded, RecordingRunner, (84, 112), positions="demo")
+    default, _, _ = stream(tiny_loaded, DefaultPositionsRunner, (84, 112))
+    assert demo.state.tokens == default.state.tokens and len(demo.trace) > 9
+    worst = max((a[1] - b[1]).abs().max().item() for a, b in zip(demo.trace, default.trace, strict=True))
+    assert worst < 1e-4, f"demo positions differ from LiveCC's demo by {worst}"
+    exact, _, _ = stream(tiny_loaded, RecordingRunner, (84, 112))
+    assert max((a[1] - b[1]).abs().max().item() for a, b in zip(exact.trace, demo.trace)) > 100 * TOL

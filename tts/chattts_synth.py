@@ -6,10 +6,12 @@ progress bars), or read from a local asset folder. Licence: code AGPL-3.0, weigh
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,17 @@ LOG = logging.getLogger(__name__)
 SAMPLE_RATE = 24000  # Vocos in ChatTTS decodes 24 kHz audio
 DEFAULT_VOICE = "2222"  # a fixed speaker seed; any integer or name selects another
 HF_REPO = "2Noise/ChatTTS"
+WARM_TEXT = "warm up."
+
+
+def _fast_start() -> bool:
+    """LIVECC_TTS_FAST_START=0: ChatTTS' own start (skip 2 pieces of 24 tokens, no warm-up)."""
+    return os.environ.get("LIVECC_TTS_FAST_START", "1") != "0"
+
+
+def _side_stream() -> bool:
+    """LIVECC_TTS_SIDE_STREAM=0: speech runs on the default CUDA stream, as before."""
+    return os.environ.get("LIVECC_TTS_SIDE_STREAM", "1") != "0"
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,11 @@ class ChatTTSOptions:
     tokens_per_char: float = 6.0  # code tokens (~21 ms each) allowed per character: a runaway guard
     token_floor: int = 24
     min_token_fraction: float = 0.0  # force at least this fraction of the budget (1.0: exact length)
-    stream_batch: int = 24  # tokens per streamed piece
-    pass_first_n_batches: int = 2  # ChatTTS skips these before its first piece (decoder warm-up)
+    # fast start: the first audio after 12 code tokens (~0.26 s of speech) instead of 3 x 24
+    stream_batch: int = field(default_factory=lambda: 12 if _fast_start() else 24)  # tokens per streamed piece
+    pass_first_n_batches: int = field(default_factory=lambda: 0 if _fast_start() else 2)  # pieces skipped first
+    warm_up: bool = field(default_factory=_fast_start)  # one short synthesis at load: kernels, allocator
+    side_stream: bool = field(default_factory=_side_stream)  # CUDA: own stream, below the engine's decode
     sampling_seed: int | None = None  # None: sample freely; an int: reproducible audio
     compile: bool = False
 
@@ -93,6 +109,28 @@ class ChatTTSSynth(Synthesizer):
             self.chat.config = config
         self._load()
         self.speaker = self._speaker_embedding(voice_seed(options.voice))
+        self._cuda_stream = self._make_stream()
+        if options.warm_up and self.device.type == "cuda":
+            self.synthesize(WARM_TEXT)
+
+    def set_options(self, options: ChatTTSOptions) -> None:
+        """New run-time options (levers, lengths) for the loaded model; voice, device and assets stay."""
+        self.options = options
+        self._cuda_stream = self._make_stream()
+
+    def _make_stream(self):
+        """A CUDA stream at the lowest priority: the engine decodes on a higher one and goes first."""
+        import torch
+
+        if not (self.options.side_stream and self.device.type == "cuda"):
+            return None
+        return torch.cuda.Stream(self.device, priority=0)  # 0 is CUDA's lowest; the engine's decode uses -5
+
+    def _on_gpu(self):
+        """Where speech's GPU work runs: its own stream, or the caller's (the off switch)."""
+        import torch
+
+        return torch.cuda.stream(self._cuda_stream) if self._cuda_stream is not None else contextlib.nullcontext()
 
     def _load(self) -> None:
         if self.options.asset_dir is not None:
@@ -147,7 +185,7 @@ class ChatTTSSynth(Synthesizer):
         text = text.strip()
         if not text:
             return np.zeros(0, dtype=np.float32)
-        with CAPTURE_LOCK:  # never sample on the GPU while the engine captures a CUDA graph
+        with CAPTURE_LOCK, self._on_gpu():  # never sample on the GPU while the engine captures a graph
             wavs = self._infer(text, stream=False)
         return as_mono_float32(wavs[0]) if len(wavs) else np.zeros(0, dtype=np.float32)
 
@@ -160,7 +198,7 @@ class ChatTTSSynth(Synthesizer):
             return
         pieces = self._infer(text, stream=True)
         while True:
-            with CAPTURE_LOCK:  # each step samples on the GPU: not while the engine captures a graph
+            with CAPTURE_LOCK, self._on_gpu():  # samples on the GPU: not while the engine captures a graph
                 piece = next(pieces, None)
             if piece is None:
                 return

@@ -38,6 +38,7 @@ class PlayerConfig:
     max_extrapolate_s: float = 2.0  # ...but never more than this past the last report
     stop_timeout_s: float = 2.0
     policy: SpeechPolicy = field(default_factory=SpeechPolicy)
+    history: int = 256  # phrase starts kept in `started` (benchmarks keep a whole run)
 
     def __post_init__(self) -> None:
         if self.block_size < 64 or self.queue_seconds <= 0:
@@ -69,6 +70,11 @@ class Started:
     phrase: Phrase
     clock: float
     video_time: float
+
+    @property
+    def lag_s(self) -> float | None:
+        """How far behind its video the phrase began (video seconds); None for answers."""
+        return None if self.phrase.due is None else self.video_time - self.phrase.due
 
 
 class VideoClock:
@@ -110,7 +116,7 @@ class SpeechPlayer:
         self.clock = clock
         self.scheduler = SpeechScheduler(config.policy)
         self.stats = PlayerStats()
-        self.started: deque[Started] = deque(maxlen=256)  # recent phrase starts, for tests/UI
+        self.started: deque[Started] = deque(maxlen=config.history)  # recent phrase starts, for tests/UI
         self.video = VideoClock(clock, config.live, config.max_extrapolate_s)
         capacity = max(2, int(config.queue_seconds * synth.sample_rate / config.block_size))
         self._blocks: queue.Queue[Block] = queue.Queue(maxsize=capacity)
@@ -215,6 +221,11 @@ class SpeechPlayer:
             with self._cond:
                 self.scheduler.barge_in()
             self._flush()
+
+    def voice_lag_s(self, recent: int = 5) -> float | None:
+        """Median lag of the last `recent` commentary starts behind their video (status bar)."""
+        lags = [s.lag_s for s in list(self.started) if s.lag_s is not None][-recent:]
+        return float(np.median(lags)) if lags else None
 
     @property
     def state(self) -> str:

@@ -3,9 +3,15 @@
 No threads, no audio, no clock of its own: every call takes `now` (the caller's clock, real or
 simulated) and, where staleness matters, `video_now` (the video time the listener is at).
 
-- Phrase joining: LiveCC comments arrive as ~1 s fragments; they are joined into a phrase that
-  is released at sentence punctuation, at an empty comment (the model chose silence), after a
-  pause with no new fragment, after the oldest fragment was held too long, or when too long.
+- Phrase joining: LiveCC comments arrive as ~1 s fragments. `start_at="clause"` (the default)
+  speaks a fragment as soon as it holds a few words or ends at a clause or sentence boundary, so
+  the next fragment continues the sentence as its own phrase; only a word or two is held.
+  `start_at="sentence"` (LIVECC_SPEECH_START=sentence, the old policy) holds fragments until
+  sentence punctuation. Either way a held phrase is released at an empty comment (the model chose
+  silence), after a pause with no new fragment, after the oldest fragment was held too long, or
+  when too long.
+- Queue bound: `max_pending=1` (default; LIVECC_SPEECH_MAX_PENDING=8 restores the old queue of 8)
+  merges a newer phrase into the one waiting, so speech is never more than one phrase behind.
 - Staleness: a comment's video time is the end of its chunk (the earliest moment it can
   exist). A commentary phrase whose speech would start more than `max_lag_s` after the video
   time of its oldest fragment is dropped, never queued behind.
@@ -16,11 +22,22 @@ simulated) and, where staleness matters, `video_now` (the video time the listene
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
 
 SENTENCE_END = re.compile(r"[.!?;…。！？]+[\"')\]]*(?=\s|$)")
+CLAUSE_END = re.compile(r"[,:;—–…，、；：.!?。！？]+[\"')\]]*$")
+START_POLICIES = ("clause", "sentence")
+
+
+def _env_start() -> str:
+    return os.environ.get("LIVECC_SPEECH_START", "clause").strip().lower()
+
+
+def _env_max_pending() -> int:
+    return int(os.environ.get("LIVECC_SPEECH_MAX_PENDING", "1"))
 
 
 class Kind(enum.Enum):
@@ -36,11 +53,17 @@ class SpeechPolicy:
     pause_s: float = 1.2  # release a partial phrase when no fragment came for this long
     max_hold_s: float = 2.5  # release a partial phrase when its oldest fragment is this old
     max_phrase_chars: int = 200
-    max_pending: int = 8  # commentary phrases waiting to be spoken (oldest dropped beyond)
+    # commentary phrases waiting to be spoken: 1 = a newer phrase merges into the waiting one;
+    # more = a queue that drops its oldest beyond this (8: the old behaviour)
+    max_pending: int = field(default_factory=_env_max_pending)
+    start_at: str = field(default_factory=_env_start)  # "clause": speak a fragment at once; "sentence": old
+    min_words: int = 3  # clause policy: a fragment this long is spoken without waiting for punctuation
 
     def __post_init__(self) -> None:
         if not 0 < self.pause_s <= self.max_hold_s < self.max_lag_s:
             raise ValueError("speech policy needs 0 < pause_s <= max_hold_s < max_lag_s")
+        if self.start_at not in START_POLICIES:
+            raise ValueError(f"speech start policy must be one of {START_POLICIES}, got {self.start_at!r}")
         if self.max_phrase_chars < 20 or self.max_pending < 1:
             raise ValueError("speech policy needs max_phrase_chars >= 20 and max_pending >= 1")
 
@@ -51,7 +74,8 @@ def policy_with_max_lag(max_lag_s: float) -> SpeechPolicy:
         raise ValueError(f"speech max lag must be > 0.5 s, got {max_lag_s}")
     default = SpeechPolicy()
     return SpeechPolicy(max_lag_s=max_lag_s, pause_s=min(default.pause_s, 0.3 * max_lag_s),
-                        max_hold_s=min(default.max_hold_s, 0.6 * max_lag_s))
+                        max_hold_s=min(default.max_hold_s, 0.6 * max_lag_s), max_pending=default.max_pending,
+                        start_at=default.start_at)
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,7 @@ class SchedulerStats:
     dropped_stale: int = 0
     dropped_overflow: int = 0
     dropped_barge_in: int = 0
+    merged: int = 0  # phrases merged into the one waiting (the queue bound)
 
 
 @dataclass
@@ -121,7 +146,10 @@ class SpeechScheduler:
             self._release_fragments(now)
             return
         self._fragments.append(_Fragment(text.strip(), video_start, video_end, now))
-        self._release_sentences(now)
+        if self.policy.start_at == "clause":
+            self._release_clause(now)
+        else:
+            self._release_sentences(now)
         if len(join_fragments([f.text for f in self._fragments])) >= self.policy.max_phrase_chars:
             self._release_fragments(now)
 
@@ -155,6 +183,15 @@ class SpeechScheduler:
         self._emit(done, self._fragments, now)
         self._fragments = [_Fragment(rest, last.start, last.end, now)] if rest else []
 
+    def _release_clause(self, now: float) -> None:
+        """Speak what is held unless it is only a word or two with no boundary: then hold the tail
+        after the last sentence end (or everything) for the next fragment, a pause or the hold time."""
+        done, rest = split_at_last_sentence_end(join_fragments([f.text for f in self._fragments]))
+        if not rest or len(rest.split()) >= self.policy.min_words or CLAUSE_END.search(rest):
+            self._release_fragments(now)
+        elif done:
+            self._release_sentences(now)
+
     def _release_fragments(self, now: float) -> None:
         if self._fragments:
             self._emit(join_fragments([f.text for f in self._fragments]), self._fragments, now)
@@ -163,10 +200,25 @@ class SpeechScheduler:
     def _emit(self, text: str, fragments: list[_Fragment], now: float) -> None:
         phrase = Phrase(text, Kind.COMMENTARY, fragments[0].start, fragments[-1].end,
                         due=fragments[0].end, ready_at=now)
+        if self.policy.max_pending == 1 and self._commentary:
+            phrase = self._merge(self._commentary.pop(), phrase)
         self._commentary.append(phrase)
         while len(self._commentary) > self.policy.max_pending:
             self._commentary.popleft()  # a backlog is never worth speaking
             self.stats.dropped_overflow += 1
+
+    def _merge(self, waiting: Phrase, newer: Phrase) -> Phrase:
+        """One phrase instead of two in the queue. The waiting one is dropped instead when it is
+        far older (merged, it would make the newer one stale too) or both are too long to join."""
+        text = f"{waiting.text} {newer.text}"
+        if newer.due - waiting.due > self.policy.max_lag_s / 2:
+            self.stats.dropped_stale += 1
+            return newer
+        if len(text) > self.policy.max_phrase_chars:
+            self.stats.dropped_overflow += 1
+            return newer
+        self.stats.merged += 1
+        return Phrase(text, Kind.COMMENTARY, waiting.video_start, newer.video_end, waiting.due, newer.ready_at)
 
     # -- answers ----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`livecc`: the parser and dispatch for narrate (subtitles), ask (a question) and make-tiny-model.
+"""`livecc`: the parser and dispatch for narrate (subtitles), ask (a question), eval (benchmarks) and
+make-tiny-model.
 
 Bad input (missing or corrupt video, unusable model, no GPU) prints one line and exits 2.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from engine.errors import LiveCCError
 
 from .ask import cmd_ask
+from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
 
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(a)
     add_memory_arguments(a)
 
+    add_eval_parser(sub)
+
     t = sub.add_parser("make-tiny-model", help="build a tiny random Qwen2-VL (tests, offline demos)",
                        description="Save a tiny random Qwen2-VL with a locally trained tokenizer to DIR.")
     t.add_argument("dir", type=Path, help="output folder")
@@ -60,7 +64,7 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
-COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "make-tiny-model": cmd_make_tiny_model}
+COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny-model": cmd_make_tiny_model}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livecc: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("livecc: interrupted (transcript so far was written)", file=sys.stderr)
+        print("livecc: interrupted (what was written so far is kept)", file=sys.stderr)
         return 130
 
 

@@ -26,6 +26,23 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", default=None, help='instruction for the commentary (default "Please describe the video.")')
     p.add_argument("--kv-budget", type=int, default=16384,
                    help="KV cache budget in tokens; past it the context is compacted (default %(default)s)")
+    add_quantize_argument(p)
+    add_design_arguments(p)
+
+
+# Flags that measure a design choice; each dest is the SessionConfig field it sets.
+DESIGN_FIELDS = ("positions", "video_window_s", "memory_tokens")
+
+
+def add_design_arguments(p: argparse.ArgumentParser) -> None:
+    """The switches that change what the model sees, so evaluation runs can compare them."""
+    p.add_argument("--positions", choices=("exact", "demo"), default="exact",
+                   help="M-RoPE positions: exact 3-D for every chunk (default), or demo = LiveCC demo's 1-D "
+                        "positions after the first chunk")
+    p.add_argument("--video-window", dest="video_window_s", type=float, default=16.0,
+                   help="seconds of video a compaction keeps (default %(default)s)")
+    p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=512,
+                   help="text memory of earlier comments and answers a compaction keeps (default %(default)s)")
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +80,8 @@ def session_config(args, live: bool, answer_max_new_tokens: int = 512):
                              repetition_penalty=args.repetition_penalty, temperature=args.temperature,
                              top_p=args.top_p, max_pixels=args.max_pixels,
                              min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget,
-                             answer_max_new_tokens=answer_max_new_tokens, **memory_options(args))
+                             answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
+                             **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc
 
@@ -75,4 +93,19 @@ def load(args):
         pct = f" {fraction * 100:.0f}%" if fraction is not None else ""
         print(f"\r{stage}{pct}", end="" if fraction not in (None, 1.0) else "\n", file=sys.stderr, flush=True)
 
-    return load_model(args.model, device=args.device, progress=progress)
+    return load_model(args.model, device=args.device, progress=progress, quantize=quant_request(args))
+
+
+def add_quantize_argument(p: argparse.ArgumentParser) -> None:
+    from engine.model.quantize import PRECISIONS
+
+    p.add_argument("--quantize", choices=PRECISIONS, default=os.environ.get("LIVECC_QUANTIZE", "auto"),
+                   help="weight precision: auto (bf16 if it fits the GPU with the KV budget, else int8, "
+                        "else int4), none, int8 or int4 (default auto, or $LIVECC_QUANTIZE)")
+
+
+def quant_request(args):
+    """The loader's QuantRequest from parsed args: the precision asked for and what the plan must fit."""
+    from engine.model.quantize import QuantRequest
+
+    return QuantRequest(args.quantize, args.kv_budget, speech_on_gpu=bool(getattr(args, "speak", False)))

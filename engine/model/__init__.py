@@ -1,5 +1,5 @@
-"""The model: loading (real checkpoints and the tiny test model), frame preprocessing, the LiveCC prompt format and
-M-RoPE positions. May import `engine.capture` (for `Frame`)."""
+"""The model: loading (real checkpoints and the tiny test model), weight quantization and the memory plan, frame
+preprocessing, the LiveCC prompt format and M-RoPE positions. May import `engine.capture` (for `Frame`)."""
 
 from engine._exports import lazy_exports
 
@@ -9,6 +9,8 @@ _EXPORTS = {
     "preprocess_frames": ".preprocess", "VideoInputs": ".preprocess",
     "PromptBuilder": ".prompt", "DEFAULT_QUERY": ".prompt",
     "segment_positions": ".rope",
+    "QuantRequest": ".quantize", "QuantLinear": ".quantize", "QuantizeError": ".quantize", "MemoryPlan": ".quantize",
+    "plan_memory": ".quantize", "quantize_model": ".quantize", "PRECISIONS": ".quantize",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

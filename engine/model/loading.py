@@ -19,6 +19,8 @@ import torch
 
 from engine.errors import DeviceError, ModelLoadError, OutOfMemoryError
 
+from . import quantize as quant
+
 DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"
 Progress = Callable[[str, float | None], None]  # (stage description, fraction done or None)
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class LoadedModel:
     dtype: torch.dtype
     name: str
     notes: list[str] = field(default_factory=list)
+    precision: str = "none"  # none | int8 | int4 (engine/model/quantize.py)
+    plan: "quant.MemoryPlan | None" = None  # the memory plan on CUDA: its kv_budget caps the session's
 
     def describe(self) -> str:
         dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
@@ -147,7 +151,8 @@ def load_tokenizer(folder: Path):
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
-               progress: Progress | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
+               progress: Progress | None = None, dtype: torch.dtype | None = None,
+               quantize: "quant.QuantRequest | None" = None) -> LoadedModel:
     """Load a Qwen2-VL checkpoint for streaming. Raises ModelLoadError / DeviceError / OutOfMemoryError."""
     dev = resolve_device(device)
     path = Path(name_or_path).expanduser()
@@ -156,6 +161,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
     else:
         folder = _download(name_or_path, progress)
     _check_folder(folder)
+    precision, plan = quant.plan_for_folder(folder, dev, quantize)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     notes = [f"attention: {attention_implementation(dev)}", apply_liger(dev)]
     if progress:
@@ -164,9 +170,12 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
 
     try:
         # device_map loads straight onto the GPU but needs accelerate; without it, load then move.
-        placement = {"device_map": str(dev)} if importlib.util.find_spec("accelerate") else {}
-        model = Qwen2VLForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, attn_implementation=notes[0].split(": ")[1], **placement).to(dev)
+        staged = quant.staging_device(precision, dev)
+        placement = {"device_map": str(staged)} if importlib.util.find_spec("accelerate") else {}
+        attn = notes[0].split(": ")[1]
+        model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: Qwen2VLForConditionalGeneration
+                                     .from_pretrained(folder, dtype=dtype, attn_implementation=attn, **placement)
+                                     .to(staged))
         tokenizer = load_tokenizer(folder)
     except torch.OutOfMemoryError as exc:
         raise OutOfMemoryError(f"GPU out of memory while loading {name_or_path}: close other GPU programs "
@@ -174,7 +183,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load {folder}: {str(exc).splitlines()[0][:200]}") from exc
     model.eval()
+    notes.append(quant.describe_precision(precision, plan, model))
     if progress:
         progress("Model ready", 1.0)
     log.info("loaded %s: %s", name_or_path, "; ".join(notes))
-    return LoadedModel(model, tokenizer, dev, dtype, str(name_or_path), notes)
+    return LoadedModel(model, tokenizer, dev, dtype, str(name_or_path), notes, precision, plan)

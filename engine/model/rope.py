@@ -9,11 +9,17 @@ Rule (the one LiveCC trained with, transformers 4.50): a vision block of grid (t
 merging starts at position p; its tokens get (p+ti, p+hi, p+wi); text after it resumes at the
 largest position used + 1. (transformers 5.x resumes at p + max(h, w), which differs when t is the
 largest dimension, e.g. 6 frames at tiny resolution.)
+
+`demo_positions` reproduces LiveCC's demo instead (`--positions demo`, for measuring what exact
+positions are worth): with a persistent cache transformers gives every later token the 1-D position
+cache index + rope_deltas on all three axes, video tokens included.
 """
 
 from __future__ import annotations
 
 import torch
+
+POSITION_RULES = ("exact", "demo")
 
 
 def segment_positions(ids: torch.Tensor, video_grids: list[tuple[int, int, int]], start: int,
@@ -42,3 +48,10 @@ def segment_positions(ids: torch.Tensor, video_grids: list[tuple[int, int, int]]
     if next(grids, None) is not None:
         raise ValueError("more video grids than video blocks in the segment")
     return out, pos
+
+
+def demo_positions(length: int, start: int) -> tuple[torch.Tensor, int]:
+    """LiveCC demo's positions for a segment appended to a non-empty cache: the same 1-D position on
+    all three axes, counting on from `start`. Returns the positions (3, L) and the next free position."""
+    row = torch.arange(start, start + length, dtype=torch.long)
+    return row.expand(3, length).clone(), start + length

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from engine.model.preprocess import VideoInputs
+from engine.model.quantize import QuantLinear, fuse_quant_rows
 
 from .gpu_lock import CAPTURE_LOCK
+from .quant_kernels import install_quant_kernels
 
 
 def _signed(sin: torch.Tensor) -> torch.Tensor:
@@ -60,6 +62,18 @@ def _fuse_rows(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | 
     return weight, bias
 
 
+def _linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A fused projection: a bf16 weight tensor, or a QuantLinear (its kernel picks the path)."""
+    return weight(x) if isinstance(weight, QuantLinear) else F.linear(x, weight, bias)
+
+
+def _linear_add(residual: torch.Tensor, x: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
+    """residual + linear(x): one addmm for bf16 (the add fused into the GEMM), two ops quantized."""
+    if isinstance(linear, QuantLinear):
+        return residual + linear(x)
+    return torch.addmm(residual, x, linear.weight.t())
+
+
 class StaticKVCache:
     """K and V for every layer in one preallocated tensor each: (layers, kv_heads, capacity, head_dim)."""
 
@@ -89,7 +103,8 @@ class StaticRunner:
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
         self.video_token_id = model.config.video_token_id
-        weight = model.lm_head.weight
+        weight = self.lm.embed_tokens.weight  # lm_head may be quantized: the embedding keeps the compute dtype
+        install_quant_kernels()
         self.cache = StaticKVCache(len(self.lm.layers), self.n_kv, self.head_dim, max_tokens, weight.dtype, weight.device)
         # Fused once per model: a second runner reuses the views instead of concatenating again.
         self.fused = getattr(model, "_livecc_fused", None) or [self._fuse_layer(layer) for layer in self.lm.layers]
@@ -119,7 +134,7 @@ class StaticRunner:
     # -- runner interface ------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.lm.embed_tokens.weight.device
 
     @property
     def length(self) -> int:
@@ -129,7 +144,7 @@ class StaticRunner:
         """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
         self._pick_graphs.clear()
         if not self._decode_graphs:
-            self._pool = None  # no graph uses the pool now; capturing into a released pool trips an allocator assert
+            self._pool = None  # a graph pool dies with its last graph: capturing into it again fails
 
     def reset(self) -> None:
         self.cache.length = 0
@@ -141,6 +156,9 @@ class StaticRunner:
     @staticmethod
     def _fuse_layer(layer) -> tuple:
         attn, mlp = layer.self_attn, layer.mlp
+        if isinstance(attn.q_proj, QuantLinear):  # fused QuantLinears carry their own bias
+            return (fuse_quant_rows(attn.q_proj, attn.k_proj, attn.v_proj), None,
+                    fuse_quant_rows(mlp.gate_proj, mlp.up_proj))
         qkv_w, qkv_b = _fuse_rows(attn.q_proj, attn.k_proj, attn.v_proj)
         gate_up_w, _ = _fuse_rows(mlp.gate_proj, mlp.up_proj)
         return qkv_w, qkv_b, gate_up_w
@@ -150,7 +168,7 @@ class StaticRunner:
         layer = self.lm.layers[i]
         qkv_w, qkv_b, gate_up_w = self.fused[i]
         b, n, _ = x.shape
-        qkv = F.linear(_rms_norm(layer.input_layernorm, x), qkv_w, qkv_b)
+        qkv = _linear(_rms_norm(layer.input_layernorm, x), qkv_w, qkv_b)
         nqk = (self.n_heads + self.n_kv) * self.head_dim
         qk = qkv[..., :nqk].view(b, n, self.n_heads + self.n_kv, self.head_dim).transpose(1, 2)
         qk = _apply_rope(qk, cos, signed_sin)  # q and k rotated together
@@ -159,9 +177,9 @@ class StaticRunner:
         write(i, k[0], v[0])
         out = attend(i, q[0])  # (n, heads * head_dim)
         h = x.view(n, -1)
-        h = torch.addmm(h, out, layer.self_attn.o_proj.weight.t())  # residual add fused into the GEMM
-        gate, up = F.linear(_rms_norm(layer.post_attention_layernorm, h), gate_up_w).chunk(2, dim=-1)
-        return torch.addmm(h, F.silu(gate) * up, layer.mlp.down_proj.weight.t()).view(b, n, -1)
+        h = _linear_add(h, out, layer.self_attn.o_proj)
+        gate, up = _linear(_rms_norm(layer.post_attention_layernorm, h), gate_up_w).chunk(2, dim=-1)
+        return _linear_add(h, F.silu(gate) * up, layer.mlp.down_proj).view(b, n, -1)
 
     def _grouped(self, q: torch.Tensor) -> torch.Tensor:
         """(heads, n, d) -> (kv_heads, groups * n, d): GQA as plain attention per KV head."""

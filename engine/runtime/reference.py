@@ -12,6 +12,8 @@ import torch
 
 from engine.model.preprocess import VideoInputs
 
+from .quant_kernels import install_quant_kernels
+
 
 class EagerRunner:
     """Vision encode, prefill and one-token decode over a persistent KV cache."""
@@ -23,10 +25,11 @@ class EagerRunner:
         self.lm = model.model.language_model
         self.video_token_id = model.config.video_token_id
         self.cache = None
+        install_quant_kernels()
 
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.lm.embed_tokens.weight.device
 
     @property
     def length(self) -> int:
@@ -80,7 +83,7 @@ def make_runner(model: torch.nn.Module, max_tokens: int):
     where it runs without graphs: that is how CI checks it against the reference)."""
     if os.environ.get("LIVECC_NO_FAST") == "1":
         return EagerRunner(model)
-    if model.lm_head.weight.device.type == "cuda" or os.environ.get("LIVECC_FAST") == "1":
+    if model.model.language_model.embed_tokens.weight.device.type == "cuda" or os.environ.get("LIVECC_FAST") == "1":
         from .fast import StaticRunner
 
         # One per model: a new session reuses its cache and graphs instead of holding a second copy.

@@ -13,7 +13,7 @@ import os
 import queue
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -23,7 +23,7 @@ from engine.errors import OutOfMemoryError
 from engine.model.loading import LoadedModel
 from engine.model.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, VideoInputs, preprocess_frames
 from engine.model.prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
-from engine.model.rope import segment_positions
+from engine.model.rope import POSITION_RULES, demo_positions, segment_positions
 from engine.runtime.reference import make_runner
 
 from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
@@ -56,6 +56,7 @@ class SessionConfig:
     video_window_s: float = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
     memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
+    positions: str = "exact"  # "demo": LiveCC demo's 1-D positions once the cache holds anything (engine/model/rope.py)
     # Visual memory (engine/session/memory.py); the knob names are the key-frame-memory system's.
     memory: bool = True  # keep key frames of the video that left the window; recall them for questions
     memory_mb: float = DEFAULT_MEMORY_MB  # pinned host memory for key frames
@@ -65,6 +66,8 @@ class SessionConfig:
     router_strategy: str = "cos_sim_fine"
 
     def __post_init__(self):
+        if self.positions not in POSITION_RULES:
+            raise ValueError(f"positions must be one of {', '.join(POSITION_RULES)}, not {self.positions!r}")
         if self.first_chunk_frames % 2 or self.chunk_frames % 2 or self.chunk_frames < 2:
             raise ValueError("chunk frame counts must be even (Qwen2-VL packs 2 frames per temporal patch)")
         if self.max_new_tokens < 1 or self.answer_max_new_tokens < 1:
@@ -135,12 +138,15 @@ class StreamingSession:
     def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None):
         self.loaded = loaded
         self.config = config or SessionConfig()
+        plan = getattr(loaded, "plan", None)
+        if plan is not None and self.config.kv_budget > plan.kv_budget:  # the memory plan cut it to fit the card
+            self.config = replace(self.config, kv_budget=plan.kv_budget)
         self.model = loaded.model
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
         self.runner = runner or make_runner(self.model, self.config.kv_budget + 8)  # compaction keeps it <= budget
         self.runner.reset()
-        vocab = self.model.lm_head.weight.shape[0]
+        vocab = self.model.lm_head.out_features  # also when lm_head is quantized
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
         self.state = ConversationState()
@@ -394,7 +400,11 @@ class StreamingSession:
 
     def _prefill(self, turn: list[int], grids: list[tuple[int, int, int]], embeds: torch.Tensor | None) -> torch.Tensor:
         ids = self._segment(turn)
-        positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad, self._merge)
+        if self.config.positions == "demo" and self.state.tokens:
+            positions, next_pos = demo_positions(len(ids), self.state.next_pos)
+        else:
+            positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad,
+                                                    self._merge)
         ids_t = torch.tensor(ids, device=self.device)
         logits = self.runner.prefill(ids_t, positions.to(self.device), embeds)
         self.sampler.observe(ids_t)

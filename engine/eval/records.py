@@ -1,0 +1,111 @@
+"""What an evaluation run writes: a resumable results JSONL, the run's settings, the summary.
+
+Every finished item is appended and flushed at once, so a crash or Ctrl-C loses nothing and a
+rerun skips what is there. A torn last line (killed mid-write) is dropped on reopening.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field, is_dataclass
+from importlib import metadata
+from pathlib import Path
+
+from engine.errors import LiveCCError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def code_version() -> str:
+    """`git describe` of the checkout when there is one, else the installed package version."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--tags"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return "git " + out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        return "package " + metadata.version("livecc-desktop")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class RunSettings:
+    """Everything that decides a run's results: a rerun into the same folder must match it."""
+
+    benchmark: str
+    model: str
+    session: dict  # dataclasses.asdict(SessionConfig): every engine setting, whoever adds it
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, benchmark: str, model: str, config, **extra) -> "RunSettings":
+        session = asdict(config) if is_dataclass(config) else dict(config)
+        # Through JSON once, so a fresh run and a reread run.json compare equal (tuples, paths).
+        return cls(benchmark, model, json.loads(json.dumps(session, default=str)), json.loads(json.dumps(extra)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_run(out: Path, settings: RunSettings) -> None:
+    """Create the output folder and record the settings, or check them against an earlier run there."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.json"
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        differ = sorted(k for k in {**before["settings"]["session"], **settings.session}
+                        if before["settings"]["session"].get(k) != settings.session.get(k))
+        differ += [k for k in ("benchmark", "model", "extra") if before["settings"][k] != getattr(settings, k)]
+        if differ:
+            raise LiveCCError(f"{out} holds a run with other settings ({', '.join(differ)}): "
+                              "pass another --out to keep both, or delete that folder")
+        return
+    record = {"settings": settings.to_dict(), "code_version": code_version(),
+              "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+class ResultLog:
+    """An append-only JSONL of finished items, keyed by `key(record)`."""
+
+    def __init__(self, path: Path, key):
+        self.path, self.key = path, key
+        self.records = read_jsonl(path, repair=True)
+        self.done = {key(r) for r in self.records}
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+        self.records.append(record)
+        self.done.add(self.key(record))
+
+
+def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
+    """Records of a JSONL file ([] when absent). With `repair`, a torn last line is cut off the file."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1 and repair:  # the last write was cut short: drop it
+                path.write_text("\n".join(lines[:-1]) + "\n" if lines[:-1] else "", encoding="utf-8")
+                break
+            raise LiveCCError(f"{path} line {i + 1} is not JSON ({exc.msg}): fix or delete that line") from exc
+    return records
+
+
+def write_summary(out: Path, summary: dict, markdown: str) -> None:
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(markdown, encoding="utf-8")

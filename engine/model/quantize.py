@@ -1,0 +1,405 @@
+"""Weight-only quantization of the model's linear layers (int8 per output channel, int4 in groups
+of 128) and the memory plan that picks a precision for the card before anything is loaded.
+
+What is quantized: every linear of the language model and the lm_head at the chosen precision;
+the vision tower's linears at int8 whenever the language model is quantized (it is compute bound,
+so this only saves memory: 1.35 -> 0.68 GB at the 7B shape). Embeddings and norms stay as loaded.
+
+`QuantLinear` keeps one packed layout on every device, so the fast path can fuse rows (q/k/v,
+gate/up) by concatenation and the reference runner reads the very same bytes. Its forward takes
+a GPU kernel from `QuantLinear.kernels` (filled by engine/runtime/quant_kernels.py: this package
+may not import the runtime) and otherwise dequantizes in plain torch, which is what CPU runs.
+LIVECC_NO_QUANT_KERNEL=1 forces that plain path everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.errors import LiveCCError
+
+PRECISIONS = ("auto", "none", "int8", "int4")
+GROUP = 128  # int4 scale group along the input dimension (torchao / tinygemm default)
+VISION_BITS = 8  # the vision tower's precision whenever the language model is quantized
+GiB = 1024 ** 3
+CACHE_FORMAT = 1  # bump when the packing changes: old cache files then miss
+log = logging.getLogger(__name__)
+
+
+class QuantizeError(LiveCCError):
+    """A precision this device, library or budget cannot run; the message names the fix."""
+
+
+# -- packing ---------------------------------------------------------------------------------
+def int4_group(in_features: int) -> int | None:
+    """The scale group for an input width, or None when int4 cannot pack it (kept unquantized)."""
+    group = min(GROUP, in_features)
+    power_of_two = group >= 32 and group & (group - 1) == 0  # the kernels tile a group in powers of two
+    return group if in_features % group == 0 and power_of_two else None
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per output channel: w ~ q * scale, q in [-127, 127]."""
+    scale = w.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+    q = torch.round(w.float() / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale.to(w.dtype)
+
+
+def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per group of `group` inputs: w ~ (q - 8) * scale, q in [0, 15], two per byte:
+    byte j of a group holds its columns j (low nibble) and j + group/2 (high), so a kernel reads
+    both halves of x contiguously."""
+    out, k = w.shape
+    g = w.float().view(out, k // group, group)
+    scale = g.abs().amax(dim=2, keepdim=True).clamp(min=1e-12) / 7.0
+    q = (torch.round(g / scale).clamp(-8, 7) + 8).to(torch.uint8)
+    packed = q[..., :group // 2] | (q[..., group // 2:] << 4)
+    return packed.reshape(out, k // 2), scale.squeeze(2).to(w.dtype)
+
+
+def dequantize(qweight: torch.Tensor, scales: torch.Tensor, bits: int, dtype: torch.dtype) -> torch.Tensor:
+    """The plain-torch inverse of the packing: the reference arithmetic every kernel must match."""
+    if bits == 8:
+        return qweight.to(dtype) * scales.to(dtype)
+    out, half = qweight.shape
+    packed = qweight.view(out, scales.shape[1], -1)
+    q = torch.cat((packed & 0xF, packed >> 4), dim=-1).to(dtype) - 8
+    return (q * scales.to(dtype)[:, :, None]).view(out, 2 * half)
+
+
+class QuantLinear(torch.nn.Module):
+    """A weight-only quantized nn.Linear: packed weight (int8 or two int4 per uint8), scales, bias."""
+
+    # bits -> (gemv(x2d, layer) or None, dequant(layer, dtype)): registered by engine.runtime.quant_kernels
+    kernels: dict[int, tuple[Callable, Callable]] = {}
+
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, bits: int,
+                 in_features: int):
+        super().__init__()
+        self.bits, self.in_features, self.out_features = bits, in_features, qweight.shape[0]
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scales", scales)
+        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, bits: int) -> "QuantLinear":
+        w = linear.weight.data
+        qweight, scales = quantize_int8(w) if bits == 8 else quantize_int4(w, int4_group(w.shape[1]))
+        bias = None if linear.bias is None else linear.bias.data
+        return cls(qweight, scales, bias, bits, w.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scales.dtype
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.qweight, self.scales))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.kernels.get(self.bits) if x.is_cuda and _kernels_on() else None
+        if kernel is not None and kernel[0] is not None and x.numel() == x.shape[-1]:  # one token: GEMV
+            return kernel[0](x, self)
+        weight = kernel[1](self, x.dtype) if kernel is not None else dequantize(self.qweight, self.scales, self.bits, x.dtype)
+        return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+
+
+def _kernels_on() -> bool:
+    return os.environ.get("LIVECC_NO_QUANT_KERNEL") != "1"
+
+
+def fuse_quant_rows(*layers: QuantLinear) -> QuantLinear:
+    """One QuantLinear for layers sharing an input (q/k/v, gate/up): packed rows concatenate, then
+    each layer's buffers become views into the fused ones, so the model holds one copy."""
+    fused = QuantLinear(torch.cat([lin.qweight for lin in layers]), torch.cat([lin.scales for lin in layers]),
+                        torch.cat([lin.bias.data for lin in layers]) if all(lin.bias is not None for lin in layers)
+                        else None, layers[0].bits, layers[0].in_features)
+    row = 0
+    for lin in layers:
+        n = lin.out_features
+        lin.qweight, lin.scales = fused.qweight[row:row + n], fused.scales[row:row + n]
+        if lin.bias is not None and fused.bias is not None:
+            lin.bias.data = fused.bias.data[row:row + n]
+        row += n
+    return fused
+
+
+# -- what gets quantized ---------------------------------------------------------------------
+def quantized_layers(model: torch.nn.Module, precision: str) -> dict[str, int]:
+    """Module name -> bits for every linear that `precision` quantizes."""
+    if precision == "none":
+        return {}
+    bits = 8 if precision == "int8" else 4
+    chosen = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        vision = name.startswith(("model.visual.", "visual."))
+        b = VISION_BITS if vision else bits
+        if b == 4 and int4_group(module.in_features) is None:
+            b = 8  # a width int4 cannot group: int8 still saves half
+        chosen[name] = b
+    return chosen
+
+
+def quantize_model(model: torch.nn.Module, precision: str, device: torch.device | None = None) -> dict[str, int]:
+    """Replace the linears in place, one at a time on `device` (the bf16 weights may sit on the
+    CPU: a 12 GB card never holds them all), then move what is left there. Returns name -> bits."""
+    chosen = quantized_layers(model, precision)
+    for name, bits in chosen.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        linear = getattr(parent, child)
+        if device is not None:
+            linear = linear.to(device)
+        setattr(parent, child, QuantLinear.from_linear(linear, bits))
+        del linear
+    if device is not None:
+        model.to(device)
+    return chosen
+
+
+def quantized_bytes(model: torch.nn.Module) -> int:
+    return sum(m.nbytes() for m in model.modules() if isinstance(m, QuantLinear))
+
+
+# -- the memory plan -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelShape:
+    """Parameter counts that decide memory, read from a Qwen2-VL config before loading."""
+
+    lm_linear: int  # language-model linears + lm_head
+    embed: int
+    vision: int
+    kv_bytes_per_token: int  # bf16 K and V over every layer
+    vision_act_bytes: int  # one chunk's vision activations at the default frame size
+    prefill_act_bytes: int  # one prefill piece's MLP activations
+
+    @classmethod
+    def from_config(cls, config, chunk_patches: int = 1456, prefill_piece: int = 2048) -> "ModelShape":
+        t, v = config.text_config, config.vision_config
+        h, inter, layers = t.hidden_size, t.intermediate_size, t.num_hidden_layers
+        head_dim = h // t.num_attention_heads
+        kv_dim = t.num_key_value_heads * head_dim
+        per_layer = h * (h + 2 * kv_dim) + h * h + 3 * h * inter
+        e = v.embed_dim
+        merged = e * v.spatial_merge_size ** 2
+        vision = v.depth * (4 * e * e + 2 * e * int(e * v.mlp_ratio)) + merged * merged + merged * v.hidden_size
+        return cls(lm_linear=layers * per_layer + t.vocab_size * h, embed=t.vocab_size * h, vision=vision,
+                   kv_bytes_per_token=2 * layers * kv_dim * 2,
+                   vision_act_bytes=chunk_patches * int(e * v.mlp_ratio) * 2 * 6,
+                   prefill_act_bytes=prefill_piece * 2 * inter * 2 * 3)
+
+    def weight_bytes(self, precision: str) -> int:
+        """bf16 for none; packed bytes plus bf16 scales for int8 / int4; vision int8 when quantized."""
+        if precision == "none":
+            return 2 * (self.lm_linear + self.embed + self.vision)
+        lm = self.lm_linear * (1 + 2 / 3584) if precision == "int8" else self.lm_linear * (0.5 + 2 / GROUP)
+        return int(lm + 2 * self.embed + self.vision * (1 + 2 / 1280))
+
+
+OVERHEAD_BYTES = int(0.9 * GiB)  # CUDA context, cuBLAS workspace, decode graphs, the allocator's slack
+SPEECH_BYTES = int(1.6 * GiB)  # ChatTTS weights and its sampling state on the GPU
+MIN_KV_TOKENS = 4096  # below this the compacted context no longer holds its 16 s of video
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    precision: str  # none | int8 | int4
+    kv_budget: int  # tokens: the request, or what fits
+    weights_gb: float
+    kv_gb: float
+    activations_gb: float
+    speech_gb: float
+    free_gb: float
+    reason: str
+
+    def describe(self) -> str:
+        speech = f" + speech {self.speech_gb:.1f}" if self.speech_gb else ""
+        return (f"precision {self.precision}: weights {self.weights_gb:.1f} GB + KV {self.kv_gb:.1f} GB "
+                f"({self.kv_budget} tokens) + activations {self.activations_gb:.1f} GB{speech} "
+                f"of {self.free_gb:.1f} GB free ({self.reason})")
+
+
+def _need(shape: ModelShape, precision: str, kv_tokens: int, speech: bool) -> tuple[int, int, int]:
+    fixed = shape.weight_bytes(precision) + shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES
+    fixed += SPEECH_BYTES if speech else 0
+    return fixed, kv_tokens * shape.kv_bytes_per_token, fixed + kv_tokens * shape.kv_bytes_per_token
+
+
+def plan_memory(shape: ModelShape, precision: str, free_bytes: int, kv_budget: int, speech_on_gpu: bool) -> MemoryPlan:
+    """`auto` takes the first of none, int8, int4 whose weights fit with the whole KV budget (and
+    speech); otherwise the smallest precision with the KV budget cut to what fits. Raises
+    QuantizeError when not even MIN_KV_TOKENS fit."""
+    candidates = ("none", "int8", "int4") if precision == "auto" else (precision,)
+    for p in candidates:
+        if _need(shape, p, kv_budget, speech_on_gpu)[2] <= free_bytes:
+            why = "asked for" if precision != "auto" else ("bf16 fits" if p == "none" else
+                                                           f"{'bf16' if p == 'int8' else 'int8'} does not fit")
+            return _plan(shape, p, kv_budget, free_bytes, speech_on_gpu, f"{why}, with the whole KV budget")
+    p = candidates[-1]
+    fixed, _, _ = _need(shape, p, 0, speech_on_gpu)
+    fits = int((free_bytes - fixed) // shape.kv_bytes_per_token) // 1024 * 1024
+    if fits < min(MIN_KV_TOKENS, kv_budget):
+        raise QuantizeError(
+            f"the model does not fit in {free_bytes / GiB:.1f} GB of free GPU memory at {p} "
+            f"(needs {(fixed + MIN_KV_TOKENS * shape.kv_bytes_per_token) / GiB:.1f} GB): use --quantize int4, "
+            "a lower --max-pixels, a smaller --kv-budget, speech on the CPU, or --device cpu")
+    return _plan(shape, p, fits, free_bytes, speech_on_gpu, f"KV budget cut from {kv_budget} to {fits} tokens to fit")
+
+
+def _plan(shape: ModelShape, precision: str, kv: int, free: int, speech: bool, reason: str) -> MemoryPlan:
+    return MemoryPlan(precision, kv, shape.weight_bytes(precision) / GiB, kv * shape.kv_bytes_per_token / GiB,
+                      (shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES) / GiB,
+                      SPEECH_BYTES / GiB if speech else 0.0, free / GiB, reason)
+
+
+# -- the load hook ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuantRequest:
+    """What the user asked for: --quantize, --kv-budget, and whether ChatTTS shares the GPU."""
+
+    precision: str = "none"
+    kv_budget: int = 16384
+    speech_on_gpu: bool = False
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise QuantizeError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+
+
+def check_supported(precision: str, device: torch.device, triton_ok: bool | None = None) -> None:
+    """int8/int4 run on CUDA through Triton kernels and on the CPU in plain torch; nothing else."""
+    if precision in ("none", "auto"):
+        return
+    if device.type not in ("cuda", "cpu"):
+        raise QuantizeError(f"--quantize {precision} runs on CUDA or the CPU, not {device.type}: "
+                            "use --quantize none or --device cpu")
+    if triton_ok is None:
+        triton_ok = importlib.util.find_spec("triton") is not None
+    if device.type == "cuda" and not triton_ok:
+        raise QuantizeError(f"--quantize {precision} on the GPU needs Triton: pip install triton "
+                            "(it ships with Linux CUDA builds of PyTorch), or use --quantize none")
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device; None elsewhere (the CPU has no plan: `auto` means none there)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free
+
+
+def plan_for_folder(folder, device: torch.device, request: QuantRequest | None) -> tuple[str, MemoryPlan | None]:
+    """The load hook, before any weight is read: (precision to load at, the plan or None)."""
+    request = request or QuantRequest()
+    free = free_memory(device)
+    if free is None:
+        precision = "none" if request.precision == "auto" else request.precision
+        check_supported(precision, device)
+        return precision, None
+    from transformers import AutoConfig
+
+    plan = plan_memory(ModelShape.from_config(AutoConfig.from_pretrained(folder)), request.precision, free,
+                       request.kv_budget, request.speech_on_gpu)
+    check_supported(plan.precision, device)
+    return plan.precision, plan
+
+
+def staging_device(precision: str, device: torch.device) -> torch.device:
+    """Where from_pretrained puts the weights: quantized ones stay on the host until packed."""
+    return device if precision == "none" else torch.device("cpu")
+
+
+def describe_precision(precision: str, plan: MemoryPlan | None, model: torch.nn.Module) -> str:
+    packed = quantized_bytes(model) / GiB
+    head = f"quantize: {precision}" + (f" ({packed:.1f} GB packed)" if precision != "none" else "")
+    return head + (f"; memory plan: {plan.describe()}" if plan is not None else "")
+
+
+# -- the on-disk cache -----------------------------------------------------------------------
+def cache_file(folder: Path, precision: str) -> Path | None:
+    """Where the packed model for this checkpoint and precision lives: keyed by the checkpoint's
+    files (name, size, mtime), the packing format and the transformers version."""
+    if precision == "none" or os.environ.get("LIVECC_NO_QUANT_CACHE") == "1":
+        return None
+    import transformers
+
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    stamp = [str(folder.resolve()), precision, CACHE_FORMAT, transformers.__version__]
+    stamp += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha1(repr(stamp).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("LIVECC_QUANT_CACHE") or Path.home() / ".cache" / "livecc" / "quantized")
+    return root / f"{folder.name}-{precision}-{key}.safetensors"
+
+
+_BUFFER = "__buffer__."  # non-persistent buffers (rotary inv_freq) travel too: no re-derivation per version
+
+
+def save_packed(model: torch.nn.Module, bits: dict[str, int], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {name: t.contiguous() for name, t in model.state_dict().items()}
+    tensors |= {_BUFFER + n: b.contiguous() for n, b in model.named_buffers() if n not in tensors}
+    tmp = path.with_suffix(".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata={"bits": json.dumps(bits)})
+        tmp.replace(path)  # a half-written file never looks like a cache hit
+    except OSError as exc:
+        log.warning("could not cache the packed weights at %s (%s): the next start packs them again", path, exc)
+
+
+def load_packed(config, path: Path, device: torch.device, dtype: torch.dtype, attn: str) -> torch.nn.Module:
+    """The model built on the meta device and filled from the cache file: the checkpoint's float
+    weights are never read."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    with safe_open(str(path), "pt") as f:
+        bits = json.loads(f.metadata()["bits"])
+    tensors = load_file(str(path), device=str(device))
+    config._attn_implementation = attn
+    with torch.device("meta"):
+        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype)
+    for name, b in bits.items():
+        parent_name, _, child = name.rpartition(".")
+        qweight = tensors[f"{name}.qweight"]
+        layer = QuantLinear(qweight, tensors[f"{name}.scales"], tensors.get(f"{name}.bias"), b,
+                            qweight.shape[1] * (2 if b == 4 else 1))
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+    buffers = {k[len(_BUFFER):]: tensors.pop(k) for k in list(tensors) if k.startswith(_BUFFER)}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    for name, value in buffers.items():
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner)._buffers[attr] = value
+    return model
+
+
+def load_quantized(folder: Path, precision: str, device: torch.device, dtype: torch.dtype, attn: str,
+                   load_float: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The load hook: the packed model from the cache when there is one; else `load_float()`
+    (bf16 on the host when quantizing), packed onto `device` and cached for the next start."""
+    path = cache_file(folder, precision)
+    if path is not None and path.is_file():
+        from transformers import AutoConfig
+
+        return load_packed(AutoConfig.from_pretrained(folder), path, device, dtype, attn)
+    model = load_float()
+    bits = quantize_model(model, precision, device)
+    if path is not None:
+        save_packed(model, bits, path)
+    return model
