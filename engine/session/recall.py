@@ -92,7 +92,7 @@ class Recall:
     def for_model(cls, model, prompt: PromptBuilder, config) -> "Recall":
         """From a SessionConfig: the question side is the LM's input embedding (see router.py)."""
         embed_tokens = model.model.language_model.embed_tokens
-        device = model.lm_head.weight.device
+        device = embed_tokens.weight.device  # lm_head may be quantized; the embedding never is
 
         @torch.inference_mode()
         def embed(text: str) -> torch.Tensor:
