@@ -33,7 +33,7 @@ from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.status_fields import StatusFields
 from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
 from desktop_app.speech import SpeechConfig, SpeechController
-from desktop_app.transcript import FORMATS, SessionRecorder, Transcript, save_transcript, should_log
+from desktop_app.transcript import FORMATS, SessionRecorder, Transcript, clock, save_transcript, should_log
 from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
 from desktop_app.viewing import ViewController
@@ -248,6 +248,7 @@ class MainWindow(QMainWindow):
         title.setStyleSheet("font-weight: bold;")
         rv.addWidget(title)
         self.transcript_view = TranscriptView()
+        self.transcript_view.moment_clicked.connect(self._show_moment)
         rv.addWidget(self.transcript_view, 1)
         self.session_label = QLabel()
         self.session_label.setWordWrap(True)
@@ -277,6 +278,8 @@ class MainWindow(QMainWindow):
             ("context", "Context –", "Context 100% · 99 compactions", "KV cache used, as a share of its budget; a "
                                                                        "compaction keeps the last seconds of video "
                                                                        "and a text memory", 2),
+            ("memory", "Memory –", "Memory 9999 key frames · 9999 MB",
+             "Visual memory: key frames of older video that questions can recall, and the host memory they use", 1),
             ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4),
             ("voice", "Voice –", "Voice +99.9 s", "How far behind its video the voice starts (last phrases)", 3),
         ):
@@ -491,7 +494,7 @@ class MainWindow(QMainWindow):
         return SessionConfig(query=self.instruction_edit.text().strip() or s.instruction,
                              max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
                              max_pixels=s.max_pixels, min_pixels=min(s.max_pixels, 100 * 28 * 28),
-                             live=True)  # the app shows video in real time: commentary must keep up
+                             live=True, memory=s.memory)  # the app shows video in real time: commentary must keep up
 
     def _begin_session(self, spec: SourceSpec) -> None:
         self.clear_transcript()
@@ -544,6 +547,12 @@ class MainWindow(QMainWindow):
                                                                        if s.chunks_skipped else ""))
         self._compactions, self._context_budget = s.compactions, s.budget_tokens
         self._show_context(s.context_fraction)
+        self.status["memory"].setText(f"Memory {s.memory_key_frames} key frames · {s.memory_mb:.0f} MB")
+
+    def _show_moment(self, start: float, end: float) -> None:
+        """A recalled moment was clicked: say which. It does not seek: a seek starts a new conversation and
+        clears the visual memory the answer came from."""
+        self.statusBar().showMessage(f"Recalled moment {clock(start)}–{clock(end)}", 6000)
 
     def _show_compaction(self, c: Compaction) -> None:
         self._compactions += 1  # the next Stats confirms the count

@@ -89,6 +89,9 @@ class SettingsDialog(QDialog):
         self.repetition_penalty.setDecimals(2)
         self.repetition_penalty.setValue(s.repetition_penalty)
         form.addRow("Repetition penalty", self.repetition_penalty)
+        self.memory = QCheckBox("Visual memory: questions can recall video older than the context")
+        self.memory.setChecked(s.memory)
+        form.addRow(self.memory)
         return box
 
     def _speech_group(self, s: AppSettings, devices: list[str]) -> QGroupBox:
@@ -128,6 +131,7 @@ class SettingsDialog(QDialog):
         self.max_new_tokens.setValue(s.max_new_tokens)
         self.repetition_penalty.setValue(s.repetition_penalty)
         self.speech.setChecked(s.speech_enabled)
+        self.memory.setChecked(s.memory)
         self.voice.setCurrentText(s.voice)
         self.audio_device.setCurrentIndex(max(0, self.audio_device.findData(s.audio_device)))
 
@@ -144,6 +148,7 @@ class SettingsDialog(QDialog):
             max_new_tokens=self.max_new_tokens.value(),
             instruction=self.instruction.text().strip() or AppSettings().instruction,
             speech_enabled=self.speech.isChecked(),
+            memory=self.memory.isChecked(),
             voice=self.voice.currentText().strip(),
             audio_device=self.audio_device.currentData() or "",
             screen_region=self._region,

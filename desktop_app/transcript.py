@@ -40,6 +40,9 @@ class Entry:
     text: str
     question: str = ""
     done: bool = True
+    recalled: tuple[tuple[float, float], ...] = ()  # moments the visual memory recalled for an answer
+    thumbnails: tuple = ()  # small RGB arrays, one per recalled moment
+    note: str = ""
 
     @property
     def is_answer(self) -> bool:
@@ -85,6 +88,7 @@ class Transcript:
         entry = self.entries[self._open_index]
         entry.text = clean_text(event.text)
         entry.done = event.done
+        entry.recalled, entry.thumbnails, entry.note = event.recalled, event.thumbnails, event.note
         entry.end = _answer_end(entry.start, entry.text)
         self._open_answer = None if event.done else entry
         return self._open_index, created
@@ -127,7 +131,7 @@ def entries_to_events(entries: Iterable[Entry]) -> list[Event]:
         if e.kind == "seek":
             continue  # a mark in the window, not a subtitle
         if e.is_answer:
-            events.append(Answer(e.question, e.text, True, e.start))
+            events.append(Answer(e.question, e.text, True, e.start, e.recalled, note=e.note))
         else:
             events.append(Commentary(e.start, e.end, e.text, i))
     return events

@@ -125,6 +125,7 @@ def test_playback_commentary_reaches_transcript_and_overlay(make_window, qtbot, 
     assert window.video_view.frames_shown > 4 * window.video_view.frame_time
     qtbot.waitUntil(lambda: np.abs(grab_array(window.video_view).astype(int) - first).mean() > 2, timeout=WAIT_MS)
     assert "Chunk" in window.status["chunk"].text() and "%" in window.status["context"].text()
+    assert window.status["memory"].text().startswith("Memory ") and "key frames" in window.status["memory"].text()
     assert window.status["model"].text().startswith("Model: tiny-qwen2-vl on CPU")
     close_and_check(window)
 

@@ -28,11 +28,34 @@ def cmd_ask(args) -> int:
             pass  # watch silently up to --at
     finally:
         source.stop()
-    shown = ""
+    shown, final = "", None
     for answer in session.answer(args.question):
         if not isinstance(answer, Answer):
             continue  # a Compaction before the answer
         print(answer.text[len(shown):], end="", flush=True)
-        shown = answer.text
+        shown, final = answer.text, answer
     print()
+    _report(final, args.jsonl)
     return 0
+
+
+def _report(answer, jsonl) -> None:
+    """The recalled moments' times (and any note) on stdout; the answer record in --jsonl."""
+    from engine.session.events import event_to_record
+
+    from .subtitles import JsonlLog
+
+    if answer is None:
+        return
+    if answer.recalled:
+        print("recalled: " + ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in answer.recalled))
+    if answer.note:
+        print(f"note: {answer.note}")
+    if jsonl is not None:
+        with JsonlLog(jsonl) as log:
+            log.write(event_to_record(answer))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"

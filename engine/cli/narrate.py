@@ -49,7 +49,8 @@ def cmd_narrate(args) -> int:
                 bar.update(round(event.end - bar.n, 1))
             elif isinstance(event, Stats):
                 bar.set_postfix_str(f"context {event.cache_tokens}/{event.budget_tokens} tokens, "
-                                    f"{event.compactions} compactions", refresh=False)
+                                    f"{event.compactions} compactions, memory {event.memory_key_frames} key frames "
+                                    f"{event.memory_mb:.0f} MB", refresh=False)
                 if pending is not None and log is not None:
                     log.write(event_to_record(pending) | {"stats": event_to_record(event)})
     finally:
