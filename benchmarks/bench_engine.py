@@ -139,12 +139,12 @@ class SyntheticSource:
         self.thread.start()
 
 
-def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runner=None):
+def run_engine(loaded: LoadedModel, seconds: float, config: SessionConfig, runner=None, size=(1080, 1920)):
     """Stream through the real session. Returns per-chunk Stats, each chunk's compaction stall (ms,
-    0 when none: the stall delays that chunk), GPU memory samples, and the session."""
+    0 when none: the stall delays that chunk), GPU memory samples (0 on CPU), and the session."""
     session = StreamingSession(loaded, config, runner=runner)
     buffer = RingBuffer(64)
-    SyntheticSource(seconds).start(buffer)
+    SyntheticSource(seconds, size=size).start(buffer)
     stats, stalls, memory = [], [], []
     stall, minute = 0.0, 0
     _reset_peak()

@@ -54,6 +54,26 @@ class LiveRun(QObject):
     def set_query(self, text: str) -> None:
         self.session.set_query(text)
 
+    # -- player controls: files only (a live source has no position) --------------------------
+    @property
+    def seekable(self) -> bool:
+        return callable(getattr(self.source, "seek", None))
+
+    @property
+    def duration(self) -> float:
+        info = getattr(self.source, "info", None)  # known once the engine thread has opened the file
+        return info.duration if info is not None else 0.0
+
+    def pause(self) -> None:
+        self.source.pause()  # the engine waits for frames; video time stays the file's own
+
+    def resume(self) -> None:
+        self.source.resume()
+
+    def seek(self, seconds: float) -> None:
+        """A new conversation at `seconds`: the engine moves the source between two steps."""
+        self.session.seek(seconds, self.source.seek)
+
     def stop(self) -> None:
         """Ask everything to end; `join()` waits for it."""
         self._stopping = True
@@ -70,3 +90,36 @@ class LiveRun(QObject):
     @property
     def preview(self):
         return self.buffer.preview
+
+
+class EndedRun(QObject):
+    """A file that played to its end: its session keeps the context, so questions are still
+    answered from what the model saw, one at a time, on their own thread."""
+
+    event = Signal(object)
+    errored = Signal(object)
+
+    def __init__(self, session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session
+        self._thread: GeneratorThread | None = None
+
+    @property
+    def answering(self) -> bool:
+        return self._thread is not None and self._thread.isRunning()
+
+    def ask(self, question: str) -> bool:
+        """Start answering; False while the previous answer is still being written."""
+        if self.answering:
+            return False
+        self._thread = GeneratorThread(lambda: self.session.answer(question), name="livecc-answer", parent=self)
+        self._thread.yielded.connect(self.event)
+        self._thread.errored.connect(self.errored)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self.session.stop()
+
+    def join(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        return self._thread is None or self._thread.join(timeout_s)

@@ -6,6 +6,7 @@ its events arrive here as queued signals carrying the engine's dataclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -14,25 +15,35 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QSettings, QSignalBlocker, QStandardPaths, Qt, QUrl, Slot
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QProgressDialog,
-                               QPushButton, QSizePolicy, QSplitter, QStyle, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMessageBox,
+                               QProgressDialog, QPushButton, QSizePolicy, QSplitter, QStyle, QToolBar, QVBoxLayout,
+                               QWidget)
 
-from desktop_app.live_run import STOP_TIMEOUT_S, LiveRun
+from desktop_app.about import about_text
+from desktop_app.live_run import STOP_TIMEOUT_S, EndedRun, LiveRun
 from desktop_app.message_bar import MessageBar
 from desktop_app.model_loader import ModelLoader
+from desktop_app.model_source import download_question, needs_download
+from desktop_app.narration import Narration, NarrationController
+from desktop_app.playback import PlaybackBar, PlaybackController
+from desktop_app.recent import RecentFiles
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
+from desktop_app.status_fields import StatusFields
 from desktop_app.source_picker import VIDEO_FILTER, SourcePicker, SourceSpec
 from desktop_app.speech import SpeechConfig, SpeechController
-from desktop_app.transcript import FORMATS, SessionLog, Transcript, save_transcript, should_log
+from desktop_app.transcript import FORMATS, SessionRecorder, Transcript, clock, save_transcript, should_log
 from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
+from desktop_app.viewing import ViewController
 from desktop_app.workers import BackgroundTask, user_message
-from engine import Answer, Commentary, Compaction, LiveCCError, Stats, StreamEnded, list_monitors, list_webcams
+from engine import (Answer, Commentary, Compaction, LiveCCError, Seek, Stats, StreamEnded, event_to_record,
+                    list_monitors, list_webcams)
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
+SPEAK_TIP = "Speak commentary and answers (Ctrl+Shift+M); voice and output in Settings"
 SPEECH_STATE_CHARS = 44  # longer states (errors) are cut in the status bar; the tooltip has all
 
 
@@ -73,7 +84,11 @@ class MainWindow(QMainWindow):
         self.loaded = None  # engine.model.LoadedModel once loaded
         self.run: LiveRun | None = None
         self.transcript = Transcript()
-        self.session_log: SessionLog | None = None
+        self.session_log: SessionRecorder | None = None
+        self.recent = RecentFiles(store)
+        self.transcript_source: SourceSpec | None = None  # what the transcript in the window is about
+        self.ended: EndedRun | None = None  # the last file's session, after its end: it still answers
+        self._stream_ended = False
         self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
         self._load_after_run = False  # the model changed during a run: load it once the run has ended
         self._tasks: list[BackgroundTask] = []
@@ -94,11 +109,12 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._build_speech()
+        self.picker.set_recent(self.recent.paths())  # the source list offers recent files too
         self._restore_geometry()
         self._update_controls()
         if probe_devices:
             self.refresh_devices()
-        if autoload:
+        if autoload and self._model_wanted():
             self.load_model()
 
     # ------------------------------------------------------------------------------------------
@@ -116,42 +132,58 @@ class MainWindow(QMainWindow):
         self.sessions_action.triggered.connect(
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.sessions_dir))))
         self.settings_action = QAction(icon(QStyle.SP_FileDialogDetailedView), "Se&ttings…", self)
-        self.settings_action.setShortcut(QKeySequence.Preferences)
+        self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
         self.settings_action.triggered.connect(self.open_settings)
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.Quit)
         self.quit_action.triggered.connect(self.close)
         self.toggle_action = QAction("&Start", self)
+        # Space starts and stops; line edits take Space for typing (they accept ShortcutOverride)
+        self.toggle_action.setShortcut(QKeySequence(Qt.Key_Space))
         self.toggle_action.triggered.connect(self.toggle_run)
+        self.ask_action = QAction("&Ask a question", self, shortcut=QKeySequence("Ctrl+L"))
+        self.ask_action.triggered.connect(lambda: self.question_edit.setFocus(Qt.ShortcutFocusReason))
+        self.narrator = NarrationController(self, self._narration_blocker,
+                                            lambda path: Narration(path, self.loaded, self._session_config(None)))
+        self.narrator.notice.connect(lambda text, level: self.show_error(text, level, key="narrate"))
+        self.recent_menu_title = "Open &recent"
+        self.about_action = QAction("&About LiveCC Desktop", self)
+        self.about_action.triggered.connect(self._about)
         self.clear_action = QAction("&Clear transcript", self)
         self.clear_action.triggered.connect(self.clear_transcript)
         self.speak_action = QAction(icon(QStyle.SP_MediaVolume), "Spea&k", self)
         self.speak_action.setCheckable(True)
         self.speak_action.setChecked(self.settings.speech_enabled)
         self.speak_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
-        self.speak_action.setToolTip("Speak commentary and answers (Ctrl+Shift+M); voice and output in Settings")
+        self.speak_action.setToolTip(SPEAK_TIP)
         self.speak_action.toggled.connect(self.set_speech_enabled)
-        # Space toggles Start/Stop; line edits take Space for typing (they accept ShortcutOverride)
-        self.space = QShortcut(QKeySequence(Qt.Key_Space), self, self.toggle_run)
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        for action in (self.open_action, self.save_action, self.sessions_action):
-            file_menu.addAction(action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu(self.recent_menu_title)
+        self.recent_menu.aboutToShow.connect(lambda: self.recent.fill_menu(self.recent_menu, self.open_file))
+        for action in (self.narrator.action, self.save_action, self.sessions_action, None, self.quit_action):
+            file_menu.addAction(action) if action else file_menu.addSeparator()
         session_menu = bar.addMenu("&Session")
-        session_menu.addAction(self.toggle_action)
-        session_menu.addAction(self.clear_action)
-        session_menu.addAction(self.speak_action)
-        session_menu.addSeparator()
-        session_menu.addAction(self.settings_action)
+        for action in (self.toggle_action, self.playback.pause_action, self.playback.back_action,
+                       self.playback.forward_action, None, self.ask_action, self.clear_action, self.speak_action,
+                       None, self.settings_action):
+            session_menu.addAction(action) if action else session_menu.addSeparator()
+        view_menu = bar.addMenu("&View")
+        for action in self.viewing.actions():
+            view_menu.addAction(action) if action else view_menu.addSeparator()
         help_menu = bar.addMenu("&Help")
-        help_menu.addAction("About LiveCC Desktop", self._about)
+        help_menu.addAction(self.about_action)
+        self.viewing.chrome.append(bar)
+        for action in (*self.viewing.actions(), self.playback.pause_action, self.ask_action):
+            if action is not None:
+                self.addAction(action)  # shortcuts work in fullscreen too, with the menu bar hidden
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Source")
+        self.toolbar = bar
         bar.setMovable(False)
         bar.setObjectName("SourceToolbar")
         self.addToolBar(bar)
@@ -163,6 +195,7 @@ class MainWindow(QMainWindow):
         self.start_button = QPushButton("Start")
         self.start_button.setMinimumWidth(96)
         self.start_button.setToolTip("Start or stop watching (Space)")
+        self.start_button.setFocusPolicy(Qt.NoFocus)  # a disabled button must not hand focus to a text field
         self.start_button.clicked.connect(self.toggle_run)
         bar.addWidget(self.start_button)
         spacer = QWidget()
@@ -176,6 +209,9 @@ class MainWindow(QMainWindow):
     def _build_central(self) -> None:
         self.message_bar = MessageBar()
         self.video_view = VideoView()
+        self.video_view.setFocusPolicy(Qt.StrongFocus)  # clicking the video takes focus out of text fields
+        self.playback_bar = PlaybackBar()
+        self.playback = PlaybackController(self.playback_bar, lambda: self.video_view.frame_time, self)
         self.instruction_edit = QLineEdit(self.settings.instruction)
         self.instruction_edit.setToolTip("The running instruction the model follows; press Enter to apply")
         self.instruction_edit.returnPressed.connect(self.apply_instruction)
@@ -190,15 +226,20 @@ class MainWindow(QMainWindow):
         lv.setContentsMargins(8, 8, 4, 8)
         lv.addWidget(self.message_bar)
         lv.addWidget(self.video_view, 1)
+        lv.addWidget(self.playback_bar)
+        inputs = QWidget()
+        iv = QVBoxLayout(inputs)
+        iv.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(QLabel("Instruction"))
         row.addWidget(self.instruction_edit, 2)
-        lv.addLayout(row)
+        iv.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(QLabel("Question"))
         row.addWidget(self.question_edit, 2)
         row.addWidget(self.ask_button)
-        lv.addLayout(row)
+        iv.addLayout(row)
+        lv.addWidget(inputs)
 
         right = QWidget()
         rv = QVBoxLayout(right)
@@ -207,6 +248,7 @@ class MainWindow(QMainWindow):
         title.setStyleSheet("font-weight: bold;")
         rv.addWidget(title)
         self.transcript_view = TranscriptView()
+        self.transcript_view.moment_clicked.connect(self._show_moment)
         rv.addWidget(self.transcript_view, 1)
         self.session_label = QLabel()
         self.session_label.setWordWrap(True)
@@ -222,33 +264,34 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setSizes([780, 500])
         self.setCentralWidget(self.splitter)
+        self.left_panel = left
+        self.viewing = ViewController(self, self.video_view, [right, inputs, self.playback_bar, self.message_bar,
+                                                              self.toolbar, self.statusBar()], self.store)
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.status = {}
-        for key, text, widest, tip in (
-            ("model", "Model: not loaded", "", "Model and compute device"),
-            ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video"),
-            ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk"),
-            ("dropped", "Dropped 0", "Dropped 99999", "Frames the engine could not keep up with"),
-            ("context", "Context –", "Context 100%", "KV cache used, as a share of its budget; a compaction "
-                                                      "keeps the last seconds of video and a text memory"),
-            ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output"),
-            ("voice", "Voice –", "Voice +99.9 s", "How far behind its video the voice starts (last phrases)"),
+        self.status_fields = StatusFields(self.statusBar())
+        for key, text, widest, tip, priority in (
+            ("model", "Model: not loaded", "Model: tiny-qwen2-vl on CPU (float32)", "Model and compute device", 5),
+            ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video", 3),
+            ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk", 2),
+            ("dropped", "Dropped 0", "Dropped 9999 · skipped 999", "Frames the engine could not keep up with", 1),
+            ("context", "Context –", "Context 100% · 99 compactions", "KV cache used, as a share of its budget; a "
+                                                                       "compaction keeps the last seconds of video "
+                                                                       "and a text memory", 2),
+            ("memory", "Memory –", "Memory 9999 key frames · 9999 MB",
+             "Visual memory: key frames of older video that questions can recall, and the host memory they use", 1),
+            ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4),
+            ("voice", "Voice –", "Voice +99.9 s", "How far behind its video the voice starts (last phrases)", 3),
         ):
-            label = QLabel(text)
-            label.setToolTip(tip)
-            label.setContentsMargins(6, 0, 6, 0)
-            if widest:  # numbers change every second: a fixed width keeps the bar from jumping
-                label.setMinimumWidth(label.fontMetrics().horizontalAdvance(widest) + 14)
-            bar.addPermanentWidget(label)
-            self.status[key] = label
+            self.status_fields.add(key, text, widest, tip, priority)
+        self.status = self.status_fields  # status["lag"] is the lag field's QLabel
 
     def _build_speech(self) -> None:
         self.speech = SpeechController(self._speech_config(), self)
         self.speech.state_changed.connect(self._show_speech_state)
         self.speech.voice_lag_changed.connect(self.status["voice"].setText)
-        self.speech.message.connect(lambda text, level: self.show_error(text, level))
+        self.speech.message.connect(lambda text, level, details: self.show_error(text, level, key="speech",
+                                                                                 details=details))
         self._show_speak_action(self.settings.speech_enabled)
         self._show_speech_state(self.speech.state)
 
@@ -266,6 +309,23 @@ class MainWindow(QMainWindow):
         self.loader.quantize = self.settings.quantize
         self.loader.load(self.model_name)
         self._update_controls()
+
+    def _model_wanted(self) -> bool:
+        """False (and a question on screen) while the model would be downloaded without consent."""
+        if not needs_download(self.model_name) or self.store.value("model/download_ok", "") == self.model_name:
+            return True
+        self.status["model"].setText("Model: not downloaded")
+        self.show_error(download_question(self.model_name), "info", key="model", actions=[
+            ("Download", self._agree_to_download),
+            ("Choose local folder…", self.choose_model_folder),
+        ])
+        return False
+
+    def _agree_to_download(self) -> None:
+        self.store.setValue("model/download_ok", self.model_name)
+        self.store.sync()
+        self.message_bar.dismiss("model")
+        self.load_model()
 
     def _show_progress(self, text: str, fraction) -> None:
         if self._progress is None:
@@ -300,9 +360,10 @@ class MainWindow(QMainWindow):
         self._close_progress()
         self.loaded = loaded
         self.status["model"].setText(f"Model: {loaded.describe()}")
-        self.status["model"].setToolTip("\n".join([loaded.name, *loaded.notes]))
-        if self.message_bar.level == "model":
-            self.message_bar.hide()
+        # the field may elide the text: the tooltip has all of it
+        self.status["model"].setToolTip("\n".join([loaded.describe(), loaded.name, *loaded.notes]))
+        self.message_bar.dismiss("model")
+        self.message_bar.dismiss("start")
         self._update_controls()
         if self._pending is not None:
             spec, self._pending = self._pending, None
@@ -316,8 +377,7 @@ class MainWindow(QMainWindow):
         self.show_error(user_message(exc), actions=[
             ("Choose local folder…", self.choose_model_folder),
             ("Retry", self.load_model),
-        ])
-        self.message_bar.level = "model"
+        ], key="model")
         self._update_controls()
 
     def choose_model_folder(self) -> None:
@@ -354,7 +414,18 @@ class MainWindow(QMainWindow):
 
     def open_file(self, path: str) -> None:
         """Select a video file and play it (File > Open, drag and drop, the command line)."""
-        self.start_source(self.picker.add_file(path))
+        spec = self.picker.add_file(path)
+        if Path(path).is_file():
+            self.recent.add(path)
+        if self.loaded is None:
+            self.video_view.show_preview(path)  # the user sees the file while the model is not there
+        self.start_source(spec)
+
+    def _narration_blocker(self) -> str | None:
+        """Why a file cannot be narrated now (one model, one stream at a time), or None."""
+        if self.loaded is None:
+            return "the model is not loaded yet"
+        return "a source is playing: stop it first" if self.run is not None else None
 
     def toggle_run(self) -> None:
         if self.run is not None:
@@ -363,8 +434,17 @@ class MainWindow(QMainWindow):
         spec = self.picker.current_spec()
         if spec is None:
             self.choose_file()
-        else:
+        elif self._confirm_restart():
             self.start_source(spec)
+
+    def _confirm_restart(self) -> bool:
+        """Start after a run asks first: it clears the transcript (the session file keeps it)."""
+        if not self.transcript.entries:
+            return True
+        answer = QMessageBox.question(self, "Start again?", "Starting again clears the transcript in the window. "
+                                      "It stays in the session file; File > Save transcript keeps a copy.",
+                                      QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Ok
 
     def start_source(self, spec: SourceSpec) -> None:
         """Start watching `spec`; waits (without blocking) for the model or a stopping run."""
@@ -375,12 +455,18 @@ class MainWindow(QMainWindow):
             return
         if self.loaded is None:
             self._pending = spec
+            if not self.loader.busy and not self._model_wanted():
+                return
             if not self.loader.busy:
                 self.load_model()
             self.statusBar().showMessage("Starting as soon as the model is loaded…")
+            self.show_error(f"Loading the model {self.model_name}: {spec.title()} starts when it is ready.",
+                            "info", key="start")
             self._update_controls()
             return
-        self.message_bar.hide()
+        self.message_bar.dismiss("run")
+        self.message_bar.dismiss("start")
+        self._forget_ended()
         try:
             session = self._session_factory(self.loaded, self._session_config(spec))
             run = LiveRun(spec, session, self)
@@ -394,6 +480,7 @@ class MainWindow(QMainWindow):
         run.finished.connect(self._on_run_finished)
         self.video_view.set_tap(run.preview)
         self.video_view.clear("Opening " + spec.title() + "…")
+        self.playback.attach(run)
         run.start()
         self.speech.begin_run()
         self.setWindowTitle(f"{spec.title()} — {APP_NAME}")
@@ -407,21 +494,15 @@ class MainWindow(QMainWindow):
         return SessionConfig(query=self.instruction_edit.text().strip() or s.instruction,
                              max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
                              max_pixels=s.max_pixels, min_pixels=min(s.max_pixels, 100 * 28 * 28),
-                             live=True)  # the app shows video in real time: commentary must keep up
+                             live=True, memory=s.memory)  # the app shows video in real time: commentary must keep up
 
     def _begin_session(self, spec: SourceSpec) -> None:
         self.clear_transcript()
-        try:
-            self.session_log = SessionLog.create(self.sessions_dir)
-        except OSError as exc:  # a read-only disk must not stop the commentary
-            self.session_log = None
-            self.show_error(f"Cannot write the session file in {self.sessions_dir} ({exc}): "
-                            "the transcript is only kept in the window; use File > Save transcript", "warning")
-        else:
-            self.session_log.write({"type": "session", "source": spec.title(), "kind": spec.kind,
-                                    "model": self.loaded.name, "started": datetime.now().isoformat(timespec="seconds"),
-                                    "instruction": self.instruction_edit.text()})
-        self._show_session_path(self.session_log.path if self.session_log else None)
+        self.transcript_source = spec
+        self.session_log = SessionRecorder(self.sessions_dir, {
+            "type": "session", "source": spec.title(), "kind": spec.kind, "model": self.loaded.name,
+            "started": datetime.now().isoformat(timespec="seconds"), "instruction": self.instruction_edit.text()})
+        self._show_session_path(None)
         self._compactions, self._context_budget = 0, 0
         self.status["context"].setText("Context –")
 
@@ -436,23 +517,28 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_event(self, event) -> None:
-        if self.sender() is not self.run:
+        if self.sender() is not self.run and (self.ended is None or self.sender() is not self.ended):
             return
-        if self.session_log is not None and should_log(event):
-            self.session_log.write_event(event)
+        if should_log(event):
+            self._log(event_to_record(event))
         self.speech.on_event(event)
         shown = self.transcript.apply(event)
         if shown is not None:
             index, created = shown
             self.transcript_view.show_entry(index, self.transcript.entries[index], created)
         if isinstance(event, (Commentary, Answer)):
+            if isinstance(event, Commentary) and event.chunk_index == 0:
+                log.info("first comment shown at %.1f s of %s", event.end, self.windowTitle())
             self.video_view.add_event(event)
         elif isinstance(event, Stats):
             self._show_stats(event)
         elif isinstance(event, Compaction):
             self._show_compaction(event)
         elif isinstance(event, StreamEnded):
-            self.statusBar().showMessage(f"End of video at {event.time:.1f} s", 8000)
+            self._stream_ended = True
+            self.statusBar().showMessage(f"End of video at {event.time:.1f} s: questions are still answered", 8000)
+        elif isinstance(event, Seek):
+            self.video_view.captions.clear()
 
     def _show_stats(self, s: Stats) -> None:
         self.status["lag"].setText(f"Lag {s.lag_ms:.0f} ms")
@@ -461,6 +547,12 @@ class MainWindow(QMainWindow):
                                                                        if s.chunks_skipped else ""))
         self._compactions, self._context_budget = s.compactions, s.budget_tokens
         self._show_context(s.context_fraction)
+        self.status["memory"].setText(f"Memory {s.memory_key_frames} key frames · {s.memory_mb:.0f} MB")
+
+    def _show_moment(self, start: float, end: float) -> None:
+        """A recalled moment was clicked: say which. It does not seek: a seek starts a new conversation and
+        clears the visual memory the answer came from."""
+        self.statusBar().showMessage(f"Recalled moment {clock(start)}–{clock(end)}", 6000)
 
     def _show_compaction(self, c: Compaction) -> None:
         self._compactions += 1  # the next Stats confirms the count
@@ -476,11 +568,10 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_run_error(self, exc) -> None:
-        if self.sender() is not self.run:
+        if self.sender() is not self.run and (self.ended is None or self.sender() is not self.ended):
             return
         message = user_message(exc)
-        if self.session_log is not None:
-            self.session_log.write({"type": "error", "message": message})
+        self._log({"type": "error", "message": message})
         self.show_error(message)
 
     @Slot()
@@ -500,12 +591,19 @@ class MainWindow(QMainWindow):
         run, self.run = self.run, None
         self.speech.end_run(silence=False)  # a video that ended may finish its last phrase
         partial = self.transcript.close_open_answer()
-        if partial is not None and self.session_log is not None:
-            self.session_log.write({"type": "answer", "question": partial.question, "text": partial.text,
+        if partial is not None:
+            self._log({"type": "answer", "question": partial.question, "text": partial.text,
                                     "done": False, "time": partial.start})
-        if self.session_log is not None:
+        if run is not None and self._stream_ended:  # keep its context for questions after the end
+            self.ended = EndedRun(run.session, self)
+            self.ended.event.connect(self._on_event)
+            self.ended.errored.connect(self._on_run_error)
+        elif self.session_log is not None:
             self.session_log.close()
+        self._stream_ended = False
+        self.playback.detach()
         self.video_view.set_tap(None)
+        self.video_view.set_placeholder("Choose a source and press Start")
         if run is not None and run not in _STRAGGLERS:
             run.deleteLater()
         self.setWindowTitle(APP_NAME)
@@ -518,12 +616,17 @@ class MainWindow(QMainWindow):
         question = self.question_edit.text().strip()
         if not question:
             return
-        if self.run is None:
-            self.show_error("Start a source first: questions are answered from what the model has seen.", "info")
+        if self.run is not None:
+            self.run.ask(question)
+        elif self.ended is not None:
+            if not self.ended.ask(question):
+                self.statusBar().showMessage("Still answering the last question…", 4000)
+                return
+        else:
+            self.show_error("Start a source first: questions are answered from what the model has seen.", "info",
+                            key="start")
             return
-        self.run.ask(question)
-        if self.session_log is not None:
-            self.session_log.write({"type": "question", "question": question, "time": self.video_view.frame_time})
+        self._log({"type": "question", "question": question, "time": self.video_view.frame_time})
         self.question_edit.clear()
         self.statusBar().showMessage(f"Asked: {question}", 4000)
 
@@ -535,8 +638,7 @@ class MainWindow(QMainWindow):
             self.settings.save(self.store)
         if self.run is not None:
             self.run.set_query(text)
-            if self.session_log is not None:
-                self.session_log.write({"type": "instruction", "text": text})
+            self._log({"type": "instruction", "text": text})
         self.statusBar().showMessage(f"Instruction: {text}", 4000)
 
     # ------------------------------------------------------------------------------------------
@@ -549,13 +651,19 @@ class MainWindow(QMainWindow):
 
     def choose_save_transcript(self) -> None:
         filters = ";;".join(f"{name} (*{suffix})" for suffix, name in FORMATS.items())
-        stem = f"transcript-{datetime.now():%Y%m%d-%H%M%S}"
-        path, chosen = QFileDialog.getSaveFileName(self, "Save transcript", str(Path.home() / f"{stem}.srt"), filters)
+        path, chosen = QFileDialog.getSaveFileName(self, "Save transcript", str(self.default_save_path()), filters)
         if not path:
             return
         if Path(path).suffix.lower() not in FORMATS:  # take the suffix from the chosen filter
             path += next((s for s, name in FORMATS.items() if chosen.startswith(name)), ".txt")
         self.save_transcript(path)
+
+    def default_save_path(self) -> Path:
+        """match.srt beside match.mp4 (VLC loads it by itself); live sources: the sessions folder."""
+        spec = self.transcript_source
+        if spec is not None and spec.kind == "file":
+            return Path(spec.path).with_suffix(".srt")
+        return self.sessions_dir / f"transcript-{datetime.now():%Y%m%d-%H%M%S}.srt"
 
     def save_transcript(self, path: str | Path) -> Path | None:
         try:
@@ -565,6 +673,32 @@ class MainWindow(QMainWindow):
             return None
         self.statusBar().showMessage(f"Saved {saved}", 6000)
         return saved
+
+    def _log(self, record: dict) -> None:
+        """Into the session file (created at the first comment, answer, question or seek)."""
+        log_ = self.session_log
+        if log_ is None:
+            return
+        had_file = log_.path is not None
+        try:
+            log_.write(record)
+        except OSError as exc:  # a read-only disk must not stop the commentary
+            self.session_log = None
+            self.show_error(f"Cannot write the session file in {self.sessions_dir} ({exc}): the transcript is only "
+                            "kept in the window; use File > Save transcript", "warning", key="session")
+            return
+        if not had_file and log_.path is not None:
+            self._show_session_path(log_.path)
+
+    def _forget_ended(self) -> None:
+        """A new run starts: the ended file's session (and its memory) goes."""
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended.stop()
+            ended.join()
+            ended.deleteLater()
+        if self.session_log is not None:
+            self.session_log.close()
 
     def _show_session_path(self, path: Path | None) -> None:
         folder = self.sessions_dir
@@ -579,9 +713,15 @@ class MainWindow(QMainWindow):
     # settings
     # ------------------------------------------------------------------------------------------
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
+        shown = self.settings
+        if self.model_override:  # show the model in force, and say why it differs from the saved one
+            shown = dataclasses.replace(self.settings, model=self.model_override)
+        dialog = SettingsDialog(shown, self, override=self.model_override)
         if dialog.exec():
-            self.apply_settings(dialog.result_settings())
+            chosen = dialog.result_settings()
+            if self.model_override and chosen.model == self.model_override:
+                chosen = dataclasses.replace(chosen, model=self.settings.model)  # untouched: keep the saved one
+            self.apply_settings(chosen)
 
     def apply_settings(self, new: AppSettings) -> None:
         old, self.settings = self.settings, new
@@ -617,10 +757,21 @@ class MainWindow(QMainWindow):
             self.settings.save(self.store)
         self._show_speak_action(enabled)
         self.speech.set_enabled(enabled)
+        self._show_speech_state(self.speech.state)  # a retry that fails at once unchecks the toggle again
+
+    def _speech_failed(self) -> None:
+        """The toggle shows what the status bar says (not speaking), and a choice that failed is not
+        remembered as on: the next launch does not warn again. Clicking Speak retries."""
+        self._show_speak_action(False)
+        self.speak_action.setToolTip("Speech failed (see the message above the video); click to try again")
+        if self.settings.speech_enabled:
+            self.settings.speech_enabled = False
+            self.settings.save(self.store)
 
     def _show_speak_action(self, enabled: bool) -> None:
         with QSignalBlocker(self.speak_action):
             self.speak_action.setChecked(enabled)
+        self.speak_action.setToolTip(SPEAK_TIP)
         self.speak_action.setIcon(self.style().standardIcon(QStyle.SP_MediaVolume if enabled
                                                             else QStyle.SP_MediaVolumeMuted))
 
@@ -630,6 +781,7 @@ class MainWindow(QMainWindow):
         text = f"Speech: {state}"
         if state.startswith("error: "):  # the bar shows the gist; the message bar and tooltip the fix
             short = "Speech: error: " + re.split(r"[:;(]", state[len("error: "):], maxsplit=1)[0].strip()
+            self._speech_failed()
         else:
             short = text + (f" ({engine})" if engine and state != "off" else "")
         label = self.status["speech"]
@@ -641,8 +793,9 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     # messages, controls, drag and drop, closing
     # ------------------------------------------------------------------------------------------
-    def show_error(self, text: str, level: str = "error", actions=None) -> None:
-        self.message_bar.show_message(text, level, actions)
+    def show_error(self, text: str, level: str = "error", actions=None, key: str = "run", details: str = "") -> None:
+        """A message in the stack (errors above warnings above notices); `key` replaces its predecessor."""
+        self.message_bar.show_message(text, level, actions, key=key, details=details)
         if level == "error":
             self.statusBar().showMessage(text, 10000)
 
@@ -652,7 +805,7 @@ class MainWindow(QMainWindow):
         self.start_button.setText("Stop" if running else "Start")
         self.start_button.setIcon(self.style().standardIcon(QStyle.SP_MediaStop if running else QStyle.SP_MediaPlay))
         self.toggle_action.setText("&Stop" if running else "&Start")
-        self.ask_button.setEnabled(running)
+        self.ask_button.setEnabled(running or self.ended is not None)
         if not running and self.loaded is None and self._pending is not None:
             self.start_button.setText("Waiting for model…")
 
@@ -667,8 +820,11 @@ class MainWindow(QMainWindow):
             self.open_file(files[0])
 
     def _about(self) -> None:
-        self.show_error("LiveCC Desktop: real-time video commentary with LiveCC-7B-Instruct "
-                        "(a streaming Qwen2-VL). Questions are answered from what the model has seen.", "info")
+        self.about_box = QMessageBox(QMessageBox.Information, "About LiveCC Desktop",
+                                     about_text(self.model_name, self.loaded), QMessageBox.Ok, self)
+        self.about_box.setTextFormat(Qt.RichText)
+        self.about_box.setWindowModality(Qt.NonModal)
+        self.about_box.show()
 
     def _restore_geometry(self) -> None:
         geometry = self.store.value("window/geometry")
@@ -679,6 +835,12 @@ class MainWindow(QMainWindow):
         """Stop the run and speech and join their threads (engine, capture, speech) within `timeout_s`."""
         self._pending = None
         started = time.monotonic()
+        self.narrator.shutdown(timeout_s / 4)
+        if self.ended is not None:
+            self.ended.stop()
+            self.ended.join(timeout_s / 4)
+            if self.session_log is not None:
+                self.session_log.close()  # it stayed open for questions after the end
         run = self.run
         if run is not None:
             run.stop()  # the engine winds down while speech stops

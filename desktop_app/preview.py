@@ -12,8 +12,21 @@ itself: a 1080p 30 fps camera then costs 4 s of frames in 32 slots, not 128.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+
+import cv2
 
 from engine import Frame, RingBuffer
+
+
+def first_frame(path: str | Path) -> Frame | None:
+    """The file's first picture (shown before the model is there); None when it has none."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok, bgr = cap.read()
+        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 0.0) if ok and bgr is not None else None
+    finally:
+        cap.release()
 
 
 class PreviewBuffer(RingBuffer):
@@ -35,6 +48,12 @@ class PreviewBuffer(RingBuffer):
                 ticks = int((frame.timestamp + 1e-6) / self._keep_period) + 1
                 self._next_keep = ticks * self._keep_period
         return super().put(frame, block=block, timeout=timeout)
+
+    def clear(self) -> None:
+        """A seek: the keep grid restarts, since the next frames may be earlier than the last."""
+        with self._slot_lock:
+            self._next_keep = 0.0
+        super().clear()
 
     def preview(self) -> tuple[int, Frame | None]:
         """(sequence number, newest frame); the number changes whenever a frame arrives."""

@@ -20,6 +20,7 @@ class AppSettings:
     max_new_tokens: int = 16
     instruction: str = DEFAULT_INSTRUCTION
     speech_enabled: bool = False
+    memory: bool = True  # visual memory (engine/session/memory.py)
     voice: str = ""
     audio_device: str = ""  # "" = the system default output
     screen_region: str = ""  # "left,top,width,height" or "" for the whole monitor

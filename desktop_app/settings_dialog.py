@@ -24,8 +24,10 @@ def output_devices() -> list[str]:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: AppSettings, parent: QWidget | None = None, devices: list[str] | None = None):
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None, devices: list[str] | None = None,
+                 override: str | None = None):
         super().__init__(parent)
+        self._override = override  # a --model for this run only: shown, with a note
         self.setWindowTitle("Settings")
         self.setMinimumWidth(520)
         layout = QVBoxLayout(self)
@@ -51,6 +53,12 @@ class SettingsDialog(QDialog):
         row.addWidget(self.model_edit, 1)
         row.addWidget(browse)
         form.addRow("Model id or folder", row)
+        if self._override:
+            self.override_note = QLabel("In force for this run only (--model or LIVECC_MODEL); "
+                                        "change it here to make another model the default.")
+            self.override_note.setWordWrap(True)
+            self.override_note.setStyleSheet("color: palette(mid); font-size: 11px;")
+            form.addRow("", self.override_note)
         self.max_pixels = QSpinBox()
         self.max_pixels.setRange(100, 4096)
         self.max_pixels.setSuffix(" × 28 × 28")
@@ -81,6 +89,9 @@ class SettingsDialog(QDialog):
         self.repetition_penalty.setDecimals(2)
         self.repetition_penalty.setValue(s.repetition_penalty)
         form.addRow("Repetition penalty", self.repetition_penalty)
+        self.memory = QCheckBox("Visual memory: questions can recall video older than the context")
+        self.memory.setChecked(s.memory)
+        form.addRow(self.memory)
         return box
 
     def _speech_group(self, s: AppSettings, devices: list[str]) -> QGroupBox:
@@ -120,6 +131,7 @@ class SettingsDialog(QDialog):
         self.max_new_tokens.setValue(s.max_new_tokens)
         self.repetition_penalty.setValue(s.repetition_penalty)
         self.speech.setChecked(s.speech_enabled)
+        self.memory.setChecked(s.memory)
         self.voice.setCurrentText(s.voice)
         self.audio_device.setCurrentIndex(max(0, self.audio_device.findData(s.audio_device)))
 
@@ -136,6 +148,7 @@ class SettingsDialog(QDialog):
             max_new_tokens=self.max_new_tokens.value(),
             instruction=self.instruction.text().strip() or AppSettings().instruction,
             speech_enabled=self.speech.isChecked(),
+            memory=self.memory.isChecked(),
             voice=self.voice.currentText().strip(),
             audio_device=self.audio_device.currentData() or "",
             screen_region=self._region,

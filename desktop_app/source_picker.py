@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QSpinBox, QStyle,
-                               QToolButton, QWidget)
+from PySide6.QtWidgets import QComboBox, QDialog, QHBoxLayout, QStyle, QToolButton, QWidget
 
+from desktop_app.region_picker import RegionDialog
 from engine import FileSource, ScreenSource, VideoSource, WebcamSource
 
 VIDEO_FILTER = "Videos (*.mp4 *.mkv *.mov *.avi *.webm *.m4v);;All files (*)"
@@ -54,7 +54,7 @@ class SourcePicker(QWidget):
         self.combo.setToolTip("What to watch: a camera, a screen, or a video file (or drop a file on the window)")
         self.region_button = QToolButton()
         self.region_button.setText("Region…")
-        self.region_button.setToolTip("Capture only part of the screen")
+        self.region_button.setToolTip("Watch only part of the screen: drag over a screenshot")
         self.region_button.clicked.connect(self._edit_region)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -85,6 +85,11 @@ class SourcePicker(QWidget):
         spec = self._file_spec(path)
         self._rebuild(spec)
         return spec
+
+    def set_recent(self, paths: list[str]) -> None:
+        """Files played before, newest first, listed without being selected."""
+        self._files = [str(Path(p)) for p in paths][:5]
+        self._rebuild(self.current_spec())
 
     def set_region(self, region: tuple[int, int, int, int] | None) -> None:
         self._region = region
@@ -156,37 +161,3 @@ def _with_region(spec: SourceSpec, region) -> SourceSpec:
     if spec.kind != "screen":
         return spec
     return SourceSpec("screen", spec.index, region=region, label=spec.label)
-
-
-class RegionDialog(QDialog):
-    """left, top, width, height inside the monitor; width 0 means the whole screen."""
-
-    def __init__(self, region, monitor: dict | None, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setWindowTitle("Screen region")
-        form = QFormLayout(self)
-        width, height = (monitor["width"], monitor["height"]) if monitor else (16384, 16384)
-        left, top, w, h = region or (0, 0, 0, 0)
-        self.left, self.top = _spin(0, width - 1, left), _spin(0, height - 1, top)
-        self.width_, self.height_ = _spin(0, width, w), _spin(0, height, h)
-        self.width_.setSpecialValueText("whole screen")
-        form.addRow("Left", self.left)
-        form.addRow("Top", self.top)
-        form.addRow("Width", self.width_)
-        form.addRow("Height", self.height_)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
-
-    def region(self) -> tuple[int, int, int, int] | None:
-        if not self.width_.value() or not self.height_.value():
-            return None
-        return self.left.value(), self.top.value(), self.width_.value(), self.height_.value()
-
-
-def _spin(lo: int, hi: int, value: int) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setValue(value)
-    return box

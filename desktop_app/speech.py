@@ -10,6 +10,7 @@ own keeps its player, so the last phrase is not cut off.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -27,6 +28,23 @@ POLL_MS = 250  # the status bar follows the player's state at 4 Hz
 PLAYER_STOP_S = 1.0  # leaves the engine its share of the window's 2 s closing budget
 APP_DEVICE_FIX = "choose another Audio output in Settings, or turn Speak off"
 ENGINE_NAMES = {"chattts": "ChatTTS", "espeak": "espeak-ng", "null": "silent"}
+APP_VOICE_FIX = "choose another Voice in Settings, or turn Speak off"
+_CLI_ADVICE = re.compile(r"[;:,]?\s*(?:or\s+)?(?:check the network or\s+)?(?:pass|use)\b[^;()]*--[\w-]+[^;()]*")
+
+
+def app_wording(text: str) -> str:
+    """The player's and ChatTTS' errors name CLI flags; the app names its own controls."""
+    return _CLI_ADVICE.sub("", text.replace(DEVICE_FIX, APP_DEVICE_FIX)).strip()
+
+
+def speech_notice(error: str | None, fallback: str | None) -> tuple[str, str]:
+    """(a short banner in the app's words, the raw details) for a speech problem."""
+    details = "\n".join(app_wording(t) for t in (error, fallback) if t)
+    if error is None:
+        return "ChatTTS could not load: speaking with espeak-ng instead.", details
+    gist = re.split(r"[:;(]", error, maxsplit=1)[0].strip()
+    fix = APP_DEVICE_FIX if error.startswith("no audio output device") else APP_VOICE_FIX
+    return f"Speech is off: {gist}; {fix}.", details
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,7 @@ class SpeechController(QObject):
 
     state_changed = Signal(str)  # "off" | "loading…" | "ready" | player states | "error: ..."
     voice_lag_changed = Signal(str)  # "Voice +0.8 s": how far speech starts behind its video; "Voice –"
-    message = Signal(str, str)  # text, MessageBar level
+    message = Signal(str, str, str)  # text, message level, details
 
     def __init__(self, config: SpeechConfig = SpeechConfig(), parent: QObject | None = None):
         super().__init__(parent)
@@ -212,7 +230,8 @@ class SpeechController(QObject):
             self._device_failed(built.device_error, also=built.warning)
         else:
             if built.warning:
-                self.message.emit(built.warning, "warning")
+                summary, details = speech_notice(None, built.warning)
+                self.message.emit(summary, "warning", details)
             self._ensure_player()
         self._poll()
 
@@ -220,14 +239,16 @@ class SpeechController(QObject):
     def _on_failed(self, exc: BaseException) -> None:
         if self._finish_load() or self._cancelled.is_set():
             return
-        self._error = user_message(exc)
-        self.message.emit(f"Speech is off: {self._error}", "warning")
+        self._error = app_wording(user_message(exc))
+        summary, details = speech_notice(self._error, None)
+        self.message.emit(summary, "warning", details)
         self._poll()
 
     def _device_failed(self, text: str, also: str | None = None) -> None:
-        """One message (the bar shows one at a time), naming the app's fix, not the CLI's."""
-        self._error = text.replace(DEVICE_FIX, APP_DEVICE_FIX)
-        self.message.emit(f"Speech is off: {self._error}" + (f" ({also})" if also else ""), "warning")
+        """One message naming the app's fix, not the CLI's; the raw text goes to its details."""
+        self._error = app_wording(text)
+        summary, details = speech_notice(text, also)
+        self.message.emit(summary, "warning", details)
 
     def _ensure_player(self) -> None:
         if self.player is not None or self.synth is None or not (self._running and self.config.enabled):

@@ -6,13 +6,14 @@ crash-safe session log.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from engine import Answer, Commentary, Event, event_to_record
+from engine import Answer, Commentary, Event, Seek, event_to_record
 from engine.cli import JsonlLog, write_transcript
 
 ANSWER_MIN_SECONDS = 4.0  # how long an answer stays up at least
@@ -33,12 +34,15 @@ def clean_text(text: str) -> str:
 class Entry:
     """One line of the transcript: a comment on [start, end) or a question with its answer."""
 
-    kind: str  # "commentary" | "answer"
+    kind: str  # "commentary" | "answer" | "seek" (a mark: the conversation restarted there)
     start: float
     end: float
     text: str
     question: str = ""
     done: bool = True
+    recalled: tuple[tuple[float, float], ...] = ()  # moments the visual memory recalled for an answer
+    thumbnails: tuple = ()  # small RGB arrays, one per recalled moment
+    note: str = ""
 
     @property
     def is_answer(self) -> bool:
@@ -68,6 +72,11 @@ class Transcript:
             return len(self.entries) - 1, True
         if isinstance(event, Answer):
             return self._apply_answer(event)
+        if isinstance(event, Seek):
+            self._open_answer = None
+            self.entries.append(Entry("seek", event.time, event.time, f"Jumped to {clock(event.time)}: "
+                                                                      "a new conversation starts here"))
+            return len(self.entries) - 1, True
         return None
 
     def _apply_answer(self, event: Answer) -> tuple[int, bool]:
@@ -79,6 +88,7 @@ class Transcript:
         entry = self.entries[self._open_index]
         entry.text = clean_text(event.text)
         entry.done = event.done
+        entry.recalled, entry.thumbnails, entry.note = event.recalled, event.thumbnails, event.note
         entry.end = _answer_end(entry.start, entry.text)
         self._open_answer = None if event.done else entry
         return self._open_index, created
@@ -118,8 +128,10 @@ def entries_to_events(entries: Iterable[Entry]) -> list[Event]:
     """Back to engine events for engine.subtitles. An answer cut short is saved as it stands."""
     events: list[Event] = []
     for i, e in enumerate(entries):
+        if e.kind == "seek":
+            continue  # a mark in the window, not a subtitle
         if e.is_answer:
-            events.append(Answer(e.question, e.text, True, e.start))
+            events.append(Answer(e.question, e.text, True, e.start, e.recalled, note=e.note))
         else:
             events.append(Commentary(e.start, e.end, e.text, i))
     return events
@@ -137,6 +149,9 @@ def should_log(event: Event) -> bool:
     return not (isinstance(event, Answer) and not event.done)
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600  # session files hold what the screen and camera showed
+
+
 class SessionLog(JsonlLog):
     """The JSONL file of a run: one line per event (plus questions, instruction changes, errors),
     flushed at once so a crash loses nothing shown."""
@@ -145,11 +160,14 @@ class SessionLog(JsonlLog):
     def create(cls, directory: str | Path, now: datetime | None = None) -> "SessionLog":
         """A new file `session-YYYYmmdd-HHMMSS.jsonl` in `directory` (suffixed if taken)."""
         directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        directory.chmod(PRIVATE_DIR)
         stem = f"session-{(now or datetime.now()):%Y%m%d-%H%M%S}"
         path, n = directory / f"{stem}.jsonl", 1
         while path.exists():
             n += 1
             path = directory / f"{stem}-{n}.jsonl"
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, PRIVATE_FILE))  # private from the start
         return cls(path)
 
     def write(self, record: dict) -> None:
@@ -162,6 +180,41 @@ class SessionLog(JsonlLog):
     @property
     def closed(self) -> bool:
         return self._file.closed
+
+
+class SessionRecorder:
+    """A run's session file, created at the first record worth keeping (a comment, an answer, a
+    question, a seek): a start that fails at once leaves no file behind. Raises OSError from
+    `write` when the file cannot be created."""
+
+    CONTENT = frozenset({"commentary", "answer", "question", "seek"})
+
+    def __init__(self, directory: str | Path, header: dict):
+        self.directory = Path(directory)
+        self._held: list[dict] = [{**header, "wall_time": round(time.time(), 3)}]
+        self.log: SessionLog | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self.log.path if self.log is not None else None
+
+    def write(self, record: dict) -> None:
+        if self.log is not None:
+            self.log.write(record)
+            return
+        self._held.append({**record, "wall_time": round(time.time(), 3)})
+        if record["type"] in self.CONTENT:
+            self.log = SessionLog.create(self.directory)
+            for held in self._held:
+                JsonlLog.write(self.log, held)  # with the wall time it happened at
+            self._held = []
+
+    def write_event(self, event: Event) -> None:
+        self.write(event_to_record(event))
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 def read_session_log(path: str | Path) -> list[dict]:

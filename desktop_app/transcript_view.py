@@ -3,7 +3,9 @@ the user has scrolled up to read."""
 
 from __future__ import annotations
 
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtCore import QUrl, Signal
+from PySide6.QtGui import (QColor, QFont, QFontMetricsF, QImage, QTextBlockFormat, QTextCharFormat, QTextCursor,
+                           QTextDocument, QTextImageFormat)
 from PySide6.QtWidgets import QTextEdit, QWidget
 
 from desktop_app.transcript import Entry, clock
@@ -12,15 +14,20 @@ TIME_COLOR = QColor(120, 150, 210)
 QUESTION_COLOR = QColor(255, 190, 60)
 ANSWER_COLOR = QColor(255, 226, 160)
 LINE_SEP = "\u2028"  # a line break inside one block: an entry stays one block
+MOMENT_COLOR = QColor(140, 200, 255)
+THUMB_HEIGHT = 36  # pixels a recalled moment's thumbnail is shown at
 
 
 class TranscriptView(QTextEdit):
+    moment_clicked = Signal(float, float)  # a recalled moment's [start, end) in video seconds
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setReadOnly(True)
         self.setUndoRedoEnabled(False)
         self.setPlaceholderText("Commentary and answers appear here, with their video time.")
         self._blocks = 0
+        self._thumbs: dict[int, tuple] = {}  # id(picture) -> (picture, resource name)
         self._time_fmt = QTextCharFormat()
         self._time_fmt.setForeground(TIME_COLOR)
         mono = QFont(self.font())
@@ -34,6 +41,9 @@ class TranscriptView(QTextEdit):
         self._q_fmt.setFontWeight(QFont.Bold)
         self._a_fmt = QTextCharFormat()
         self._a_fmt.setForeground(ANSWER_COLOR)
+        self._mark_fmt = QTextCharFormat()
+        self._mark_fmt.setForeground(TIME_COLOR)
+        self._mark_fmt.setFontItalic(True)
 
     def at_bottom(self) -> bool:
         bar = self.verticalScrollBar()
@@ -66,11 +76,55 @@ class TranscriptView(QTextEdit):
         block.setBottomMargin(3)
         cursor.setBlockFormat(block)
         cursor.insertText(f"{clock(e.start):>7}  ", self._time_fmt)
-        if e.is_answer:
+        if e.kind == "seek":
+            cursor.insertText(f"» {e.text}", self._mark_fmt)
+        elif e.is_answer:
             cursor.insertText(f"Q: {e.question}{LINE_SEP}", self._q_fmt)
             cursor.insertText(f"A: {e.text or '…'}".replace("\n", LINE_SEP), self._a_fmt)
+            self._write_moments(cursor, e)
         else:
             cursor.insertText(e.text.replace("\n", LINE_SEP), self._text_fmt)
+
+    def _write_moments(self, cursor: QTextCursor, e: Entry) -> None:
+        """Under an answer: each recalled moment as a small thumbnail and a clickable time span."""
+        if not e.recalled and not e.note:
+            return
+        cursor.insertText(f"{LINE_SEP}Recalled:", self._time_fmt)
+        thumbs = e.thumbnails if len(e.thumbnails) == len(e.recalled) else (None,) * len(e.recalled)
+        for (start, end), thumb in zip(e.recalled, thumbs):
+            cursor.insertText(" ", self._text_fmt)
+            if thumb is not None:
+                cursor.insertImage(self._thumbnail(thumb))
+            link = QTextCharFormat(self._time_fmt)
+            link.setForeground(MOMENT_COLOR)
+            link.setFontUnderline(True)
+            link.setAnchor(True)
+            link.setAnchorHref(f"moment:{start}:{end}")
+            cursor.insertText(f"{clock(start)}–{clock(end)}", link)
+        if e.note:
+            cursor.insertText(f" ({e.note})", self._time_fmt)
+
+    def _thumbnail(self, rgb) -> QTextImageFormat:
+        """Register a thumbnail with the document (once per picture) and return its image format."""
+        if id(rgb) not in self._thumbs:  # held with its picture, so the id stays unique; a streaming answer re-uses it
+            name = f"thumb:{len(self._thumbs)}"
+            h, w = rgb.shape[:2]
+            image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+            self.document().addResource(QTextDocument.ImageResource, QUrl(name), image)
+            self._thumbs[id(rgb)] = (rgb, name)
+        name = self._thumbs[id(rgb)][1]
+        fmt = QTextImageFormat()
+        fmt.setName(name)
+        fmt.setHeight(THUMB_HEIGHT)
+        fmt.setWidth(THUMB_HEIGHT * rgb.shape[1] / rgb.shape[0])
+        return fmt
+
+    def mouseReleaseEvent(self, event) -> None:
+        href = self.anchorAt(event.position().toPoint())
+        if href.startswith("moment:"):
+            _, start, end = href.split(":")
+            self.moment_clicked.emit(float(start), float(end))
+        super().mouseReleaseEvent(event)
 
     def entries_text(self) -> list[str]:
         """The blocks as plain text (tests, accessibility)."""
@@ -80,3 +134,4 @@ class TranscriptView(QTextEdit):
     def clear_entries(self) -> None:
         self.clear()
         self._blocks = 0
+        self._thumbs.clear()

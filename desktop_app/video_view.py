@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -11,6 +13,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPaint
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from desktop_app.captions import Caption, CaptionTrack
+from desktop_app.preview import first_frame
 from desktop_app.transcript import clock
 from engine import Frame
 
@@ -23,6 +26,22 @@ ANSWER_ACCENT = QColor(255, 190, 60)
 TIME_FG = QColor(170, 200, 255)
 
 FrameTap = Callable[[], tuple[int, Frame | None]]
+_LONG_RUN = re.compile(r"\S{12,}")
+ZWSP = "\u200b"  # a break opportunity: URLs, hashtags and CJK runs wrap instead of overflowing
+
+
+def breakable(text: str, every: int = 6) -> str:
+    """Long unbroken runs get invisible break points, so word wrap can always fit the box."""
+    return _LONG_RUN.sub(lambda m: ZWSP.join(m[0][i:i + every] for i in range(0, len(m[0]), every)), text)
+
+
+@dataclass
+class CaptionStyle:
+    """How captions show: on or off, a size factor, at the bottom (answers at the top) or swapped."""
+
+    visible: bool = True
+    scale: float = 1.0
+    top: bool = False
 
 
 class VideoView(QWidget):
@@ -32,6 +51,8 @@ class VideoView(QWidget):
         self.setMinimumSize(320, 200)
         self.setAttribute(Qt.WA_OpaquePaintEvent)
         self.captions = CaptionTrack()
+        self.caption_style = CaptionStyle()
+        self.caption_boxes: list[QRectF] = []  # where the last paint put caption boxes (tests, a11y)
         self._tap: FrameTap | None = None
         self._seq = -1
         self._image: QImage | None = None
@@ -49,6 +70,19 @@ class VideoView(QWidget):
         """Where frames come from (a PreviewBuffer's `preview`); None keeps the last frame."""
         self._tap = tap
         self._seq = -1
+
+    def show_preview(self, path: str) -> bool:
+        """Show a file's first frame (no model yet, or before Start); False when it has none."""
+        frame = first_frame(path)
+        if frame is not None:
+            self._image, self._frame_time = _to_qimage(frame), 0.0
+            self.update()
+        return frame is not None
+
+    def set_placeholder(self, text: str) -> None:
+        """What shows when there is no frame (the last frame, if any, stays on screen)."""
+        self.placeholder = text
+        self.update()
 
     def clear(self, placeholder: str | None = None) -> None:
         self._image = None
@@ -112,38 +146,44 @@ class VideoView(QWidget):
         p.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.placeholder)
 
     def _paint_captions(self, p: QPainter, area: QRectF) -> None:
+        self.caption_boxes = []
         answer, lines = self.captions.visible()
-        if not answer and not lines:
+        style = self.caption_style
+        if not style.visible or not answer and not lines:
             return
-        size = min(24.0, max(10.0, area.height() / 30))
+        size = min(24.0, max(10.0, area.height() / 30)) * style.scale
         font = QFont(self.font())
         font.setPointSizeF(size)
         margin = size * 0.9
         column = QRectF(area.left() + area.width() * 0.06, 0, area.width() * 0.88, 0)
+        low, high = (area.top() + margin, area.bottom() - margin)  # top edge / bottom edge to anchor at
         if lines:
-            self._paint_subtitles(p, font, lines, column, area.bottom() - margin)
+            self._paint_subtitles(p, font, lines, column, low if style.top else None, high)
         if answer:
             answer_font = QFont(font)
             answer_font.setPointSizeF(size * 0.85)
-            self._paint_answer(p, answer_font, answer, column, area.top() + margin)
+            self._paint_answer(p, answer_font, answer, column, None if style.top else low, high)
 
-    def _paint_subtitles(self, p: QPainter, font: QFont, lines, column: QRectF, bottom: float) -> None:
+    def _paint_subtitles(self, p: QPainter, font: QFont, lines, column: QRectF, top: float | None,
+                         bottom: float) -> None:
         """The last few comments in one translucent box, each line led by its video time."""
         pad = font.pointSizeF() * 0.55
         small = _scaled(font, 0.7)
         stamp_w = QFontMetricsF(small).horizontalAdvance("00:00  ")
         text_w = column.width() - 2 * pad - stamp_w
         metrics = QFontMetricsF(font)
-        rects = [metrics.boundingRect(QRectF(0, 0, text_w, 1e6), Qt.TextWordWrap, c.text) for c, _ in lines]
-        widest = max(r.width() for r in rects) + stamp_w + 2 * pad
+        texts = [breakable(c.text) for c, _ in lines]
+        rects = [metrics.boundingRect(QRectF(0, 0, text_w, 1e6), Qt.TextWordWrap, t) for t in texts]
+        widest = min(column.width(), max(r.width() for r in rects) + stamp_w + 2 * pad)
         gap = font.pointSizeF() * 0.25
         height = sum(r.height() for r in rects) + gap * (len(rects) - 1) + 2 * pad
-        box = QRectF(column.center().x() - widest / 2, bottom - height, widest, height)
+        box = QRectF(column.center().x() - widest / 2, bottom - height if top is None else top, widest, height)
+        self.caption_boxes.append(box)
         p.save()
         p.setOpacity(max(o for _, o in lines))
         _fill_rounded(p, box, pad, COMMENT_BG)
         y = box.top() + pad
-        for (caption, opacity), rect in zip(lines, rects):
+        for (caption, opacity), rect, text in zip(lines, rects, texts):
             p.setOpacity(opacity)
             p.setFont(small)
             p.setPen(TIME_FG)
@@ -151,20 +191,23 @@ class VideoView(QWidget):
                        clock(caption.time))
             p.setFont(font)
             p.setPen(QColor(250, 250, 250))
-            p.drawText(QRectF(box.left() + pad + stamp_w, y, text_w, rect.height()), Qt.TextWordWrap, caption.text)
+            p.drawText(QRectF(box.left() + pad + stamp_w, y, text_w, rect.height()), Qt.TextWordWrap, text)
             y += rect.height() + gap
         p.restore()
 
-    def _paint_answer(self, p: QPainter, font: QFont, c: Caption, column: QRectF, top: float) -> None:
-        """The answer to a question: amber-framed, at the top, so it never mixes with commentary."""
+    def _paint_answer(self, p: QPainter, font: QFont, c: Caption, column: QRectF, top: float | None,
+                      bottom: float) -> None:
+        """The answer to a question: amber-framed, away from the commentary so they never mix."""
         pad = font.pointSizeF() * 0.6
         small = _scaled(font, 0.8)
-        head, body = f"{clock(c.time)}   Q: {c.question}", c.text or "…"
+        head, body = breakable(f"{clock(c.time)}   Q: {c.question}"), breakable(c.text or "…")
         inner = column.width() - 2 * pad
         head_r = QFontMetricsF(small).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, head)
         body_r = QFontMetricsF(font).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, body)
-        width = max(head_r.width(), body_r.width()) + 2 * pad
-        box = QRectF(column.center().x() - width / 2, top, width, head_r.height() + body_r.height() + 2 * pad)
+        width = min(column.width(), max(head_r.width(), body_r.width()) + 2 * pad)
+        height = head_r.height() + body_r.height() + 2 * pad
+        box = QRectF(column.center().x() - width / 2, bottom - height if top is None else top, width, height)
+        self.caption_boxes.append(box)
         p.save()
         p.setOpacity(c.opacity(time.monotonic()))
         _fill_rounded(p, box, pad, ANSWER_BG, QPen(ANSWER_ACCENT, 1.5))

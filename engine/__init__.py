@@ -11,7 +11,7 @@ _EXPORTS = {
     "load_model": ".model", "LoadedModel": ".model", "DEFAULT_MODEL": ".model",
     "StreamingSession": ".session", "SessionConfig": ".session",
     "Event": ".session", "Answer": ".session", "Commentary": ".session", "Compaction": ".session", "Stats": ".session",
-    "StreamEnded": ".session", "event_to_record": ".session",
+    "StreamEnded": ".session", "Seek": ".session", "event_to_record": ".session",
     "LiveCCError": ".errors", "OutOfMemoryError": ".errors",
 }
 __all__ = sorted(_EXPORTS)

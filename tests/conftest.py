@@ -27,6 +27,17 @@ def tiny_loaded(tiny_model_dir):
     return load_model(str(tiny_model_dir), device="cpu")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls run fastest on one thread; two fight each other on a loaded 2-core CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

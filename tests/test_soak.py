@@ -10,7 +10,6 @@ import os
 import threading
 
 import numpy as np
-import pytest
 import torch
 
 from engine.session.events import Commentary, Compaction, Stats, event_to_record
@@ -38,18 +37,10 @@ def produce(buffer: RingBuffer, images: list[np.ndarray]) -> None:
     buffer.close()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls run fastest on one thread; two fight each other on a 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_one_hour_stream_stays_in_budget_and_memory(tiny_loaded, tmp_path, one_thread):
+    # The visual memory grows to its bound and then stays there: a small bound fills in the first minutes.
     config = SessionConfig(max_pixels=SIDE * SIDE, min_pixels=SIDE * SIDE, max_new_tokens=4, kv_budget=BUDGET,
-                           memory_tokens=256, video_window_s=16.0)
+                           memory_tokens=256, video_window_s=16.0, memory_mb=2.0)
     session = StreamingSession(tiny_loaded, config)
     images = [synthetic_frame(t * 0.7, SIDE, SIDE) for t in range(8)]
     buffer = RingBuffer(64)
@@ -82,6 +73,8 @@ def test_one_hour_stream_stays_in_budget_and_memory(tiny_loaded, tmp_path, one_t
     assert len(records) == CHUNKS and [r["chunk_index"] for r in records] == list(range(CHUNKS))
     assert compactions > 50 and session.state.compactions == compactions
     assert session.trace is None and len(session.context.window) <= 18
+    memory = session.recall.memory
+    assert 0 < memory.nbytes <= 2 * 2**20 and memory.covers(memory.frames[0].start, HOUR_FRAMES * 0.5 - 16.0)
     growth = (rss_end - rss_at_10min) / rss_at_10min
     print(f"soak: {comments} chunks, {compactions} compactions (worst {worst_ms:.1f} ms), "
           f"RSS {rss_at_10min / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB ({growth:+.2%})")

@@ -162,6 +162,12 @@ class VideoSource(ABC):
                 return
             if self._buffer.closed:  # the consumer closed the stream: nothing more to deliver
                 self._stop_event.set()
+            if self._superseded():
+                return
+
+    def _superseded(self) -> bool:
+        """True when the frame waiting for room no longer matters (a file source has a seek pending)."""
+        return False
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._t0
@@ -280,9 +286,64 @@ class FileSource(VideoSource):
         self._cap: cv2.VideoCapture | None = None
         self._prev_t: float | None = None
         self._next_tick = start
+        self._control = threading.Condition()  # pause, resume and seek requests from other threads
+        self._paused_at: float | None = None  # time.monotonic() when paused; None while playing
+        self._seek_to: tuple[float, threading.Event] | None = None
 
     def describe(self) -> str:
         return f"video file {self.path.name}"
+
+    # -- player controls (any thread) -------------------------------------------------------
+    def pause(self) -> None:
+        """Hold capture: no frame is read until resume(); frame times stay the file's own."""
+        with self._control:
+            if self._paused_at is None:
+                self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        with self._control:
+            if self._paused_at is not None:
+                self._t0 += time.monotonic() - self._paused_at  # real-time pacing skips the pause
+                self._paused_at = None
+                self._control.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def seek(self, seconds: float, timeout: float = 2.0) -> bool:
+        """Continue from `seconds` into the file: the capture thread moves there and empties the
+        buffer of older frames. True once done (False when capture has ended or is too slow)."""
+        done = threading.Event()
+        with self._control:
+            self._seek_to = (max(0.0, float(seconds)), done)
+            self._control.notify_all()
+        return self.running and done.wait(timeout)
+
+    def _superseded(self) -> bool:
+        return self._seek_to is not None
+
+    def _hold(self) -> None:
+        """Capture thread: apply a pending seek, then wait while paused (stop() ends the wait)."""
+        with self._control:
+            while True:
+                if self._seek_to is not None:
+                    self._apply_seek(*self._seek_to)
+                    self._seek_to = None
+                if self._paused_at is None or self._stop_event.is_set():
+                    return
+                self._control.wait(_PUT_POLL_S)
+
+    def _apply_seek(self, seconds: float, done: threading.Event) -> None:
+        assert self._cap is not None and self._buffer is not None
+        self._cap.set(cv2.CAP_PROP_POS_MSEC, seconds * 1000.0)  # frames before it are skipped by _wanted
+        self._prev_t, self._next_tick = None, seconds
+        now = time.monotonic()
+        self._t0 = now - (seconds - self.start_s)  # real time restarts at the new position
+        if self._paused_at is not None:
+            self._paused_at = now
+        self._buffer.clear()  # frames of the old position must not reach the engine
+        done.set()
 
     def _open(self) -> None:
         info = probe_video(self.path)
@@ -306,6 +367,7 @@ class FileSource(VideoSource):
 
     def _read(self) -> Frame | None:
         assert self._cap is not None and self.info is not None
+        self._hold()
         while True:
             if not self._cap.grab():
                 raise _EndOfStream

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from engine.errors import LiveCCError
 
-from .checks import bad_option, check_video_shape
+from .checks import bad_option, check_outputs, check_video_shape
 from .options import file_capture, load, session_config
 
 
@@ -23,6 +24,7 @@ def cmd_ask(args) -> int:
     if not at >= 0 or (info.duration > 0 and at > info.duration + 0.5):  # NaN fails >= 0; duration 0: unknown
         raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s): give a time inside it")
     config = session_config(args, live=False, answer_max_new_tokens=args.max_answer_tokens)
+    check_outputs([("--jsonl", getattr(args, "jsonl", None))], inputs=[Path(args.video)])
     loaded = load(args)
     session = StreamingSession(loaded, config)
     source, buffer = file_capture(args.video, info, config, end=at)
@@ -33,13 +35,14 @@ def cmd_ask(args) -> int:
     finally:
         source.stop()
     _warn_if_short(session.frames.next_time, at)
-    shown = ""
+    shown, final = "", None
     for answer in session.answer(args.question):
         if not isinstance(answer, Answer):
             continue  # a Compaction before the answer
         print(answer.text[len(shown):], end="", flush=True)
-        shown = answer.text
+        shown, final = answer.text, answer
     print()
+    _report(final, args.jsonl)
     return 0
 
 
@@ -48,3 +51,25 @@ def _warn_if_short(watched: float, at: float) -> None:
     if watched + 1.0 < at:
         print(f"livecc: warning: the video ends at {watched:.1f} s, before --at {at:g}: answering from "
               f"what was seen up to {watched:.1f} s", file=sys.stderr)
+
+
+def _report(answer, jsonl) -> None:
+    """The recalled moments' times (and any note) on stdout; the answer record in --jsonl."""
+    from engine.session.events import event_to_record
+
+    from .subtitles import JsonlLog
+
+    if answer is None:
+        return
+    if answer.recalled:
+        print("recalled: " + ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in answer.recalled))
+    if answer.note:
+        print(f"note: {answer.note}")
+    if jsonl is not None:
+        with JsonlLog(jsonl) as log:
+            log.write(event_to_record(answer))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"

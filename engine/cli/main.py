@@ -25,7 +25,7 @@ from engine.errors import LiveCCError
 from .ask import cmd_ask
 from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
-from .options import add_model_arguments, add_speech_arguments
+from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
 
 EXIT_BAD_INPUT = 2
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--realtime", action="store_true",
                    help="pace the file to wall-clock time like a live source (skips ahead if the model falls behind)")
     add_model_arguments(n)
+    add_memory_arguments(n)
     add_speech_arguments(n)
 
     a = sub.add_parser("ask", help="answer a question about a video up to a time",
@@ -114,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("question", help="the question, quoted")
     a.add_argument("--at", type=float, default=None, help="video time in seconds to ask at (default: the end)")
     a.add_argument("--max-answer-tokens", type=int, default=512, help="answer length limit (default 512)")
+    a.add_argument("--jsonl", type=Path, help="write the answer record here (with the recalled moments)")
     add_model_arguments(a)
+    add_memory_arguments(a)
 
     add_eval_parser(sub)
 

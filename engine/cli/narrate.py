@@ -98,7 +98,8 @@ class ProgressBar:
 
     def show(self, stats) -> None:
         self.bar.set_postfix_str(f"context {stats.cache_tokens}/{stats.budget_tokens}, "
-                                 f"{stats.compactions} compactions", refresh=True)
+                                 f"{stats.compactions} compactions, memory {stats.memory_key_frames} key frames "
+                                 f"{stats.memory_mb:.0f} MB", refresh=True)
 
     def write(self, text: str) -> None:
         self._tqdm.write(text, file=sys.stdout)

@@ -47,6 +47,23 @@ def add_design_arguments(p: argparse.ArgumentParser) -> None:
                    help="text memory of earlier comments and answers a compaction keeps (default %(default)s)")
 
 
+def add_memory_arguments(p: argparse.ArgumentParser) -> None:
+    """Visual memory flags (engine/session/memory.py); `memory_options` turns them into SessionConfig fields."""
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep key frames of video older than the context and recall them for questions (default on)")
+    p.add_argument("--router", default="cos_sim_fine", choices=["cos_sim_coarse", "cos_sim_fine", "recent", "none"],
+                   help="how a question picks key frames (default %(default)s)")
+    p.add_argument("--recall-k", type=int, default=8, help="key frames recalled per question at most (default 8)")
+    p.add_argument("--memory-mb", type=float, default=1024.0,
+                   help="pinned host memory for key frames, MB (default %(default)s)")
+
+
+def memory_options(args) -> dict:
+    if not hasattr(args, "memory"):
+        return {}
+    return dict(memory=args.memory, router_strategy=args.router, topk=args.recall_k, memory_mb=args.memory_mb)
+
+
 def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
     """Speech flags come from tts/ when it is installed with the app."""
     try:
@@ -67,7 +84,7 @@ def session_config(args, live: bool, answer_max_new_tokens: int = 512):
                              repetition_penalty=args.repetition_penalty, temperature=args.temperature,
                              top_p=args.top_p, max_pixels=args.max_pixels,
                              min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget,
-                             answer_max_new_tokens=answer_max_new_tokens,
+                             answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
                              **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc

@@ -149,6 +149,10 @@ class StaticRunner:
     def reset(self) -> None:
         self.cache.length = 0
 
+    def crop(self, length: int) -> None:
+        """Forget every cached token from `length` on: the slots are overwritten by what comes next."""
+        self.cache.length = min(self.cache.length, length)
+
     @staticmethod
     def _fuse_layer(layer) -> tuple:
         attn, mlp = layer.self_attn, layer.mlp

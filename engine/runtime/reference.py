@@ -38,6 +38,11 @@ class EagerRunner:
     def reset(self) -> None:
         self.cache = None
 
+    def crop(self, length: int) -> None:
+        """Forget every cached token from `length` on (a recall's video, after its answer)."""
+        if self.cache is not None and length < self.length:
+            self.cache.crop(length - self.length)  # negative: tokens to drop (the form every transformers 5.x takes)
+
     @torch.inference_mode()
     def encode_video(self, video: VideoInputs) -> torch.Tensor:
         """(n_tokens, hidden) merged visual embeddings for one chunk."""

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from engine.errors import LiveCCError
@@ -59,6 +60,7 @@ class KeptChunk:
     grid: tuple[int, int, int]  # (t, h, w) patches
     embeds: torch.Tensor  # (n_video_tokens, hidden) merged visual embeddings from encode_video
     reply: list[int]  # every token generated for it; the last one closes the reply
+    thumbnail: np.ndarray | None = None  # a small RGB picture of it, for the visual memory's recalled moments
 
     @property
     def n_video_tokens(self) -> int:
@@ -145,19 +147,24 @@ def opening_text(query: str, memory: list[MemoryEntry]) -> str:
 
 
 class VideoWindow:
-    """The last `seconds` of chunks with their embeddings; older chunks drop out as new ones come."""
+    """The last `seconds` of chunks with their embeddings; older chunks drop out as new ones come,
+    each handed to `on_leave` (the visual memory) as it goes."""
 
-    def __init__(self, seconds: float, max_chunks: int):
+    def __init__(self, seconds: float, max_chunks: int, on_leave: Callable[[KeptChunk], None] | None = None):
         self.seconds = seconds
-        self._chunks: deque[KeptChunk] = deque(maxlen=max_chunks)
+        self.max_chunks = max_chunks
+        self.on_leave = on_leave
+        self._chunks: deque[KeptChunk] = deque()
 
     def __len__(self) -> int:
         return len(self._chunks)
 
     def add(self, chunk: KeptChunk) -> None:
         self._chunks.append(chunk)
-        while self._chunks[0].end <= chunk.end - self.seconds:
-            self._chunks.popleft()
+        while len(self._chunks) > self.max_chunks or self._chunks[0].end <= chunk.end - self.seconds:
+            left = self._chunks.popleft()
+            if self.on_leave is not None:
+                self.on_leave(left)
 
     def recent(self, now: float) -> list[KeptChunk]:
         """Chunks that end within the last `seconds` before `now`, oldest first."""
@@ -206,12 +213,14 @@ class CompactContext:
 class BoundedContext:
     """The KV budget policy: when to compact and what a compaction keeps."""
 
-    def __init__(self, prompt: PromptBuilder, budget: int, window_s: float, memory_tokens: int, chunk_s: float):
+    def __init__(self, prompt: PromptBuilder, budget: int, window_s: float, memory_tokens: int, chunk_s: float,
+                 on_leave: Callable[[KeptChunk], None] | None = None):
         self.prompt = prompt
         self.budget = budget
         self.memory = TextMemory(memory_tokens, prompt.encode, prompt.tokenizer.decode)
-        self.window = VideoWindow(window_s, max_chunks=int(window_s / chunk_s) + 2)
+        self.window = VideoWindow(window_s, int(window_s / chunk_s) + 2, on_leave)
         self.last: CompactContext | None = None  # what the latest compaction kept (tests, debugging)
+        self.video_from = 0.0  # video time of the oldest chunk the cache holds (what recall may skip)
 
     def fits(self, cache_tokens: int, segment_tokens: int, max_new: int) -> bool:
         """The cache after prefilling the segment and decoding `max_new` tokens stays in budget."""
@@ -228,6 +237,7 @@ class BoundedContext:
             plan = CompactContext(query, memory, chunks)
             if not chunks or len(plan.token_ids(self.prompt)[0]) <= limit:
                 self.last = plan
+                self.video_from = chunks[0].start if chunks else now
                 return plan
             chunks = chunks[1:]
 
@@ -238,5 +248,6 @@ class BoundedContext:
 
     def clear(self) -> None:
         self.memory.clear()
-        self.window.clear()
+        self.window.clear()  # its chunks are dropped, not remembered: a reset forgets the visual memory too
         self.last = None
+        self.video_from = 0.0  # nothing is recalled until a compaction drops video from the cache

@@ -24,6 +24,9 @@ class Answer:
     text: str
     done: bool
     time: float  # video time (s) at which the question was asked
+    recalled: tuple[tuple[float, float], ...] = ()  # [start, end) of each key frame recalled, in time order
+    thumbnails: tuple = field(default=(), repr=False, compare=False)  # small RGB arrays, one per recalled moment
+    note: str = ""  # e.g. GPU memory ran out and fewer key frames were recalled
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Stats:
     chunks_skipped: int
     compactions: int = 0
     hidden_ms: float = 0.0  # preprocess/vision time that ran ahead, overlapped with the previous decode
+    memory_key_frames: int = 0  # visual memory in use: key frames and MB of host memory
+    memory_mb: float = 0.0
 
     @property
     def total_ms(self) -> float:
@@ -73,11 +78,19 @@ class StreamEnded:
     time: float
 
 
-Event = Commentary | Answer | Stats | Compaction | StreamEnded
+@dataclass(frozen=True)
+class Seek:
+    """The source moved to `time` (a player's seek): a new conversation starts there."""
+
+    time: float
+
+
+Event = Commentary | Answer | Stats | Compaction | StreamEnded | Seek
 
 
 def event_to_record(event: Event) -> dict:
     """A JSON-ready dict with a `type` field, used by the JSONL transcript and session files."""
     record = {"type": type(event).__name__.lower()}
     record.update(asdict(event))
+    record.pop("thumbnails", None)  # pictures stay in the app; records carry the times
     return record

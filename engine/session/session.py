@@ -3,7 +3,7 @@
 `StreamingSession.run(buffer)` reads like an engine step: take the frames that are due (2 fps;
 6 for the first chunk, then 2), preprocess them on the model's device, prefill the chunk with
 exact M-RoPE positions into the persistent KV cache, decode the comment until ` ...`/EOS or the
-token limit, emit events. Commands (ask, set_query, reset, stop) arrive through a queue from any
+token limit, emit events. Commands (ask, set_query, reset, seek, stop) arrive through a queue from any
 thread and are applied between steps; a question pre-empts commentary.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -28,7 +28,9 @@ from engine.runtime.reference import make_runner
 
 from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
 from .decoding import SamplingConfig, SelectRule, TokenSampler
-from .events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
+from .events import Answer, Commentary, Compaction, Event, Seek, Stats, StreamEnded
+from .memory import DEFAULT_MATCH_RATIO, DEFAULT_MAX_KEY_FRAMES, DEFAULT_MEMORY_MB
+from .recall import Mark, Recall, Recalled, check_memory_config, in_time_order, thumbnail
 
 
 @dataclass
@@ -55,6 +57,13 @@ class SessionConfig:
     memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     positions: str = "exact"  # "demo": LiveCC demo's 1-D positions once the cache holds anything (engine/model/rope.py)
+    # Visual memory (engine/session/memory.py); the knob names are the key-frame-memory system's.
+    memory: bool = True  # keep key frames of the video that left the window; recall them for questions
+    memory_mb: float = DEFAULT_MEMORY_MB  # pinned host memory for key frames
+    key_frame_buffer_size: int = DEFAULT_MAX_KEY_FRAMES  # most key frames kept
+    key_frame_match_ratio: float = DEFAULT_MATCH_RATIO  # pooled cosine at which a chunk joins the key frame
+    topk: int = 8  # key frames recalled per question at most
+    router_strategy: str = "cos_sim_fine"
 
     def __post_init__(self):
         if self.positions not in POSITION_RULES:
@@ -75,6 +84,7 @@ class SessionConfig:
         if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):
             raise ValueError(f"kv_budget {self.kv_budget} is too small: it must exceed twice memory_tokens plus "
                              "the longest reply (a compaction keeps at most half the budget)")
+        check_memory_config(self)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.seed)
@@ -140,8 +150,10 @@ class StreamingSession:
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
         self.frames = FrameSampler(self.config.fps, self.config.first_chunk_frames, self.config.chunk_frames)
         self.state = ConversationState()
+        self.recall = Recall.for_model(self.model, self.prompt, self.config) if self.config.memory else None
         self.context = BoundedContext(self.prompt, self.config.kv_budget, self.config.video_window_s,
-                                      self.config.memory_tokens, self.config.chunk_frames / self.config.fps)
+                                      self.config.memory_tokens, self.config.chunk_frames / self.config.fps,
+                                      on_leave=self.recall.memory.add if self.recall else None)
         self.query = self.config.query
         self.trace: list[tuple[int, torch.Tensor]] | None = None  # (token index, logits) for tests
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
@@ -166,6 +178,11 @@ class StreamingSession:
 
     def reset(self) -> None:
         self._command("reset", None)
+
+    def seek(self, seconds: float, reposition: Callable[[float], object] | None = None) -> None:
+        """Start a new conversation at `seconds`. `reposition(seconds)` moves the source there; it
+        runs on the engine thread between steps, so no chunk mixes the old and new positions."""
+        self._command("seek", (seconds, reposition))
 
     def stop(self) -> None:
         self._stopped = True
@@ -224,6 +241,8 @@ class StreamingSession:
                 self.query = payload.strip() or DEFAULT_QUERY
             elif kind == "reset":
                 self.clear()
+            elif kind == "seek":
+                yield self._seek(*payload)
             elif kind == "stop":
                 return
 
@@ -233,12 +252,23 @@ class StreamingSession:
         self.sampler.reset()
         self.state.reset()
         self.context.clear()
+        if self.recall is not None:
+            self.recall.memory.clear()
         self.frames.restart()
         if self._ahead is not None and self._side is not None:
             torch.cuda.current_stream(self.device).wait_stream(self._side)  # its buffers may be in flight
         self._ahead = None  # its frames belonged to the conversation being dropped
         if self.trace is not None:
             self.trace.clear()
+
+    def _seek(self, seconds: float, reposition: Callable[[float], object] | None) -> Seek:
+        self.clear()
+        if self._buffer is not None:
+            self._buffer.clear()  # frees a source blocked on a full buffer, so it can take the seek
+        if reposition is not None:
+            reposition(seconds)
+        self.frames.next_time = seconds
+        return Seek(seconds)
 
     # -- one chunk -------------------------------------------------------------------------
     def _sync(self) -> float:
@@ -306,7 +336,11 @@ class StreamingSession:
         yield Stats(chunk.index, chunk.start, chunk.end, prepared.preprocess_ms, vision_ms, (t3 - t2) * 1e3,
                     (t4 - t3) * 1e3, len(tokens), self.runner.length, cfg.kv_budget, lag,
                     buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions,
-                    hidden_ms)
+                    hidden_ms, *self._memory_use())
+
+    def _memory_use(self) -> tuple[int, float]:
+        """Key frames and MB of visual memory in use."""
+        return (len(self.recall.memory), self.recall.memory.mb) if self.recall else (0, 0.0)
 
     def _lag_ms(self, chunk: Chunk, buffer: RingBuffer | None) -> float:
         """Live: how far the chunk's end trails the newest frame. Not live (a file read ahead into the
@@ -350,7 +384,8 @@ class StreamingSession:
         if plain is None:
             plain = self.prompt.chunk_turn(chunk.start, chunk.end, video.num_tokens, None, first=False)
         grid = video.grid
-        self.context.window.add(KeptChunk(chunk.index, chunk.start, chunk.end, plain, grid, embeds, reply))
+        thumb = thumbnail(chunk.frames[-1].image) if self.recall is not None else None
+        self.context.window.add(KeptChunk(chunk.index, chunk.start, chunk.end, plain, grid, embeds, reply, thumb))
         self.context.memory.add(chunk.start, text, chunk.index)
 
     # -- bounded context -------------------------------------------------------------------
@@ -461,22 +496,68 @@ class StreamingSession:
 
     # -- questions -------------------------------------------------------------------------
     def answer(self, question: str) -> Iterator[Answer | Compaction]:
-        """Answer from the cached context, streaming an Answer event per token (after a Compaction
-        event when the question and its answer would not fit in the budget)."""
+        """Answer from the cached context and the key frames the question recalls (engine/session/
+        recall.py), streaming an Answer event per token (after a Compaction event when the question
+        and its answer would not fit in the budget)."""
         asked_at = self.frames.next_time
         max_new = self.config.answer_max_new_tokens
-        turn = yield from self._turn_with_room(
-            lambda: self.prompt.question_turn(question, first=not self.state.tokens), max_new, asked_at)
-        logits = self._prefill(turn, [], None)
+        ask = lambda: self.prompt.question_turn(question, first=not self.state.tokens)  # noqa: E731
+        logits, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
+                                                      max_new, asked_at)
         tokens: list[int] = []
         for tokens in self._decode_steps(logits, max_new, commentary=False):
-            yield Answer(question, self._text(tokens), False, asked_at)
-        text = self._text(tokens)
+            yield self._answer(question, tokens, False, asked_at, recalled)
+        if mark is not None:
+            self._forget_recall(mark, ask, tokens)
         if self._stopped:  # cut short: the last event says so, and memory keeps no half answer
-            yield Answer(question, text, False, asked_at)
+            yield self._answer(question, tokens, False, asked_at, recalled)
             return
-        self.context.memory.add_answer(asked_at, question, text)
-        yield Answer(question, text, True, asked_at)
+        self.context.memory.add_answer(asked_at, question, self._text(tokens))
+        yield self._answer(question, tokens, True, asked_at, recalled)
+
+    def _answer(self, question: str, tokens: list[int], done: bool, asked_at: float, recalled: Recalled) -> Answer:
+        return Answer(question, self._text(tokens), done, asked_at, recalled.times, recalled.thumbnails, recalled.note)
+
+    # -- recall (engine/session/recall.py) ---------------------------------------------------
+    def _choose(self, question: str, now: float, question_cost: int) -> list:
+        """Key frames to recall, best first; none without memory or with an empty cache."""
+        if self.recall is None or not self.state.tokens:
+            return []
+        return self.recall.choose(question, now, self.context.video_from, self.recall.budget(self.config, question_cost))
+
+    def _ask(self, ask, chosen: list, max_new: int, now: float):
+        """Prefill the recalled key frames (time order) then the question. When the GPU runs out of
+        memory, retry with the better half. Returns the logits, what was recalled and where to crop."""
+        wanted, used = len(chosen), []
+
+        def build() -> list[int]:
+            used[:] = chosen if self.state.tokens else []  # a compaction may have emptied the cache
+            return self.recall.turns(used) + ask() if used else ask()
+
+        while True:
+            turn = yield from self._turn_with_room(build, max_new, now)
+            mark = Mark.take(self.state, self.runner, self.sampler) if used else None
+            try:
+                embeds = self.recall.upload(used) if used else None
+                logits = self._prefill(turn, Recall.grids(used), embeds)
+            except torch.OutOfMemoryError:
+                if not used:
+                    raise
+                self.runner.crop(mark.cache_length)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                chosen = chosen[:len(used) // 2]
+                continue
+            note = f"GPU memory ran out while recalling: {len(used)} of {wanted} key frames" if len(used) < wanted else ""
+            return logits, Recalled(in_time_order(used), note), mark
+
+    def _forget_recall(self, mark: Mark, ask, tokens: list[int]) -> None:
+        """Crop the recalled video out of the cache, then re-append the question and its answer."""
+        mark.rewind(self.state, self.runner, self.sampler)
+        if self.trace is not None:
+            self.trace[:] = [(i, logits) for i, logits in self.trace if i < mark.n_tokens]
+        self._prefill(ask() + tokens[:-1], [], None)
+        self.state.pending = tokens[-1]
 
     @property
     def conversation_ids(self) -> list[int]:

@@ -1,0 +1,32 @@
+"""Where the model comes from, decided before anything touches the network: a first start asks
+before downloading (the default model is about 16 GB), and a local folder never downloads."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from desktop_app.settings import DEFAULT_MODEL
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+DEFAULT_MODEL_GB = 16  # LiveCC-7B-Instruct in bf16: 4 safetensors shards
+
+
+def hub_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+
+
+def needs_download(name: str) -> bool:
+    """True for a Hugging Face id that is not in the local cache yet (a local folder never is)."""
+    if not _HUB_ID.match(name) or Path(name).expanduser().exists():
+        return False
+    return not (hub_cache() / f"models--{name.replace('/', '--')}" / "snapshots").is_dir()
+
+
+def download_question(name: str) -> str:
+    size = f"about {DEFAULT_MODEL_GB} GB" if name == DEFAULT_MODEL else "several GB"
+    return (f"LiveCC needs its model, {name}: {size}, downloaded once from Hugging Face (huggingface.co) into "
+            f"{hub_cache()}. Nothing is downloaded until you agree; a local model folder works without it.")

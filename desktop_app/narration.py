@@ -1,0 +1,148 @@
+"""Narrate a whole video file to subtitles from the app, as fast as the model goes (not in real
+time): the CLI's engine pieces (a StreamingSession fed by a non-realtime FileSource) and the
+CLI's subtitle writers, so `match.mp4` gets the same `match.srt` and `match.vtt` as
+`livecc narrate match.mp4 --srt match.srt --vtt match.vtt`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Iterator
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog, QWidget
+
+from desktop_app.source_picker import VIDEO_FILTER
+from desktop_app.workers import GeneratorThread, user_message
+from engine import Commentary, FileSource, LiveCCError, RingBuffer
+from engine.cli import to_srt, to_vtt
+
+WRITERS = {".srt": to_srt, ".vtt": to_vtt}
+
+
+def subtitle_paths(video: str | Path) -> list[Path]:
+    """Where the subtitles go: beside the video, with its name (VLC loads `match.srt` by itself)."""
+    return [Path(video).with_suffix(suffix) for suffix in WRITERS]
+
+
+class Narration(QObject):
+    """One file narrated on its own thread; `progress` carries the fraction of the video done."""
+
+    progress = Signal(object)  # fraction done, 0..1
+    finished = Signal(list)  # the subtitle paths written (empty when none could be); always the last signal
+    failed = Signal(str)  # one line for the message area (what was narrated so far is still written)
+
+    def __init__(self, video: str | Path, loaded, config, parent: QObject | None = None):
+        super().__init__(parent)
+        from engine import StreamingSession  # torch loads here, not when the window module is imported
+
+        self.video = Path(video)
+        self.session = StreamingSession(loaded, dataclasses.replace(config, live=False))  # every frame, no skipping
+        self.source = FileSource(self.video, realtime=False, sample_fps=config.fps)
+        self.comments: list[Commentary] = []
+        self._thread = GeneratorThread(self._narrate, name="livecc-narrate", parent=self)
+        self._thread.yielded.connect(self.progress)
+        self._thread.errored.connect(lambda exc: self.failed.emit(user_message(exc)))
+        self._thread.finished.connect(self._written)
+        self._paths: list[Path] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self.session.stop()
+
+    def join(self, timeout_s: float) -> bool:
+        return self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.isRunning()
+
+    def _narrate(self) -> Iterator[float]:
+        buffer = RingBuffer(64)  # only sampled frames enter it: 32 s, as in `livecc narrate`
+        self.source.start(buffer)
+        duration = self.source.info.duration if self.source.info else 0.0
+        try:
+            for event in self.session.run(buffer):
+                if isinstance(event, Commentary):
+                    self.comments.append(event)
+                    yield min(1.0, event.end / duration) if duration else 0.0
+        finally:
+            self.source.stop()
+            self._paths = self._write()  # also after a failure or a cancel: keep what was narrated
+
+    def _write(self) -> list[Path]:
+        written = []
+        for path in subtitle_paths(self.video):
+            try:
+                path.write_text(WRITERS[path.suffix](self.comments), encoding="utf-8")
+            except OSError as exc:
+                raise LiveCCError(f"cannot write {path} ({exc.strerror}): copy the video to a folder you can "
+                                  "write to, then narrate it there") from exc
+            written.append(path)
+        return written
+
+    def _written(self) -> None:
+        self.finished.emit(self._paths)
+
+
+class NarrationController(QObject):
+    """File > Narrate to subtitles: choose a file, confirm replacing its subtitles, show progress
+    with Cancel. `blocker()` says why not now (or None); `make(path)` builds the Narration."""
+
+    notice = Signal(str, str)  # text, level for the window's message stack
+
+    def __init__(self, window: QWidget, blocker: Callable[[], str | None], make: Callable[[Path], Narration]):
+        super().__init__(window)
+        self.window, self._blocker, self._make = window, blocker, make
+        self.narration: Narration | None = None
+        self.action = QAction("&Narrate to subtitles…", self)
+        self.action.setToolTip("Write match.srt and match.vtt beside match.mp4, as fast as the model goes")
+        self.action.triggered.connect(self.choose)
+
+    def choose(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Narrate a video to subtitles", str(Path.home()),
+                                              VIDEO_FILTER)
+        if not path:
+            return
+        existing = [p.name for p in subtitle_paths(path) if p.exists()]
+        if existing and QMessageBox.question(self.window, "Replace subtitles?", f"Replace {' and '.join(existing)}?") \
+                != QMessageBox.StandardButton.Yes:
+            return
+        self.narrate(path)
+
+    def narrate(self, path: str | Path) -> Narration | None:
+        why = "a narration is running" if self.narration is not None else self._blocker()
+        if why:
+            self.notice.emit(f"Cannot narrate now: {why}.", "info")
+            return None
+        narration = self._make(Path(path))
+        dialog = QProgressDialog(f"Narrating {Path(path).name} to subtitles…", "Cancel", 0, 100, self.window)
+        dialog.setWindowTitle("Narrate to subtitles")
+        dialog.setWindowModality(Qt.NonModal)
+        dialog.setMinimumDuration(0)
+        dialog.canceled.connect(narration.cancel)
+        narration.progress.connect(lambda f: dialog.setValue(int(f * 100)))
+        narration.failed.connect(lambda text: self.notice.emit(text, "error"))
+        narration.finished.connect(lambda paths: self._done(narration, dialog, paths))
+        self.narration = narration
+        narration.start()
+        return narration
+
+    def _done(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
+        dialog.close()
+        dialog.deleteLater()
+        if self.narration is narration:
+            self.narration = None
+        narration.deleteLater()
+        if paths:
+            self.notice.emit(f"Subtitles written beside the video: {', '.join(str(p) for p in paths)}", "info")
+
+    def shutdown(self, timeout_s: float) -> bool:
+        narration = self.narration
+        if narration is None:
+            return True
+        narration.cancel()
+        return narration.join(timeout_s)
