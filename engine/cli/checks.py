@@ -15,7 +15,7 @@ MAX_PIXELS_LIMIT = 16384 * 28 * 28  # the ceiling of Qwen2-VL's own image proces
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
 MAX_ANSWER_TOKENS = 8192
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything longer or thinner
-FLOAT_OPTIONS = ("temperature", "top_p", "repetition_penalty", "at", "speech_max_lag")
+FLOAT_OPTIONS = ("temperature", "top_p", "repetition_penalty", "at", "speech_max_lag", "video_window_s", "memory_mb")
 
 
 class OutputError(LiveCCError):
