@@ -135,3 +135,18 @@ def test_discard_before_and_clear():
 def test_frame_rejects_non_rgb_uint8(bad):
     with pytest.raises(ValueError):
         Frame(bad, 0.0)
+
+
+def test_byte_bound_holds_at_most_max_bytes_but_always_min_frames():
+    big = np.zeros((100, 100, 3), np.uint8)  # 30,000 bytes
+    buffer = RingBuffer(64, max_bytes=100_000, min_frames=4)
+    for t in range(10):
+        assert buffer.put(Frame(big, float(t)))
+    # 4 frames (120,000 bytes) exceed the bound, but a chunk needs them: min_frames wins
+    assert len(buffer) == 4 and buffer.nbytes == 120_000 and buffer.dropped == 6
+    assert [f.timestamp for f in buffer.snapshot()] == [6.0, 7.0, 8.0, 9.0]
+    assert not buffer.put(Frame(big, 10.0), block=True, timeout=0.05)  # a file source waits instead
+    buffer.discard_before(8.0)
+    assert buffer.nbytes == 60_000 and buffer.put(Frame(big, 10.0), block=True, timeout=0.05)
+    buffer.clear()
+    assert buffer.nbytes == 0

@@ -149,17 +149,19 @@ def test_file_start_skips_to_that_time(video, reference):
     np.testing.assert_array_equal(frames[0].image, reference[30].image)
 
 
-def test_file_sample_fps_keeps_the_first_frame_of_each_tick(video, reference):
+def test_file_sample_fps_keeps_the_frame_on_screen_at_each_tick(video, reference):
     frames, _ = run_to_end(FileSource(video, sample_fps=2))
-    np.testing.assert_allclose(times(frames), [0.0, 0.5, 1.0, 1.5], atol=1e-3)
-    for got, index in zip(frames, (0, 15, 30, 45)):
+    # frame i is on screen until (i + 1) / 30 s: frame 14 ends exactly at 0.5 s, frame 59 at 2.0 s
+    np.testing.assert_allclose(times(frames), np.array([0, 14, 29, 44, 59]) / FPS, atol=1e-3)
+    for got, index in zip(frames, (0, 14, 29, 44, 59)):
         np.testing.assert_array_equal(got.image, reference[index].image)
 
 
 def test_file_sample_fps_with_a_rate_that_does_not_divide_the_file_rate(video):
     frames, _ = run_to_end(FileSource(video, sample_fps=7))
-    ticks = np.arange(14) / 7  # 0, 1/7, ... 13/7 s; each maps to the first frame at or after it
-    np.testing.assert_allclose(times(frames), np.ceil(ticks * FPS - 1e-6) / FPS, atol=1e-3)
+    ticks = np.arange(15) / 7  # 0, 1/7, ... 2 s; each maps to the first frame whose end reaches it
+    expected = np.maximum(0, np.ceil(ticks * FPS - 1e-6) - 1) / FPS
+    np.testing.assert_allclose(times(frames), expected, atol=1e-3)
 
 
 def test_file_realtime_paces_to_the_wall_clock(video):

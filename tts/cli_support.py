@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import Answer, Commentary, Stats
-from tts.factory import make_synthesizer, parse_voice
-from tts.player import PlayerConfig, SpeechPlayer
+from tts.factory import SynthKind, make_synthesizer, parse_voice
+from tts.player import PlayerConfig, SpeechPlayer, resolve_output_device
 from tts.scheduler import SpeechPolicy, policy_with_max_lag
 from tts.synth import SpeechError, Synthesizer
 from tts.timeline import SpeechTimeline
@@ -52,6 +52,7 @@ class SpeechSink:
     wav_path: Path | None = None
     policy: SpeechPolicy = field(default_factory=SpeechPolicy)
     commentary: list[Commentary] = field(default_factory=list)
+    video_duration: float = 0.0  # the WAV is exactly this long (0: up to the last narrated chunk)
 
     def on_event(self, event) -> None:
         if isinstance(event, Commentary):
@@ -76,16 +77,24 @@ class SpeechSink:
         timeline = SpeechTimeline(self.synth, self.policy)
         for event in self.commentary:
             timeline.add_commentary(event.text, event.start, event.end)
-        end = max((e.end for e in self.commentary), default=0.0)
-        timeline.write(self.wav_path, video_duration=end)
+        import soundfile
+
+        end = self.video_duration or max((e.end for e in self.commentary), default=0.0)
+        track = timeline.finish(end)[: int(round(end * self.synth.sample_rate))]  # speech past the end is cut
+        soundfile.write(str(self.wav_path), track, self.synth.sample_rate, subtype="PCM_16")
         dropped = timeline.scheduler.stats.dropped_stale + timeline.scheduler.stats.dropped_overflow
         print(f"speech: wrote {self.wav_path} ({len(timeline.placements)} phrases, {dropped} dropped as stale)",
               file=sys.stderr)
 
 
-def speech_sink_from_args(args: argparse.Namespace) -> SpeechSink:
-    """Build the synthesizer (with its fallback message) and, for --speak, start the player."""
+def speech_sink_from_args(args: argparse.Namespace, video_duration: float = 0.0) -> SpeechSink:
+    """Build the synthesizer (with its fallback message) and, for --speak, start the player. The
+    audio device is checked first: no one waits for ChatTTS to load to learn there is no sound card.
+    `--voice none` speaks nothing, so it needs no device."""
     kind, voice = parse_voice(args.voice)
+    speak = args.speak and kind is not SynthKind.NULL
+    if speak:
+        resolve_output_device(parse_device(args.audio_device))  # SpeechError naming the fix
     choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)
     if choice.warning:
         print(f"livecc: warning: {choice.warning}", file=sys.stderr)
@@ -94,8 +103,8 @@ def speech_sink_from_args(args: argparse.Namespace) -> SpeechSink:
     except ValueError as error:
         raise SpeechError(f"bad --speech-max-lag: {error}") from error
     player = None
-    if args.speak:
+    if speak:
         # `livecc narrate --speak` paces the video to wall-clock time, so playback follows it live.
         config = PlayerConfig(device=parse_device(args.audio_device), live=True, policy=policy)
         player = SpeechPlayer(choice.synth, config).start()
-    return SpeechSink(choice.synth, player, args.speech_wav, policy)
+    return SpeechSink(choice.synth, player, args.speech_wav, policy, video_duration=video_duration)

@@ -12,10 +12,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Frame:
-    """One RGB uint8 image (H, W, 3) and its time in seconds from the start of the session."""
+    """One RGB uint8 image (H, W, 3) and its time in seconds from the start of the session.
+    `duration`: how long it stays on screen, when the source knows (a file); 0 = unknown (live)."""
 
     image: np.ndarray
     timestamp: float
+    duration: float = 0.0
 
     def __post_init__(self):
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
@@ -23,16 +25,19 @@ class Frame:
 
 
 class RingBuffer:
-    """Fixed-capacity frame buffer. A full buffer drops its oldest frame and counts the drop,
-    unless the producer asks to block (file narration: every frame must be seen).
+    """Bounded frame buffer: at most `capacity` frames and, when `max_bytes` is set, at most that
+    many bytes of images (but always room for `min_frames`, so a chunk can form). A full buffer
+    drops its oldest frame and counts the drop, unless the producer asks to block (file narration:
+    every frame must be seen).
 
     `close()` marks the end of the stream; consumers see it through `closed` and `wait()`.
     """
 
-    def __init__(self, capacity: int = 64):
-        if capacity < 1:
-            raise ValueError("RingBuffer capacity must be >= 1")
-        self.capacity = capacity
+    def __init__(self, capacity: int = 64, max_bytes: int | None = None, min_frames: int = 1):
+        if capacity < 1 or min_frames < 1 or min_frames > capacity:
+            raise ValueError("RingBuffer needs 1 <= min_frames <= capacity")
+        self.capacity, self.max_bytes, self.min_frames = capacity, max_bytes, min_frames
+        self._bytes = 0
         self._frames: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._dropped = 0
@@ -44,18 +49,37 @@ class RingBuffer:
     # -- producer side -------------------------------------------------------------------
     def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
         """Append a frame. With block=True wait for room (returns False on timeout or close)."""
+        size = frame.image.nbytes
         with self._cond:
             if block:
-                ok = self._cond.wait_for(lambda: len(self._frames) < self.capacity or self._closed, timeout)
+                ok = self._cond.wait_for(lambda: not self._full(size) or self._closed, timeout)
                 if not ok or self._closed:
                     return False
-            elif len(self._frames) >= self.capacity:
-                self._frames.popleft()
+            while self._full(size):
+                self._pop()
                 self._dropped += 1
             self._frames.append(frame)
+            self._bytes += size
             self._pushed += 1
             self._cond.notify_all()
             return True
+
+    def _full(self, incoming: int) -> bool:
+        n = len(self._frames)
+        if n >= self.capacity:
+            return True
+        return self.max_bytes is not None and n >= self.min_frames and self._bytes + incoming > self.max_bytes
+
+    def _pop(self) -> Frame:
+        frame = self._frames.popleft()
+        self._bytes -= frame.image.nbytes
+        return frame
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of image data held now."""
+        with self._cond:
+            return self._bytes
 
     def close(self, error: BaseException | None = None) -> None:
         """End of stream (optionally because of `error`, which consumers can re-raise)."""
@@ -97,7 +121,7 @@ class RingBuffer:
         with self._cond:
             n = 0
             while self._frames and self._frames[0].timestamp < timestamp:
-                self._frames.popleft()
+                self._pop()
                 n += 1
             if n:
                 self._cond.notify_all()
@@ -106,6 +130,7 @@ class RingBuffer:
     def clear(self) -> None:
         with self._cond:
             self._frames.clear()
+            self._bytes = 0
             self._cond.notify_all()
 
     def wake(self) -> None:

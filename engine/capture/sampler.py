@@ -52,7 +52,7 @@ class FrameSampler:
         if live and latest - self.next_time > max_backlog_s + n * self.period:
             self._skip_ahead(latest, n)
         targets = self._targets(n)
-        if latest + 1e-3 < targets[-1]:
+        if latest + frames[-1].duration + 1e-3 < targets[-1]:  # not yet on screen at the last target
             if not buffer.closed:
                 return None
             covered = [t for t in targets if t <= latest + self.period / 2]

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,8 +253,10 @@ class FileSource(VideoSource):
 
     realtime=False: as fast as the consumer takes them, no frame lost (blocking puts).
     realtime=True: paced to the wall clock like a live source (non-blocking puts).
-    start/end: seconds into the file (end inclusive). sample_fps: keep only the first frame at
-    or after each 1/sample_fps tick; skipped frames are grabbed but never converted.
+    start/end: seconds into the file (end inclusive). sample_fps: keep only the frame on screen at
+    each 1/sample_fps tick; skipped frames are grabbed but never converted.
+    transform: applied to each kept (H, W, 3) uint8 frame before it enters the buffer (the CLI
+    downscales to the model's size there, so a 4K file never fills the buffer with 4K frames).
     """
 
     def __init__(
@@ -264,6 +266,7 @@ class FileSource(VideoSource):
         start: float = 0.0,
         end: float | None = None,
         sample_fps: float | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         if start < 0:
@@ -278,6 +281,7 @@ class FileSource(VideoSource):
         self.start_s = start
         self.end_s = end
         self.sample_fps = sample_fps
+        self.transform = transform
         self.info: VideoInfo | None = None
         self._cap: cv2.VideoCapture | None = None
         self._prev_t: float | None = None
@@ -376,17 +380,27 @@ class FileSource(VideoSource):
         ok, bgr = self._cap.retrieve()
         if not ok or bgr is None:
             return None
+        if self.transform is not None:
+            bgr = self.transform(bgr)  # per channel, so BGR is fine; smaller before the colour conversion
         if self.realtime and not self._sleep_until(t - self.start_s):
             return None  # stop() during the wait: the loop sees the stop flag
-        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t)
+        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t, self._period())
+
+    def _period(self) -> float:
+        """One frame's time on screen, from the container's rate."""
+        return 1.0 / ((self.info.fps if self.info else 0.0) or _DEFAULT_FPS)
 
     def _wanted(self, t: float) -> bool:
-        """Start/sample_fps filter; advances the sampling tick past `t` when the frame is kept."""
-        if t < self._next_tick - _TIME_EPS:
+        """Start/sample_fps filter; advances the sampling tick past the kept frame. With sample_fps
+        each tick takes the frame on screen at it: the first whose end (its start plus one frame
+        period) reaches the tick, as LiveCC's livecc-utils matches targets against frame end times."""
+        if self.sample_fps is None:
+            return t >= self._next_tick - _TIME_EPS
+        end = t + self._period()
+        if end < self._next_tick - _TIME_EPS:
             return False
-        if self.sample_fps is not None:
-            ticks = math.floor((t - self.start_s + _TIME_EPS) * self.sample_fps) + 1
-            self._next_tick = self.start_s + ticks / self.sample_fps
+        ticks = math.floor((end - self.start_s + _TIME_EPS) * self.sample_fps) + 1
+        self._next_tick = self.start_s + ticks / self.sample_fps
         return True
 
     def _read_error(self) -> SourceReadError:

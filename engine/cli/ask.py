@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from engine.errors import LiveCCError
 
-from .options import load, session_config
+from .checks import bad_option, check_outputs, check_video_shape
+from .options import file_capture, load, session_config
 
 
 def cmd_ask(args) -> int:
-    from engine.capture.frames import RingBuffer
-    from engine.capture.sources import FileSource, probe_video
+    from engine.capture.sources import probe_video
     from engine.session.events import Answer
     from engine.session.session import StreamingSession
 
+    if not args.question.strip():
+        raise bad_option("the question is empty: quote it, e.g. livecc ask video.mp4 \"What is happening?\"")
     info = probe_video(args.video)
+    check_video_shape(info.width, info.height, info.path)
     at = info.duration if args.at is None else args.at
-    if at < 0 or (info.duration > 0 and at > info.duration + 0.5):  # duration 0 = container did not say
-        raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s)")
+    if not at >= 0 or (info.duration > 0 and at > info.duration + 0.5):  # NaN fails >= 0; duration 0: unknown
+        raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s): give a time inside it")
     config = session_config(args, live=False, answer_max_new_tokens=args.max_answer_tokens)
+    check_outputs([("--jsonl", getattr(args, "jsonl", None))], inputs=[Path(args.video)])
     loaded = load(args)
     session = StreamingSession(loaded, config)
-    source = FileSource(args.video, end=at, sample_fps=config.fps)
-    buffer = RingBuffer(64)
+    source, buffer = file_capture(args.video, info, config, end=at)
     try:
         source.start(buffer)
         for _ in session.run(buffer):
             pass  # watch silently up to --at
     finally:
         source.stop()
+    _warn_if_short(session.frames.next_time, at)
     shown, final = "", None
     for answer in session.answer(args.question):
         if not isinstance(answer, Answer):
@@ -37,6 +44,13 @@ def cmd_ask(args) -> int:
     print()
     _report(final, args.jsonl)
     return 0
+
+
+def _warn_if_short(watched: float, at: float) -> None:
+    """The container may promise more than the file holds: say where the answer really comes from."""
+    if watched + 1.0 < at:
+        print(f"livecc: warning: the video ends at {watched:.1f} s, before --at {at:g}: answering from "
+              f"what was seen up to {watched:.1f} s", file=sys.stderr)
 
 
 def _report(answer, jsonl) -> None:

@@ -1,15 +1,23 @@
 """`livecc`: the parser and dispatch for narrate (subtitles), ask (a question), eval (benchmarks) and
 make-tiny-model.
 
-Bad input (missing or corrupt video, unusable model, no GPU) prints one line and exits 2.
+Bad input (missing or corrupt video, unusable model, no GPU, an output that cannot be written)
+prints one line and exits 2. SIGINT, SIGTERM and SIGHUP all stop a run the same way: the files are
+finished and the exit status is 128 + the signal number (130, 143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import LiveCCError
@@ -20,10 +28,73 @@ from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
 
 EXIT_BAD_INPUT = 2
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived: the run ends as after Ctrl-C, with exit status 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """The first stop signal raises `Interrupted` in the main thread; later ones are ignored, so the
+    cleanup it starts (finishing the subtitle files) is never cut short by a second Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():  # after a stop the process only exits: stay deaf to repeats
+            signal.signal(signum, signal.SIG_IGN if fired else old)
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("livecc-desktop")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def quiet_third_parties() -> None:
+    """Our one line per problem, not library chatter: deprecation warnings, transformers' notices
+    and progress bars, FFmpeg's own stderr (read by OpenCV when it first loads FFmpeg)."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    for name in ("transformers", "huggingface_hub", "ChatTTS", "accelerate"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    if "transformers" in sys.modules:  # imported already (tests): its verbosity was read at import
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livecc", description="LiveCC real-time video commentary, headless.")
+    parser.add_argument("--version", action="version", version=f"livecc {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     n = sub.add_parser("narrate", help="comment on a video file, second by second, into subtitles",
@@ -70,13 +141,22 @@ COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_third_parties()
     try:
-        return COMMANDS[args.command](args)
+        with stop_signals():
+            return COMMANDS[args.command](args)
     except LiveCCError as exc:
         print(f"livecc: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("livecc: interrupted (what was written so far is kept)", file=sys.stderr)
-        return 130
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        print(f"livecc: error: cannot write {exc.filename or 'a file'} ({exc.strerror}): free some disk space "
+              f"and run again", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"livecc: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 

@@ -1,10 +1,20 @@
-"""`livecc narrate`: stream a video file through the session into SRT, WebVTT and JSONL."""
+"""`livecc narrate`: stream a video file through the session into SRT, WebVTT and JSONL.
+
+Every output path is checked before the model loads. The files are written as the run goes (each
+comment reaches every file before it is printed), so whatever stops the run (the end, an error,
+Ctrl-C, SIGTERM, a full disk) they hold every finished chunk. Each cleanup step runs even when an
+earlier one fails.
+"""
 
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from .options import load, session_config
+from .checks import check_outputs, check_video_shape
+from .options import file_capture, load, session_config
 
 
 def _fmt(seconds: float) -> str:
@@ -12,63 +22,146 @@ def _fmt(seconds: float) -> str:
     return f"{int(m):02d}:{s:04.1f}"
 
 
-def cmd_narrate(args) -> int:
-    from tqdm import tqdm
+@dataclass
+class Summary:
+    """What the run did, printed at its end (also after an error or an interruption)."""
 
-    from engine.capture.frames import RingBuffer
-    from engine.capture.sources import FileSource, probe_video
-    from engine.session.events import Commentary, Stats, event_to_record
+    started: bool = False  # the model loaded and the files opened: only then is there something to report
+    chunks: int = 0
+    comments: int = 0
+    skipped_s: float = 0.0
+    files: list[Path] = field(default_factory=list)
+
+    def line(self) -> str:
+        wrote = ", ".join(str(p) for p in self.files) if self.files else "no files"
+        return (f"livecc: {self.chunks} chunks, {self.comments} comments, {self.skipped_s:.0f} s skipped; "
+                f"wrote {wrote}")
+
+
+class Outputs:
+    """The run's files. A comment goes to SRT and VTT at once; its JSONL record waits for the
+    chunk's stats, and is written without them if the run stops first."""
+
+    def __init__(self, args, summary: Summary):
+        from .subtitles import JsonlLog, LiveSubtitles
+
+        self._pending = None
+        self.srt = LiveSubtitles(args.srt, "srt") if args.srt else None
+        self.vtt = LiveSubtitles(args.vtt, "vtt") if args.vtt else None
+        self.log = JsonlLog(args.jsonl) if args.jsonl else None
+        summary.files += [f.path for f in (self.srt, self.vtt, self.log) if f is not None]
+        if self.log is not None and self.log.repaired:
+            print(f"livecc: warning: {args.jsonl} ended in a torn line (an interrupted run); removed its "
+                  f"{self.log.repaired} bytes before appending", file=sys.stderr)
+
+    def commentary(self, event) -> None:
+        for subtitles in (self.srt, self.vtt):
+            if subtitles is not None:
+                subtitles.add(event)
+        self._pending = event
+
+    def stats(self, event) -> None:
+        from engine.session.events import event_to_record
+
+        if self._pending is not None and self.log is not None:
+            self.log.write(event_to_record(self._pending) | {"stats": event_to_record(event)})
+        self._pending = None
+
+    def close(self) -> None:
+        from engine.session.events import event_to_record
+
+        with ExitStack() as stack:  # every file is closed, even when another fails
+            for f in (self.srt, self.vtt, self.log):
+                if f is not None:
+                    stack.callback(f.close)
+            if self._pending is not None and self.log is not None:
+                self.log.write(event_to_record(self._pending))  # the chunk was narrated: keep its record
+
+
+class ProgressBar:
+    """tqdm over video seconds, with context use and compactions beside it. A file whose content
+    runs past its stated duration stretches the bar instead of breaking it."""
+
+    def __init__(self, duration: float):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        fmt = "{desc} {bar} {n:.1f}/{total:.1f}s [{elapsed}<{remaining}]{postfix}" if duration > 0 else \
+            "{desc} {n:.1f}s [{elapsed}]{postfix}"
+        self.bar = tqdm(total=round(duration, 1) or None, unit="s", desc="narrating", file=sys.stderr,
+                        bar_format=fmt)
+
+    def advance(self, end: float) -> None:
+        if self.bar.total is not None and end > self.bar.total:
+            self.bar.total = round(end, 1)
+        self.bar.update(round(end - self.bar.n, 1))
+
+    def show(self, stats) -> None:
+        self.bar.set_postfix_str(f"context {stats.cache_tokens}/{stats.budget_tokens}, "
+                                 f"{stats.compactions} compactions, memory {stats.memory_key_frames} key frames "
+                                 f"{stats.memory_mb:.0f} MB", refresh=True)
+
+    def write(self, text: str) -> None:
+        self._tqdm.write(text, file=sys.stdout)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _output_flags(args) -> list[tuple[str, Path | None]]:
+    return [("--srt", args.srt), ("--vtt", args.vtt), ("--jsonl", args.jsonl),
+            ("--speech-wav", getattr(args, "speech_wav", None))]
+
+
+def cmd_narrate(args) -> int:
+    from engine.capture.sources import probe_video
+    from engine.session.events import Commentary, Stats
     from engine.session.session import StreamingSession
 
-    from .subtitles import JsonlLog, to_srt, to_vtt
-
     info = probe_video(args.video)  # fail fast, before the model loads
-    args.realtime = args.realtime or bool(getattr(args, "speak", False))  # speech plays at the video's pace
+    check_video_shape(info.width, info.height, info.path)
+    args.realtime = args.realtime or _speaks_aloud(args)  # speech plays at the video's pace
     config = session_config(args, live=args.realtime)
-    sink = _speech_sink(args)
-    loaded = load(args)
-    session = StreamingSession(loaded, config)
-    # Only the frames the engine samples enter the buffer, so 64 slots hold 32 s, never less than a chunk.
-    source = FileSource(args.video, realtime=args.realtime, sample_fps=config.fps)
-    buffer = RingBuffer(64)
-    events: list[Commentary] = []
-    log = JsonlLog(args.jsonl) if args.jsonl else None
-    bar = tqdm(total=round(info.duration, 1), unit="s", desc="narrating", file=sys.stderr,
-               bar_format="{desc} {bar} {n:.1f}/{total:.1f}s [{elapsed}<{remaining}]")
-    pending: Commentary | None = None
-    try:
+    check_outputs(_output_flags(args), inputs=[Path(args.video)])
+    summary = Summary()
+    with ExitStack() as cleanup:  # each step runs even if an earlier one failed; the last prints the summary
+        cleanup.callback(lambda: summary.started and print(summary.line(), file=sys.stderr))
+        sink = _speech_sink(args, info.duration)
+        if sink is not None:
+            cleanup.callback(sink.close)
+        session = StreamingSession(load(args), config)
+        source, buffer = file_capture(args.video, info, config, realtime=args.realtime)
+        outputs = Outputs(args, summary)
+        summary.started = True
+        cleanup.callback(outputs.close)
+        bar = ProgressBar(info.duration)
+        cleanup.callback(bar.close)
+        cleanup.callback(source.stop)
         source.start(buffer)
         for event in session.run(buffer):
-            if sink is not None:
-                sink.on_event(event)
             if isinstance(event, Commentary):
-                events.append(event)  # what the subtitles are made of; nothing else is kept for hours
-                pending = event
+                outputs.commentary(event)  # on disk before it is printed
+                summary.chunks += 1
                 if event.text:
-                    tqdm.write(f"[{_fmt(event.start)}-{_fmt(event.end)}] {event.text}")
-                bar.update(round(event.end - bar.n, 1))
+                    summary.comments += 1
+                    bar.write(f"[{_fmt(event.start)}-{_fmt(event.end)}] {event.text}")
+                bar.advance(event.end)
             elif isinstance(event, Stats):
-                bar.set_postfix_str(f"context {event.cache_tokens}/{event.budget_tokens} tokens, "
-                                    f"{event.compactions} compactions, memory {event.memory_key_frames} key frames "
-                                    f"{event.memory_mb:.0f} MB", refresh=False)
-                if pending is not None and log is not None:
-                    log.write(event_to_record(pending) | {"stats": event_to_record(event)})
-    finally:
-        source.stop()
-        bar.close()
-        if log is not None:
-            log.close()
-        for path, text in ((args.srt, to_srt), (args.vtt, to_vtt)):
-            if path is not None:
-                path.write_text(text(events), encoding="utf-8")  # also on failure: keep what was narrated
-        if sink is not None:
-            sink.close()
+                outputs.stats(event)
+                summary.skipped_s = event.chunks_skipped * config.chunk_frames / config.fps
+                bar.show(event)
+            if sink is not None:
+                sink.on_event(event)  # after the files: speech never stands between a comment and the disk
     return 0
 
 
-def _speech_sink(args):
+def _speaks_aloud(args) -> bool:
+    return bool(getattr(args, "speak", False)) and (getattr(args, "voice", None) or "").lower() != "none"
+
+
+def _speech_sink(args, duration: float):
     if not any(getattr(args, name, None) for name in ("speak", "speech_wav")):
         return None
     from tts.cli_support import speech_sink_from_args
 
-    return speech_sink_from_args(args)
+    return speech_sink_from_args(args, video_duration=duration)

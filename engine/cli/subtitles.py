@@ -4,11 +4,27 @@ the CLI and the desktop app."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from engine.errors import LiveCCError
 from engine.session.events import Answer, Commentary, Event, event_to_record
+
+
+class WriteError(LiveCCError):
+    """An output file stopped taking writes (a full disk, a removed drive)."""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """OSError while writing `path` becomes one line that names the file and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(f"cannot write {path} ({exc.strerror or exc}): free some disk space or choose another "
+                         f"place; it holds every chunk written before") from None
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -41,9 +57,19 @@ def cues(events: Iterable[Event]) -> list[tuple[float, float, str]]:
     return out
 
 
+def _srt_block(index: int, start: float, end: float, text: str) -> str:
+    return f"{index}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
+
+
+def _vtt_block(index: int, start: float, end: float, text: str) -> str:
+    return f"{_clock(start, '.')} --> {_clock(end, '.')}\n{_vtt_escape(text)}\n"
+
+
+VTT_HEADER = "WEBVTT\n\n"
+
+
 def to_srt(events: Iterable[Event]) -> str:
-    blocks = [f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{text}\n" for i, (a, b, text) in enumerate(cues(events), 1)]
-    return "\n".join(blocks)
+    return "\n".join(_srt_block(i, a, b, text) for i, (a, b, text) in enumerate(cues(events), 1))
 
 
 def _vtt_escape(text: str) -> str:
@@ -52,8 +78,7 @@ def _vtt_escape(text: str) -> str:
 
 
 def to_vtt(events: Iterable[Event]) -> str:
-    blocks = [f"{_clock(a, '.')} --> {_clock(b, '.')}\n{_vtt_escape(text)}\n" for a, b, text in cues(events)]
-    return "WEBVTT\n\n" + "\n".join(blocks)
+    return VTT_HEADER + "\n".join(_vtt_block(i, a, b, text) for i, (a, b, text) in enumerate(cues(events), 1))
 
 
 def to_text(events: Iterable[Event]) -> str:
@@ -82,20 +107,84 @@ def write_transcript(path: str | Path, events: list[Event]) -> Path:
     return path
 
 
+class LiveSubtitles:
+    """An SRT or WebVTT file written as the run goes: each cue is appended and flushed when it comes,
+    so the file on disk always holds every finished cue, whatever stops the run. Cues must come in
+    time order without overlap, as narration's comments do (its chunks tile the video)."""
+
+    def __init__(self, path: str | Path, kind: str):
+        self.path = Path(path)
+        self._block = {"srt": _srt_block, "vtt": _vtt_block}[kind]
+        self.cues = 0
+        with writing(self.path):
+            self._file: TextIO = self.path.open("w", encoding="utf-8")
+        self._write(VTT_HEADER if kind == "vtt" else "")
+
+    def add(self, event: Commentary) -> None:
+        if not event.text:
+            return
+        self.cues += 1
+        self._write(("\n" if self.cues > 1 else "") + self._block(self.cues, event.start, event.end, event.text))
+
+    def _write(self, text: str) -> None:
+        with writing(self.path):
+            self._file.write(text)
+            self._file.flush()
+
+    def close(self) -> None:
+        with writing(self.path):
+            self._file.close()
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut an unfinished last line (a run killed mid-write, a full disk) so the next record starts
+    on its own line. Returns how many bytes were cut."""
+    if not path.is_file():
+        return 0
+    with path.open("rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        keep = _end_of_last_line(f, size)
+        f.truncate(keep)
+        return size - keep
+
+
+def _end_of_last_line(f, size: int, block: int = 65536) -> int:
+    pos = size
+    while pos > 0:
+        start = max(0, pos - block)
+        f.seek(start)
+        data = f.read(pos - start)
+        if b"\n" in data:
+            return start + data.rfind(b"\n") + 1
+        pos = start
+    return 0
+
+
 class JsonlLog:
     """Append-only JSONL, one line per record, flushed at once: a crash loses nothing written."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = self.path.open("a", encoding="utf-8")
+        with writing(self.path):
+            self.repaired = repair_torn_tail(self.path)  # bytes of a torn last line, cut before appending
+            self._file: TextIO = self.path.open("a", encoding="utf-8")
+        self.records = 0
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        with writing(self.path):
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+        self.records += 1
 
     def close(self) -> None:
-        self._file.close()
+        with writing(self.path):
+            self._file.close()
 
     def __enter__(self):
         return self

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,10 +48,18 @@ def resolve_device(device: str | None) -> torch.device:
     """None -> CUDA when present, else CPU. Asking for CUDA without one is an error, not a fallback."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"unknown device '{device}': use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device '{device}' is not supported: use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError("CUDA was requested but no usable NVIDIA GPU was found: use --device cpu "
                           "(slow) or install a CUDA build of PyTorch")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"there is no GPU {dev.index} (this machine has {torch.cuda.device_count()}): "
+                          f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -76,19 +86,52 @@ def _check_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise ModelLoadError(f"model folder not found: {folder} (pass a folder holding config.json and weights, "
                              f"or a Hugging Face id like {DEFAULT_MODEL})")
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        raise ModelLoadError(f"{folder} has no config.json: it is not a model folder")
-    try:
-        model_type = json.loads(cfg.read_text()).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{cfg} is unreadable ({exc}): re-download the model") from exc
-    if model_type != "qwen2_vl":
-        raise ModelLoadError(f"{folder} holds a '{model_type}' model, not Qwen2-VL: LiveCC needs a Qwen2-VL "
-                             f"checkpoint such as {DEFAULT_MODEL}")
+    _check_config(folder / "config.json", folder)
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ModelLoadError(f"{folder} has no weights (*.safetensors): the download is incomplete; "
                              f"download it again or point --model at a complete folder")
+    for weights in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(weights)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder} has no tokenizer files (tokenizer.json or vocab.json + merges.txt): copy "
+                             f"them from the model's page on the Hugging Face hub, or re-download the model")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+REDOWNLOAD = "re-download it, or delete the folder from the Hugging Face cache (~/.cache/huggingface/hub) to fetch it again"
+
+
+def _check_config(cfg: Path, folder: Path) -> None:
+    if not cfg.is_file():
+        raise ModelLoadError(f"{folder} has no config.json: it is not a model folder")
+    try:
+        config = json.loads(cfg.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{cfg} is unreadable ({exc}): {REDOWNLOAD}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{cfg} holds a JSON {type(config).__name__}, not a model config: {REDOWNLOAD}")
+    model_type = config.get("model_type")
+    if model_type != "qwen2_vl":
+        raise ModelLoadError(f"{folder} holds a '{model_type}' model, not Qwen2-VL: LiveCC needs a Qwen2-VL "
+                             f"checkpoint such as {DEFAULT_MODEL}")
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file states its tensors' byte ranges in its header: a file shorter than that,
+    or with a header cut short, is an interrupted download. Reads only the header."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if size < 8 or 8 + header_len > size:
+                raise ValueError("header cut short")
+            header = json.loads(f.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelLoadError(f"{path} is damaged ({exc}; an interrupted download?): {REDOWNLOAD}") from None
+    if 8 + header_len + end > size:
+        raise ModelLoadError(f"{path} is truncated ({size} of {8 + header_len + end} bytes; an interrupted "
+                             f"download?): {REDOWNLOAD}")
 
 
 def _download(repo_id: str, progress: Progress | None) -> Path:
@@ -139,6 +182,20 @@ def apply_liger(device: torch.device) -> str:
     return f"liger: failed with this transformers ({last.__class__.__name__})"
 
 
+@contextmanager
+def _quiet_weight_loading() -> Iterator[None]:
+    """transformers' own "Loading weights" bar: the caller's progress already says what happens."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
@@ -173,15 +230,19 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
         staged = quant.staging_device(precision, dev)
         placement = {"device_map": str(staged)} if importlib.util.find_spec("accelerate") else {}
         attn = notes[0].split(": ")[1]
-        model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: Qwen2VLForConditionalGeneration
-                                     .from_pretrained(folder, dtype=dtype, attn_implementation=attn, **placement)
-                                     .to(staged))
+        with _quiet_weight_loading():
+            model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: Qwen2VLForConditionalGeneration
+                                         .from_pretrained(folder, dtype=dtype, attn_implementation=attn, **placement)
+                                         .to(staged))
         tokenizer = load_tokenizer(folder)
     except torch.OutOfMemoryError as exc:
         raise OutOfMemoryError(f"GPU out of memory while loading {name_or_path}: close other GPU programs "
                                f"or use a GPU with ~20 GB free") from exc
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load {folder}: {str(exc).splitlines()[0][:200]}") from exc
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a pickled checkpoint
+        raise ModelLoadError(f"{folder} holds a pickled checkpoint (*.bin) that cannot be loaded safely: use the "
+                             f"model's safetensors files instead (re-download it from the hub)") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"cannot load {folder}: {str(exc).splitlines()[0][:200]}: {REDOWNLOAD}") from exc
     model.eval()
     notes.append(quant.describe_precision(precision, plan, model))
     if progress:

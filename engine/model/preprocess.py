@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,24 @@ def resize_frames(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return video
     out = F.interpolate(video.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def frame_resizer(height: int, width: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  min_pixels: int = DEFAULT_MIN_PIXELS) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A capture-side resize of (H, W, 3) uint8 frames to the size the model takes, done exactly as
+    `preprocess_frames` would (so the tokens do not change), or None when no resize is needed. Per
+    channel: it works on BGR as on RGB. Sources that use it hold frames at model size, not at 4K."""
+    size = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
+    if size == (height, width) or smart_resize(*size, min_pixels=min_pixels, max_pixels=max_pixels) != size:
+        return None  # nothing to do, or a size preprocess would resize again: leave it all to preprocess
+
+    def resize(image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != (height, width):
+            return image  # a stream that changes size mid-way: preprocess resizes it
+        video = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        return resize_frames(video, size)[0].permute(1, 2, 0).contiguous().numpy()
+
+    return resize
 
 
 _TABLES: dict[torch.device, torch.Tensor] = {}

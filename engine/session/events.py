@@ -43,7 +43,7 @@ class Stats:
     new_tokens: int
     cache_tokens: int
     budget_tokens: int
-    lag_ms: float  # how far the chunk's end lags the live edge of the source when done
+    lag_ms: float  # live: how far the chunk's end trails the newest frame; file: how far behind real time
     frames_dropped: int
     chunks_skipped: int
     compactions: int = 0

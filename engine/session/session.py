@@ -159,6 +159,7 @@ class StreamingSession:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._buffer: RingBuffer | None = None
         self._stopped = False
+        self._started = time.monotonic()  # when run() began: the non-live lag is measured from it
         self._ahead: PreparedChunk | None = None
         # The next chunk's preprocessing and vision run on a low-priority side stream while this
         # chunk decodes on a high-priority one, so decode kernels go first (LIVECC_NO_OVERLAP=1: off).
@@ -197,6 +198,7 @@ class StreamingSession:
         """Process the buffer until it is closed and drained, or stop(). Yields events.
         Re-raises the source's error (after processing every frame it delivered)."""
         self._buffer = buffer
+        self._started = time.monotonic()
         cfg = self.config
         previous = torch.cuda.current_stream(self.device) if self._main is not None else None
         if self._main is not None:
@@ -330,8 +332,7 @@ class StreamingSession:
         text = self._text(tokens)
         self._remember(chunk, video, turn if plain else None, embeds, tokens, text)
         yield Commentary(chunk.start, chunk.end, text, chunk.index)
-        latest = buffer.latest() if buffer is not None else None
-        lag = max(0.0, latest.timestamp - chunk.end) * 1000 if latest else 0.0
+        lag = self._lag_ms(chunk, buffer)
         yield Stats(chunk.index, chunk.start, chunk.end, prepared.preprocess_ms, vision_ms, (t3 - t2) * 1e3,
                     (t4 - t3) * 1e3, len(tokens), self.runner.length, cfg.kv_budget, lag,
                     buffer.dropped if buffer is not None else 0, self.frames.skipped, self.state.compactions,
@@ -340,6 +341,14 @@ class StreamingSession:
     def _memory_use(self) -> tuple[int, float]:
         """Key frames and MB of visual memory in use."""
         return (len(self.recall.memory), self.recall.memory.mb) if self.recall else (0, 0.0)
+
+    def _lag_ms(self, chunk: Chunk, buffer: RingBuffer | None) -> float:
+        """Live: how far the chunk's end trails the newest frame. Not live (a file read ahead into the
+        buffer): how far the narration trails real time since the run started; 0 = keeping up."""
+        if self.config.live:
+            latest = buffer.latest() if buffer is not None else None
+            return max(0.0, latest.timestamp - chunk.end) * 1000 if latest else 0.0
+        return max(0.0, time.monotonic() - self._started - chunk.end) * 1000
 
     def _chunk_turn(self, chunk: Chunk, video: VideoInputs) -> list[int]:
         """The chunk's user turn: with the system prompt and opening if the cache is empty, with the

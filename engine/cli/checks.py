@@ -1,0 +1,129 @@
+"""Checks that run before the model loads, so bad input costs one line and no lost run: option
+values, the video's shape, and every output path. Each command (narrate, ask, eval) calls them."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.errors import LiveCCError
+
+MAX_PIXELS_LIMIT = 16384 * 28 * 28  # the ceiling of Qwen2-VL's own image processor
+MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
+MAX_ANSWER_TOKENS = 8192
+MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything longer or thinner
+FLOAT_OPTIONS = ("temperature", "top_p", "repetition_penalty", "at", "speech_max_lag", "video_window_s", "memory_mb")
+
+
+class OutputError(LiveCCError):
+    """An output file cannot be written where it was asked for (or would overwrite an input)."""
+
+
+def bad_option(message: str) -> LiveCCError:
+    return LiveCCError(f"bad option: {message}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_finite(args: argparse.Namespace) -> None:
+    """NaN and infinity pass argparse's float() and every comparison: refuse them by name."""
+    for name in FLOAT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad_option(f"{_flag(name)} {value} is not a number: give a finite value")
+
+
+def check_sizes(args: argparse.Namespace, answer_tokens: int) -> None:
+    if args.max_pixels > MAX_PIXELS_LIMIT:
+        raise bad_option(f"--max-pixels {args.max_pixels} is above Qwen2-VL's limit of {MAX_PIXELS_LIMIT} "
+                         f"(16384*28*28): the default is 301056")
+    if not 1 <= args.max_new_tokens <= MAX_COMMENT_TOKENS:
+        raise bad_option(f"--max-new-tokens {args.max_new_tokens} is out of range: a 1-second comment takes "
+                         f"1 to {MAX_COMMENT_TOKENS} tokens (default 16)")
+    if not 1 <= answer_tokens <= MAX_ANSWER_TOKENS:
+        raise bad_option(f"--max-answer-tokens {answer_tokens} is out of range: an answer takes 1 to "
+                         f"{MAX_ANSWER_TOKENS} tokens (default 512)")
+
+
+def min_kv_budget(memory_tokens: int, longest_reply: int) -> int:
+    """A compaction keeps at most half the budget, and that half must hold the text memory and the
+    longest reply: the smallest budget that works."""
+    return 2 * (memory_tokens + longest_reply) + 1
+
+
+def check_kv_budget(args: argparse.Namespace, answer_tokens: int, memory_tokens: int) -> None:
+    need = min_kv_budget(memory_tokens, max(args.max_new_tokens, answer_tokens))
+    if args.kv_budget < need:
+        raise bad_option(f"--kv-budget {args.kv_budget} is too small for {args.max_new_tokens}-token comments and "
+                         f"{answer_tokens}-token answers: use at least {need} (default 16384)")
+
+
+def check_device(args: argparse.Namespace) -> None:
+    from engine.model.loading import resolve_device
+
+    resolve_device(args.device)  # raises DeviceError naming the devices that exist
+
+
+def validate_model_args(args: argparse.Namespace, answer_tokens: int, memory_tokens: int) -> None:
+    """Everything the shared model flags can get wrong, checked before the model loads."""
+    check_finite(args)
+    check_sizes(args, answer_tokens)
+    check_kv_budget(args, answer_tokens, memory_tokens)
+    check_device(args)
+
+
+def check_video_shape(width: int, height: int, path: Path) -> None:
+    if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise LiveCCError(f"{path} is {width}x{height}: Qwen2-VL takes frames up to {MAX_ASPECT_RATIO}:1; "
+                          f"crop or pad the video to a less extreme shape")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _probe_writable(path: Path) -> None:
+    """Open the file for appending (an existing file is not changed), or create and remove it."""
+    if path.exists():
+        with path.open("ab"):
+            return
+    with path.open("xb"):
+        pass
+    path.unlink()
+
+
+def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
+    """One output path: not an input, not a folder, its folder created, writable. Returns it resolved."""
+    path = path.expanduser()
+    for source in inputs:
+        if path.resolve() == Path(source).expanduser().resolve() or _same_file(path, Path(source)):
+            raise OutputError(f"{flag} {path} is the input video: choose another file name")
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder: give a file name inside it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _probe_writable(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {flag} {path} ({exc.strerror or exc}): choose a writable place") from None
+    return path.resolve()
+
+
+def check_outputs(outputs: Iterable[tuple[str, Path | None]], inputs: Iterable[Path]) -> None:
+    """Every (flag, path) given: checked one by one, and no path given twice."""
+    inputs = list(inputs)
+    seen: dict[Path, str] = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        resolved = check_output(flag, Path(path), inputs)
+        if resolved in seen:
+            raise OutputError(f"{seen[resolved]} and {flag} both name {path}: give each its own file")
+        seen[resolved] = flag
