@@ -1,7 +1,8 @@
 """Narrate a whole video file to subtitles from the app, as fast as the model goes (not in real
-time): the CLI's engine pieces (a StreamingSession fed by a non-realtime FileSource) and the
-CLI's subtitle writers, so `match.mp4` gets the same `match.srt` and `match.vtt` as
-`livecc narrate match.mp4 --srt match.srt --vtt match.vtt`."""
+time): the CLI's engine pieces (a StreamingSession fed by the CLI's non-realtime file capture) and
+its subtitle writers, which append each cue as it comes, so `match.mp4` gets the same `match.srt`
+and `match.vtt` as `livecc narrate match.mp4 --srt match.srt --vtt match.vtt`, and a failure or a
+Cancel keeps every cue written so far."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog, QWidget
 
 from desktop_app.source_picker import VIDEO_FILTER
 from desktop_app.workers import GeneratorThread, user_message
-from engine import Commentary, FileSource, LiveCCError, RingBuffer
-from engine.cli import to_srt, to_vtt
+from engine import Commentary, probe_video
+from engine.cli import LiveSubtitles, file_capture
 
-WRITERS = {".srt": to_srt, ".vtt": to_vtt}
+SUFFIXES = (".srt", ".vtt")
 
 
 def subtitle_paths(video: str | Path) -> list[Path]:
     """Where the subtitles go: beside the video, with its name (VLC loads `match.srt` by itself)."""
-    return [Path(video).with_suffix(suffix) for suffix in WRITERS]
+    return [Path(video).with_suffix(suffix) for suffix in SUFFIXES]
 
 
 class Narration(QObject):
@@ -38,9 +39,8 @@ class Narration(QObject):
         from engine import StreamingSession  # torch loads here, not when the window module is imported
 
         self.video = Path(video)
-        self.session = StreamingSession(loaded, dataclasses.replace(config, live=False))  # every frame, no skipping
-        self.source = FileSource(self.video, realtime=False, sample_fps=config.fps)
-        self.comments: list[Commentary] = []
+        self.config = dataclasses.replace(config, live=False)  # every frame, no skipping
+        self.session = StreamingSession(loaded, self.config)
         self._thread = GeneratorThread(self._narrate, name="livecc-narrate", parent=self)
         self._thread.yielded.connect(self.progress)
         self._thread.errored.connect(lambda exc: self.failed.emit(user_message(exc)))
@@ -61,28 +61,22 @@ class Narration(QObject):
         return self._thread.isRunning()
 
     def _narrate(self) -> Iterator[float]:
-        buffer = RingBuffer(64)  # only sampled frames enter it: 32 s, as in `livecc narrate`
-        self.source.start(buffer)
-        duration = self.source.info.duration if self.source.info else 0.0
+        info = probe_video(self.video)
+        source, buffer = file_capture(self.video, info, self.config, realtime=False)
+        outputs: list[LiveSubtitles] = []
         try:
+            outputs = [LiveSubtitles(path, path.suffix[1:]) for path in subtitle_paths(self.video)]
+            source.start(buffer)
             for event in self.session.run(buffer):
                 if isinstance(event, Commentary):
-                    self.comments.append(event)
-                    yield min(1.0, event.end / duration) if duration else 0.0
+                    for output in outputs:
+                        output.add(event)
+                    yield min(1.0, event.end / info.duration) if info.duration else 0.0
         finally:
-            self.source.stop()
-            self._paths = self._write()  # also after a failure or a cancel: keep what was narrated
-
-    def _write(self) -> list[Path]:
-        written = []
-        for path in subtitle_paths(self.video):
-            try:
-                path.write_text(WRITERS[path.suffix](self.comments), encoding="utf-8")
-            except OSError as exc:
-                raise LiveCCError(f"cannot write {path} ({exc.strerror}): copy the video to a folder you can "
-                                  "write to, then narrate it there") from exc
-            written.append(path)
-        return written
+            source.stop()
+            for output in outputs:
+                output.close()
+            self._paths = [output.path for output in outputs]
 
     def _written(self) -> None:
         self.finished.emit(self._paths)

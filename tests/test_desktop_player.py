@@ -353,6 +353,29 @@ def test_narrate_to_subtitles_writes_what_livecc_narrate_writes(make_window, qtb
     close_and_check(window)
 
 
+def test_narration_writes_cues_as_it_goes_and_a_cancel_keeps_them(make_window, qtbot, videos, tmp_path):
+    video = tmp_path / "match.mp4"
+    shutil.copyfile(videos["long"], video)
+    window = loaded_window(make_window, qtbot, session_factory=short_answers)
+    narration = window.narrator.narrate(video)
+    srt, vtt = video.with_suffix(".srt"), video.with_suffix(".vtt")
+    on_disk: list[int] = []  # SRT cues already in the file each time a chunk is reported
+
+    def seen(fraction: float) -> None:
+        on_disk.append(srt.read_text().count(" --> "))
+        if len(on_disk) == 4:
+            narration.cancel()
+
+    narration.progress.connect(seen)
+    with qtbot.waitSignal(narration.finished, timeout=WAIT_MS):
+        pass
+    assert on_disk[-1] >= 1 and on_disk == sorted(on_disk)  # on disk while the narration still ran
+    cues = srt.read_text().count(" --> ")
+    assert cues == on_disk[-1] and vtt.read_text().count(" --> ") == cues  # the cancel kept every cue
+    assert len(on_disk) < 28  # it stopped well before the end of the 30 s file
+    close_and_check(window)
+
+
 def test_recent_files_about_and_shortcuts(make_window, qtbot, videos, tiny_model_dir):
     window = loaded_window(make_window, qtbot)
     window.open_file(str(videos["short"]))

@@ -122,7 +122,9 @@ def test_missing_and_corrupt_videos_are_counted_and_the_run_goes_on(tiny_model_d
     (data / "src_videos" / "Ego4D/clips/v0.mp4").unlink()
     (data / "src_videos" / "COIN/v1.mp4").write_text("not a video\n" * 40)
     out = tmp_path / "out"
-    assert main([*_cli(data, tiny_model_dir, out), "--tasks", "EPM,ASI,STU"]) == 0
+    assert main([*_cli(data, tiny_model_dir, out), "--tasks", "EPM,ASI,STU", "--no-memory", "--router", "recent"]) == 0
+    session = json.loads((out / "run.json").read_text())["settings"]["session"]
+    assert session["memory"] is False and session["router_strategy"] == "recent"  # design switches are recorded
     summary = json.loads((out / "summary.json").read_text())
     assert summary["items"] == 3 and summary["answered"] == 1 and summary["failed"] == 2
     errors = {f["id"]: f["error"] for f in summary["failures"]}

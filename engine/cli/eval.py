@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import LiveCCError
 
-from .options import add_model_arguments, load, session_config
+from .options import add_memory_arguments, add_model_arguments, load, session_config
 
 
 def add_eval_parser(sub) -> None:
@@ -57,6 +57,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default eval-results/BENCHMARK/MODEL)")
     add_model_arguments(p)
+    add_memory_arguments(p)  # backward-tracing questions measure the visual memory: --no-memory compares
 
 
 def _model_id(args) -> str:
