@@ -151,6 +151,9 @@ def _bad_data(tmp_path: Path) -> dict[str, list[str]]:
         "no annotation file": [*ovo, "--data", str(tmp_path)],
         "no video at all": [*ovo, "--data", str(no_videos)],
         "unknown task": [*ovo, "--data", str(no_videos), "--tasks", "EPM,XYZ"],
+        "negative sample": [*ovo, "--data", str(no_videos), "--sample", "-1"],
+        "NaN judge backoff": ["eval", "livesports-cc", "--data", str(tmp_path), "--judge-backoff", "nan"],
+        "negative judge backoff": ["eval", "livesports-cc", "--data", str(tmp_path), "--judge-backoff", "-1"],
         "livesports missing data folder": ["eval", "livesports-cc", "--data", str(tmp_path / "absent")],
         "livesports annotation of another benchmark": ["eval", "livesports-cc", "--data", str(not_json)],
     }
@@ -174,6 +177,9 @@ def test_a_torn_last_line_is_dropped_and_other_settings_are_refused(tmp_path):
     assert log.done == {1}
     log.append({"id": 2})
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [1, 2]
+    path.write_bytes('{"id": 1}\n{"id": 2, "reply": "Müller'.encode()[:-1])  # killed mid-character
+    assert ResultLog(path, key=lambda r: r["id"]).done == {1}
+    assert path.read_bytes() == b'{"id": 1}\n'
 
     open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "exact", "kv_budget": 16384}))
     open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "exact", "kv_budget": 16384}))  # same: fine

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 
-# What each subpackage may import, besides itself and the shared leaves (engine.errors, engine._exports).
+# What each subpackage may import, besides itself and the shared leaves (engine.errors, engine.jsonl, engine._exports).
 ALLOWED = {
     "capture": set(),
     "model": {"capture"},
@@ -15,7 +15,7 @@ ALLOWED = {
     "eval": {"capture", "model", "runtime", "session"},
     "cli": {"capture", "model", "runtime", "session", "eval"},
 }
-SHARED = {"errors", "_exports"}
+SHARED = {"errors", "jsonl", "_exports"}
 QT = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "qtpy", "superqt")
 
 

@@ -36,7 +36,7 @@ def test_ask_prints_and_records_the_recalled_moments(tiny_model_dir, video40, tm
     assert record["recalled"] and record["recalled"][0][0] == 0.0  # the start was recalled first in time
     assert all(len(pair) == 2 and pair[0] < pair[1] <= 40 for pair in record["recalled"])
     assert "thumbnails" not in record
-    assert "recalled: 0:00.0-" in out
+    assert "recalled: 00:00.0-" in out
 
 
 def test_ask_without_memory_records_no_recall(tiny_model_dir, video6, tmp_path, capsys):

@@ -184,6 +184,43 @@ def test_a_second_load_reads_the_packed_weights_from_the_disk_cache(tiny_model_d
         run_tokens(first, EagerRunner(first.model), n_chunks=2)
 
 
+def test_a_torn_cache_is_packed_again_and_a_failed_save_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LIVECC_QUANT_CACHE", str(cache))
+    first = load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest("int8"))
+    (packed,) = cache.glob("*.safetensors")
+    packed.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])  # an interrupted write
+    again = load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest("int8"))
+    assert run_tokens(again, EagerRunner(again.model), n_chunks=2) == \
+        run_tokens(first, EagerRunner(first.model), n_chunks=2)
+    assert packed.stat().st_size > 0 and load_model(str(tiny_model_dir), device="cpu",
+                                                    quantize=QuantRequest("int8")).precision == "int8"
+
+    def disk_full(*args, **kwargs):
+        raise safetensors.SafetensorError("No space left on device (os error 28)")
+
+    for f in cache.iterdir():
+        f.unlink()
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    assert load_model(str(tiny_model_dir), device="cpu", quantize=QuantRequest("int8")).precision == "int8"
+    assert list(cache.iterdir()) == []  # no half-written .part left behind
+
+
+def test_a_plan_that_cuts_the_budget_below_what_the_settings_need_is_one_clear_error(tiny_loaded):
+    import dataclasses
+
+    from engine.errors import OutOfMemoryError
+    from engine.session.session import SessionConfig, StreamingSession
+
+    plan = MemoryPlan("int4", 4096, 4.3, 0.2, 0.5, 0.0, 5.0, "test")  # what fits a small card
+    small = dataclasses.replace(tiny_loaded, plan=plan)
+    assert StreamingSession(small, SessionConfig()).config.kv_budget == 4096  # cut to fit, and it works
+    with pytest.raises(OutOfMemoryError, match="KV budget of only 4096 tokens.*--quantize int4"):
+        StreamingSession(small, SessionConfig(answer_max_new_tokens=2048))
+
+
 def test_the_settings_dialog_offers_and_keeps_the_precision(qtbot):
     from desktop_app.settings import AppSettings
     from desktop_app.settings_dialog import SettingsDialog

@@ -5,7 +5,7 @@ from engine._exports import lazy_exports
 
 _EXPORTS = {
     "main": ".main",
-    "JsonlLog": ".subtitles", "LiveSubtitles": ".subtitles", "write_transcript": ".subtitles", "to_srt": ".subtitles",
+    "LiveSubtitles": ".subtitles", "write_transcript": ".subtitles", "to_srt": ".subtitles",
     "to_vtt": ".subtitles", "file_capture": ".options",
 }
 __all__ = sorted(_EXPORTS)

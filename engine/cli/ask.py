@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.errors import LiveCCError
 
 from .checks import bad_option, check_outputs, check_video_shape
+from .narrate import video_clock
 from .options import file_capture, load, session_config
 
 
@@ -55,14 +56,13 @@ def _warn_if_short(watched: float, at: float) -> None:
 
 def _report(answer, jsonl) -> None:
     """The recalled moments' times (and any note) on stdout; the answer record in --jsonl."""
+    from engine.jsonl import JsonlLog
     from engine.session.events import event_to_record
-
-    from .subtitles import JsonlLog
 
     if answer is None:
         return
     if answer.recalled:
-        print("recalled: " + ", ".join(f"{_clock(a)}-{_clock(b)}" for a, b in answer.recalled))
+        print("recalled: " + ", ".join(f"{video_clock(a)}-{video_clock(b)}" for a, b in answer.recalled))
     if answer.note:
         print(f"note: {answer.note}")
     if jsonl is not None:
@@ -70,6 +70,3 @@ def _report(answer, jsonl) -> None:
             log.write(event_to_record(answer))
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(seconds, 60)
-    return f"{int(m)}:{s:04.1f}"

@@ -15,7 +15,6 @@ MAX_PIXELS_LIMIT = 16384 * 28 * 28  # the ceiling of Qwen2-VL's own image proces
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
 MAX_ANSWER_TOKENS = 8192
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything longer or thinner
-FLOAT_OPTIONS = ("temperature", "top_p", "repetition_penalty", "at", "speech_max_lag", "video_window_s", "memory_mb")
 
 
 class OutputError(LiveCCError):
@@ -31,11 +30,19 @@ def _flag(name: str) -> str:
 
 
 def check_finite(args: argparse.Namespace) -> None:
-    """NaN and infinity pass argparse's float() and every comparison: refuse them by name."""
-    for name in FLOAT_OPTIONS:
-        value = getattr(args, name, None)
+    """NaN and infinity pass argparse's float() and every comparison: refuse them by name, in
+    every float option of every command."""
+    for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise bad_option(f"{_flag(name)} {value} is not a number: give a finite value")
+
+
+def check_counts(args: argparse.Namespace, *names: str) -> None:
+    """Counts that must be at least 1 when given (--limit, --sample, --judge-retries)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise bad_option(f"{_flag(name)} {value} must be 1 or more")
 
 
 def check_sizes(args: argparse.Namespace, answer_tokens: int) -> None:

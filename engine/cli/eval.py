@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.errors import LiveCCError
 
+from .checks import bad_option, check_counts, check_finite
 from .options import add_memory_arguments, add_model_arguments, load, session_config
 
 
@@ -76,6 +77,10 @@ def _check_videos(paths: list[Path], data: Path) -> None:
 
 
 def cmd_eval(args) -> int:
+    check_finite(args)
+    check_counts(args, "limit", "sample", "judge_retries")
+    if getattr(args, "judge_backoff", 0.0) < 0:
+        raise bad_option(f"--judge-backoff {args.judge_backoff} must not be negative")
     return cmd_ovobench(args) if args.benchmark == "ovobench" else cmd_livesports(args)
 
 

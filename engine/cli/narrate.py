@@ -17,7 +17,8 @@ from .checks import check_outputs, check_video_shape
 from .options import file_capture, load, session_config
 
 
-def _fmt(seconds: float) -> str:
+def video_clock(seconds: float) -> str:
+    """mm:ss.s, how the CLI prints video times."""
     m, s = divmod(seconds, 60)
     return f"{int(m):02d}:{s:04.1f}"
 
@@ -43,7 +44,9 @@ class Outputs:
     chunk's stats, and is written without them if the run stops first."""
 
     def __init__(self, args, summary: Summary):
-        from .subtitles import JsonlLog, LiveSubtitles
+        from engine.jsonl import JsonlLog
+
+        from .subtitles import LiveSubtitles
 
         self._pending = None
         self.srt = LiveSubtitles(args.srt, "srt") if args.srt else None
@@ -144,7 +147,7 @@ def cmd_narrate(args) -> int:
                 summary.chunks += 1
                 if event.text:
                     summary.comments += 1
-                    bar.write(f"[{_fmt(event.start)}-{_fmt(event.end)}] {event.text}")
+                    bar.write(f"[{video_clock(event.start)}-{video_clock(event.end)}] {event.text}")
                 bar.advance(event.end)
             elif isinstance(event, Stats):
                 outputs.stats(event)

@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from engine.errors import LiveCCError
+from engine.jsonl import JsonlLog, repair_torn_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,37 +72,33 @@ def open_run(out: Path, settings: RunSettings) -> None:
 
 
 class ResultLog:
-    """An append-only JSONL of finished items, keyed by `key(record)`."""
+    """An append-only JSONL of finished items, keyed by `key(record)`: a torn last line (a run killed
+    mid-write, even mid-character) is cut first, then each record is appended and flushed."""
 
     def __init__(self, path: Path, key):
         self.path, self.key = path, key
-        self.records = read_jsonl(path, repair=True)
+        repair_torn_tail(path)
+        self.records = read_jsonl(path)
         self.done = {key(r) for r in self.records}
 
     def append(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
+        with JsonlLog(self.path) as log:
+            log.write(record)
         self.records.append(record)
         self.done.add(self.key(record))
 
 
-def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
-    """Records of a JSONL file ([] when absent). With `repair`, a torn last line is cut off the file."""
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file ([] when absent); a line that is not JSON is one error naming it."""
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
     records = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n")):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            if i == len(lines) - 1 and repair:  # the last write was cut short: drop it
-                path.write_text("\n".join(lines[:-1]) + "\n" if lines[:-1] else "", encoding="utf-8")
-                break
             raise LiveCCError(f"{path} line {i + 1} is not JSON ({exc.msg}): fix or delete that line") from exc
     return records
 

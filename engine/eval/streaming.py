@@ -1,5 +1,5 @@
 """Items played through `StreamingSession` as a live stream: commentary runs chunk by chunk as in
-live use (with the configured compaction, and memory once it lands), and each question is asked
+live use (with the configured compaction and visual memory), and each question is asked
 when the stream reaches its time.
 
 A LiveSports-3K event is played like LiveCC's `live_cc_once_for_evaluation` (demo/infer.py): the
@@ -20,6 +20,7 @@ from engine.session.events import Answer, Commentary, Event
 from engine.session.session import SessionConfig, StreamingSession
 
 _BUFFER_FRAMES = 64  # only sampled frames enter the buffer: 32 s at 2 fps, never less than a chunk
+_BUFFER_BYTES = 512 * 2**20  # and a 4K video's full-size frames never take more than this
 
 
 class ClipSource(FileSource):
@@ -27,11 +28,11 @@ class ClipSource(FileSource):
 
     def _read(self) -> Frame | None:
         frame = super()._read()
-        return None if frame is None else Frame(frame.image, frame.timestamp - self.start_s)
+        return None if frame is None else replace(frame, timestamp=frame.timestamp - self.start_s)
 
 
 def _play(session: StreamingSession, source: FileSource) -> Iterator[Event]:
-    buffer = RingBuffer(_BUFFER_FRAMES)
+    buffer = RingBuffer(_BUFFER_FRAMES, max_bytes=_BUFFER_BYTES, min_frames=session.config.first_chunk_frames)
     source.start(buffer)
     try:
         yield from session.run(buffer)

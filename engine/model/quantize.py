@@ -349,6 +349,7 @@ _BUFFER = "__buffer__."  # non-persistent buffers (rotary inv_freq) travel too: 
 
 
 def save_packed(model: torch.nn.Module, bits: dict[str, int], path: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {name: t.contiguous() for name, t in model.state_dict().items()}
@@ -358,7 +359,8 @@ def save_packed(model: torch.nn.Module, bits: dict[str, int], path: Path) -> Non
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"bits": json.dumps(bits)})
         tmp.replace(path)  # a half-written file never looks like a cache hit
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # a full disk comes back as a SafetensorError
+        tmp.unlink(missing_ok=True)
         log.warning("could not cache the packed weights at %s (%s): the next start packs them again", path, exc)
 
 
@@ -395,9 +397,14 @@ def load_quantized(folder: Path, precision: str, device: torch.device, dtype: to
     (bf16 on the host when quantizing), packed onto `device` and cached for the next start."""
     path = cache_file(folder, precision)
     if path is not None and path.is_file():
+        from safetensors import SafetensorError
         from transformers import AutoConfig
 
-        return load_packed(AutoConfig.from_pretrained(folder), path, device, dtype, attn)
+        try:
+            return load_packed(AutoConfig.from_pretrained(folder), path, device, dtype, attn)
+        except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as exc:  # torn or stale cache file
+            log.warning("the cached packed weights %s are unusable (%s): packing them again", path, exc)
+            path.unlink(missing_ok=True)
     model = load_float()
     bits = quantize_model(model, precision, device)
     if path is not None:

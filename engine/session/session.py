@@ -140,7 +140,7 @@ class StreamingSession:
         self.config = config or SessionConfig()
         plan = getattr(loaded, "plan", None)
         if plan is not None and self.config.kv_budget > plan.kv_budget:  # the memory plan cut it to fit the card
-            self.config = replace(self.config, kv_budget=plan.kv_budget)
+            self.config = self._fitted(plan.kv_budget)
         self.model = loaded.model
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
@@ -170,6 +170,14 @@ class StreamingSession:
         self._merge = self.model.config.vision_config.spatial_merge_size
 
     # -- commands (any thread) -----------------------------------------------------------
+    def _fitted(self, kv_budget: int) -> SessionConfig:
+        try:
+            return replace(self.config, kv_budget=kv_budget)
+        except ValueError as exc:  # the cut budget no longer holds the text memory and the longest reply
+            raise OutOfMemoryError(f"the GPU's free memory holds a KV budget of only {kv_budget} tokens, too few for "
+                                   f"these settings ({exc}): use --quantize int4, a lower --max-pixels, fewer "
+                                   "--max-answer-tokens or --memory-tokens, or free GPU memory") from None
+
     def ask(self, question: str) -> None:
         self._command("ask", question)
 
