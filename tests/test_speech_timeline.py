@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import soundfile
 
+from engine import Commentary
+from tts.cli_support import SpeechSink
 from tts.espeak import EspeakSynth
 from tts.scheduler import SpeechPolicy
 from tts.timeline import SpeechTimeline
+from test_speech_policy import MarkerSynth
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (apt)")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (apt)")
 
 FRAME_S = 0.02
 
@@ -32,6 +35,7 @@ def speech_onsets(audio: np.ndarray, rate: int, threshold: float = 0.01, min_gap
     return onsets
 
 
+@needs_espeak
 def test_segments_start_at_or_after_their_comments(tmp_path):
     # (text, start, end) fragments as LiveCC emits them: first chunk 3 s, then 1 s chunks
     events = [("A red ball appears.", 0.0, 3.0), ("", 3.0, 4.0), ("", 4.0, 5.0),
@@ -59,6 +63,7 @@ def test_segments_start_at_or_after_their_comments(tmp_path):
     assert onsets[2] >= 12.0 - FRAME_S  # no sentence end: held until the model's silence at 12 s
 
 
+@needs_espeak
 def test_backlog_is_dropped_not_delayed(tmp_path):
     synth = EspeakSynth("en-us")
     timeline = SpeechTimeline(synth, SpeechPolicy(max_lag_s=4.0))
@@ -71,6 +76,7 @@ def test_backlog_is_dropped_not_delayed(tmp_path):
     assert all(p.start - p.phrase.due <= 4.0 for p in timeline.placements)
 
 
+@needs_espeak
 def test_livecc_narrate_writes_speech_wav(tiny_model_dir, tmp_path):
     from engine.cli.main import main
     from videos import write_video
@@ -87,3 +93,29 @@ def test_livecc_narrate_writes_speech_wav(tiny_model_dir, tmp_path):
     onsets = speech_onsets(audio, rate)
     assert spoken and onsets
     assert onsets[0] >= spoken[0]["end"] - FRAME_S  # nothing is said before the first comment exists
+
+
+# -- the WAV's length: the video's when known, its speech's when not (a live source) -------------
+def sink_wav(tmp_path, video_duration: float) -> tuple[np.ndarray, int]:
+    """The last comment's phrase (1.14 s of audio from 3.0 s) runs past the last chunk's end (4.0 s)."""
+    synth = MarkerSynth()
+    sink = SpeechSink(synth, wav_path=tmp_path / "speech.wav", policy=SpeechPolicy(start_at="clause"),
+                      video_duration=video_duration)
+    sink.on_event(Commentary(0.0, 3.0, "A red ball appears.", 0))
+    sink.on_event(Commentary(3.0, 4.0, "", 1))
+    sink.close()
+    audio, rate = soundfile.read(tmp_path / "speech.wav", dtype="float32")
+    return audio, rate
+
+
+def test_unknown_length_keeps_the_last_phrase_whole(tmp_path):
+    audio, rate = sink_wav(tmp_path, video_duration=0.0)
+    spoken = len(MarkerSynth().synthesize("A red ball appears."))
+    assert len(audio) == 3 * rate + spoken > 4 * rate  # past the last chunk's end: nothing cut
+    assert np.all(audio[3 * rate:] > 0.05)  # the whole phrase is there, to its last sample
+
+
+def test_known_length_cuts_the_wav_at_the_videos_end(tmp_path):
+    audio, rate = sink_wav(tmp_path, video_duration=3.5)
+    assert len(audio) == int(3.5 * rate)
+    assert np.all(audio[3 * rate:] > 0.05)

@@ -52,7 +52,7 @@ class SpeechSink:
     wav_path: Path | None = None
     policy: SpeechPolicy = field(default_factory=SpeechPolicy)
     commentary: list[Commentary] = field(default_factory=list)
-    video_duration: float = 0.0  # the WAV is exactly this long (0: up to the last narrated chunk)
+    video_duration: float = 0.0  # the WAV is exactly this long (0, a live source: as long as its speech)
 
     def on_event(self, event) -> None:
         if isinstance(event, Commentary):
@@ -77,11 +77,7 @@ class SpeechSink:
         timeline = SpeechTimeline(self.synth, self.policy)
         for event in self.commentary:
             timeline.add_commentary(event.text, event.start, event.end)
-        import soundfile
-
-        end = self.video_duration or max((e.end for e in self.commentary), default=0.0)
-        track = timeline.finish(end)[: int(round(end * self.synth.sample_rate))]  # speech past the end is cut
-        soundfile.write(str(self.wav_path), track, self.synth.sample_rate, subtype="PCM_16")
+        timeline.write(self.wav_path, self.video_duration)  # cut at the video's end only when it is known
         dropped = timeline.scheduler.stats.dropped_stale + timeline.scheduler.stats.dropped_overflow
         print(f"speech: wrote {self.wav_path} ({len(timeline.placements)} phrases, {dropped} dropped as stale)",
               file=sys.stderr)

@@ -74,8 +74,12 @@ class SpeechTimeline:
         return track
 
     def write(self, path: Path, video_duration: float | None = None) -> np.ndarray:
+        """The track as a 16-bit WAV: exactly the video long when its length is known (> 0; speech
+        past the end is cut), else as long as its speech (a live source: nothing is cut)."""
         import soundfile
 
         track = self.finish(video_duration)
+        if video_duration and video_duration > 0:
+            track = track[: int(round(video_duration * self.synth.sample_rate))]
         soundfile.write(str(path), track, self.synth.sample_rate, subtype="PCM_16")
         return track
