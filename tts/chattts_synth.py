@@ -114,17 +114,23 @@ class ChatTTSSynth(Synthesizer):
             self.synthesize(WARM_TEXT)
 
     def set_options(self, options: ChatTTSOptions) -> None:
-        """New run-time options (levers, lengths) for the loaded model; voice, device and assets stay."""
+        """New run-time options (levers, lengths) for the loaded model; voice, device and assets stay.
+        Call it only while nothing synthesizes (no SpeechPlayer running on this synthesizer): the
+        options and the stream are swapped without a lock."""
         self.options = options
         self._cuda_stream = self._make_stream()
 
     def _make_stream(self):
-        """A CUDA stream at the lowest priority: the engine decodes on a higher one and goes first."""
+        """A CUDA stream at CUDA's lowest priority (0). With the engine's chunk overlap on, its decode
+        runs at priority -5 and goes first; with LIVECC_NO_OVERLAP=1 it decodes on the default
+        stream, at the same priority as this one."""
         import torch
 
         if not (self.options.side_stream and self.device.type == "cuda"):
             return None
-        return torch.cuda.Stream(self.device, priority=0)  # 0 is CUDA's lowest; the engine's decode uses -5
+        stream = torch.cuda.Stream(self.device, priority=0)
+        stream.wait_stream(torch.cuda.current_stream(self.device))  # the weights loaded there first
+        return stream
 
     def _on_gpu(self):
         """Where speech's GPU work runs: its own stream, or the caller's (the off switch)."""
