@@ -183,6 +183,39 @@ def test_chattts_off_switches(monkeypatch):
     monkeypatch.setenv("LIVECC_TTS_SIDE_STREAM", "0")
     old = ChatTTSOptions()
     assert (old.pass_first_n_batches, old.stream_batch, old.warm_up, old.side_stream) == (2, 24, False, False)
+    monkeypatch.setenv("LIVECC_TTS_FAST_START", "yes")
+    with pytest.raises(ValueError, match="LIVECC_TTS_FAST_START='yes' is not one of 0, 1"):
+        ChatTTSOptions()
+
+
+def test_a_bad_switch_does_not_break_the_import(monkeypatch):
+    env = dict(os.environ, LIVECC_SPEECH_START="word", LIVECC_SPEECH_MAX_PENDING="lots", LIVECC_TTS_FAST_START="yes",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", "import tts, tts.cli_support, tts.chattts_synth"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.setenv("LIVECC_SPEECH_MAX_PENDING", "lots")
+    with pytest.raises(ValueError, match="LIVECC_SPEECH_MAX_PENDING='lots' is not a whole number >= 1"):
+        SpeechPolicy()
+
+
+@pytest.mark.parametrize("env, flags, message", [
+    ({"LIVECC_SPEECH_START": "word"}, [],
+     "bad environment setting: LIVECC_SPEECH_START='word' is not one of clause, sentence"),
+    ({}, ["--speech-max-lag", "0.2"], "bad --speech-max-lag: speech max lag must be > 0.5 s, got 0.2"),
+])
+def test_narrate_names_the_bad_setting_in_one_line(env, flags, message, tmp_path, monkeypatch, capsys):
+    from engine.cli.main import main
+    from videos import write_video
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    video = write_video(tmp_path / "v.mp4", 2)
+    code = main(["narrate", str(video), "--model", str(tmp_path / "no-model"), "--speech-wav",
+                 str(tmp_path / "speech.wav"), "--voice", "none", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"livecc: error: {message}"
 
 
 # -- the benchmark's CPU smoke run -----------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.runtime import CAPTURE_LOCK
+from tts.env import env_flag
 from tts.synth import SpeechError, Synthesizer, as_mono_float32
 
 LOG = logging.getLogger(__name__)
@@ -28,12 +28,12 @@ WARM_TEXT = "warm up."
 
 def _fast_start() -> bool:
     """LIVECC_TTS_FAST_START=0: ChatTTS' own start (skip 2 pieces of 24 tokens, no warm-up)."""
-    return os.environ.get("LIVECC_TTS_FAST_START", "1") != "0"
+    return env_flag("LIVECC_TTS_FAST_START", True)
 
 
 def _side_stream() -> bool:
     """LIVECC_TTS_SIDE_STREAM=0: speech runs on the default CUDA stream, as before."""
-    return os.environ.get("LIVECC_TTS_SIDE_STREAM", "1") != "0"
+    return env_flag("LIVECC_TTS_SIDE_STREAM", True)
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,10 @@ class ChatTTSSynth(Synthesizer):
     name = "chattts"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, options: ChatTTSOptions = ChatTTSOptions(), config=None) -> None:
-        """`config`: a `ChatTTS.config.Config` matching `asset_dir` (random test assets)."""
+    def __init__(self, options: ChatTTSOptions | None = None, config=None) -> None:
+        """`options`: None = the defaults, with the environment's switches read now.
+        `config`: a `ChatTTS.config.Config` matching `asset_dir` (random test assets)."""
+        options = options or ChatTTSOptions()
         self.options = options
         self._chattts = import_chattts()
         self.device = _torch_device(options.device)

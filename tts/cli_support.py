@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import Answer, Commentary, Stats
+from tts.env import EnvSettingError
 from tts.factory import SynthKind, make_synthesizer, parse_voice
 from tts.player import PlayerConfig, SpeechPlayer, resolve_output_device
 from tts.scheduler import SpeechPolicy, policy_with_max_lag
@@ -83,21 +84,34 @@ class SpeechSink:
               file=sys.stderr)
 
 
-def speech_sink_from_args(args: argparse.Namespace, video_duration: float = 0.0) -> SpeechSink:
-    """Build the synthesizer (with its fallback message) and, for --speak, start the player. The
-    audio device is checked first: no one waits for ChatTTS to load to learn there is no sound card.
-    `--voice none` speaks nothing, so it needs no device."""
-    kind, voice = parse_voice(args.voice)
-    speak = args.speak and kind is not SynthKind.NULL
-    if speak:
-        resolve_output_device(parse_device(args.audio_device))  # SpeechError naming the fix
-    choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)
-    if choice.warning:
-        print(f"livecc: warning: {choice.warning}", file=sys.stderr)
+def speech_policy(max_lag_s: float) -> SpeechPolicy:
+    """The policy for --speech-max-lag over the environment's switches; a SpeechError names which is bad."""
     try:
-        policy = policy_with_max_lag(args.speech_max_lag)
+        base = SpeechPolicy()  # reads LIVECC_SPEECH_START and LIVECC_SPEECH_MAX_PENDING
+    except EnvSettingError as error:
+        raise SpeechError(f"bad environment setting: {error}") from error
+    try:
+        return policy_with_max_lag(max_lag_s, base)
     except ValueError as error:
         raise SpeechError(f"bad --speech-max-lag: {error}") from error
+
+
+def speech_sink_from_args(args: argparse.Namespace, video_duration: float = 0.0) -> SpeechSink:
+    """Build the synthesizer (with its fallback message) and, for --speak, start the player. The
+    speech flags, the environment's switches and the audio device are checked first: no one waits
+    for ChatTTS to load to learn there is no sound card. `--voice none` speaks nothing, so it needs
+    no device."""
+    kind, voice = parse_voice(args.voice)
+    speak = args.speak and kind is not SynthKind.NULL
+    policy = speech_policy(args.speech_max_lag)  # before any slow step: a bad flag or switch fails at once
+    if speak:
+        resolve_output_device(parse_device(args.audio_device))  # SpeechError naming the fix
+    try:
+        choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)
+    except EnvSettingError as error:  # a LIVECC_TTS_* switch, read when ChatTTS' options are built
+        raise SpeechError(f"bad environment setting: {error}") from error
+    if choice.warning:
+        print(f"livecc: warning: {choice.warning}", file=sys.stderr)
     player = None
     if speak:
         # `livecc narrate --speak` paces the video to wall-clock time, so playback follows it live.

@@ -109,8 +109,10 @@ def resolve_output_device(device: int | str | None) -> int:
 class SpeechPlayer:
     """Owns the output stream and the synthesis worker. See the module docstring."""
 
-    def __init__(self, synth: Synthesizer, config: PlayerConfig = PlayerConfig(),
+    def __init__(self, synth: Synthesizer, config: PlayerConfig | None = None,
                  clock: Clock = time.monotonic) -> None:
+        """`config`: None = the defaults, with the environment's switches read now (tts/env.py)."""
+        config = config or PlayerConfig()
         self.synth = synth
         self.config = config
         self.clock = clock

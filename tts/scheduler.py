@@ -22,10 +22,11 @@ simulated) and, where staleness matters, `video_now` (the video time the listene
 from __future__ import annotations
 
 import enum
-import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
+
+from tts.env import env_choice, env_int
 
 SENTENCE_END = re.compile(r"[.!?;…。！？]+[\"')\]]*(?=\s|$)")
 CLAUSE_END = re.compile(r"[,:;—–…，、；：.!?。！？]+[\"')\]]*$")
@@ -33,11 +34,11 @@ START_POLICIES = ("clause", "sentence")
 
 
 def _env_start() -> str:
-    return os.environ.get("LIVECC_SPEECH_START", "clause").strip().lower()
+    return env_choice("LIVECC_SPEECH_START", "clause", START_POLICIES)
 
 
 def _env_max_pending() -> int:
-    return int(os.environ.get("LIVECC_SPEECH_MAX_PENDING", "1"))
+    return env_int("LIVECC_SPEECH_MAX_PENDING", 1, minimum=1)
 
 
 class Kind(enum.Enum):
@@ -68,11 +69,12 @@ class SpeechPolicy:
             raise ValueError("speech policy needs max_phrase_chars >= 20 and max_pending >= 1")
 
 
-def policy_with_max_lag(max_lag_s: float) -> SpeechPolicy:
-    """A policy for a user-chosen lag bound, holding phrases proportionally less when it is short."""
-    if max_lag_s <= 0.5:
+def policy_with_max_lag(max_lag_s: float, default: SpeechPolicy | None = None) -> SpeechPolicy:
+    """A policy for a user-chosen lag bound, holding phrases proportionally less when it is short.
+    `default`: the policy it adapts (None: SpeechPolicy(), with the environment's switches)."""
+    if not max_lag_s > 0.5:  # NaN too
         raise ValueError(f"speech max lag must be > 0.5 s, got {max_lag_s}")
-    default = SpeechPolicy()
+    default = default or SpeechPolicy()
     return SpeechPolicy(max_lag_s=max_lag_s, pause_s=min(default.pause_s, 0.3 * max_lag_s),
                         max_hold_s=min(default.max_hold_s, 0.6 * max_lag_s), max_pending=default.max_pending,
                         start_at=default.start_at)
