@@ -3,6 +3,7 @@ sounddevice (issue 4, acceptance 3)."""
 
 from __future__ import annotations
 
+import builtins
 import time
 
 import numpy as np
@@ -76,3 +77,34 @@ def test_callback_on_an_empty_queue_returns_silence_at_once(null_audio):
     player._blocks.queue.clear()  # the synthesizer fell behind mid-phrase
     player._callback(out, 256, None, sd.CallbackFlags())
     assert not out.any() and player.stats.underruns == 1
+
+
+@pytest.fixture
+def no_portaudio(monkeypatch):
+    """`import sounddevice` fails as it does on a machine without libportaudio2."""
+    real_import = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+
+
+def test_missing_portaudio_library_names_the_fix(no_portaudio):
+    with pytest.raises(SpeechError, match="PortAudio library not found.*libportaudio2.*make deps.*--voice none"):
+        resolve_output_device(None)
+    with pytest.raises(SpeechError, match="libportaudio2"):
+        SpeechPlayer(ToneSynth()).start()
+
+
+def test_narrate_speak_without_portaudio_is_one_line_and_exit_2(no_portaudio, tmp_path, capsys):
+    from engine.cli.main import main
+    from videos import write_video
+
+    video = write_video(tmp_path / "v.mp4", 2)
+    code = main(["narrate", str(video), "--model", str(tmp_path / "no-model"), "--speak", "--voice", "espeak"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("livecc: error: cannot play audio: PortAudio library not found")

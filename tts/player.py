@@ -93,10 +93,19 @@ class VideoClock:
         return self._video + run_on
 
 
+def import_sounddevice():
+    """sounddevice, or a SpeechError naming the fix when the PortAudio library is missing."""
+    try:
+        import sounddevice
+    except OSError as error:  # sounddevice raises OSError("PortAudio library not found")
+        raise SpeechError(f"cannot play audio: {error}; install it (`sudo apt install libportaudio2`, "
+                          "or `make deps`), or turn speech off (drop --speak, or --voice none)") from error
+    return sounddevice
+
+
 def resolve_output_device(device: int | str | None) -> int:
     """The PortAudio output device index, or a SpeechError that names the fix."""
-    import sounddevice as sd
-
+    sd = import_sounddevice()
     try:
         info = sd.query_devices(device, kind="output")
     except (ValueError, sd.PortAudioError) as error:
@@ -148,8 +157,7 @@ class SpeechPlayer:
         return self
 
     def _open_stream(self):
-        import sounddevice as sd
-
+        sd = import_sounddevice()
         index = resolve_output_device(self.config.device)
         try:
             return sd.OutputStream(samplerate=self.synth.sample_rate, blocksize=self.config.block_size,
