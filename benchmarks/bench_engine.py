@@ -12,7 +12,9 @@ small fp32 model that the fast path emits the reference's greedy tokens. `--long
 N-second run across compactions (p50/p99/max chunk time, peak memory per minute).
 `--quantize int8 int4` adds a row set per precision on the same random weights, each against its own
 floor (the packed bytes over the copy bandwidth), and the relative logit error and greedy-token
-agreement against bf16 over the same stream (teacher-forced: bf16 picks every token).
+agreement against bf16 over the same stream (teacher-forced: bf16 picks every token). These rows
+always use random weights, --model or not: their error shows how quantization error grows through
+the random layers, not answer quality.
 Writes JSON and a markdown table to --out (and $OUT when set).
 """
 
@@ -393,7 +395,8 @@ def quant_quality(precision: str, args) -> dict:
     out = {"steps": len(runner.errors), "relative_logit_error_mean": statistics.mean(runner.errors),
            "relative_logit_error_p95": pct(runner.errors, 95), "greedy_agreement": statistics.mean(runner.agree),
            "compactions": stats[-1].compactions, "vision_misses": runner.vision_misses,
-           "max_context": max(s.cache_tokens for s in stats)}
+           "max_context": max(s.cache_tokens for s in stats), "weights": lead.name,
+           "layers": lead.model.config.text_config.num_hidden_layers}
     del runner, lead, shadow
     _free()
     return out
@@ -412,13 +415,29 @@ def quant_markdown(result: dict) -> tuple[list[str], list[str]]:
         qa = q["quality"]
         notes.append(f"{p}: peak GPU memory {q['peak_memory_gb']:.1f} GB at up to {q['max_context']} tokens of "
                      f"context (weights {f['weights_gb']:.1f} GB, language model packed {f['lm_packed_gb']:.2f} GB); "
-                     f"against bf16 on the same weights over the same {result['seconds']:.0f} s stream "
+                     f"against bf16 on the same {_weights_label(qa)} over the same {result['seconds']:.0f} s stream "
                      f"(teacher-forced, {qa['steps']} steps): relative logit error {qa['relative_logit_error_mean']:.3f} "
                      f"mean / {qa['relative_logit_error_p95']:.3f} p95, greedy-token agreement "
-                     f"{qa['greedy_agreement'] * 100:.1f}%"
+                     f"{qa['greedy_agreement'] * 100:.1f}%" + _random_caveat(qa)
                      + (f"; fast path = reference tokens on a small fp32 model: {q['same_tokens']['same_tokens']}."
                         if "same_tokens" in q else "."))
     return rows, notes
+
+
+def _is_random(quality: dict) -> bool:
+    return quality.get("weights", "random").startswith("random")  # the rows build random weights (build_random)
+
+
+def _weights_label(quality: dict) -> str:
+    return "random weights" if _is_random(quality) else f"weights ({quality['weights']})"
+
+
+def _random_caveat(quality: dict) -> str:
+    """On random weights the error and agreement show how quantization error grows, not answer quality."""
+    if not _is_random(quality):
+        return ""
+    return (f" (measured on random weights: the quantization error amplified through {quality.get('layers', 28)} "
+            "random layers, not a measure of answer quality)")
 
 
 def markdown(result: dict) -> str:
