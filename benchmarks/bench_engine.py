@@ -26,6 +26,7 @@ import functools
 import gc
 import json
 import os
+import platform
 import statistics
 import sys
 import threading
@@ -72,6 +73,14 @@ def timed(fn, reps: int = 20, warmup: int = 3) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b))
     return statistics.median(times)
+
+
+def device_label(device: str | torch.device) -> str:
+    """The GPU's name for a CUDA device, else the CPU's (the benchmarks' file stamps and headings)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def device_ceilings() -> dict:
@@ -229,8 +238,9 @@ def floors(model, ceilings: dict, context: int, chunk_tokens: int, patches: int)
             "chunk_ms": (vision + prefill + 16 * decode) * 1e3, "weights_gb": (lm_params + vision_params) * 2 / 1e9}
 
 
-def pct(values, q):
-    return float(np.percentile(values, q)) if values else float("nan")
+def pct(values, q) -> float:
+    """The q-th percentile (NaN for no values): every benchmark's p50/p95/p99."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def summarize(stats: list[Stats], stalls: list[float]) -> dict:
@@ -566,13 +576,21 @@ def long_run(loaded: LoadedModel, seconds: float, budget: int) -> dict:
             "per_chunk_total_ms": total}
 
 
-def write(result: dict, out: Path) -> None:
-    dirs = [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
-    stamp = f"{result['date']}_{result['ceilings']['device'].replace(' ', '-')}"
-    for d in dirs:
+def write_outputs(out: Path, files: dict[str, str], remove: tuple[str, ...] = ()) -> None:
+    """Write each named file to --out and, when set, to $OUT (the folder a device run brings back);
+    `remove`: files to delete there first (a stage's partial results)."""
+    for d in [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"engine_{stamp}.json").write_text(json.dumps(result, indent=1, default=float))
-        (d / f"engine_{stamp}.md").write_text(markdown(result))
+        for name in remove:
+            (d / name).unlink(missing_ok=True)
+        for name, text in files.items():
+            (d / name).write_text(text)
+
+
+def write(result: dict, out: Path) -> None:
+    stamp = f"{result['date']}_{result['ceilings']['device'].replace(' ', '-')}"
+    write_outputs(out, {f"engine_{stamp}.json": json.dumps(result, indent=1, default=float),
+                        f"engine_{stamp}.md": markdown(result)})
     print(markdown(result))
 
 

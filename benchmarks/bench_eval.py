@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
+from bench_engine import build_random, device_label, write_outputs  # noqa: E402
 from engine.eval.harness import run_ovobench  # noqa: E402
 from engine.eval.ovobench import load_ovobench, video_path  # noqa: E402
 from engine.eval.records import RunSettings, open_run  # noqa: E402
@@ -42,8 +42,6 @@ def load(smoke: bool, work: Path, model: str | None):
         from engine.model.tiny import make_tiny_model
 
         return load_model(model or str(make_tiny_model(work / "tiny")), device="cpu")
-    from bench_engine import build_random
-
     return build_random("7b", torch.bfloat16, "cuda")
 
 
@@ -69,7 +67,7 @@ def run(smoke: bool, long_s: float, work: Path, limit: int | None = None, model:
     wall = time.perf_counter() - t0
     probes = sum(len(item.probes) for item in items)
     watched = sum(max(p.watch_until for p in item.probes) for item in items)
-    result = {"date": dt.date.today().isoformat(), "device": _device(), "model": loaded.name,
+    result = {"date": dt.date.today().isoformat(), "device": device_label(loaded.device), "model": loaded.name,
               "runner": type(answer_runner(loaded)).__name__, "items": len(items), "answered": summary["answered"],
               "probes": probes, "video_seconds": watched, "wall_s": round(wall, 2),
               "items_per_hour": round(3600 * len(items) / wall, 1), "seconds_per_item": round(wall / len(items), 2),
@@ -88,12 +86,6 @@ def run(smoke: bool, long_s: float, work: Path, limit: int | None = None, model:
 
 def answer_runner(loaded):
     return getattr(loaded.model, "_livecc_static_runner", None) or object()
-
-
-def _device() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def markdown(r: dict) -> str:
@@ -119,10 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args.smoke, args.long, Path(tmp), args.limit, args.model)
     stamp = f"eval_{result['date']}_{result['device'].replace(' ', '-')}"
-    for d in [args.out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{stamp}.json").write_text(json.dumps(result, indent=1))
-        (d / f"{stamp}.md").write_text(markdown(result))
+    write_outputs(args.out, {f"{stamp}.json": json.dumps(result, indent=1), f"{stamp}.md": markdown(result)})
     print(markdown(result))
     return result
 

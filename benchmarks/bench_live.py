@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -40,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
+from bench_engine import build_random, device_label, pct, write_outputs  # noqa: E402
 from engine.capture.frames import Frame, RingBuffer  # noqa: E402
 from engine.session.events import Commentary, Stats  # noqa: E402
 from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
@@ -149,7 +149,6 @@ def build_rig(smoke: bool, voice: str, audio: str) -> Rig:
         size = (180, 320)
     else:
         import torch
-        from bench_engine import build_random
 
         loaded = build_random("7b", torch.bfloat16, "cuda")
         size = (1080, 1920)
@@ -254,9 +253,8 @@ def stream(rig: Rig, seconds: float, player) -> tuple[list[Comment], list[Stats]
 def distribution(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    a = np.asarray(values)
-    return {"n": len(values), "p50": round(float(np.percentile(a, 50)), 4),
-            "p95": round(float(np.percentile(a, 95)), 4), "max": round(float(a.max()), 4)}
+    return {"n": len(values), "p50": round(pct(values, 50), 4), "p95": round(pct(values, 95), 4),
+            "max": round(float(max(values)), 4)}
 
 
 def engine_summary(stats: list[Stats]) -> dict:
@@ -301,14 +299,6 @@ def parse_phases(text: str) -> list[tuple[str, float]]:
     return phases
 
 
-def device_name(rig: Rig) -> str:
-    import torch
-
-    if rig.loaded.device.type == "cuda":
-        return torch.cuda.get_device_name()
-    return platform.processor() or platform.machine()
-
-
 def spread(d: dict, digits: int, with_max: bool = True) -> str:
     """'p50 / p95 / max' of a distribution, or a dash when it is empty."""
     if not d.get("n"):
@@ -347,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     phases = parse_phases("warm:4,base:6,off:6,on:8" if args.smoke and args.phases == ap.get_default("phases")
                           else args.phases)
     rig = build_rig(args.smoke, args.voice, args.audio)
-    result = {"benchmark": "live", "date": dt.date.today().isoformat(), "device": device_name(rig),
+    result = {"benchmark": "live", "date": dt.date.today().isoformat(), "device": device_label(rig.loaded.device),
               "model": getattr(rig.loaded, "name", "model"), "voice": getattr(rig.synth, "name", "?"),
               "audio": rig.audio, "smoke": args.smoke, "phases": []}
     for name, seconds in phases:
@@ -366,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(result: dict, out: Path) -> None:
     stem = f"live_{result['date']}_{result['device'].replace(' ', '-')}" + ("_smoke" if result["smoke"] else "")
-    for d in [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{stem}.json").write_text(json.dumps(result, indent=1))
-        (d / f"{stem}.md").write_text(markdown(result))
+    write_outputs(out, {f"{stem}.json": json.dumps(result, indent=1), f"{stem}.md": markdown(result)})
 
 
 if __name__ == "__main__":

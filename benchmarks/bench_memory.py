@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import resource
 import sys
 import time
@@ -31,7 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from bench_engine import SyntheticSource, build_random, chunk_totals, pct, run_engine  # noqa: E402
+from bench_engine import (SyntheticSource, build_random, chunk_totals, device_label, pct, run_engine,  # noqa: E402
+                          write_outputs)
 
 from engine.capture.frames import RingBuffer  # noqa: E402
 from engine.model.prompt import PromptBuilder  # noqa: E402
@@ -41,6 +41,7 @@ from engine.session.recall import Recall  # noqa: E402
 from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
 
 GRID_1080P = (1, 28, 52)  # 392x728 after smart_resize: 364 merged tokens
+PARTIAL = "memory_partial.json"  # what is measured so far, should a later stage fail
 QUESTIONS = ["What colour was the car at the start?", "What was written on the whiteboard?",
              "Who scored the goal?", "What happened two minutes ago?", "What is on the table at 12:30?"]
 
@@ -200,7 +201,7 @@ def main() -> None:
     loaded = build_random("small" if p.smoke else "7b", torch.float32 if p.smoke else torch.bfloat16, p.device)
     seconds = 6.0 if p.smoke else args.seconds
     result = {"date": dt.date.today().isoformat(), "model": f"{loaded.name} (random weights)",
-              "device": "CPU (smoke)" if p.smoke else torch.cuda.get_device_name()}
+              "device": "CPU (smoke)" if p.smoke else device_label(p.device)}
     result["hour"], recall = one_hour(loaded, p, 120 if p.smoke else 3600)
     stage(result, "hour", args.out)
     result["routing"] = routing(recall, p)
@@ -216,18 +217,13 @@ def main() -> None:
 def stage(result: dict, name: str, out: Path) -> None:
     """Print a stage's figures and keep what is measured so far, should a later stage fail."""
     print(name, result[name], flush=True)
-    for d in [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "memory_partial.json").write_text(json.dumps(result, indent=1, default=float))
+    write_outputs(out, {PARTIAL: json.dumps(result, indent=1, default=float)})
 
 
 def write(result: dict, out: Path) -> None:
     stamp = f"{result['date']}_{result['device'].replace(' ', '-').replace('(', '').replace(')', '')}"
-    for d in [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "memory_partial.json").unlink(missing_ok=True)
-        (d / f"memory_{stamp}.json").write_text(json.dumps(result, indent=1, default=float))
-        (d / f"memory_{stamp}.md").write_text(markdown(result))
+    write_outputs(out, {f"memory_{stamp}.json": json.dumps(result, indent=1, default=float),
+                        f"memory_{stamp}.md": markdown(result)}, remove=(PARTIAL,))
     print(markdown(result))
 
 

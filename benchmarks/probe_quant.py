@@ -7,7 +7,8 @@ gate/up, down, then lm_head), random weights, batch 1, each set of kernels CUDA-
 decode token's worth: bf16 cuBLAS, torch's int4 tinygemm (`_weight_int4pack_mm`, group 128), and
 our Triton dequantize-GEMV for int8 and int4 (engine/runtime/triton_quant.py). Also the prefill
 side (dequantize to bf16, then a 400-token GEMM) and each kernel's error against the plain-torch
-dequantization. --smoke runs the same code at a toy shape on the CPU (plain torch only).
+dequantization; each precision's floor is its bytes over this device's measured copy bandwidth
+(bench_engine.device_ceilings). --smoke runs the same code at a toy shape on the CPU (plain torch only).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from bench_engine import device_ceilings, device_label, write_outputs  # noqa: E402
 from engine.model.quantize import GROUP, QuantLinear, dequantize  # noqa: E402
 
 SHAPE_7B = dict(hidden=3584, inter=18944, kv=512, layers=28, vocab=152064)
@@ -129,7 +130,8 @@ def probe(shape: dict, device: str) -> dict:
     }
     if "int4 torch tinygemm" in runs:
         result["prefill_400_ms"]["int4 torch tinygemm"] = eager_ms(lambda: tg(x400))
-    floor_bw = 4.05e12  # the H200's measured copy bandwidth (bench_engine.py device_ceilings)
+    result["ceilings"] = device_ceilings()  # this device's measured copy bandwidth: the floors' divisor
+    floor_bw = result["ceilings"]["copy_tb_s"] * 1e12
     result["floors_ms"] = {k: v * 1e9 / floor_bw * 1e3 for k, v in result["bytes_gb"].items()}
     return result
 
@@ -142,12 +144,10 @@ def main() -> None:
     device = "cpu" if args.smoke else "cuda"
     result = probe(SHAPE_TOY if args.smoke else SHAPE_7B, device)
     result |= {"date": dt.date.today().isoformat(), "torch": torch.__version__,
-               "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
+               "device": device_label(device) if device == "cuda" else "cpu (smoke)",
                "weights": "random weights at the 7B shape" if not args.smoke else "toy shape"}
     name = "quant_probe_smoke.json" if args.smoke else f"quant_probe_{result['date']}.json"
-    for d in [args.out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / name).write_text(json.dumps(result, indent=1))
+    write_outputs(args.out, {name: json.dumps(result, indent=1)})
     print(json.dumps(result, indent=1))
 
 
