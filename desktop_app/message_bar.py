@@ -97,8 +97,9 @@ class MessageBar(QWidget):
             self.dismiss(key)
         self.rows.append(MessageRow(Message(text, level, key, details, list(actions or [])), self._remove))
         self.rows.sort(key=lambda r: SEVERITY[r.message.level])  # stable: newest last within a level
-        while len(self.rows) > MAX_MESSAGES:
-            self._remove(self.rows[-1])
+        while len(self.rows) > MAX_MESSAGES:  # the oldest row of the least severe level goes
+            least = self.rows[-1].message.level
+            self._remove(next(r for r in self.rows if r.message.level == least))
         for row in self.rows:
             self._layout.addWidget(row)  # re-adding moves it: the layout follows the sorted order
             row.show()  # at once, not at the next event loop turn (a screenshot may come first)

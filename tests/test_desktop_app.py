@@ -22,6 +22,7 @@ from PySide6.QtGui import QImage
 
 from desktop_app.main import create_application
 from desktop_app.main_window import MainWindow
+from desktop_app.message_bar import MAX_MESSAGES, MessageBar
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import SourceSpec
@@ -302,3 +303,17 @@ def test_settings_survive_a_restart(make_window, qtbot, tmp_path, tiny_model_dir
     assert again.instruction_edit.text() == "Describe the video in French."
     assert again.model_name == str(tiny_model_dir)
     again.close()
+
+
+def test_a_full_message_stack_drops_the_oldest_of_the_least_severe(qtbot):
+    bar = MessageBar()
+    qtbot.addWidget(bar)
+    notices = [f"notice {i}" for i in range(MAX_MESSAGES)]
+    for text in notices:
+        bar.show_message(text, "info")
+    bar.show_message("broken", "error")
+    assert [m.text for m in bar.messages()] == ["broken", *notices[1:]]  # the first notice went
+    bar.show_message("careful", "warning")
+    assert [m.text for m in bar.messages()] == ["broken", "careful", *notices[2:]]
+    bar.show_message("newest notice", "info")
+    assert [m.text for m in bar.messages()] == ["broken", "careful", notices[3], "newest notice"]
