@@ -160,8 +160,12 @@ class SessionLog(JsonlLog):
     def create(cls, directory: str | Path, now: datetime | None = None) -> "SessionLog":
         """A new file `session-YYYYmmdd-HHMMSS.jsonl` in `directory` (suffixed if taken)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        directory.chmod(PRIVATE_DIR)
+        try:
+            directory.mkdir(parents=True, mode=PRIVATE_DIR)
+        except FileExistsError:
+            pass  # the user's own folder (~/Documents, a shared one) keeps its mode; the files are 0600
+        else:
+            directory.chmod(PRIVATE_DIR)  # exactly 0700, whatever the umask
         stem = f"session-{(now or datetime.now()):%Y%m%d-%H%M%S}"
         path, n = directory / f"{stem}.jsonl", 1
         while path.exists():

@@ -4,6 +4,7 @@ preview tap."""
 from __future__ import annotations
 
 import json
+import stat
 
 import numpy as np
 
@@ -61,6 +62,20 @@ def test_session_log_is_readable_while_open(tmp_path):
     log.close()
     log.write({"type": "late"})  # after close: ignored, not an exception
     assert len(read_session_log(log.path)) == 1
+
+
+def test_session_log_leaves_a_chosen_folders_mode_alone_and_makes_its_own_private(tmp_path):
+    chosen = tmp_path / "Documents"  # --sessions-dir ~/Documents: the user's folder, not the app's
+    chosen.mkdir()
+    chosen.chmod(0o755)
+    log = SessionLog.create(chosen)
+    log.close()
+    assert stat.S_IMODE(chosen.stat().st_mode) == 0o755
+    assert stat.S_IMODE(log.path.stat().st_mode) == 0o600  # the file is private all the same
+    made = SessionLog.create(tmp_path / "new" / "sessions")
+    made.close()
+    assert stat.S_IMODE(made.path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(made.path.stat().st_mode) == 0o600
 
 
 def test_captions_merge_fragments_fade_and_keep_answers_short():
