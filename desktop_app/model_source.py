@@ -1,9 +1,10 @@
 """Where the model comes from, decided before anything touches the network: a first start asks
-before downloading (the default model is about 16 GB), and a local folder never downloads."""
+before downloading (the default model is about 16 GB), and a local folder never downloads.
+The Hugging Face cache is huggingface_hub's own (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME), read
+through its API without the network."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -14,16 +15,22 @@ DEFAULT_MODEL_GB = 16  # LiveCC-7B-Instruct in bf16: 4 safetensors shards
 
 
 def hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+    from huggingface_hub import constants  # imported when asked, not with the window
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def needs_download(name: str) -> bool:
     """True for a Hugging Face id that is not in the local cache yet (a local folder never is)."""
     if not _HUB_ID.match(name) or Path(name).expanduser().exists():
         return False
-    return not (hub_cache() / f"models--{name.replace('/', '--')}" / "snapshots").is_dir()
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid hub id after all: the load names the problem
+        return False
+    return not isinstance(cached, str)
 
 
 def download_question(name: str) -> str:

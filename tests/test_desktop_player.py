@@ -185,10 +185,11 @@ def test_a_bad_file_leaves_no_opening_text_and_no_session_file(make_window, qtbo
 
 def test_first_start_asks_before_downloading_and_open_shows_a_preview(make_window, qtbot, tmp_path, videos,
                                                                       monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # read at import
     window = make_window(model_override=None)  # the default hub model, not in this cache
     assert not window.loader.busy, "the app reached for the hub without asking"
     assert "16 GB" in window.message_bar.text and "Download" in window.message_bar.action_titles()
+    assert str(tmp_path / "empty-cache") in window.message_bar.text  # huggingface_hub's cache, named
     window.open_file(str(videos["short"]))
     assert grab_array(window.video_view).std() > 10, "no preview of the opened file"
     assert window.run is None and not window.loader.busy
