@@ -19,6 +19,7 @@ class ViewController(QObject):
         super().__init__(window)
         self.window, self.view, self.chrome, self.store = window, view, chrome, store
         self._hidden: list[QWidget] = []
+        self._was_maximized = False  # leaving fullscreen returns to the state before it
         view.caption_style = self.load_style()
         self.fullscreen_action = QAction("&Fullscreen", self, checkable=True)
         self.fullscreen_action.setShortcuts([QKeySequence(Qt.Key_F11)])
@@ -55,6 +56,7 @@ class ViewController(QObject):
             return
         if on:
             self._hidden = [w for w in self.chrome if w.isVisible()]
+            self._was_maximized = bool(self.window.windowState() & Qt.WindowMaximized)
             for widget in self._hidden:
                 widget.hide()
             self.window.showFullScreen()
@@ -62,7 +64,10 @@ class ViewController(QObject):
             for widget in self._hidden:
                 widget.show()
             self._hidden = []
-            self.window.showNormal()
+            if self._was_maximized:
+                self.window.showMaximized()
+            else:
+                self.window.showNormal()
         self.leave_action.setEnabled(on)
         self.fullscreen_action.setChecked(on)
 

@@ -377,6 +377,18 @@ def test_narration_writes_cues_as_it_goes_and_a_cancel_keeps_them(make_window, q
     close_and_check(window)
 
 
+def test_leaving_fullscreen_gives_a_maximized_window_back_maximized(make_window, qtbot):
+    window = make_window(autoload=False)
+    window.showMaximized()
+    qtbot.waitUntil(window.isMaximized)
+    window.viewing.fullscreen_action.setChecked(True)
+    qtbot.waitUntil(window.isFullScreen)
+    window.viewing.fullscreen_action.setChecked(False)
+    qtbot.waitUntil(lambda: not window.isFullScreen())
+    assert window.isMaximized()
+    window.close()
+
+
 def test_recent_files_about_and_shortcuts(make_window, qtbot, videos, tiny_model_dir):
     window = loaded_window(make_window, qtbot)
     window.open_file(str(videos["short"]))
