@@ -98,6 +98,7 @@ class EndedRun(QObject):
 
     event = Signal(object)
     errored = Signal(object)
+    finished = Signal()  # an answer's thread has ended: the model is free
 
     def __init__(self, session, parent: QObject | None = None):
         super().__init__(parent)
@@ -115,6 +116,7 @@ class EndedRun(QObject):
         self._thread = GeneratorThread(lambda: self.session.answer(question), name="livecc-answer", parent=self)
         self._thread.yielded.connect(self.event)
         self._thread.errored.connect(self.errored)
+        self._thread.finished.connect(self.finished)
         self._thread.start()
         return True
 
@@ -123,3 +125,11 @@ class EndedRun(QObject):
 
     def join(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         return self._thread is None or self._thread.join(timeout_s)
+
+    def close(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Stop answering and let go of the session (its KV cache and memory); True when no answer
+        thread runs any more. A thread still running keeps the session until it ends."""
+        self.stop()
+        joined = self.join(timeout_s)
+        self.session = None
+        return joined

@@ -51,17 +51,18 @@ def default_sessions_dir() -> Path:
     return Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or Path.home() / ".livecc") / "sessions"
 
 
-_STRAGGLERS: set[LiveRun] = set()  # runs that outlived their window, kept until their thread ends
+_STRAGGLERS: set[LiveRun | EndedRun | Narration] = set()  # threads that outlived their use, kept until they end
 
 
-def _keep_until_finished(run: LiveRun) -> None:
+def _keep_until_finished(run: LiveRun | EndedRun | Narration) -> None:
+    """Never destroy a QThread that still runs: hold its owner until its `finished`."""
     run.setParent(None)
     _STRAGGLERS.add(run)
-    run.finished.connect(lambda: _STRAGGLERS.discard(run))
+    run.finished.connect(lambda *_: _STRAGGLERS.discard(run))
 
 
 def join_stragglers(timeout_s: float) -> None:
-    """At exit: give runs that outlived their window a last chance to end."""
+    """At exit: give runs (and a narration still writing) that outlived their window a last chance to end."""
     for run in list(_STRAGGLERS):
         run.join(timeout_s)
 
@@ -90,7 +91,7 @@ class MainWindow(QMainWindow):
         self.ended: EndedRun | None = None  # the last file's session, after its end: it still answers
         self._stream_ended = False
         self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
-        self._load_after_run = False  # the model changed during a run: load it once the run has ended
+        self._load_when_free = False  # the model changed while busy: load it once the run, answer or narration ends
         self._tasks: list[BackgroundTask] = []
         self.loader = ModelLoader(self)
         self.loader.progress.connect(self._on_load_progress)
@@ -146,6 +147,7 @@ class MainWindow(QMainWindow):
         self.narrator = NarrationController(self, self._narration_blocker,
                                             lambda path: Narration(path, self.loaded, self._session_config(None)))
         self.narrator.notice.connect(lambda text, level: self.show_error(text, level, key="narrate"))
+        self.narrator.busy_changed.connect(self._on_model_busy_changed)
         self.recent_menu_title = "Open &recent"
         self.about_action = QAction("&About LiveCC Desktop", self)
         self.about_action.triggered.connect(self._about)
@@ -303,6 +305,14 @@ class MainWindow(QMainWindow):
         return self.model_override or self.settings.model
 
     def load_model(self) -> None:
+        """Load the chosen model (with the chosen precision); while the model is busy, once it is free."""
+        why = self._model_busy()
+        if why:
+            self._load_when_free = True  # never two models at once: this one loads when that ends
+            self.statusBar().showMessage(f"The new model loads when the current one is free ({why})", 6000)
+            return
+        self._load_when_free = False
+        self._forget_ended()  # its context belongs to the model that goes
         self.loaded = None
         self.status["model"].setText(f"Model: loading {Path(self.model_name).name or self.model_name}…")
         self._show_progress("Loading model…", None)
@@ -421,11 +431,26 @@ class MainWindow(QMainWindow):
             self.video_view.show_preview(path)  # the user sees the file while the model is not there
         self.start_source(spec)
 
+    def _model_busy(self) -> str | None:
+        """Why the model cannot take another stream now (one model, one stream at a time), or None."""
+        if self.narrator.narration is not None:
+            return "a narration is running: cancel it or wait for it"
+        if self.ended is not None and self.ended.answering:
+            return "the last question is still being answered"
+        if self.run is not None:
+            return "a source is playing: stop it first"
+        return None
+
     def _narration_blocker(self) -> str | None:
-        """Why a file cannot be narrated now (one model, one stream at a time), or None."""
-        if self.loaded is None:
-            return "the model is not loaded yet"
-        return "a source is playing: stop it first" if self.run is not None else None
+        """Why a file cannot be narrated now, or None."""
+        return "the model is not loaded yet" if self.loaded is None else self._model_busy()
+
+    def _on_model_busy_changed(self, *_) -> None:
+        """A narration or an answer after the end started or ended: Start follows; a model chosen
+        meanwhile loads now."""
+        self._update_controls()
+        if self._load_when_free and self._model_busy() is None:
+            self.load_model()
 
     def toggle_run(self) -> None:
         if self.run is not None:
@@ -452,6 +477,10 @@ class MainWindow(QMainWindow):
         if self.run is not None:
             self._pending = spec
             self.stop()
+            return
+        why = self._model_busy()
+        if why:  # a narration, or an answer after the end, has the model
+            self.show_error(f"Cannot start {spec.title()} now: {why}.", "info", key="start")
             return
         if self.loaded is None:
             self._pending = spec
@@ -579,8 +608,8 @@ class MainWindow(QMainWindow):
         if self.sender() is not self.run:
             return
         self._end_session()
-        if self._load_after_run:
-            self._load_after_run, self._pending = False, None
+        if self._load_when_free:
+            self._pending = None
             self.load_model()
         elif self._pending is not None:
             spec, self._pending = self._pending, None
@@ -598,6 +627,7 @@ class MainWindow(QMainWindow):
             self.ended = EndedRun(run.session, self)
             self.ended.event.connect(self._on_event)
             self.ended.errored.connect(self._on_run_error)
+            self.ended.finished.connect(self._on_model_busy_changed)
         elif self.session_log is not None:
             self.session_log.close()
         self._stream_ended = False
@@ -619,9 +649,11 @@ class MainWindow(QMainWindow):
         if self.run is not None:
             self.run.ask(question)
         elif self.ended is not None:
-            if not self.ended.ask(question):
-                self.statusBar().showMessage("Still answering the last question…", 4000)
+            why = self._model_busy()  # an answer still being written, or a narration
+            if why:
+                self.statusBar().showMessage(f"Cannot ask now: {why}", 4000)
                 return
+            self.ended.ask(question)
         else:
             self.show_error("Start a source first: questions are answered from what the model has seen.", "info",
                             key="start")
@@ -690,13 +722,15 @@ class MainWindow(QMainWindow):
         if not had_file and log_.path is not None:
             self._show_session_path(log_.path)
 
-    def _forget_ended(self) -> None:
-        """A new run starts: the ended file's session (and its memory) goes."""
+    def _forget_ended(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """A new run or model, or closing: the ended file's session (its KV cache and memory) goes."""
         ended, self.ended = self.ended, None
         if ended is not None:
-            ended.stop()
-            ended.join()
-            ended.deleteLater()
+            if ended.close(timeout_s):
+                ended.deleteLater()
+            else:  # mid-step on a slow machine: never destroy a running thread
+                log.warning("the answer thread did not stop within %.1f s", timeout_s)
+                _keep_until_finished(ended)
         if self.session_log is not None:
             self.session_log.close()
 
@@ -729,16 +763,15 @@ class MainWindow(QMainWindow):
         if new.instruction != old.instruction:
             self.instruction_edit.setText(new.instruction)
             self.apply_instruction()
-        if new.model != old.model:
-            self.model_override = None
-            if self.run is not None:  # never hold two 7B models at once: load when this run has ended
-                self._load_after_run = True
+        if (new.model, new.quantize) != (old.model, old.quantize):
+            if new.model != old.model:
+                self.model_override = None
+            self.load_model()  # never two models at once: while a run is busy it loads when the run has ended
+            if self.run is not None:
                 self.stop()
                 self.statusBar().showMessage("Stopping to switch models…", 6000)
-            else:
-                self.load_model()
-        elif self.run is not None and (new.max_pixels, new.max_new_tokens, new.repetition_penalty) != \
-                (old.max_pixels, old.max_new_tokens, old.repetition_penalty):
+        elif self.run is not None and (new.max_pixels, new.max_new_tokens, new.repetition_penalty, new.memory) != \
+                (old.max_pixels, old.max_new_tokens, old.repetition_penalty, old.memory):
             self.statusBar().showMessage("New engine settings apply at the next Start", 6000)
         self._show_speak_action(new.speech_enabled)
         self.speech.configure(self._speech_config())  # a new voice or output takes effect at once
@@ -801,11 +834,13 @@ class MainWindow(QMainWindow):
 
     def _update_controls(self) -> None:
         running = self.run is not None
-        self.start_button.setEnabled(True)
+        narrating = self.narrator.narration is not None  # one model, one stream: Start waits for it
+        self.start_button.setEnabled(not narrating)
+        self.toggle_action.setEnabled(not narrating)
         self.start_button.setText("Stop" if running else "Start")
         self.start_button.setIcon(self.style().standardIcon(QStyle.SP_MediaStop if running else QStyle.SP_MediaPlay))
         self.toggle_action.setText("&Stop" if running else "&Start")
-        self.ask_button.setEnabled(running or self.ended is not None)
+        self.ask_button.setEnabled(running or (self.ended is not None and not narrating))
         if not running and self.loaded is None and self._pending is not None:
             self.start_button.setText("Waiting for model…")
 
@@ -832,27 +867,31 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
 
     def shutdown(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
-        """Stop the run and speech and join their threads (engine, capture, speech) within `timeout_s`."""
+        """Stop the run, a narration and speech and join their threads (engine, capture, speech) within
+        `timeout_s`; False when one had to be left to end on its own."""
         self._pending = None
+        self._load_when_free = False
         started = time.monotonic()
-        self.narrator.shutdown(timeout_s / 4)
+        narration = self.narrator.narration
+        narration_ended = self.narrator.shutdown(timeout_s / 4)
+        if not narration_ended:  # let it finish its cue: the exit waits for stragglers
+            log.warning("the narration did not stop within %.1f s", timeout_s / 4)
+            _keep_until_finished(narration)
         if self.ended is not None:
-            self.ended.stop()
-            self.ended.join(timeout_s / 4)
-            if self.session_log is not None:
-                self.session_log.close()  # it stayed open for questions after the end
+            self._forget_ended(timeout_s / 4)  # closes the session file kept open for questions after the end
         run = self.run
         if run is not None:
             run.stop()  # the engine winds down while speech stops
         self.speech.shutdown(timeout_s / 2)
         if run is None:
-            return True
+            return narration_ended
         joined = run.join(max(0.1, timeout_s - (time.monotonic() - started)))
         if not joined:  # mid-step on a slow machine: let it finish on its own, never destroy it running
             log.warning("the engine thread did not stop within %.1f s", timeout_s)
             _keep_until_finished(run)
+        self._stream_ended = False  # closing: no questions after the end any more
         self._end_session()
-        return joined
+        return joined and narration_ended
 
     def closeEvent(self, event) -> None:
         started = time.monotonic()

@@ -31,8 +31,7 @@ class Narration(QObject):
     """One file narrated on its own thread; `progress` carries the fraction of the video done."""
 
     progress = Signal(object)  # fraction done, 0..1
-    finished = Signal(list)  # the subtitle paths written (empty when none could be); always the last signal
-    failed = Signal(str)  # one line for the message area (what was narrated so far is still written)
+    finished = Signal(list)  # the subtitle paths written (empty when none could be); `error` says if it failed
 
     def __init__(self, video: str | Path, loaded, config, parent: QObject | None = None):
         super().__init__(parent)
@@ -43,14 +42,17 @@ class Narration(QObject):
         self.session = StreamingSession(loaded, self.config)
         self._thread = GeneratorThread(self._narrate, name="livecc-narrate", parent=self)
         self._thread.yielded.connect(self.progress)
-        self._thread.errored.connect(lambda exc: self.failed.emit(user_message(exc)))
+        self._thread.errored.connect(self._failed)
         self._thread.finished.connect(self._written)
         self._paths: list[Path] = []
+        self.error = ""  # one line on why it failed, set before `finished` (the cues so far stay written)
+        self.cancelled = False
 
     def start(self) -> None:
         self._thread.start()
 
     def cancel(self) -> None:
+        self.cancelled = True
         self.session.stop()
 
     def join(self, timeout_s: float) -> bool:
@@ -78,6 +80,9 @@ class Narration(QObject):
                 output.close()
             self._paths = [output.path for output in outputs]
 
+    def _failed(self, exc: BaseException) -> None:
+        self.error = user_message(exc, advice="")  # the window says what was kept
+
     def _written(self) -> None:
         self.finished.emit(self._paths)
 
@@ -87,6 +92,7 @@ class NarrationController(QObject):
     with Cancel. `blocker()` says why not now (or None); `make(path)` builds the Narration."""
 
     notice = Signal(str, str)  # text, level for the window's message stack
+    busy_changed = Signal(bool)  # a narration started (True) or ended (False): the model is busy or free
 
     def __init__(self, window: QWidget, blocker: Callable[[], str | None], make: Callable[[Path], Narration]):
         super().__init__(window)
@@ -119,10 +125,10 @@ class NarrationController(QObject):
         dialog.setMinimumDuration(0)
         dialog.canceled.connect(narration.cancel)
         narration.progress.connect(lambda f: dialog.setValue(int(f * 100)))
-        narration.failed.connect(lambda text: self.notice.emit(text, "error"))
-        narration.finished.connect(lambda paths: self._done(narration, dialog, paths))
+        narration.finished.connect(lambda paths: self._done(narration, dialog, paths))  # it reports a failure too
         self.narration = narration
         narration.start()
+        self.busy_changed.emit(True)
         return narration
 
     def _done(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
@@ -131,8 +137,18 @@ class NarrationController(QObject):
         if self.narration is narration:
             self.narration = None
         narration.deleteLater()
-        if paths:
-            self.notice.emit(f"Subtitles written beside the video: {', '.join(str(p) for p in paths)}", "info")
+        self.busy_changed.emit(False)
+        written = ", ".join(str(p) for p in paths)
+        if narration.error and paths:  # one message: why it stopped, and where the cues so far are
+            self.notice.emit(f"Narration stopped ({narration.error.rstrip('.')}). The subtitles so far are in "
+                             f"{written}.", "warning")
+        elif narration.error:
+            self.notice.emit(f"Narration failed: {narration.error}", "error")
+        elif narration.cancelled:
+            self.notice.emit(f"Narration cancelled: the subtitles so far are in {written}" if paths
+                             else "Narration cancelled: no subtitles were written", "info")
+        elif paths:
+            self.notice.emit(f"Subtitles written beside the video: {written}", "info")
 
     def shutdown(self, timeout_s: float) -> bool:
         narration = self.narration

@@ -67,7 +67,8 @@ class SettingsDialog(QDialog):
         form.addRow("Max pixels", self.max_pixels)
         self.quantize = QComboBox()
         self.quantize.addItems(PRECISIONS)
-        self.quantize.setToolTip("Weight precision: auto = bf16 if it fits the GPU, else int8, else int4 (next load)")
+        self.quantize.setToolTip("Weight precision: auto = bf16 if it fits the GPU, else int8, else int4 "
+                                 "(a change reloads the model)")
         self.quantize.setCurrentText(s.quantize)
         form.addRow("Quantize", self.quantize)
         return box

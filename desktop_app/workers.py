@@ -91,14 +91,18 @@ class BackgroundTask(QObject):
             pass
 
 
-def user_message(exc: BaseException) -> str:
-    """One line for the window: the engine's own message for user errors, a plain summary else."""
+RUN_ADVICE = "The transcript so far is kept; press Start to try again."
+
+
+def user_message(exc: BaseException, advice: str = RUN_ADVICE) -> str:
+    """One line for the window: the engine's own message for user errors, a plain summary else
+    (followed by `advice`: what to do next, which depends on what failed)."""
     if isinstance(exc, LiveCCError):
         return str(exc)
     if _is_out_of_memory(exc):
         return str(OutOfMemoryError(
             "The GPU ran out of memory: lower 'Max pixels' in Settings or close other GPU programs, then Start again."))
-    return f"Engine error ({type(exc).__name__}: {exc}). The transcript so far is kept; press Start to try again."
+    return f"Engine error ({type(exc).__name__}: {exc}). {advice}".strip()
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

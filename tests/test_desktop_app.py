@@ -305,6 +305,17 @@ def test_settings_survive_a_restart(make_window, qtbot, tmp_path, tiny_model_dir
     again.close()
 
 
+def test_a_new_weight_precision_reloads_the_model(make_window, monkeypatch):
+    window = make_window(autoload=False)
+    loads = []
+    monkeypatch.setattr(window, "load_model", lambda: loads.append(window.settings.quantize))
+    window.apply_settings(dataclasses.replace(window.settings, quantize="int8"))
+    assert loads == ["int8"]  # the model and its precision go together: Quantize is applied, not only saved
+    window.apply_settings(dataclasses.replace(window.settings, max_new_tokens=20, memory=False))
+    assert loads == ["int8"]  # these wait for the next Start
+    window.close()
+
+
 def test_a_full_message_stack_drops_the_oldest_of_the_least_severe(qtbot):
     bar = MessageBar()
     qtbot.addWidget(bar)

@@ -24,6 +24,7 @@ from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.video_view import VideoView
 from engine.cli.main import main as livecc
 from engine.session.events import Answer, Commentary
+from engine.session.session import StreamingSession
 from test_desktop_app import (RESOURCES, WAIT_MS, app, close_and_check, commentary, grab_array,  # noqa: F401
                               make_window, short_answers)
 from videos import write_video
@@ -374,6 +375,46 @@ def test_narration_writes_cues_as_it_goes_and_a_cancel_keeps_them(make_window, q
     cues = srt.read_text().count(" --> ")
     assert cues == on_disk[-1] and vtt.read_text().count(" --> ") == cues  # the cancel kept every cue
     assert len(on_disk) < 28  # it stopped well before the end of the 30 s file
+    assert "Narration cancelled" in window.message_bar.text and str(srt) in window.message_bar.text
+    close_and_check(window)
+
+
+def test_a_failed_narration_says_it_stopped_and_where_the_cues_are(make_window, qtbot, videos, tmp_path,
+                                                                   monkeypatch):
+    video = tmp_path / "clip.mp4"
+    shutil.copyfile(videos["short"], video)
+    window = loaded_window(make_window, qtbot)
+
+    def fails_after_one_cue(session, buffer):
+        yield Commentary(0.0, 1.0, "the first cue", 0)
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(StreamingSession, "run", fails_after_one_cue)
+    narration = window.narrator.narrate(video)
+    with qtbot.waitSignal(narration.finished, timeout=WAIT_MS):
+        pass
+    notice = next(m for m in window.message_bar.messages() if m.key == "narrate")
+    assert notice.level == "warning" and notice.text.startswith("Narration stopped")
+    assert "the disk is on fire" in notice.text and str(video.with_suffix(".srt")) in notice.text
+    assert "the first cue" in video.with_suffix(".srt").read_text()
+    assert window.narrator.narration is None and window.start_button.isEnabled()
+    close_and_check(window)
+
+
+def test_start_waits_while_a_narration_has_the_model(make_window, qtbot, videos, tmp_path):
+    video = tmp_path / "match.mp4"
+    shutil.copyfile(videos["long"], video)
+    window = loaded_window(make_window, qtbot, session_factory=short_answers)
+    narration = window.narrator.narrate(video)
+    assert not window.start_button.isEnabled() and not window.toggle_action.isEnabled()
+    window.open_file(str(videos["short"]))  # one model, one stream: nothing starts, and the window says why
+    assert window.run is None and "a narration is running" in window.message_bar.text
+    assert window.narrator.narrate(videos["short"]) is None
+    with qtbot.waitSignal(narration.finished, timeout=WAIT_MS):
+        narration.cancel()
+    assert window.narrator.narration is None and window.start_button.isEnabled()
+    window.open_file(str(videos["short"]))
+    qtbot.waitUntil(lambda: window.run is not None, timeout=WAIT_MS)
     close_and_check(window)
 
 
