@@ -92,6 +92,7 @@ class MainWindow(QMainWindow):
         self._stream_ended = False
         self._pending: SourceSpec | None = None  # Start pressed while the model loads or a run stops
         self._load_when_free = False  # the model changed while busy: load it once the run, answer or narration ends
+        self.about_box: QMessageBox | None = None
         self._tasks: list[BackgroundTask] = []
         self.loader = ModelLoader(self)
         self.loader.progress.connect(self._on_load_progress)
@@ -556,7 +557,7 @@ class MainWindow(QMainWindow):
             index, created = shown
             self.transcript_view.show_entry(index, self.transcript.entries[index], created)
         if isinstance(event, (Commentary, Answer)):
-            if isinstance(event, Commentary) and event.chunk_index == 0:
+            if isinstance(event, Commentary) and event.chunk_index == 0:  # the close-time test waits for it
                 log.info("first comment shown at %.1f s of %s", event.end, self.windowTitle())
             self.video_view.add_event(event)
         elif isinstance(event, Stats):
@@ -855,11 +856,13 @@ class MainWindow(QMainWindow):
             self.open_file(files[0])
 
     def _about(self) -> None:
-        self.about_box = QMessageBox(QMessageBox.Information, "About LiveCC Desktop",
-                                     about_text(self.model_name, self.loaded), QMessageBox.Ok, self)
-        self.about_box.setTextFormat(Qt.RichText)
-        self.about_box.setWindowModality(Qt.NonModal)
+        if self.about_box is None:  # one box, reused: each click must not leave another behind
+            self.about_box = QMessageBox(QMessageBox.Information, "About LiveCC Desktop", "", QMessageBox.Ok, self)
+            self.about_box.setTextFormat(Qt.RichText)
+            self.about_box.setWindowModality(Qt.NonModal)
+        self.about_box.setText(about_text(self.model_name, self.loaded))  # the model may have changed
         self.about_box.show()
+        self.about_box.raise_()
 
     def _restore_geometry(self) -> None:
         geometry = self.store.value("window/geometry")

@@ -45,9 +45,6 @@ class StatusFields(QObject):
     def __getitem__(self, key: str) -> QLabel:
         return self.fields[key].label
 
-    def values(self) -> list[QLabel]:
-        return [f.label for f in self.fields.values()]
-
     def eventFilter(self, watched, event) -> bool:
         if watched is self.bar and event.type() == QEvent.Resize:
             self._fit()

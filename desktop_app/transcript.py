@@ -213,9 +213,6 @@ class SessionRecorder:
                 JsonlLog.write(self.log, held)  # with the wall time it happened at
             self._held = []
 
-    def write_event(self, event: Event) -> None:
-        self.write(event_to_record(event))
-
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
