@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from engine import Answer, Commentary, Event, Seek, event_to_record
-from engine.cli import JsonlLog, write_transcript
+from engine import Answer, Commentary, Event, JsonlLog, Seek, event_to_record
+from engine.cli import write_transcript
 
 ANSWER_MIN_SECONDS = 4.0  # how long an answer stays up at least
 WORDS_PER_SECOND = 2.5  # reading speed used to size an answer's time span
