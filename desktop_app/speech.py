@@ -253,11 +253,16 @@ class SpeechController(QObject):
     def _ensure_player(self) -> None:
         if self.player is not None or self.synth is None or not (self._running and self.config.enabled):
             return
+        from tts.env import EnvSettingError
         from tts.player import PlayerConfig, SpeechPlayer
 
-        # live: the app plays every source in real time, so video time runs on between events
-        player = SpeechPlayer(self.synth, PlayerConfig(device=self.config.output(), live=True,
-                                                       stop_timeout_s=PLAYER_STOP_S))
+        try:  # a bad LIVECC_SPEECH_* switch is a message too, not a traceback
+            # live: the app plays every source in real time, so video time runs on between events
+            config = PlayerConfig(device=self.config.output(), live=True, stop_timeout_s=PLAYER_STOP_S)
+        except EnvSettingError as error:
+            self._device_failed(str(error))
+            return
+        player = SpeechPlayer(self.synth, config)
         try:
             self.player = player.start()  # opens the device: quick, unlike loading a voice
             self._error = None

@@ -85,6 +85,18 @@ def test_missing_audio_device_is_a_message_and_the_app_plays_on(make_window, qtb
     close_and_check(window)
 
 
+def test_a_bad_speech_switch_is_a_message_and_the_app_plays_on(make_window, qtbot, video, tmp_path, null_audio,
+                                                               monkeypatch):
+    monkeypatch.setenv("LIVECC_SPEECH_START", "word")  # not a policy the player knows
+    store_settings(tmp_path, speech_enabled=True, voice="none")
+    window = make_window()
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: "LIVECC_SPEECH_START" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 2, timeout=WAIT_MS)
+    assert window.speech.player is None
+    close_and_check(window)
+
+
 def small_context(loaded, config):
     """The real session with 56x56 frames and a 400-token KV budget: a compaction every few s."""
     return StreamingSession(loaded, dataclasses.replace(
