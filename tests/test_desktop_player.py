@@ -355,11 +355,16 @@ def test_narrate_to_subtitles_writes_what_livecc_narrate_writes(make_window, qtb
     close_and_check(window)
 
 
-def test_narration_writes_cues_as_it_goes_and_a_cancel_keeps_them(make_window, qtbot, videos, tmp_path):
-    video = tmp_path / "match.mp4"
-    shutil.copyfile(videos["long"], video)
+def narrating(make_window, qtbot, source: Path, tmp_path: Path):
+    """A loaded window narrating a copy of `source` in tmp_path (subtitles land beside the copy)."""
+    video = tmp_path / source.name
+    shutil.copyfile(source, video)
     window = loaded_window(make_window, qtbot, session_factory=short_answers)
-    narration = window.narrator.narrate(video)
+    return window, video, window.narrator.narrate(video)
+
+
+def test_narration_writes_cues_as_it_goes_and_a_cancel_keeps_them(make_window, qtbot, videos, tmp_path):
+    window, video, narration = narrating(make_window, qtbot, videos["long"], tmp_path)
     srt, vtt = video.with_suffix(".srt"), video.with_suffix(".vtt")
     on_disk: list[int] = []  # SRT cues already in the file each time a chunk is reported
 
@@ -402,10 +407,7 @@ def test_a_failed_narration_says_it_stopped_and_where_the_cues_are(make_window, 
 
 
 def test_start_waits_while_a_narration_has_the_model(make_window, qtbot, videos, tmp_path):
-    video = tmp_path / "match.mp4"
-    shutil.copyfile(videos["long"], video)
-    window = loaded_window(make_window, qtbot, session_factory=short_answers)
-    narration = window.narrator.narrate(video)
+    window, _, narration = narrating(make_window, qtbot, videos["long"], tmp_path)
     assert not window.start_button.isEnabled() and not window.toggle_action.isEnabled()
     window.open_file(str(videos["short"]))  # one model, one stream: nothing starts, and the window says why
     assert window.run is None and "a narration is running" in window.message_bar.text
