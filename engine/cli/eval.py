@@ -53,7 +53,7 @@ def add_eval_parser(sub) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="the benchmark's data folder (see README, Evaluation)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N items (after --tasks and --sample)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items (after any --tasks and --sample)")
     p.add_argument("--sample", type=int, default=None, help="a random sample of N items (with --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default eval-results/BENCHMARK/MODEL)")

@@ -24,7 +24,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.05, help="default %(default)s; 1.15 curbs repetition")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0)")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per 1-second comment (default 16)")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per 1-second comment (default %(default)s)")
     p.add_argument("--query", default=None, help='instruction for the commentary (default "Please describe the video.")')
     p.add_argument("--kv-budget", type=int, default=16384,
                    help="KV cache budget in tokens; past it the context is compacted (default %(default)s)")
@@ -38,23 +38,30 @@ DESIGN_FIELDS = ("positions", "video_window_s", "memory_tokens")
 
 def add_design_arguments(p: argparse.ArgumentParser) -> None:
     """The switches that change what the model sees, so evaluation runs can compare them."""
-    p.add_argument("--positions", choices=("exact", "demo"), default="exact",
+    from engine.model.rope import POSITION_RULES
+    from engine.session.session import SessionConfig as C
+
+    p.add_argument("--positions", choices=POSITION_RULES, default=C.positions,
                    help="M-RoPE positions: exact 3-D for every chunk (default), or demo = LiveCC demo's 1-D "
                         "positions after the first chunk")
-    p.add_argument("--video-window", dest="video_window_s", type=float, default=16.0,
+    p.add_argument("--video-window", dest="video_window_s", type=float, default=C.video_window_s,
                    help="seconds of video a compaction keeps (default %(default)s)")
-    p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=512,
+    p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=C.memory_tokens,
                    help="text memory of earlier comments and answers a compaction keeps (default %(default)s)")
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
     """Visual memory flags (engine/session/memory.py); `memory_options` turns them into SessionConfig fields."""
-    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+    from engine.session.router import STRATEGIES
+    from engine.session.session import SessionConfig as C
+
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=C.memory,
                    help="keep key frames of video older than the context and recall them for questions (default on)")
-    p.add_argument("--router", default="cos_sim_fine", choices=["cos_sim_coarse", "cos_sim_fine", "recent", "none"],
+    p.add_argument("--router", default=C.router_strategy, choices=STRATEGIES,
                    help="how a question picks key frames (default %(default)s)")
-    p.add_argument("--recall-k", type=int, default=8, help="key frames recalled per question at most (default 8)")
-    p.add_argument("--memory-mb", type=float, default=1024.0,
+    p.add_argument("--recall-k", type=int, default=C.topk,
+                   help="key frames recalled per question at most (default %(default)s)")
+    p.add_argument("--memory-mb", type=float, default=C.memory_mb,
                    help="pinned host memory for key frames, MB (default %(default)s)")
 
 
