@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -234,6 +235,22 @@ def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir,
         assert {_times(line) for line in t["printed"]} <= cues, t
         assert len(vtt) == len(srt) and len(records) >= len(t["printed"])
     assert sum(t["code"] == 143 for t in trials) >= 5  # most signals land mid-run
+
+
+def test_a_stop_signal_during_a_cue_waits_until_both_files_have_it():
+    """What the random-moment trials can hit only by luck: SIGTERM between the SRT and the VTT write."""
+    import signal
+
+    from engine.cli.signals import Interrupted, held, stop_signals
+
+    written = []
+    with pytest.raises(Interrupted) as stop, stop_signals():
+        with held():
+            written.append("srt")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, and must not raise yet
+            written.append("vtt")
+    assert written == ["srt", "vtt"] and stop.value.signum == signal.SIGTERM
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, tmp_path):

@@ -15,9 +15,6 @@ import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import LiveCCError
@@ -26,41 +23,10 @@ from .ask import cmd_ask
 from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
+from .signals import stop_signals
 
 EXIT_BAD_INPUT = 2
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class Interrupted(KeyboardInterrupt):
-    """A stop signal arrived: the run ends as after Ctrl-C, with exit status 128 + signum."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def stop_signals() -> Iterator[None]:
-    """The first stop signal raises `Interrupted` in the main thread; later ones are ignored, so the
-    cleanup it starts (finishing the subtitle files) is never cut short by a second Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
-
-    def handler(signum, frame):
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
-
-    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():  # after a stop the process only exits: stay deaf to repeats
-            signal.signal(signum, signal.SIG_IGN if fired else old)
 
 
 def package_version() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .checks import check_outputs, check_video_shape
 from .options import file_capture, load, session_config
+from .signals import held
 
 
 def video_clock(seconds: float) -> str:
@@ -58,10 +59,11 @@ class Outputs:
                   f"{self.log.repaired} bytes before appending", file=sys.stderr)
 
     def commentary(self, event) -> None:
-        for subtitles in (self.srt, self.vtt):
-            if subtitles is not None:
-                subtitles.add(event)
-        self._pending = event
+        with held():  # a stop signal waits until the cue is in both files
+            for subtitles in (self.srt, self.vtt):
+                if subtitles is not None:
+                    subtitles.add(event)
+            self._pending = event
 
     def stats(self, event) -> None:
         from engine.session.events import event_to_record
