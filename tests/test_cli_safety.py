@@ -251,6 +251,9 @@ def test_a_stop_signal_during_a_cue_waits_until_both_files_have_it():
             time.sleep(0.05)  # the handler runs here, and must not raise yet
             written.append("vtt")
     assert written == ["srt", "vtt"] and stop.value.signum == signal.SIGTERM
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child.terminate()  # the CLI stays deaf to a repeated SIGTERM, but the processes it starts do not
+    assert child.wait(timeout=10) == -signal.SIGTERM
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_repairs_the_jsonl(tiny_model_dir, tmp_path):

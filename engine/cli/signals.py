@@ -55,7 +55,12 @@ def stop_signals() -> Iterator[None]:
     finally:
         _HOLD.pending = None
         for signum, old in previous.items():  # after a stop the process only exits: stay deaf to repeats
-            signal.signal(signum, signal.SIG_IGN if fired else old)
+            signal.signal(signum, _ignore if fired else old)
+
+
+def _ignore(signum, frame) -> None:
+    """A caught no-op, not SIG_IGN: an ignored disposition would be inherited by every child process
+    started later (tests run the CLI in-process, then start Xvfb and expect it to stop on SIGTERM)."""
 
 
 @contextmanager
