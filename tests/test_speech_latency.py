@@ -80,14 +80,16 @@ def test_sentence_policy_still_waits_for_the_full_stop(null_audio):
         assert player.started[0].clock == 4.0
 
 
-def test_a_word_or_two_is_held_for_the_next_fragment():
+def test_a_lone_word_is_held_for_the_next_fragment():
     s = SpeechScheduler(SpeechPolicy(start_at="clause"))
-    s.add_commentary("Lovely turn", 0.0, 3.0, now=3.0)
-    assert s.next_phrase(3.0) is None  # two words, no boundary: wait for the rest
+    s.add_commentary("And", 0.0, 3.0, now=3.0)
+    assert s.next_phrase(3.0) is None  # one word, no boundary: wait for the rest
     s.add_commentary("in the middle,", 3.0, 4.0, now=4.0)
-    assert s.next_phrase(4.0).text == "Lovely turn in the middle,"
-    s.add_commentary("Goal!", 4.0, 5.0, now=5.0)
-    assert s.next_phrase(5.0).text == "Goal!"  # short, but a sentence
+    assert s.next_phrase(4.0).text == "And in the middle,"
+    s.add_commentary("Lovely turn", 4.0, 5.0, now=5.0)
+    assert s.next_phrase(5.0).text == "Lovely turn"  # two words are spoken at once (min_words)
+    s.add_commentary("Goal!", 5.0, 6.0, now=6.0)
+    assert s.next_phrase(6.0).text == "Goal!"  # short, but a sentence
 
 
 # -- the queue bound -----------------------------------------------------------------------------

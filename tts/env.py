@@ -29,6 +29,17 @@ def env_int(name: str, default: int, minimum: int) -> int:
     return value
 
 
+def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
+    text = os.environ.get(name, "").strip() or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value <= maximum:  # NaN fails too
+        raise EnvSettingError(f"{name}={text!r} is not a number from {minimum:g} to {maximum:g}")
+    return value
+
+
 def env_flag(name: str, default: bool) -> bool:
     """1 on, 0 off (unset or empty: the default)."""
     return env_choice(name, "1" if default else "0", ("0", "1")) == "1"

@@ -4,6 +4,10 @@ Threads: the caller (engine or GUI) only enqueues text; a synthesis worker turns
 audio blocks on a bounded queue; PortAudio's callback pulls blocks with get_nowait and plays
 silence when the queue is dry (moshi-style: it never blocks, it counts underruns).
 
+Catch-up: commentary that has fallen behind plays faster, pitch kept (tts/stretch.py): each
+synthesized piece is stretched at the rate that says the speech still to come (queued audio, the
+rest of this phrase, the commentary waiting) in about the policy's horizon, up to its max_rate.
+
 Barge-in: every block carries the generation it was made in; `say_answer` bumps the
 generation and drains the queue, and the callback skips blocks of an older generation, so an
 answer's audio starts at the next block the device asks for.
@@ -22,9 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tts.scheduler import Kind, Phrase, SpeechPolicy, SpeechScheduler
+from tts.stretch import TimeStretcher, catch_up_rate
 from tts.synth import SpeechError, Synthesizer
 
 LOG = logging.getLogger(__name__)
+SECONDS_PER_CHAR = 0.07  # English speech, ~14 characters a second: catch-up's guess until it has heard the voice
 Clock = Callable[[], float]
 DEVICE_FIX = "use --audio-device (see `python -m sounddevice`) or disable speech"
 
@@ -61,6 +67,8 @@ class PlayerStats:
     underruns: int = 0  # the queue ran dry in the middle of a phrase
     stale_dropped: int = 0  # phrases dropped after synthesis because they came too late
     status_flags: int = 0  # PortAudio reported an over/underflow
+    sped_up_pieces: int = 0  # synthesized pieces played faster than normal (catch-up)
+    fastest_rate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,7 @@ class SpeechPlayer:
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._stream = None
+        self._seconds_per_char = SECONDS_PER_CHAR  # the voice's speaking rate, learned per phrase
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -360,7 +369,8 @@ class SpeechPlayer:
 
     def _speak(self, phrase: Phrase) -> None:
         generation = self._phrase_generation
-        first = True
+        stretch = self._stretcher(phrase)
+        first, said_s = True, 0.0  # said_s: seconds synthesized so far, at normal speed
         for piece in self.synth.stream(phrase.text):
             if generation != self._generation or self._stopping.is_set():
                 self.synth.interrupt()  # barge-in or stop: abandon this phrase
@@ -368,11 +378,39 @@ class SpeechPlayer:
             if first and phrase.kind is Kind.COMMENTARY and self._too_late(phrase):
                 self.synth.interrupt()
                 return
-            if not self._enqueue(piece, phrase, generation, first):
+            said_s += len(piece) / self.synth.sample_rate
+            audio = piece if stretch is None else stretch.process(piece, self._catch_up_rate(phrase, said_s))
+            if not self._enqueue(audio, phrase, generation, first):
                 return
-            first = False
+            first = first and not len(audio)
+        if stretch is not None:
+            rest = stretch.flush()
+            if not self._enqueue(rest, phrase, generation, first):
+                return
+            first = first and not len(rest)
+        if said_s and phrase.text:
+            self._seconds_per_char = 0.5 * self._seconds_per_char + 0.5 * said_s / len(phrase.text)
         if not first:  # an empty marker ends the phrase, so a dry queue after it is no underrun
             self._put(Block(np.zeros(0, np.float32), generation, phrase, first=False, last=True))
+
+    def _stretcher(self, phrase: Phrase) -> TimeStretcher | None:
+        """Commentary can catch up; answers are said at the voice's own speed."""
+        if phrase.kind is Kind.COMMENTARY and self.config.policy.max_rate > 1.0:
+            return TimeStretcher(self.synth.sample_rate)
+        return None
+
+    def _catch_up_rate(self, phrase: Phrase, said_s: float) -> float:
+        """The rate for the piece just synthesized, from the speech still to come at normal speed."""
+        with self._cond:
+            waiting_chars = self.scheduler.pending_commentary_chars()
+        rest_of_phrase = max(0.0, len(phrase.text) * self._seconds_per_char - said_s)
+        backlog = self.queued_seconds() + rest_of_phrase + waiting_chars * self._seconds_per_char
+        policy = self.config.policy
+        rate = catch_up_rate(backlog, policy.catch_up_horizon_s, policy.max_rate)
+        if rate > 1.0:
+            self.stats.sped_up_pieces += 1
+            self.stats.fastest_rate = max(self.stats.fastest_rate, rate)
+        return rate
 
     def _too_late(self, phrase: Phrase) -> bool:
         """Re-checked once audio exists: synthesis itself may have taken too long."""

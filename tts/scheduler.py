@@ -15,6 +15,10 @@ simulated) and, where staleness matters, `video_now` (the video time the listene
 - Staleness: a comment's video time is the end of its chunk (the earliest moment it can
   exist). A commentary phrase whose speech would start more than `max_lag_s` after the video
   time of its oldest fragment is dropped, never queued behind.
+- Catch-up: speech that has fallen behind is played faster (up to `max_rate`, pitch kept; see
+  tts/stretch.py), sized to say the backlog in about `catch_up_horizon_s`. Commentary arrives about
+  as fast as it can be said, so without it a voice that falls behind stays behind.
+  LIVECC_SPEECH_MAX_RATE=1 turns it off.
 - Priority: answers go before commentary. A new answer barges in: pending commentary (and any
   older answer) is discarded; the caller flushes audio already queued.
 """
@@ -24,13 +28,14 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from tts.env import env_choice, env_int
+from tts.env import env_choice, env_float, env_int
 
 SENTENCE_END = re.compile(r"[.!?;…。！？]+[\"')\]]*(?=\s|$)")
 CLAUSE_END = re.compile(r"[,:;—–…，、；：.!?。！？]+[\"')\]]*$")
 START_POLICIES = ("clause", "sentence")
+MAX_RATE = 2.0  # beyond this, sped-up speech is hard to follow
 
 
 def _env_start() -> str:
@@ -39,6 +44,10 @@ def _env_start() -> str:
 
 def _env_max_pending() -> int:
     return env_int("LIVECC_SPEECH_MAX_PENDING", 1, minimum=1)
+
+
+def _env_max_rate() -> float:
+    return env_float("LIVECC_SPEECH_MAX_RATE", 1.5, minimum=1.0, maximum=MAX_RATE)
 
 
 class Kind(enum.Enum):
@@ -58,7 +67,9 @@ class SpeechPolicy:
     # more = a queue that drops its oldest beyond this (8: the old behaviour)
     max_pending: int = field(default_factory=_env_max_pending)
     start_at: str = field(default_factory=_env_start)  # "clause": speak a fragment at once; "sentence": old
-    min_words: int = 3  # clause policy: a fragment this long is spoken without waiting for punctuation
+    min_words: int = 2  # clause policy: a fragment this long is spoken without waiting for punctuation
+    max_rate: float = field(default_factory=_env_max_rate)  # catch-up: fastest playback (1 = off)
+    catch_up_horizon_s: float = 1.0  # catch-up: say the speech still to come in about this long
 
     def __post_init__(self) -> None:
         if not 0 < self.pause_s <= self.max_hold_s < self.max_lag_s:
@@ -67,6 +78,8 @@ class SpeechPolicy:
             raise ValueError(f"speech start policy must be one of {START_POLICIES}, got {self.start_at!r}")
         if self.max_phrase_chars < 20 or self.max_pending < 1:
             raise ValueError("speech policy needs max_phrase_chars >= 20 and max_pending >= 1")
+        if not (1.0 <= self.max_rate <= MAX_RATE and self.catch_up_horizon_s > 0):
+            raise ValueError(f"speech policy needs 1 <= max_rate <= {MAX_RATE} and catch_up_horizon_s > 0")
 
 
 def policy_with_max_lag(max_lag_s: float, default: SpeechPolicy | None = None) -> SpeechPolicy:
@@ -75,9 +88,8 @@ def policy_with_max_lag(max_lag_s: float, default: SpeechPolicy | None = None) -
     if not max_lag_s > 0.5:  # NaN too
         raise ValueError(f"speech max lag must be > 0.5 s, got {max_lag_s}")
     default = default or SpeechPolicy()
-    return SpeechPolicy(max_lag_s=max_lag_s, pause_s=min(default.pause_s, 0.3 * max_lag_s),
-                        max_hold_s=min(default.max_hold_s, 0.6 * max_lag_s), max_pending=default.max_pending,
-                        start_at=default.start_at)
+    return replace(default, max_lag_s=max_lag_s, pause_s=min(default.pause_s, 0.3 * max_lag_s),
+                   max_hold_s=min(default.max_hold_s, 0.6 * max_lag_s))
 
 
 @dataclass(frozen=True)
@@ -264,6 +276,10 @@ class SpeechScheduler:
             self.stats.phrases += 1
             return phrase
         return None
+
+    def pending_commentary_chars(self) -> int:
+        """Characters of commentary waiting: queued phrases and held fragments (catch-up sizes on it)."""
+        return sum(len(p.text) for p in self._commentary) + sum(len(f.text) + 1 for f in self._fragments)
 
     def has_pending(self) -> bool:
         return bool(self._answers or self._commentary)
