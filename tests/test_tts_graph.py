@@ -75,7 +75,7 @@ def _assert_same_pieces(reference, ours):
     for ref, got in zip(reference, ours):
         assert torch.equal(got.ids[0], ref.ids[0])
         torch.testing.assert_close(got.hiddens[0], ref.hiddens[0], atol=1e-5, rtol=1e-5)
-        assert got.hiddens[0].dtype == torch.float32 and got.attentions == []
+        assert got.hiddens[0].dtype == torch.float32
 
 
 def test_step_logits_match_the_transformers_forward(synth, code_call):
@@ -103,7 +103,7 @@ def test_cold_tokens_hiddens_and_pieces_equal_chattts(synth, code_call, stream, 
     eos = _early_eos(synth, code_call) if early_eos else code_call[1]["eos_token"]
     reference, ours = _both(synth, code_call, stream=stream, stream_batch=stream_batch, eos_token=eos)
     _assert_same_pieces(reference, ours)
-    assert ours[-1].ids[0].shape[0] > 0
+    assert ours[-1].ids[0].shape[0] > 0 and ours[-1].attentions == []
     if early_eos:
         assert ours[-1].ids[0].shape[0] <= 10  # ended at EOS, not at max_new_token
     if stream:
@@ -151,7 +151,7 @@ class _Spy:
 
 @pytest.fixture
 def spies(monkeypatch):
-    return _Spy(monkeypatch, GPT, "generate"), _Spy(monkeypatch, ChatTTSCodeGenerator, "_generate")
+    return _Spy(monkeypatch, GPT, "generate"), _Spy(monkeypatch, ChatTTSCodeGenerator, "_decode")
 
 
 @pytest.mark.parametrize("case", ["batch", "too_long", "text", "unknown_processor"])
@@ -172,6 +172,25 @@ def test_what_it_cannot_run_goes_to_chattts_generate(synth, code_call, spies, ca
     out = list(generator.generate(*args, **kwargs))
     assert (chattts.calls, ours.calls) == (1, 0)
     assert out and out[-1].ids[0].shape[0] > 0
+
+
+def test_a_generation_interleaved_with_another_runs_chattts_generate(synth, code_call, spies):
+    """The static cache serves one generation at a time; one started meanwhile is ChatTTS' own, and
+    neither disturbs the other."""
+    chattts, ours = spies
+    args, kwargs = code_call
+    kwargs = _cold(kwargs, stream=True, stream_batch=4, max_new_token=12)
+    generator = ChatTTSCodeGenerator(synth.chat.gpt, eager=True)
+    first = generator.generate(*args, **kwargs)
+    pieces = [next(first)]
+    second = list(generator.generate(*args, **kwargs))
+    pieces += list(first)
+    assert (chattts.calls, ours.calls, generator.runs, generator.handed_over) == (1, 1, 1, 1)
+    reference = list(GPT.generate(synth.chat.gpt, *args, **kwargs))
+    _assert_same_pieces(reference, pieces)
+    _assert_same_pieces(reference, second)
+    list(generator.generate(*args, **kwargs))
+    assert generator.runs == 2  # the cache is free again once a generation ends
 
 
 def test_cpu_without_eager_mode_goes_to_chattts_generate(synth, code_call, spies):
@@ -200,3 +219,27 @@ def test_off_switch_routes_the_synth_to_chattts_generate(synth, spies):
         synth.set_options(before)
     assert "generate" not in vars(synth.chat.gpt)
     assert on.shape == off.shape and np.allclose(on, off, atol=1e-4)
+
+
+def test_bench_tts_smoke_reports_the_graph_rows_and_the_token_check(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env.pop("OUT", None)
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_tts.py"), "--device", "cpu", "--scale",
+                           "tiny", "--runs", "1", "--rows", "livecc_defaults",
+                           "--date", "2000-01-01", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(next(tmp_path.glob("tts_chattts_tiny_*_2000-01-01.json")).read_text())
+    rows = report["results"]
+    assert set(rows) == {"livecc_defaults"}
+    row = rows["livecc_defaults"]
+    assert row["check"]["generator_ran"] and row["check"]["tokens_equal"] and row["check"]["cold_tokens"] > 0
+    assert row["code_ms_per_token"] > 0 and row["rtf"] > 0 and row["code_tokens"] == row["check"]["cold_tokens"]
+    assert "tokens equal" in next(tmp_path.glob("*.md")).read_text()

@@ -178,14 +178,25 @@ class ChatTTSCodeGenerator:
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None
         self._broken = False  # a capture failed: ChatTTS' generate from then on
+        self.runs = self.handed_over = 0  # generations run here / given to ChatTTS' generate
+        self._busy = False  # a generation is using the static cache
 
     # -- dispatch ----------------------------------------------------------------------------
     def generate(self, *args, **kwargs):
         """GPT.generate's signature and generator semantics."""
         request = self._request(*args, **kwargs)
         if request is None or not self._ready(request.sampling):
-            return type(self.gpt).generate(self.gpt, *args, **kwargs)  # looked up now: patchable
-        return self._generate(request)
+            return self._hand_over(args, kwargs)
+        return self._generate(request, args, kwargs)
+
+    def _hand_over(self, args, kwargs):
+        self.handed_over += 1
+        return type(self.gpt).generate(self.gpt, *args, **kwargs)  # looked up now: patchable
+
+    @property
+    def graphs(self) -> int:
+        """CUDA graphs captured (one per sampling rule in use)."""
+        return len(self._graphs)
 
     def uninstall(self) -> None:
         if self.gpt.__dict__.get("generate") == self.generate:
@@ -229,9 +240,9 @@ class ChatTTSCodeGenerator:
         """Buffers allocated, and (graph mode) this sampling's graph captured; False if a capture failed."""
         if self._llama is None:
             self._allocate()
-        if sampling.window > self._window.shape[1]:
-            self._window = torch.full((self.num_vq, sampling.window), self.vocab, dtype=torch.long,
-                                      device=self._llama.device)
+        if sampling.window not in self._windows:  # a buffer per window length: graphs keep theirs
+            self._windows[sampling.window] = torch.full((self.num_vq, sampling.window), self.vocab,
+                                                        dtype=torch.long, device=self._llama.device)
         if self.eager or (key := sampling.key) in self._graphs:
             return True
         try:
@@ -249,7 +260,7 @@ class ChatTTSCodeGenerator:
         # position, penalty window slot, hidden row, EOS held back (1/0): one host-to-device copy a step
         self._state = torch.zeros(4, dtype=torch.long, device=device)
         self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=device.type == "cuda")
-        self._window = torch.full((self.num_vq, 1), self.vocab, dtype=torch.long, device=device)
+        self._windows: dict[int, torch.Tensor] = {}  # the penalty's recent tokens; `vocab` where none yet
         self._temperature = torch.ones(self.num_vq, 1, dtype=torch.float, device=device)
         self._ids = torch.zeros(self.capacity, self.num_vq, dtype=torch.long, device=device)
         self._hiddens = torch.zeros(self.capacity, self._heads.shape[1], dtype=torch.float, device=device)
@@ -284,19 +295,20 @@ class ChatTTSCodeGenerator:
     def _probs(self, hidden: torch.Tensor, sampling: Sampling, hold_eos: torch.Tensor) -> torch.Tensor:
         """Next-token probabilities per codebook (num_vq, vocab), as ChatTTS' generate computes them."""
         logits = self.head_logits(hidden) / self._temperature
+        window = self._windows[sampling.window]
         for step in sampling.steps:
             if step[0] == "penalty":
-                logits = self._penalize(logits, step[1])
+                logits = self._penalize(logits, step[1], window)
             else:
-                logits = step[1](self._window, logits)  # the warpers ignore the ids
+                logits = step[1](window, logits)  # the warpers ignore the ids
         logits.select(1, sampling.eos).masked_fill_(hold_eos, float("-inf"))
         return F.softmax(logits, dim=-1)
 
-    def _penalize(self, logits: torch.Tensor, penalty: float) -> torch.Tensor:
+    def _penalize(self, logits: torch.Tensor, penalty: float, window: torch.Tensor) -> torch.Tensor:
         """ChatTTS' repetition penalty over its window of recent tokens, with static shapes: the
         window holds `vocab` (a count column dropped afterwards) where no token was generated yet."""
         counts = torch.zeros(self.num_vq, self.vocab + 1, dtype=torch.long, device=logits.device)
-        counts.scatter_add_(1, self._window, torch.ones_like(self._window))
+        counts.scatter_add_(1, window, torch.ones_like(window))
         alpha = torch.pow(penalty, counts[:, :self.vocab])
         return torch.where(logits < 0, logits.multiply(alpha), logits.divide(alpha))
 
@@ -305,16 +317,28 @@ class ChatTTSCodeGenerator:
         only (`_state` says where), so this is what the graph captures."""
         position, slot, row, hold = (self._state[i:i + 1] for i in range(4))
         emb = torch.stack([self.gpt.emb_code[q](self._codes[q].view(1, 1)) for q in range(self.num_vq)], 3).sum(3)
-        self._window.index_copy_(1, slot, self._codes[:, None])
+        self._windows[sampling.window].index_copy_(1, slot, self._codes[:, None])
         hidden = self._llama.decode(emb, position).float()
         self._hiddens.index_copy_(0, row, hidden)
         return self._probs(hidden, sampling, hold[0] > 0)
 
     # -- the loop ----------------------------------------------------------------------------
+    def _generate(self, r: _Request, args, kwargs) -> Iterator:
+        """One generation at a time owns the static cache; an interleaved one runs ChatTTS' generate."""
+        if self._busy:
+            yield from self._hand_over(args, kwargs)
+            return
+        self._busy, self.runs = True, self.runs + 1
+        try:
+            yield from self._decode(r)
+        finally:  # also when the caller drops the stream (a barge-in): the generator is closed
+            self._busy = False
+
     @torch.inference_mode()
-    def _generate(self, r: _Request) -> Iterator:
+    def _decode(self, r: _Request) -> Iterator:
         """ChatTTS' generate loop for one sequence: the same pieces at the same steps."""
-        self._window.fill_(self.vocab)
+        window = self._windows[r.sampling.window]
+        window.fill_(self.vocab)
         self._temperature.copy_(r.temperature.view(-1, 1))
         hidden = self._llama.prefill(r.emb).float()
         self._hiddens[0].copy_(hidden[0])
@@ -326,7 +350,7 @@ class ChatTTSCodeGenerator:
         produced = 0  # tokens before the first EOS: ChatTTS' end_idx and stream_iter for one sequence
         for i in range(r.max_new):
             if i > 0:
-                self._set_state(r.prompt_len + i - 1, (i - 1) % self._window.shape[1], i, i < r.min_new)
+                self._set_state(r.prompt_len + i - 1, (i - 1) % window.shape[1], i, i < r.min_new)
                 probs = step()
             if generator is not None:
                 generator.manual_seed(r.seed)  # ChatTTS reseeds before every draw
