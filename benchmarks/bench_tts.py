@@ -122,8 +122,18 @@ def _code_tokens(synth, runs: int) -> dict:
             "code_rtf": round(median * n / 1000 / (n * 512 / synth.sample_rate), 4)}  # 512 samples a token
 
 
+def _compare(ours, reference) -> dict:
+    ids, ref_ids = ours.ids[0].cpu(), reference.ids[0].cpu()
+    if ids.shape != ref_ids.shape:
+        return {"tokens_equal": False, "first_different_step": min(len(ids), len(ref_ids)), "hidden_max_abs_diff": None}
+    differ = (ids != ref_ids).any(1).nonzero()
+    return {"tokens_equal": differ.numel() == 0, "first_different_step": int(differ[0]) if differ.numel() else None,
+            "hidden_max_abs_diff": float((ours.hiddens[0] - reference.hiddens[0]).abs().max())}
+
+
 def _check_tokens(synth) -> dict:
-    """The generator's cold, seeded code tokens and hiddens against ChatTTS' own generate, same call."""
+    """The generator's cold, seeded code tokens and hiddens against ChatTTS' own generate, same call
+    (and, on a GPU, against the generator's own eager mode, which tells numerics from the graph)."""
     from ChatTTS.model.gpt import GPT
 
     from engine.runtime import CAPTURE_LOCK
@@ -131,20 +141,20 @@ def _check_tokens(synth) -> dict:
 
     params = dataclasses.replace(synth._params(SENTENCE), temperature=COLD, manual_seed=0)
     gpt = synth.chat.gpt
-    generator = synth.code_generator if synth.device.type == "cuda" else ChatTTSCodeGenerator(gpt, eager=True)
+    on_gpu = synth.device.type == "cuda"
+    generator = synth.code_generator if on_gpu else ChatTTSCodeGenerator(gpt, eager=True)
     with CAPTURE_LOCK, synth._on_gpu():
         args, kwargs = _code_call(synth, params)
         runs_before = generator.runs
         ours = list(generator.generate(*args, **kwargs))[-1]
         ran_here = generator.runs == runs_before + 1
         reference = list(GPT.generate(gpt, *args, **kwargs))[-1]
-    ids, ref_ids = ours.ids[0].cpu(), reference.ids[0].cpu()
-    same_length = ids.shape == ref_ids.shape
-    differ = (ids != ref_ids).any(1).nonzero() if same_length else None
-    return {"generator_ran": ran_here, "graph": synth.device.type == "cuda", "cold_tokens": int(ref_ids.shape[0]),
-            "tokens_equal": bool(same_length and differ.numel() == 0),
-            "first_different_step": int(differ[0]) if same_length and differ.numel() else None,
-            "hidden_max_abs_diff": float((ours.hiddens[0] - reference.hiddens[0]).abs().max()) if same_length else None}
+        eager = list(ChatTTSCodeGenerator(gpt, eager=True).generate(*args, **kwargs))[-1] if on_gpu else None
+    check = {"generator_ran": ran_here, "graph": on_gpu, "cold_tokens": int(reference.ids[0].shape[0])}
+    check |= _compare(ours, reference)
+    if eager is not None:
+        check["graph_vs_own_eager"] = _compare(ours, eager)
+    return check
 
 
 def _row(assets, device: str, runs: int, levers: dict) -> dict:
@@ -165,7 +175,8 @@ def _row(assets, device: str, runs: int, levers: dict) -> dict:
             row["check"] = _check_tokens(synth)
         if synth.code_generator is not None:
             gen = synth.code_generator
-            row |= {"graphs": gen.graphs, "generator_runs": gen.runs, "handed_to_chattts": gen.handed_over}
+            row |= {"graphs": gen.graphs, "generator_runs": gen.runs, "handed_to_chattts": gen.handed_over,
+                    "capture_error": gen.capture_error}
         return row
     finally:
         synth.close()
@@ -200,7 +211,9 @@ def _check_line(label: str, check: dict) -> str:
     verdict = "equal" if check["tokens_equal"] else f"DIFFERENT from step {check['first_different_step']}"
     return (f"- {label}: {path} vs ChatTTS' generate at temperature {COLD}, seed 0: {check['cold_tokens']} code "
             f"tokens {verdict}, hidden states max |diff| {check['hidden_max_abs_diff']:.2e}"
-            + ("" if check["generator_ran"] else " (the generator handed the call to ChatTTS: not a check)"))
+            + ("" if check["generator_ran"] else " (the generator handed the call to ChatTTS: not a check)")
+            + (f"; graph vs the generator's eager mode: tokens {'equal' if own['tokens_equal'] else 'DIFFERENT'}"
+               if (own := check.get("graph_vs_own_eager")) else ""))
 
 
 def to_markdown(report: dict) -> str:

@@ -177,7 +177,7 @@ class ChatTTSCodeGenerator:
         self._llama: StaticLlama | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None
-        self._broken = False  # a capture failed: ChatTTS' generate from then on
+        self.capture_error: str | None = None  # set when a capture failed: ChatTTS' generate from then on
         self.runs = self.handed_over = 0  # generations run here / given to ChatTTS' generate
         self._busy = False  # a generation is using the static cache
 
@@ -225,7 +225,7 @@ class ChatTTSCodeGenerator:
             (ids.shape[0] != 1 or a["emb"].shape[0] != 1, "a batch"),
             (gpt.is_vllm or gpt.is_te_llama or not hasattr(gpt, "gpt"), "not a transformers LlamaModel"),
             (ids.device.type != "cuda" and not self.eager, "not on a CUDA device"),
-            (self._broken, "the graph capture failed earlier"),
+            (self.capture_error is not None, "the graph capture failed earlier"),
             (ids.shape[1] + a["max_new_token"] > self.capacity, "prompt + max_new_token beyond the cache"),
             (a["temperature"].numel() != self.num_vq, "a temperature per sequence"),
         )
@@ -249,7 +249,7 @@ class ChatTTSCodeGenerator:
             self._graphs[key] = self._capture(sampling)
         except RuntimeError as error:  # a processor that syncs, a driver refusing the capture
             LOG.warning("ChatTTS code graph capture failed (%s): ChatTTS' own decode from now on", error)
-            self._broken = True
+            self.capture_error = f"{type(error).__name__}: {error}"
             return False
         return True
 
