@@ -180,11 +180,14 @@ def test_chattts_off_switches(monkeypatch):
     from tts.chattts_synth import ChatTTSOptions
 
     fast = ChatTTSOptions()
-    assert (fast.pass_first_n_batches, fast.stream_batch, fast.warm_up, fast.side_stream) == (0, 12, True, True)
+    assert (fast.pass_first_n_batches, fast.stream_batch, fast.warm_up, fast.side_stream, fast.cuda_graph) == \
+        (0, 12, True, True, True)
     monkeypatch.setenv("LIVECC_TTS_FAST_START", "0")
     monkeypatch.setenv("LIVECC_TTS_SIDE_STREAM", "0")
+    monkeypatch.setenv("LIVECC_TTS_CUDA_GRAPH", "0")
     old = ChatTTSOptions()
-    assert (old.pass_first_n_batches, old.stream_batch, old.warm_up, old.side_stream) == (2, 24, False, False)
+    assert (old.pass_first_n_batches, old.stream_batch, old.warm_up, old.side_stream, old.cuda_graph) == \
+        (2, 24, False, False, False)
     monkeypatch.setenv("LIVECC_TTS_FAST_START", "yes")
     with pytest.raises(ValueError, match="LIVECC_TTS_FAST_START='yes' is not one of 0, 1"):
         ChatTTSOptions()

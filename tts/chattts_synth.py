@@ -36,6 +36,11 @@ def _side_stream() -> bool:
     return env_flag("LIVECC_TTS_SIDE_STREAM", True)
 
 
+def _cuda_graph() -> bool:
+    """LIVECC_TTS_CUDA_GRAPH=0: ChatTTS' own eager code-token decode (a Python loop per token)."""
+    return env_flag("LIVECC_TTS_CUDA_GRAPH", True)
+
+
 @dataclass(frozen=True)
 class ChatTTSOptions:
     """How ChatTTS is loaded and run. Defaults favour latency over expressiveness."""
@@ -56,6 +61,7 @@ class ChatTTSOptions:
     pass_first_n_batches: int = field(default_factory=lambda: 0 if _fast_start() else 2)  # pieces skipped first
     warm_up: bool = field(default_factory=_fast_start)  # one short synthesis at load: kernels, allocator
     side_stream: bool = field(default_factory=_side_stream)  # CUDA: own stream, below the engine's decode
+    cuda_graph: bool = field(default_factory=_cuda_graph)  # CUDA: each code token is one graph replay
     sampling_seed: int | None = None  # None: sample freely; an int: reproducible audio
     compile: bool = False
 
@@ -110,6 +116,8 @@ class ChatTTSSynth(Synthesizer):
         if config is not None:
             self.chat.config = config
         self._load()
+        self.code_generator = None
+        self._route_code_decode()
         self.speaker = self._speaker_embedding(voice_seed(options.voice))
         self._cuda_stream = self._make_stream()
         if options.warm_up and self.device.type == "cuda":
@@ -121,6 +129,18 @@ class ChatTTSSynth(Synthesizer):
         options and the stream are swapped without a lock."""
         self.options = options
         self._cuda_stream = self._make_stream()
+        self._route_code_decode()
+
+    def _route_code_decode(self) -> None:
+        """Code tokens from the graphed generator (it hands what it cannot run to ChatTTS' own
+        generate, a CPU included), or from ChatTTS' generate alone (the off switch)."""
+        if self.options.cuda_graph and self.code_generator is None:
+            from tts.chattts_graph import install_code_generator  # torch: imported where used
+
+            self.code_generator = install_code_generator(self.chat)
+        elif not self.options.cuda_graph and self.code_generator is not None:
+            self.code_generator.uninstall()
+            self.code_generator = None
 
     def _make_stream(self):
         """A CUDA stream at CUDA's lowest priority (0). With the engine's chunk overlap on, its decode
@@ -218,5 +238,8 @@ class ChatTTSSynth(Synthesizer):
         self.chat.interrupt()  # ChatTTS checks this flag between decode steps
 
     def close(self) -> None:
+        if self.code_generator is not None:  # its static cache and graphs go with the model
+            self.code_generator.uninstall()
+            self.code_generator = None
         if hasattr(self.chat, "gpt"):
             self.chat.unload()
