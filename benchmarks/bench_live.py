@@ -1,6 +1,6 @@
 """Glass-to-voice latency, live: a paced 1080p source, the engine and speech on one device.
 
-    python benchmarks/bench_live.py [--phases warm:8,base:50,off:60,on:185] [--out DIR]
+    python benchmarks/bench_live.py [--phases warm:8,base:180,on:180] [--out DIR]
     python benchmarks/bench_live.py --smoke            # CPU: tiny model, espeak-ng (or silence), seconds
 
 No download: the LiveCC-7B architecture with random bf16 weights (bench_engine.build_random) and
@@ -18,7 +18,8 @@ engine still decodes its 16 tokens per chunk; ChatTTS is forced to a natural len
 chunk's last frame: the Commentary event (caption) and the first sample of its phrase entering the
 audio callback (voice; for a phrase of several comments, from its oldest comment). Phases:
 `warm` (discarded: graph capture), `base` (no speech), `off` (speech, every latency lever off:
-the old behaviour), `on` (speech, the defaults).
+the old behaviour), `on` (speech, the defaults), `on-LEVER` (the defaults with one lever off).
+Each phase is a new session from an empty context, so phases of equal length compare like for like.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PERIOD = 0.5  # the engine samples 2 fps: a chunk's last frame is half a second before its end
-# Every latency lever off: the speech behaviour before issue 13.
-LEVERS_OFF = {"LIVECC_SPEECH_START": "sentence", "LIVECC_SPEECH_MAX_PENDING": "8",
-              "LIVECC_TTS_FAST_START": "0", "LIVECC_TTS_SIDE_STREAM": "0"}
+# Each latency lever's off switch: phase `on-LEVER` turns one off, phase `off` all of them (the
+# speech behaviour before issue 13).
+LEVERS = {"clause": {"LIVECC_SPEECH_START": "sentence"}, "queue": {"LIVECC_SPEECH_MAX_PENDING": "8"},
+          "catchup": {"LIVECC_SPEECH_MAX_RATE": "1"}, "faststart": {"LIVECC_TTS_FAST_START": "0"},
+          "sidestream": {"LIVECC_TTS_SIDE_STREAM": "0"}, "graph": {"LIVECC_TTS_CUDA_GRAPH": "0"}}
+LEVERS_OFF = {k: v for switch in LEVERS.values() for k, v in switch.items()}
 SCRIPT = [  # one entry per 1-second chunk; "" = the model stays silent
     "Welcome back to the second half,", "the home side kicking off", "from left to right.", "",
     "Nice early pressure", "from the number nine", "", "who wins it back in midfield.",
@@ -193,11 +197,17 @@ class Comment:
     caption: float  # monotonic time of the Commentary event
 
 
-def run_phase(rig: Rig, name: str, seconds: float) -> dict:
-    speak = name in ("off", "on")
-    saved = {k: os.environ.get(k) for k in LEVERS_OFF}
+def phase_switches(name: str) -> dict[str, str]:
+    """The environment a phase runs in: `off` every lever off, `on-LEVER` that one."""
     if name == "off":
-        os.environ.update(LEVERS_OFF)
+        return LEVERS_OFF
+    return LEVERS[name.removeprefix("on-")] if name.startswith("on-") else {}
+
+
+def run_phase(rig: Rig, name: str, seconds: float) -> dict:
+    speak = name == "off" or name.startswith("on")
+    saved = {k: os.environ.get(k) for k in LEVERS_OFF}
+    os.environ.update(phase_switches(name))
     try:
         player = start_player(rig) if speak else None
         comments, stats, output = stream(rig, seconds, player)
@@ -285,7 +295,8 @@ def speech_summary(player, comments: list[Comment]) -> dict:
             "first_audio_s": distribution(oldest), "first_audio_per_comment_s": distribution(first_audio),
             "dropped_stale": sched.dropped_stale + player.stats.stale_dropped,
             "dropped_overflow": sched.dropped_overflow, "merged": sched.merged,
-            "underruns": player.stats.underruns, "synth_error": player._error}
+            "underruns": player.stats.underruns, "sped_up_pieces": player.stats.sped_up_pieces,
+            "fastest_rate": round(player.stats.fastest_rate, 3), "synth_error": player._error}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -293,8 +304,9 @@ def parse_phases(text: str) -> list[tuple[str, float]]:
     phases = []
     for part in text.split(","):
         name, _, seconds = part.partition(":")
-        if name not in ("warm", "base", "off", "on") or not seconds:
-            raise SystemExit(f"bench_live: bad phase {part!r}: use warm|base|off|on:SECONDS, comma-separated")
+        known = ("warm", "base", "off", "on", *(f"on-{lever}" for lever in LEVERS))
+        if name not in known or not seconds:
+            raise SystemExit(f"bench_live: bad phase {part!r}: use {'|'.join(known)}:SECONDS, comma-separated")
         phases.append((name, float(seconds)))
     return phases
 
@@ -307,18 +319,22 @@ def spread(d: dict, digits: int, with_max: bool = True) -> str:
     return " / ".join(f"{d[k]:.{digits}f}" for k in keys)
 
 
+def catch_up(phase: dict) -> str:
+    return f"{phase['sped_up_pieces']} ({phase['fastest_rate']:.2f}x)" if "sped_up_pieces" in phase else "–"
+
+
 def markdown(result: dict) -> str:
     lines = [f"Live glass-to-voice latency: {result['device']}, {result['date']}, {result['model']}, voice "
              f"{result['voice']}, audio {result['audio']}, seconds from the capture of a chunk's last frame.", "",
              "| phase | video (s) | caption p50 / p95 / max | first audio p50 / p95 / max | dropped | "
-             "chunk ms p50 / p95 | chunks skipped |", "|---|---|---|---|---|---|---|"]
+             "chunk ms p50 / p95 | chunks skipped | pieces sped up (fastest) |", "|---|---|---|---|---|---|---|---|"]
     for p in result["phases"]:
         if p["phase"] == "warm":
             continue
         drops = f"{p['dropped']} of {p['comments']} ({p['dropped_fraction']:.0%})" if "dropped" in p else "–"
         lines.append(f"| {p['phase']} | {p['seconds']:.0f} | {spread(p['caption_s'], 3)} "
                      f"| {spread(p.get('first_audio_s', {}), 2)} | {drops} | {spread(p['engine']['chunk_ms'], 1, False)} "
-                     f"| {p['engine']['skipped_chunks']} |")
+                     f"| {p['engine']['skipped_chunks']} | {catch_up(p)} |")
     if "chunk_p95_ratio" in result:
         lines += ["", f"Engine chunk p95 with speech (levers on) / without: {result['chunk_p95_ratio']:.3f}."]
     return "\n".join(lines) + "\n"
@@ -326,7 +342,9 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phases", default="warm:8,base:50,off:60,on:185")
+    ap.add_argument("--phases", default="warm:8,base:180,on:180",
+                    help="comma-separated NAME:SECONDS; NAME: warm (discarded), base (no speech), on (defaults), "
+                         "off (every lever off), on-LEVER (one lever off: " + ", ".join(LEVERS) + ")")
     ap.add_argument("--voice", choices=("chattts", "espeak", "none"), default="chattts")
     ap.add_argument("--audio", choices=("paced", "alsa-null"), default="paced",
                     help="paced (default): the player's callback at the device rate; alsa-null: real PortAudio "

@@ -13,6 +13,7 @@ from tts.player import PlayerConfig, SpeechPlayer
 from tts.scheduler import Kind, SpeechPolicy
 from tts.stretch import TimeStretcher, catch_up_rate
 from tts.synth import Synthesizer
+from tts.timeline import SpeechTimeline
 from test_speech_policy import FakeClock
 
 SR = 24000
@@ -134,6 +135,23 @@ def test_without_catch_up_the_voice_is_played_as_synthesized():
     expected = ToneSynth().synthesize(first)
     start = int(np.flatnonzero(played)[0])
     assert np.array_equal(played[start:start + len(expected)], expected)
+
+
+def test_the_wav_writer_catches_up_as_the_player_does():
+    def placed(max_rate: float):
+        timeline = SpeechTimeline(ToneSynth(), SpeechPolicy(max_lag_s=4.0, max_rate=max_rate))
+        for k in range(60):
+            timeline.add_commentary(COMMENTS[k % len(COMMENTS)], float(k), k + 1.0)
+        timeline.finish()
+        return timeline.placements
+
+    fast, slow = placed(1.5), placed(1.0)
+    lag = lambda placements: np.percentile([p.start - p.phrase.due for p in placements], 95)  # noqa: E731
+    assert lag(fast) < 0.6 * lag(slow)
+    said = lambda p: len(ToneSynth().synthesize(p.phrase.text)) / SR  # noqa: E731
+    assert any(p.end - p.start < 0.9 * said(p) for p in fast)  # some phrases were sped up
+    assert all(p.end - p.start == pytest.approx(said(p), abs=1e-3) for p in slow)
+    assert all(b.start >= a.end for a, b in zip(fast, fast[1:]))  # never overlapping
 
 
 def test_answers_are_said_at_the_voices_own_speed():

@@ -227,12 +227,13 @@ def test_narrate_names_the_bad_setting_in_one_line(env, flags, message, tmp_path
 def test_bench_live_smoke_runs_and_reports(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_live.py"), "--smoke", "--voice", "none",
-                           "--phases", "base:4,on:4", "--out", str(tmp_path)],
+                           "--phases", "base:4,on:4,on-catchup:3", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(next(tmp_path.glob("live_*_smoke.json")).read_text())
     phases = {p["phase"]: p for p in report["phases"]}
-    assert set(phases) == {"base", "on"}
+    assert set(phases) == {"base", "on", "on-catchup"}
+    assert phases["on-catchup"]["sped_up_pieces"] == 0 and phases["on-catchup"]["comments"] >= 1  # its switch held
     on = phases["on"]
     assert on["caption_s"]["n"] == on["engine"]["chunks"] >= 2
     assert on["comments"] >= 1 and on["first_audio_s"]["n"] >= 1

@@ -99,7 +99,8 @@ def test_livecc_narrate_writes_speech_wav(tiny_model_dir, tmp_path):
 def sink_wav(tmp_path, video_duration: float) -> tuple[np.ndarray, int]:
     """The last comment's phrase (1.14 s of audio from 3.0 s) runs past the last chunk's end (4.0 s)."""
     synth = MarkerSynth()
-    sink = SpeechSink(synth, wav_path=tmp_path / "speech.wav", policy=SpeechPolicy(start_at="clause"),
+    policy = SpeechPolicy(start_at="clause", max_rate=1.0)  # no catch-up: the phrase as synthesized
+    sink = SpeechSink(synth, wav_path=tmp_path / "speech.wav", policy=policy,
                       video_duration=video_duration)
     sink.on_event(Commentary(0.0, 3.0, "A red ball appears.", 0))
     sink.on_event(Commentary(3.0, 4.0, "", 1))

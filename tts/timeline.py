@@ -1,6 +1,6 @@
 """Offline speech: render what the player would say into one WAV aligned to video time
-(`livecc narrate --speech-wav F`). Same scheduler and policies, with a simulated clock that
-is the video time itself: a comment becomes available at the end of its chunk."""
+(`livecc narrate --speech-wav F`). Same scheduler and policies, catch-up included, with a
+simulated clock that is the video time itself: a comment becomes available at the end of its chunk."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tts.scheduler import Phrase, SpeechPolicy, SpeechScheduler
+from tts.stretch import TimeStretcher, catch_up_rate
 from tts.synth import Synthesizer
 
 
@@ -58,6 +59,7 @@ class SpeechTimeline:
         audio = self.synth.synthesize(phrase.text)
         if not audio.size:
             return
+        audio = self._catch_up(phrase, audio, start)
         end = start + audio.size / self.synth.sample_rate
         self._audio.append((int(round(start * self.synth.sample_rate)), audio))
         self.placements.append(Placement(phrase, start, end))
@@ -83,3 +85,18 @@ class SpeechTimeline:
             track = track[: int(round(video_duration * self.synth.sample_rate))]
         soundfile.write(str(path), track, self.synth.sample_rate, subtype="PCM_16")
         return track
+
+    def _catch_up(self, phrase: Phrase, audio: np.ndarray, start: float) -> np.ndarray:
+        """The player's catch-up for a whole phrase: the rate that says what is still playing, this
+        phrase and the commentary waiting behind it in about the policy's horizon."""
+        if self.policy.max_rate <= 1.0:
+            return audio
+        rate_hz = self.synth.sample_rate
+        per_char = audio.size / rate_hz / max(1, len(phrase.text))
+        backlog = (start - self._now) + audio.size / rate_hz + self.scheduler.pending_commentary_chars() * per_char
+        rate = catch_up_rate(backlog, self.policy.catch_up_horizon_s, self.policy.max_rate)
+        if rate <= 1.0:
+            return audio
+        stretcher = TimeStretcher(rate_hz)
+        return np.concatenate([stretcher.process(audio, rate), stretcher.flush()])
+
