@@ -83,7 +83,7 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, bits: int, dtype: to
 class QuantLinear(torch.nn.Module):
     """A weight-only quantized nn.Linear: packed weight (int8 or two int4 per uint8), scales, bias."""
 
-    # bits -> (gemv(x2d, layer) or None, dequant(layer, dtype)): registered by engine.runtime.quant_kernels
+    # bits -> (gemv(x, layer, residual, glu) or None, dequant(layer, dtype)): registered by engine.runtime.quant_kernels
     kernels: dict[int, tuple[Callable, Callable]] = {}
 
     def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, bits: int,
@@ -111,12 +111,21 @@ class QuantLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, glu: bool = False) -> torch.Tensor:
+        """x @ W^T + bias; with `glu` (fused gate/up rows) SiLU(gate) * up of that; plus `residual`.
+        One token on the GPU is one kernel for all of it; otherwise the torch ops in turn."""
         kernel = self.kernels.get(self.bits) if x.is_cuda and _kernels_on() else None
         if kernel is not None and kernel[0] is not None and x.numel() == x.shape[-1]:  # one token: GEMV
-            return kernel[0](x, self)
-        weight = kernel[1](self, x.dtype) if kernel is not None else dequantize(self.qweight, self.scales, self.bits, x.dtype)
-        return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+            return kernel[0](x, self, residual, glu)
+        if kernel is not None:
+            weight = kernel[1](self, x.dtype)
+        else:
+            weight = dequantize(self.qweight, self.scales, self.bits, x.dtype)
+        y = F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+        if glu:
+            gate, up = y.chunk(2, dim=-1)
+            y = F.silu(gate) * up
+        return y if residual is None else residual + y
 
 
 def _kernels_on() -> bool:

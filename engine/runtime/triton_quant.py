@@ -26,7 +26,7 @@ import triton.language as tl
 
 from engine.model.quantize import QuantLinear
 
-_MAGIC = tl.constexpr(0x4B000000)  # the bits of 2^23: OR-ing n < 2^23 into the mantissa gives 2^23 + n exactly
+_MAGIC = 0x4B000000  # the bits of 2^23: OR-ing n < 2^23 into the mantissa gives 2^23 + n exactly
 
 
 def _bench(kernel_call, quantiles):
@@ -98,8 +98,8 @@ def _nibble(word, magic, POS: tl.constexpr):
     return ((word & (0xF << (4 * POS))) | magic).to(tl.float32, bitcast=True) - (8388608.0 + 8.0 * 16 ** POS)
 
 
-@triton.autotune(_INT4_CONFIGS, key=["N", "K", "PAIR", "HAS_RES", "HAS_BIAS"], prune_configs_by=_fits(256), do_bench=_bench,
-                 cache_results=True)
+@triton.autotune(_INT4_CONFIGS, key=["N", "K", "PAIR", "HAS_RES", "HAS_BIAS"], prune_configs_by=_fits(256),
+                 do_bench=_bench, cache_results=True)
 @triton.jit
 def _gemv_int4(x_ptr, w_ptr, s_ptr, b_ptr, r_ptr, out_ptr, N, K, stride_w, stride_s, magic, GROUP: tl.constexpr,
                X_WORDS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PAIR: tl.constexpr,
@@ -124,7 +124,8 @@ def _gemv_int4(x_ptr, w_ptr, s_ptr, b_ptr, r_ptr, out_ptr, N, K, stride_w, strid
     s_rows = s_ptr + rows[None, :, :] * stride_s
     row_live = live[None, None, :, None]
     first = g[:, None, None, None]
-    nxt = tl.load(w_rows + first * WORDS + c, mask=row_live & (first < n_groups), other=0, eviction_policy="evict_first")
+    nxt = tl.load(w_rows + first * WORDS + c, mask=row_live & (first < n_groups), other=0,
+                  eviction_policy="evict_first")
     acc = tl.zeros((GROUPS, PAIR, BLOCK_N), tl.float32)
     for g0 in range(0, n_groups, GROUPS):
         w = nxt
@@ -148,14 +149,15 @@ def _gemv_int4(x_ptr, w_ptr, s_ptr, b_ptr, r_ptr, out_ptr, N, K, stride_w, strid
         xe, xo = _x_pair(x_ptr, base + 3 * WORDS, inside, X_WORDS)  # lane 3
         part += _nibble(w, magic, 2) * (xe * 0.00390625)
         part += _nibble(w, magic, 3) * (xo * 0.000244140625)
-        s = tl.load(s_rows + grp[:, None, None], mask=live[None, None, :] & (grp < n_groups)[:, None, None], other=0)
+        s = tl.load(s_rows + grp[:, None, None], mask=live[None, None, :] & (grp < n_groups)[:, None, None],
+                    other=0)
         acc += tl.sum(part, axis=3) * s.to(tl.float32)
     _epilogue(tl.sum(acc, axis=0), rows, out_rows, live, b_ptr, r_ptr, out_ptr, HAS_BIAS, HAS_RES, PAIR)
 
-@triton.autotune(_INT8_CONFIGS, key=["N", "K", "PAIR", "HAS_RES", "HAS_BIAS"], prune_configs_by=_fits(64), do_bench=_bench,
-                 cache_results=True)
+@triton.autotune(_INT8_CONFIGS, key=["N", "K", "PAIR", "HAS_RES", "HAS_BIAS"], prune_configs_by=_fits(64),
+                 do_bench=_bench, cache_results=True)
 @triton.jit
-def _gemv_int8(x_ptr, w_ptr, s_ptr, b_ptr, r_ptr, out_ptr, N, K, stride_w, HAS_BIAS: tl.constexpr,
+def _gemv_int8(x_ptr, w_ptr, s_ptr, b_ptr, r_ptr, out_ptr, N, K, stride_w, magic, HAS_BIAS: tl.constexpr,
                HAS_RES: tl.constexpr, PAIR: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """A (pair, rows, columns) tile per step, summed elementwise and reduced once at the end. The
     byte q + 128 (q's bits with the sign flipped) goes into the mantissa of 2^23."""
@@ -176,7 +178,7 @@ def _gemv_int8(x_ptr, w_ptr, s_ptr, b_ptr, r_ptr, out_ptr, N, K, stride_w, HAS_B
         nxt = tl.load(w_rows + ahead[None, None, :], mask=row_live & (ahead < K)[None, None, :], other=0,
                       eviction_policy="evict_first")
         x = tl.load(x_ptr + c, mask=c < K, other=0).to(tl.float32)
-        w = (((q.to(tl.uint8, bitcast=True) ^ 0x80).to(tl.int32) | _MAGIC).to(tl.float32, bitcast=True)
+        w = (((q.to(tl.uint8, bitcast=True) ^ 0x80).to(tl.int32) | magic).to(tl.float32, bitcast=True)
              - 8388736.0)  # 2^23 + q + 128 - (2^23 + 128)
         acc += w * x[None, None, :]
     scale = tl.load(s_ptr + rows, mask=live[None, :], other=0).to(tl.float32)
@@ -246,9 +248,9 @@ def gemv(x: torch.Tensor, layer: QuantLinear, residual: torch.Tensor | None = No
         words = x.dtype == torch.bfloat16  # read x as bf16 pairs
         w32 = layer.qweight.view(torch.int32)
         _gemv_int4[grid](x.view(torch.int32) if words else x, w32, layer.scales, bias, res, out, n, k, w32.stride(0),
-                         layer.scales.stride(0), 0x4B000000, GROUP=_group(layer), X_WORDS=words, **flags)
+                         layer.scales.stride(0), _MAGIC, GROUP=_group(layer), X_WORDS=words, **flags)
     else:
-        _gemv_int8[grid](x, layer.qweight, layer.scales, bias, res, out, n, k, layer.qweight.stride(0), **flags)
+        _gemv_int8[grid](x, layer.qweight, layer.scales, bias, res, out, n, k, layer.qweight.stride(0), _MAGIC, **flags)
     return out
 
 
@@ -259,7 +261,7 @@ def dequantize(layer: QuantLinear, dtype: torch.dtype) -> torch.Tensor:
         group, w32 = _group(layer), layer.qweight.view(torch.int32)
         block_n, groups = 16, max(1, 512 // group)
         _dequant_int4[(triton.cdiv(n, block_n), triton.cdiv(k // group, groups))](
-            w32, layer.scales, out, n, k, w32.stride(0), layer.scales.stride(0), 0x4B000000, GROUP=group,
+            w32, layer.scales, out, n, k, w32.stride(0), layer.scales.stride(0), _MAGIC, GROUP=group,
             BLOCK_N=block_n, GROUPS=groups, num_warps=4)
     else:
         _dequant_int8[(triton.cdiv(n, 8), triton.cdiv(k, 1024))](layer.qweight, layer.scales, out, n, k, BLOCK_N=8,
