@@ -488,7 +488,8 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--plain-seconds", type=float, default=None, help="video for the transformers loop (default: same)")
+    ap.add_argument("--plain-seconds", type=float, default=None,
+                    help="video for the transformers loop (default: same; 0 skips it)")
     ap.add_argument("--long", type=float, default=0.0, help="also run this many seconds across compactions")
     ap.add_argument("--model", default=None, help="real checkpoint folder instead of random 7B weights")
     ap.add_argument("--budget", type=int, default=16384)
@@ -525,12 +526,14 @@ def main() -> None:
         result["engine"]["decode_graph_replay_ms"] = timed(graphs[width].graph.replay, reps=50)
         result["engine"]["decode_graph_width"] = width
     print("engine", result["engine"], flush=True)
-    plain = run_plain_transformers(loaded, args.plain_seconds or args.seconds, cfg)
-    totals = [r["total_ms"] for r in plain[1:]]
-    result["plain_transformers"] = {"chunks": len(plain), "total_ms_p50": pct(totals, 50),
-                                    "total_ms_p95": pct(totals, 95), "per_chunk": plain}
-    result["speedup_p50"] = result["plain_transformers"]["total_ms_p50"] / result["engine"]["total_ms_p50"]
-    print("plain", {k: v for k, v in result["plain_transformers"].items() if k != "per_chunk"}, flush=True)
+    write(result, args.out)  # each stage's results land as soon as they exist
+    if args.plain_seconds != 0:
+        plain = run_plain_transformers(loaded, args.plain_seconds or args.seconds, cfg)
+        totals = [r["total_ms"] for r in plain[1:]]
+        result["plain_transformers"] = {"chunks": len(plain), "total_ms_p50": pct(totals, 50),
+                                        "total_ms_p95": pct(totals, 95), "per_chunk": plain}
+        result["speedup_p50"] = result["plain_transformers"]["total_ms_p50"] / result["engine"]["total_ms_p50"]
+        print("plain", {k: v for k, v in result["plain_transformers"].items() if k != "per_chunk"}, flush=True)
     del session  # free its cache and graphs before the long run measures memory
     gc.collect()
     torch.cuda.empty_cache()
@@ -541,6 +544,7 @@ def main() -> None:
     for p in args.quantize:
         result.setdefault("quantized", {})[p] = quant_row(p, args, result["ceilings"], result["floors"])
         result["quantized"][p]["same_tokens"] = same_tokens_check(p)
+        write(result, args.out)
     write(result, args.out)
 
 

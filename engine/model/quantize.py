@@ -32,7 +32,7 @@ PRECISIONS = ("auto", "none", "int8", "int4")
 GROUP = 128  # int4 scale group along the input dimension (torchao / tinygemm default)
 VISION_BITS = 8  # the vision tower's precision whenever the language model is quantized
 GiB = 1024 ** 3
-CACHE_FORMAT = 1  # bump when the packing changes: old cache files then miss
+CACHE_FORMAT = 2  # bump when the packing changes: old cache files then miss (2: int4 in byte lanes)
 log = logging.getLogger(__name__)
 
 
@@ -56,14 +56,16 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per group of `group` inputs: w ~ (q - 8) * scale, q in [0, 15], two per byte:
-    byte j of a group holds its columns j (low nibble) and j + group/2 (high), so a kernel reads
-    both halves of x contiguously."""
+    """Symmetric per group of `group` inputs: w ~ (q - 8) * scale, q in [0, 15], two per byte.
+    Read as 32-bit words, a group is `group / 8` words; byte t of word c holds columns 2m (low
+    nibble) and 2m + 1 (high) with m = t * group / 8 + c, so a kernel pairs each byte lane with one
+    contiguous run of x, read as bf16 pairs (engine/runtime/triton_quant.py)."""
     out, k = w.shape
     g = w.float().view(out, k // group, group)
     scale = g.abs().amax(dim=2, keepdim=True).clamp(min=1e-12) / 7.0
     q = (torch.round(g / scale).clamp(-8, 7) + 8).to(torch.uint8)
-    packed = q[..., :group // 2] | (q[..., group // 2:] << 4)
+    pairs = q[..., 0::2] | (q[..., 1::2] << 4)  # byte m: columns 2m and 2m + 1
+    packed = pairs.view(out, k // group, 4, group // 8).transpose(2, 3)  # byte m = t * words + c -> 4 c + t
     return packed.reshape(out, k // 2), scale.squeeze(2).to(w.dtype)
 
 
@@ -72,15 +74,16 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, bits: int, dtype: to
     if bits == 8:
         return qweight.to(dtype) * scales.to(dtype)
     out, half = qweight.shape
-    packed = qweight.view(out, scales.shape[1], -1)
-    q = torch.cat((packed & 0xF, packed >> 4), dim=-1).to(dtype) - 8
+    groups = scales.shape[1]
+    pairs = qweight.view(out, groups, -1, 4).transpose(2, 3).reshape(out, groups, -1)
+    q = torch.stack((pairs & 0xF, pairs >> 4), dim=-1).view(out, groups, -1).to(dtype) - 8
     return (q * scales.to(dtype)[:, :, None]).view(out, 2 * half)
 
 
 class QuantLinear(torch.nn.Module):
     """A weight-only quantized nn.Linear: packed weight (int8 or two int4 per uint8), scales, bias."""
 
-    # bits -> (gemv(x2d, layer) or None, dequant(layer, dtype)): registered by engine.runtime.quant_kernels
+    # bits -> (gemv(x, layer, residual, glu) or None, dequant(layer, dtype)): registered by engine.runtime.quant_kernels
     kernels: dict[int, tuple[Callable, Callable]] = {}
 
     def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, bits: int,
@@ -108,12 +111,21 @@ class QuantLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, glu: bool = False) -> torch.Tensor:
+        """x @ W^T + bias; with `glu` (fused gate/up rows) SiLU(gate) * up of that; plus `residual`.
+        One token on the GPU is one kernel for all of it; otherwise the torch ops in turn."""
         kernel = self.kernels.get(self.bits) if x.is_cuda and _kernels_on() else None
         if kernel is not None and kernel[0] is not None and x.numel() == x.shape[-1]:  # one token: GEMV
-            return kernel[0](x, self)
-        weight = kernel[1](self, x.dtype) if kernel is not None else dequantize(self.qweight, self.scales, self.bits, x.dtype)
-        return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+            return kernel[0](x, self, residual, glu)
+        if kernel is not None:
+            weight = kernel[1](self, x.dtype)
+        else:
+            weight = dequantize(self.qweight, self.scales, self.bits, x.dtype)
+        y = F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+        if glu:
+            gate, up = y.chunk(2, dim=-1)
+            y = F.silu(gate) * up
+        return y if residual is None else residual + y
 
 
 def _kernels_on() -> bool:

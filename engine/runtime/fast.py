@@ -7,7 +7,9 @@ its reference: on the same weights it must produce the same tokens (tests/test_f
 
 Off switches (environment): LIVECC_NO_FAST=1 uses the eager reference everywhere;
 LIVECC_NO_CUDA_GRAPH=1 keeps the static cache but runs every step eagerly; LIVECC_NO_TRITON=1
-replaces the Triton flash-decoding attention by batched GEMMs (one graph per 1k of context).
+replaces the Triton flash-decoding attention by batched GEMMs (one graph per 1k of context);
+LIVECC_NO_FUSED=1 runs the decode step's norms, rotary, cache writes and activations as separate
+torch ops (`_layer`) instead of the fused kernels (`_layer_fused`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.nn.attention.bias import causal_lower_right
 from engine.model.preprocess import VideoInputs
 from engine.model.quantize import QuantLinear, fuse_quant_rows
 
+from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm
 from .gpu_lock import CAPTURE_LOCK
 from .quant_kernels import install_quant_kernels
 
@@ -30,19 +33,6 @@ def _signed(sin: torch.Tensor) -> torch.Tensor:
     """sin with rotate_half's sign folded in, computed once per step for every layer."""
     half = sin.shape[-1] // 2
     return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-
-
-def _apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """x*cos + rotate_half(x)*sin as swap-halves, mul, addcmul."""
-    half = x.shape[-1] // 2
-    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
-    return torch.addcmul(x * cos, swapped, signed_sin)
-
-
-def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Qwen2VLRMSNorm's arithmetic: the fused kernel keeps float32 statistics and rounds once to
-    x's dtype, as the module does; the weight multiplies after the rounding, as in the module."""
-    return norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
 
 
 def _fuse_rows(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -67,11 +57,19 @@ def _linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.
     return weight(x) if isinstance(weight, QuantLinear) else F.linear(x, weight, bias)
 
 
-def _linear_add(residual: torch.Tensor, x: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
-    """residual + linear(x): one addmm for bf16 (the add fused into the GEMM), two ops quantized."""
+def _linear_add(residual: torch.Tensor, x: torch.Tensor, linear: torch.nn.Module, fused: bool = False) -> torch.Tensor:
+    """residual + linear(x): one addmm for bf16 (the add fused into the GEMM); quantized, two ops,
+    or with `fused` one GEMV that adds the residual (one token on the GPU)."""
     if isinstance(linear, QuantLinear):
-        return residual + linear(x)
+        return linear(x, residual=residual) if fused else residual + linear(x)
     return torch.addmm(residual, x, linear.weight.t())
+
+
+def _gated(x: torch.Tensor, gate_up, silu_mul) -> torch.Tensor:
+    """SiLU(gate) * up of fused gate/up rows: in the quantized GEMV's epilogue, else after the GEMM."""
+    if isinstance(gate_up, QuantLinear):
+        return gate_up(x, glu=True)
+    return silu_mul(F.linear(x, gate_up))
 
 
 class StaticKVCache:
@@ -116,6 +114,7 @@ class StaticRunner:
         self._pick_graphs: dict[object, dict[int, _GraphedStep]] = {}
         self._pool = None
         self._flash = self._make_flash_decode()
+        self._ops = decode_ops(self.device) if fused_on() else None  # the decode step's fused small ops
         self._prefill_warm = weight.device.type != "cuda"
         self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=cuda_graphs)  # token, slot, position, step
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -168,18 +167,30 @@ class StaticRunner:
         layer = self.lm.layers[i]
         qkv_w, qkv_b, gate_up_w = self.fused[i]
         b, n, _ = x.shape
-        qkv = _linear(_rms_norm(layer.input_layernorm, x), qkv_w, qkv_b)
+        qkv = _linear(rms_norm(x, layer.input_layernorm), qkv_w, qkv_b)
         nqk = (self.n_heads + self.n_kv) * self.head_dim
         qk = qkv[..., :nqk].view(b, n, self.n_heads + self.n_kv, self.head_dim).transpose(1, 2)
-        qk = _apply_rope(qk, cos, signed_sin)  # q and k rotated together
+        qk = apply_rope(qk, cos, signed_sin)  # q and k rotated together
         q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
         v = qkv[..., nqk:].view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
         write(i, k[0], v[0])
         out = attend(i, q[0])  # (n, heads * head_dim)
         h = x.view(n, -1)
         h = _linear_add(h, out, layer.self_attn.o_proj)
-        gate, up = _linear(_rms_norm(layer.post_attention_layernorm, h), gate_up_w).chunk(2, dim=-1)
+        gate, up = _linear(rms_norm(h, layer.post_attention_layernorm), gate_up_w).chunk(2, dim=-1)
         return _linear_add(h, F.silu(gate) * up, layer.mlp.down_proj).view(b, n, -1)
+
+    def _layer_fused(self, i: int, x: torch.Tensor, cos, signed_sin, slot: torch.Tensor, attend) -> torch.Tensor:
+        """`_layer` for one decode token in fewer kernels: norm, rotary + cache write, residual adds
+        and SiLU * up each one (engine/runtime/decode_ops.py; the quantized GEMV takes the last two)."""
+        layer, ops = self.lm.layers[i], self._ops
+        qkv_w, qkv_b, gate_up_w = self.fused[i]
+        h = x.view(1, -1)
+        qkv = _linear(ops.rms_norm(h, layer.input_layernorm), qkv_w, qkv_b)
+        q = ops.rope_write(qkv, cos, signed_sin, self.cache.k[i], self.cache.v[i], slot, self.n_heads, self.n_kv)
+        h = _linear_add(h, attend(i, q), layer.self_attn.o_proj, fused=True)
+        gated = _gated(ops.rms_norm(h, layer.post_attention_layernorm), gate_up_w, ops.silu_mul)
+        return _linear_add(h, gated, layer.mlp.down_proj, fused=True).view(x.shape)
 
     def _grouped(self, q: torch.Tensor) -> torch.Tensor:
         """(heads, n, d) -> (kv_heads, groups * n, d): GQA as plain attention per KV head."""
@@ -242,7 +253,7 @@ class StaticRunner:
         for i in range(len(self.lm.layers)):
             x = self._layer(i, x, cos, sin, write, attend)
         self.cache.length = end
-        return self.model.lm_head(_rms_norm(self.lm.norm, x[:, -1:]))[0, 0].float()
+        return self.model.lm_head(rms_norm(x[:, -1:], self.lm.norm))[0, 0].float()
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
         """One token: `token_slot` = [token id, cache slot], `position` its M-RoPE position; attends
@@ -259,8 +270,11 @@ class StaticRunner:
             self.cache.v[i].index_copy_(1, slot, v)
 
         for i in range(len(self.lm.layers)):
-            x = self._layer(i, x, cos, sin, write, attend)
-        return self.model.lm_head(_rms_norm(self.lm.norm, x))[0, 0].float()
+            if self._ops is not None:
+                x = self._layer_fused(i, x, cos, sin, slot, attend)
+            else:
+                x = self._layer(i, x, cos, sin, write, attend)
+        return self.model.lm_head(rms_norm(x, self.lm.norm))[0, 0].float()
 
     def _attend_flash(self, slot: torch.Tensor):
         length, scale = slot + 1, 1.0 / math.sqrt(self.head_dim)
@@ -376,7 +390,7 @@ class StaticRunner:
         cos32, sin32 = cos.float()[:, None, None, :], _signed(sin.float())[:, None, None, :]
         for block in self.visual.blocks:
             qkv = block.attn.qkv(block.norm1(x)).reshape(n, 3, heads, -1)
-            qk = _apply_rope(qkv[:, :2].float(), cos32, sin32).to(qkv.dtype)  # float32 rotary, as the model
+            qk = apply_rope(qkv[:, :2].float(), cos32, sin32).to(qkv.dtype)  # float32 rotary, as the model
             q, k, v = (t.reshape(frames, n // frames, heads, -1).transpose(1, 2) for t in (qk[:, 0], qk[:, 1], qkv[:, 2]))
             o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, dim)
             x = x + block.attn.proj(o)

@@ -1,0 +1,68 @@
+"""The small ops of a one-token decode step, as the fast path's fused layer uses them: Triton
+kernels on CUDA (engine/runtime/triton_fused.py), the same arithmetic in plain torch elsewhere.
+LIVECC_NO_FUSED=1 keeps the fast path on its unfused layer (fast.StaticRunner._layer)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def fused_on() -> bool:
+    return os.environ.get("LIVECC_NO_FUSED") != "1"
+
+
+def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    """Qwen2VLRMSNorm's arithmetic: the fused kernel keeps float32 statistics and rounds once to
+    x's dtype, as the module does; the weight multiplies after the rounding, as in the module."""
+    return norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x*cos + rotate_half(x)*sin as swap-halves, mul, addcmul (signed_sin: sin with
+    rotate_half's sign folded in)."""
+    half = x.shape[-1] // 2
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos, swapped, signed_sin)
+
+
+def rope_write(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k_cache: torch.Tensor,
+               v_cache: torch.Tensor, slot: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
+    """qkv (1, (heads + 2 kv) * D) -> rotated q (heads, 1, D); rotated k and v written to
+    k_cache / v_cache (kv, capacity, D) at `slot` (a one-element device tensor)."""
+    d = k_cache.shape[-1]
+    nqk = (n_heads + n_kv) * d
+    qk = apply_rope(qkv[..., :nqk].view(n_heads + n_kv, 1, d), cos[0], signed_sin[0])  # q and k rotated together
+    k_cache.index_copy_(1, slot, qk[n_heads:])
+    v_cache.index_copy_(1, slot, qkv[..., nqk:].view(n_kv, 1, d))
+    return qk[:n_heads]
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@dataclass(frozen=True)
+class DecodeOps:
+    rms_norm: Callable
+    rope_write: Callable
+    silu_mul: Callable
+
+
+TORCH_OPS = DecodeOps(rms_norm, rope_write, silu_mul)
+
+
+def decode_ops(device: torch.device) -> DecodeOps:
+    """The Triton kernels on CUDA when Triton imports, else the torch ops above."""
+    if device.type != "cuda":
+        return TORCH_OPS
+    try:
+        from . import triton_fused
+    except ImportError:
+        return TORCH_OPS
+    return DecodeOps(triton_fused.rms_norm, triton_fused.rope_write, triton_fused.silu_mul)
