@@ -90,8 +90,9 @@ class PacedSource:
         buffer.close()
 
     def capture_time(self, video_time: float) -> float:
-        """When the frame on screen at `video_time` was captured."""
-        return self.captured[int(round(video_time * self.fps))]
+        """When the frame on screen at `video_time` was captured (the last frame, for a chunk that
+        runs past the end of the source)."""
+        return self.captured[min(int(round(video_time * self.fps)), max(self.captured))]
 
 
 class PacedOutput:
