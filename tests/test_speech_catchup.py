@@ -169,7 +169,7 @@ def test_answers_are_said_at_the_voices_own_speed():
 
 
 def test_the_catch_up_switch(monkeypatch):
-    assert SpeechPolicy().max_rate == 1.5
+    assert SpeechPolicy().max_rate == 1.75
     monkeypatch.setenv("LIVECC_SPEECH_MAX_RATE", "1")
     assert SpeechPolicy().max_rate == 1.0  # off: the voice's own speed, always
     monkeypatch.setenv("LIVECC_SPEECH_MAX_RATE", "1.25")

@@ -47,7 +47,7 @@ def _env_max_pending() -> int:
 
 
 def _env_max_rate() -> float:
-    return env_float("LIVECC_SPEECH_MAX_RATE", 1.5, minimum=1.0, maximum=MAX_RATE)
+    return env_float("LIVECC_SPEECH_MAX_RATE", 1.75, minimum=1.0, maximum=MAX_RATE)
 
 
 class Kind(enum.Enum):
@@ -69,7 +69,7 @@ class SpeechPolicy:
     start_at: str = field(default_factory=_env_start)  # "clause": speak a fragment at once; "sentence": old
     min_words: int = 2  # clause policy: a fragment this long is spoken without waiting for punctuation
     max_rate: float = field(default_factory=_env_max_rate)  # catch-up: fastest playback (1 = off)
-    catch_up_horizon_s: float = 1.0  # catch-up: say the speech still to come in about this long
+    catch_up_horizon_s: float = 0.75  # catch-up: say the speech still to come in about this long
 
     def __post_init__(self) -> None:
         if not 0 < self.pause_s <= self.max_hold_s < self.max_lag_s:
