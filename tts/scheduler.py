@@ -5,7 +5,7 @@ simulated) and, where staleness matters, `video_now` (the video time the listene
 
 - Phrase joining: LiveCC comments arrive as ~1 s fragments. `start_at="clause"` (the default)
   speaks a fragment as soon as it holds a few words or ends at a clause or sentence boundary, so
-  the next fragment continues the sentence as its own phrase; only a word or two is held.
+  the next fragment continues the sentence as its own phrase; only a lone word is held.
   `start_at="sentence"` (LIVECC_SPEECH_START=sentence, the old policy) holds fragments until
   sentence punctuation. Either way a held phrase is released at an empty comment (the model chose
   silence), after a pause with no new fragment, after the oldest fragment was held too long, or
@@ -198,7 +198,7 @@ class SpeechScheduler:
         self._fragments = [_Fragment(rest, last.start, last.end, now)] if rest else []
 
     def _release_clause(self, now: float) -> None:
-        """Speak what is held unless it is only a word or two with no boundary: then hold the tail
+        """Speak what is held unless it is shorter than min_words with no boundary: then hold the tail
         after the last sentence end (or everything) for the next fragment, a pause or the hold time."""
         done, rest = split_at_last_sentence_end(join_fragments([f.text for f in self._fragments]))
         if not rest or len(rest.split()) >= self.policy.min_words or CLAUSE_END.search(rest):
