@@ -207,6 +207,8 @@ def test_a_bad_switch_does_not_break_the_import(monkeypatch):
 @pytest.mark.parametrize("env, flags, message", [
     ({"LIVECC_SPEECH_START": "word"}, [],
      "bad environment setting: LIVECC_SPEECH_START='word' is not one of clause, sentence"),
+    ({"LIVECC_SPEECH_MAX_RATE": "3"}, [],
+     "bad environment setting: LIVECC_SPEECH_MAX_RATE='3' is not a number from 1 to 2"),
     ({}, ["--speech-max-lag", "0.2"], "bad --speech-max-lag: speech max lag must be > 0.5 s, got 0.2"),
 ])
 def test_narrate_names_the_bad_setting_in_one_line(env, flags, message, tmp_path, monkeypatch, capsys):
