@@ -290,8 +290,10 @@ def speech_summary(player, comments: list[Comment]) -> dict:
         first_audio.append(start.clock - c.captured)
         if c.end == start.phrase.due:
             oldest.append(start.clock - c.captured)
-    sched = player.scheduler.stats
-    return {"comments": len(said), "phrases": len(starts), "dropped": dropped,
+    sched, policy = player.scheduler.stats, player.config.policy
+    return {"policy": {k: getattr(policy, k) for k in ("start_at", "min_words", "max_pending", "max_lag_s", "max_rate",
+                                                         "catch_up_horizon_s")},
+            "comments": len(said), "phrases": len(starts), "dropped": dropped,
             "dropped_fraction": round(dropped / max(1, len(said)), 4),
             "first_audio_s": distribution(oldest), "first_audio_per_comment_s": distribution(first_audio),
             "dropped_stale": sched.dropped_stale + player.stats.stale_dropped,

@@ -63,6 +63,14 @@ def test_faster_speech_keeps_its_pitch_and_its_level(rate):
     assert inner.min() > 0.6 * loudness(audio)[5:-5].min()
 
 
+def test_a_flushed_phrase_is_finished():
+    stretcher = TimeStretcher(SR)
+    out = np.concatenate([stretcher.process(voiced(0.5), 1.5), stretcher.flush()])
+    assert len(out) > 0 and stretcher.flush().size == 0  # a second flush adds nothing
+    with pytest.raises(RuntimeError, match="new stretcher"):
+        stretcher.process(voiced(0.1))
+
+
 def test_the_rate_can_change_between_pieces():
     audio = voiced(3.0)
     out = stretch(audio, [1.0, 1.5], piece=SR // 4)  # 0.25 s pieces, alternating

@@ -195,6 +195,7 @@ def test_chattts_off_switches(monkeypatch):
 
 def test_a_bad_switch_does_not_break_the_import(monkeypatch):
     env = dict(os.environ, LIVECC_SPEECH_START="word", LIVECC_SPEECH_MAX_PENDING="lots", LIVECC_TTS_FAST_START="yes",
+               LIVECC_SPEECH_MAX_RATE="fast", LIVECC_TTS_CUDA_GRAPH="maybe",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", "import tts, tts.cli_support, tts.chattts_synth"],
                           env=env, capture_output=True, text=True, timeout=120)
@@ -235,7 +236,9 @@ def test_bench_live_smoke_runs_and_reports(tmp_path):
     report = json.loads(next(tmp_path.glob("live_*_smoke.json")).read_text())
     phases = {p["phase"]: p for p in report["phases"]}
     assert set(phases) == {"base", "on", "on-catchup"}
-    assert phases["on-catchup"]["sped_up_pieces"] == 0 and phases["on-catchup"]["comments"] >= 1  # its switch held
+    # on-LEVER runs the player with that lever's switch off, and only that phase
+    assert (phases["on"]["policy"]["max_rate"], phases["on-catchup"]["policy"]["max_rate"]) == (1.75, 1.0)
+    assert phases["on-catchup"]["sped_up_pieces"] == 0 and phases["on-catchup"]["comments"] >= 1
     on = phases["on"]
     assert on["caption_s"]["n"] == on["engine"]["chunks"] >= 2
     assert on["comments"] >= 1 and on["first_audio_s"]["n"] >= 1

@@ -185,7 +185,8 @@ class ChatTTSCodeGenerator:
     def generate(self, *args, **kwargs):
         """GPT.generate's signature and generator semantics."""
         request = self._request(*args, **kwargs)
-        if request is None or not self._ready(request.sampling):
+        # busy: an interleaved call must not capture (its warm-up writes the shared state)
+        if request is None or self._busy or not self._ready(request.sampling):
             return self._hand_over(args, kwargs)
         return self._generate(request, args, kwargs)
 

@@ -120,7 +120,10 @@ class ChatTTSSynth(Synthesizer):
         self._route_code_decode()
         self.speaker = self._speaker_embedding(voice_seed(options.voice))
         self._cuda_stream = self._make_stream()
-        if options.warm_up and self.device.type == "cuda":
+        # the graph is captured by the first synthesis: do it at load, not in the middle of a stream
+        # (a capture holds the default CUDA generator, which an engine sampling at temperature > 0
+        # draws from), also when the fast start's warm-up is switched off
+        if (options.warm_up or self.code_generator is not None) and self.device.type == "cuda":
             self.synthesize(WARM_TEXT)
 
     def set_options(self, options: ChatTTSOptions) -> None:

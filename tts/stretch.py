@@ -44,11 +44,15 @@ class TimeStretcher:
 
     def process(self, audio: np.ndarray, rate: float = 1.0) -> np.ndarray:
         """The output for `audio` at `rate` (>= 1 speeds up); holds back about one frame."""
+        if self._end is not None:
+            raise RuntimeError("TimeStretcher: the phrase was flushed; use a new stretcher")
         self._input = np.concatenate([self._input, np.asarray(audio, np.float32).reshape(-1)])
         return self._run(rate)
 
     def flush(self) -> np.ndarray:
-        """The rest of the phrase: call once, at its end."""
+        """The rest of the phrase, at its end (again: nothing more)."""
+        if self._end is not None:
+            return np.zeros(0, np.float32)
         self._end = self._base + len(self._input)
         self._input = np.concatenate([self._input, np.zeros(self.frame + 2 * self.search, np.float32)])
         return self._run(1.0)
