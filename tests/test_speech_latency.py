@@ -115,7 +115,8 @@ def test_old_queue_keeps_phrases_apart():
 # -- the staleness bound ---------------------------------------------------------------------------
 @pytest.mark.parametrize("start_at,max_pending", [("clause", 1), ("clause", 8), ("sentence", 8)])
 def test_nothing_is_spoken_more_than_the_bound_behind(start_at, max_pending):
-    """Chatty commentary (2.4 s of speech per video second) through the real player logic."""
+    """Chatty commentary (~3.5 s of speech per video second, more than catch-up's fastest rate
+    can say) through the real player logic."""
     clock = FakeClock()
     policy = SpeechPolicy(max_lag_s=3.0, pause_s=1.0, max_hold_s=1.5, start_at=start_at, max_pending=max_pending)
     player = SpeechPlayer(LevelSynth(), PlayerConfig(block_size=BLOCK, queue_seconds=120.0, live=True, policy=policy),
@@ -123,7 +124,7 @@ def test_nothing_is_spoken_more_than_the_bound_behind(start_at, max_pending):
     block_s, step = BLOCK / RATE, 0
     while clock.t < 30.0:
         if step % 20 == 0 and clock.t >= 3.0:  # a fragment every video second
-            player.say_commentary(f"at {clock.t:.0f} s the runner keeps going,", clock.t - 1, clock.t)
+            player.say_commentary(f"at {clock.t:.0f} s the runner keeps going and going and going,", clock.t - 1, clock.t)
         player.pump()
         player.pull(BLOCK)
         step += 1
