@@ -4,9 +4,10 @@ Threads: the caller (engine or GUI) only enqueues text; a synthesis worker turns
 audio blocks on a bounded queue; PortAudio's callback pulls blocks with get_nowait and plays
 silence when the queue is dry (moshi-style: it never blocks, it counts underruns).
 
-Catch-up: commentary that has fallen behind plays faster, pitch kept (tts/stretch.py): each
+Catch-up: commentary that would fall behind plays faster, pitch kept (tts/stretch.py): each
 synthesized piece is stretched at the rate that says the speech still to come (queued audio, the
-rest of this phrase, the commentary waiting) in about the policy's horizon, up to its max_rate.
+rest of this phrase, the commentary waiting) in about the policy's horizon, up to its max_rate, so
+a phrase longer than the horizon is sped up even when nothing waits behind it.
 
 Barge-in: every block carries the generation it was made in; `say_answer` bumps the
 generation and drains the queue, and the callback skips blocks of an older generation, so an
