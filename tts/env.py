@@ -18,26 +18,25 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def env_int(name: str, default: int, minimum: int) -> int:
+def _env_number(name: str, default, parse, fits, accepts: str):
+    """The variable parsed by `parse`, or EnvSettingError saying it `accepts` when unparsable or not `fits`."""
     text = os.environ.get(name, "").strip() or str(default)
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
-        raise EnvSettingError(f"{name}={text!r} is not a whole number >= {minimum}")
+    if value is None or not fits(value):  # NaN fails `fits` too
+        raise EnvSettingError(f"{name}={text!r} is not {accepts}")
     return value
+
+
+def env_int(name: str, default: int, minimum: int) -> int:
+    return _env_number(name, default, int, lambda v: v >= minimum, f"a whole number >= {minimum}")
 
 
 def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
-    text = os.environ.get(name, "").strip() or str(default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not minimum <= value <= maximum:  # NaN fails too
-        raise EnvSettingError(f"{name}={text!r} is not a number from {minimum:g} to {maximum:g}")
-    return value
+    return _env_number(name, default, float, lambda v: minimum <= v <= maximum,
+                       f"a number from {minimum:g} to {maximum:g}")
 
 
 def env_flag(name: str, default: bool) -> bool:
