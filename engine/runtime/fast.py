@@ -24,7 +24,7 @@ from torch.nn.attention.bias import causal_lower_right
 from engine.model.preprocess import VideoInputs
 from engine.model.quantize import QuantLinear, fuse_quant_rows
 
-from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm
+from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
 from .gpu_lock import CAPTURE_LOCK
 from .quant_kernels import install_quant_kernels
 
@@ -177,8 +177,8 @@ class StaticRunner:
         out = attend(i, q[0])  # (n, heads * head_dim)
         h = x.view(n, -1)
         h = _linear_add(h, out, layer.self_attn.o_proj)
-        gate, up = _linear(rms_norm(h, layer.post_attention_layernorm), gate_up_w).chunk(2, dim=-1)
-        return _linear_add(h, F.silu(gate) * up, layer.mlp.down_proj).view(b, n, -1)
+        gated = silu_mul(_linear(rms_norm(h, layer.post_attention_layernorm), gate_up_w))
+        return _linear_add(h, gated, layer.mlp.down_proj).view(b, n, -1)
 
     def _layer_fused(self, i: int, x: torch.Tensor, cos, signed_sin, slot: torch.Tensor, attend) -> torch.Tensor:
         """`_layer` for one decode token in fewer kernels: norm, rotary + cache write, residual adds
