@@ -15,10 +15,10 @@ simulated) and, where staleness matters, `video_now` (the video time the listene
 - Staleness: a comment's video time is the end of its chunk (the earliest moment it can
   exist). A commentary phrase whose speech would start more than `max_lag_s` after the video
   time of its oldest fragment is dropped, never queued behind.
-- Catch-up: speech that has fallen behind is played faster (up to `max_rate`, pitch kept; see
-  tts/stretch.py), sized to say the backlog in about `catch_up_horizon_s`. Commentary arrives about
-  as fast as it can be said, so without it a voice that falls behind stays behind.
-  LIVECC_SPEECH_MAX_RATE=1 turns it off.
+- Catch-up: commentary is played faster (up to `max_rate`, pitch kept; see tts/stretch.py) at the
+  rate that says the speech still to come, the current phrase's rest included, in about
+  `catch_up_horizon_s`. Commentary arrives about as fast as it can be said, so without it a voice
+  that falls behind stays behind. LIVECC_SPEECH_MAX_RATE=1 turns it off.
 - Priority: answers go before commentary. A new answer barges in: pending commentary (and any
   older answer) is discarded; the caller flushes audio already queued.
 """
