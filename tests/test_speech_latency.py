@@ -137,6 +137,15 @@ def test_nothing_is_spoken_more_than_the_bound_behind(start_at, max_pending):
     assert sched.dropped_stale + player.stats.stale_dropped + sched.merged + sched.dropped_overflow > 0
 
 
+def test_a_started_player_is_not_started_twice(null_audio):
+    clock = clock_at(0.0)
+    player = device_player(SpeechPolicy(), clock)
+    stream, worker = player._stream, player._worker
+    with player:  # __enter__ starts it: with an open stream and a worker already, nothing new
+        assert (player._stream, player._worker) == (stream, worker)
+    assert player._stream is None and not worker.is_alive()
+
+
 # -- barge-in on a real stream ---------------------------------------------------------------------
 def test_barge_in_on_a_real_stream_stops_commentary_within_one_block(null_audio):
     clock = clock_at(3.0)

@@ -158,7 +158,10 @@ class SpeechPlayer:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self, open_device: bool = True) -> "SpeechPlayer":
-        """Open the output stream (unless `open_device` is False: pull() by hand) and the worker."""
+        """Open the output stream (unless `open_device` is False: pull() by hand) and the worker.
+        A started player is not started again (`with player.start():` opens one stream, not two)."""
+        if self._worker is not None:
+            return self
         if open_device:
             self._stream = self._open_stream()
             self._stream.start()
