@@ -101,3 +101,74 @@ def test_sessions_share_one_fused_model_and_runner(tiny_loaded, monkeypatch):
     assert not second.runner._pick_graphs  # graphs bound to the first session's sampler are gone
     assert q_proj.weight.untyped_storage().data_ptr() == storage
     assert StaticRunner(tiny_loaded.model, 64).fused is first.runner.fused
+
+
+def _reference_run(loaded, ids, first, n, seen):
+    """Feed `first`, then each pick, n times on the eager reference: the picks and the seen set."""
+    from engine.session.decoding import SamplingConfig, SelectRule, TokenSampler
+
+    runner = EagerRunner(loaded.model)
+    logits = runner.prefill(ids, torch.arange(ids.numel()).expand(3, -1), None)
+    sampler = TokenSampler(logits.numel(), torch.device("cpu"), SamplingConfig())
+    sampler.seen.copy_(seen)
+    token, out = first, []
+    for k in range(n):
+        sampler.observe([token])
+        token = int(sampler.choose(runner.decode(token, ids.numel() + k), SelectRule(), k + 1))
+        out.append(token)
+    return out, sampler.seen
+
+
+def _static_run(loaded, ids, first, n, seen, consume, monkeypatch=None):
+    """The fast runner's greedy run of n picks from `first`, closed after `consume` ids."""
+    from engine.session.decoding import SamplingConfig, SelectRule, TokenSampler
+
+    runner = StaticRunner(loaded.model, 256)
+    logits = runner.prefill(ids, torch.arange(ids.numel()).expand(3, -1), None)
+    sampler = TokenSampler(logits.numel(), torch.device("cpu"), SamplingConfig())
+    sampler.seen.copy_(seen)
+    steps = []
+    step = runner._pick_step
+    runner._pick_step = lambda *a: steps.append(1) or step(*a)  # counts the steps run
+    run = runner.picks(first, ids.numel(), 1, n, lambda lg, k: sampler.choose(lg, SelectRule(), k), SelectRule(),
+                       sampler.seen)
+    got, ran = [], []
+    for token in run:
+        got.append(token)
+        ran.append(len(steps))
+        if len(got) == consume:
+            break
+    run.close()
+    return got, ran, sampler.seen, runner.length
+
+
+def test_greedy_run_ahead_is_undone_when_closed_early(tiny_loaded):
+    """The fast runner queues step i + 1 before reading step i's id (on the CPU it computes it).
+    Closed after 3 of 6 ids, the cache holds only the fed tokens and `seen` only their marks, even
+    though a 4th step had already fed the 3rd id; a token seen before stays seen."""
+    ids = torch.tensor([3, 9, 27, 81, 243, 17, 51])
+    vocab = tiny_loaded.model.config.text_config.vocab_size
+    empty = torch.zeros(vocab, dtype=torch.bool)
+    expected, _ = _reference_run(tiny_loaded, ids, 5, 6, empty)
+    got, ran, seen, length = _static_run(tiny_loaded, ids, 5, 6, empty, consume=3)
+    assert got == expected[:3]
+    assert ran == [2, 3, 4]  # one step ahead of every id read
+    assert length == ids.numel() + 3  # tokens fed: 5 and the first two picks
+    _, ref_seen = _reference_run(tiny_loaded, ids, 5, 2, empty)
+    assert torch.equal(seen, ref_seen)  # the 3rd pick, fed by the step run ahead, is unmarked again
+    every = torch.ones_like(empty)  # every token seen before: undoing the run ahead keeps its mark
+    _, _, seen, _ = _static_run(tiny_loaded, ids, 5, 6, every, consume=3)
+    assert bool(seen.all())
+    whole, ran, seen, length = _static_run(tiny_loaded, ids, 5, 6, empty, consume=6)
+    assert whole == expected and ran == [2, 3, 4, 5, 6, 6] and length == ids.numel() + 6  # never past count
+    _, ref_seen = _reference_run(tiny_loaded, ids, 5, 6, empty)
+    assert torch.equal(seen, ref_seen)
+
+
+def test_no_decode_ahead_switch_reads_each_id_first(tiny_loaded, monkeypatch):
+    monkeypatch.setenv("LIVECC_NO_DECODE_AHEAD", "1")
+    ids = torch.tensor([3, 9, 27, 81, 243, 17, 51])
+    empty = torch.zeros(tiny_loaded.model.config.text_config.vocab_size, dtype=torch.bool)
+    expected, _ = _reference_run(tiny_loaded, ids, 5, 4, empty)
+    got, ran, _, _ = _static_run(tiny_loaded, ids, 5, 4, empty, consume=4)
+    assert got == expected and ran == [1, 2, 3, 4]

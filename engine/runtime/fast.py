@@ -9,13 +9,15 @@ Off switches (environment): LIVECC_NO_FAST=1 uses the eager reference everywhere
 LIVECC_NO_CUDA_GRAPH=1 keeps the static cache but runs every step eagerly; LIVECC_NO_TRITON=1
 replaces the Triton flash-decoding attention by batched GEMMs (one graph per 1k of context);
 LIVECC_NO_FUSED=1 runs the decode step's norms, rotary, cache writes and activations as separate
-torch ops (`_layer`) instead of the fused kernels (`_layer_fused`).
+torch ops (`_layer`) instead of the fused kernels (`_layer_fused`); LIVECC_NO_DECODE_AHEAD=1 reads
+each greedy token back before queuing the next step (`picks`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +119,12 @@ class StaticRunner:
         self._ops = decode_ops(self.device) if fused_on() else None  # the decode step's fused small ops
         self._prefill_warm = weight.device.type != "cuda"
         self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=cuda_graphs)  # token, slot, position, step
+        # The greedy run's device state (`_pick_step`), its host staging, and the last two ids read back.
+        self._pick_state = torch.zeros(6, dtype=torch.long, device=self.device)
+        self._pick_host = torch.zeros(6, dtype=torch.long, pin_memory=cuda_graphs)
+        self._picked = torch.zeros(2, dtype=torch.long, pin_memory=cuda_graphs)
+        self._pick_done = [torch.cuda.Event() for _ in range(2)] if cuda_graphs else None
+        self._ahead = os.environ.get("LIVECC_NO_DECODE_AHEAD") != "1"
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._vision_graphs: dict[tuple, _GraphedStep] = {}
         self._grids_seen: set[tuple] = set()
@@ -318,14 +326,19 @@ class StaticRunner:
         """Every width `_width` can return."""
         return sorted({self._width(slot) for slot in range(0, self.cache.capacity, 1024)})
 
-    def _capture_widths(self, make_step) -> dict[int, "_GraphedStep"]:
+    def _capture_widths(self, make_step, inputs: list[torch.Tensor] | None = None) -> dict[int, "_GraphedStep"]:
         """A graph per attention width (one with flash-decoding), all captured at the rule's first
-        use, so a growing context never stalls on a capture. Warm-ups write only the cache's last
-        slot, which real steps overwrite before reading."""
-        state = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
+        use, so a growing context never stalls on a capture. Without `inputs` each graph gets its
+        own state buffer; with them, every graph reads those very tensors (the caller fills them
+        after the capture). Warm-ups write only the cache's last slot, which real steps overwrite
+        before reading."""
+        warm = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
+        if inputs is not None:
+            inputs[0][:4].copy_(warm)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()  # decode graphs never run concurrently: share memory
-        return {w: _GraphedStep(make_step(w), [state], self._pool) for w in self._widths()}
+        return {w: _GraphedStep(make_step(w), inputs or [warm], self._pool, static=inputs is not None)
+                for w in self._widths()}
 
     def _step_state(self, token: int, position: int, step: int) -> torch.Tensor:
         self.cache.room_for(1)
@@ -349,18 +362,71 @@ class StaticRunner:
         return logits
 
     @torch.inference_mode()
-    def decode_and_pick(self, token: int, position: int, step: int, choose, key) -> int:
-        """Feed `token` and pick the next with `choose(logits, step)` in one CUDA-graph replay
-        (graphs per selection rule `key` and attention width); only the chosen id comes back."""
+    def picks(self, token: int, position: int, step: int, count: int, choose, key, seen: torch.Tensor) -> Iterator[int]:
+        """Greedy decoding as a run of self-feeding steps, one CUDA-graph replay each (graphs per
+        selection rule `key` and attention width): the first feeds `token` at `position`; each marks
+        the token it feeds in `seen` (the sampler's repetition-penalty set), picks the next with
+        `choose(logits, step)` and leaves it in device memory for the step after. So step i + 1 is
+        queued before step i's id is read back, and the GPU never waits for the host between tokens
+        (LIVECC_NO_DECODE_AHEAD=1: it does). Yields up to `count` ids, each fed token counted in
+        the cache. Closing the run early undoes the step queued ahead: its cache slot lies past the
+        length (the next write overwrites it) and its mark in `seen` is put back."""
+        if count <= 0:
+            return
+        self.cache.room_for(count)
+        steps = self._pick_steps(key, choose, seen)  # captured first: a capture rewrites the state
+        start = self.cache.length
+        self._pick_host.copy_(torch.tensor([token, start, position, step, 0, 0]))
+        self._pick_state.copy_(self._pick_host, non_blocking=True)
+        launched = read = 0
+
+        def launch() -> None:
+            nonlocal launched
+            chosen = steps(self._width(start + launched))
+            self._picked[launched % 2].copy_(chosen, non_blocking=True)
+            if self._pick_done is not None:
+                self._pick_done[launched % 2].record()
+            launched += 1
+
+        try:
+            while read < count:
+                if launched == read:
+                    launch()
+                if self._ahead and launched < count:
+                    launch()
+                if self._pick_done is not None:
+                    self._pick_done[read % 2].synchronize()
+                chosen = int(self._picked[read % 2])
+                read += 1
+                self.cache.length += 1
+                yield chosen
+        finally:
+            if launched > read:  # the step queued ahead fed the last id yielded: unmark it
+                state = self._pick_state
+                seen.index_put_((state[4:5],), state[5:6].bool())
+
+    def _pick_steps(self, key, choose, seen: torch.Tensor):
+        """A function of the attention width that runs one `_pick_step` on the run's state."""
         if not self.cuda_graphs:
-            return int(choose(self.decode(token, position), step))
-        state = self._step_state(token, position, step)
+            return lambda width: self._pick_step(self._pick_state, seen, width, choose)
         if key not in self._pick_graphs:
             self._pick_graphs[key] = self._capture_widths(
-                lambda w: lambda st: choose(self._decode_eager(st[0:2], st[2:3], w), st[3]))
-        chosen = self._pick_graphs[key][self._width(self.cache.length)](state)
-        self.cache.length += 1
-        return int(chosen)
+                lambda w: lambda state, marks: self._pick_step(state, marks, w, choose), [self._pick_state, seen])
+        graphs = self._pick_graphs[key]
+        return lambda width: graphs[width]()
+
+    def _pick_step(self, state: torch.Tensor, seen: torch.Tensor, width: int, choose) -> torch.Tensor:
+        """One greedy step on `state` = [token, slot, position, step, token fed, whether it was
+        seen before]: mark the token in `seen`, decode it, choose the next and advance the state
+        to feed that one. Device tensors only (what the graph captures)."""
+        fed = state[0:1]
+        state[4:5].copy_(fed)
+        state[5:6].copy_(seen.index_select(0, fed))
+        seen.index_fill_(0, fed, True)
+        chosen = choose(self._decode_eager(state[0:2], state[2:3], width), state[3])
+        state[0].copy_(chosen)
+        state[1:4] += 1
+        return chosen
 
     # -- vision ----------------------------------------------------------------------------
     def _rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -414,15 +480,17 @@ class StaticRunner:
 
 class _GraphedStep:
     """A function of fixed-shape tensors captured as a CUDA graph (gpt-fast / moshi style).
-    Calling it copies the inputs into the static buffers and replays; a shape change raises."""
+    Calling it copies the inputs into the static buffers and replays; a shape change raises.
+    With `static` the graph reads the example tensors themselves: call it with no inputs after
+    filling them. Warm-ups run on copies, so they change no caller state."""
 
-    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None):
-        self.inputs = [t.clone() for t in example_inputs]
+    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None, static: bool = False):
+        self.inputs = list(example_inputs) if static else [t.clone() for t in example_inputs]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
             for _ in range(2):  # warm-up outside the graph: allocator and library handles
-                fn(*self.inputs)
+                fn(*[t.clone() for t in self.inputs])
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: other threads may allocate meanwhile; the lock keeps GPU samplers

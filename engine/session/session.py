@@ -464,13 +464,20 @@ class StreamingSession:
         rule = self._select_rule(commentary, stops)
         token = int(self.sampler.choose(logits, rule, 0))
         out: list[int] = []
-        for k in range(1, max_new + 1):
-            out.append(token)
-            self.state.pending = token
-            yield out
-            if token in stops or k == max_new or self._stopped:  # stop() ends a reply mid-way
-                return
-            token = self._feed(token, rule, k)
+        picks = None
+        try:
+            for k in range(1, max_new + 1):
+                out.append(token)
+                self.state.pending = token
+                yield out
+                if token in stops or k == max_new or self._stopped:  # stop() ends a reply mid-way
+                    return
+                if picks is None:
+                    picks = self._picks(token, rule, max_new - k)
+                token = self._feed(token, rule, k, picks)
+        finally:
+            if picks is not None:
+                picks.close()  # a step run ahead of a stop is undone
 
     def _select_rule(self, commentary: bool, stops: frozenset[int]) -> SelectRule:
         cfg = self.config
@@ -479,17 +486,26 @@ class StreamingSession:
             return SelectRule(self.prompt.ids.stream_continues, cfg.eos_base, cfg.eos_step, banned)
         return SelectRule(banned=banned)
 
-    def _feed(self, token: int, rule: SelectRule, step: int) -> int:
-        """Feed a picked token to the model and choose the next. The fast runner does both in one
-        CUDA-graph replay (greedy only); the reference decodes, then selects eagerly."""
+    def _picks(self, token: int, rule: SelectRule, count: int) -> Iterator[int] | None:
+        """The fast runner's greedy run from `token` (engine/runtime/fast.py `picks`: it feeds each
+        token, marks it seen and picks the next on the GPU, one step ahead of the host), or None
+        for the eager loop: the reference runner, sampling, or a logit trace."""
+        picks = getattr(self.runner, "picks", None)
+        if picks is None or self.trace is not None or not self.sampler.config.greedy:
+            return None
+        return picks(token, self.state.next_pos, 1, count, lambda lg, k: self.sampler.choose(lg, rule, k), rule,
+                     self.sampler.seen)
+
+    def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None) -> int:
+        """Feed a picked token to the model and choose the next: the fast runner's run does both
+        on the GPU; the reference decodes, then selects eagerly."""
         position = self.state.next_pos
         self.state.pending = None
         self.state.tokens.append(token)
         self.state.next_pos += 1
+        if picks is not None:
+            return next(picks)
         self.sampler.observe([token])
-        fused = getattr(self.runner, "decode_and_pick", None)
-        if fused is not None and self.trace is None and self.sampler.config.greedy:
-            return fused(token, position, step, lambda lg, k: self.sampler.choose(lg, rule, k), rule)
         logits = self.runner.decode(token, position)
         self._record(logits)
         return int(self.sampler.choose(logits, rule, step))
