@@ -172,3 +172,51 @@ def test_no_decode_ahead_switch_reads_each_id_first(tiny_loaded, monkeypatch):
     expected, _ = _reference_run(tiny_loaded, ids, 5, 4, empty)
     got, ran, _, _ = _static_run(tiny_loaded, ids, 5, 4, empty, consume=4)
     assert got == expected and ran == [1, 2, 3, 4]
+
+
+def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded):
+    """The graphed prefill's steps (run eagerly here: the graphs replay exactly these) give the
+    plain layer loop's logits and cache, with video, at two different cache offsets."""
+    from engine.runtime.fast import _PiecewisePrefill
+
+    frames = [synthetic_frame(t, 112, 84) for t in (0.0, 0.5)]
+    video = preprocess_frames(frames, "cpu", max_pixels=84 * 112, min_pixels=28 * 28)
+    vid = tiny_loaded.model.config.video_token_id
+    ids = torch.tensor([3, 4, 5] + [vid] * video.num_tokens + [6, 7, 8])
+    n = ids.numel()
+    plain, piecewise = StaticRunner(tiny_loaded.model, 256), StaticRunner(tiny_loaded.model, 256)
+    embeds = plain.encode_video(video)
+    for runner in (plain, piecewise):
+        runner.prefill(torch.tensor([9, 10, 11]), torch.arange(3).expand(3, -1), None)
+    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, piecewise.length)
+    for offset in (3, 3 + n):  # the same piece at a second offset: its slots follow the cache length
+        positions = torch.arange(offset, offset + n).expand(3, -1)
+        expected = plain.prefill(ids, positions, embeds)
+        got = piecewise.prefill(ids, positions, embeds)
+        assert torch.equal(got, expected)
+        end = offset + n
+        assert piecewise.length == plain.length == end
+        assert torch.equal(piecewise.cache.k[:, :, :end], plain.cache.k[:, :, :end])
+        assert torch.equal(piecewise.cache.v[:, :, :end], plain.cache.v[:, :, :end])
+    assert piecewise._prefills[n] is piece
+
+
+def test_prefill_graphs_once_a_size_repeats(tiny_loaded, monkeypatch):
+    """A token count is graphed the second time it comes, at most PREFILL_GRAPH_SIZES counts; the
+    fast runner still emits the reference tokens with them (10 chunks and a question)."""
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)  # no pool: the steps run eagerly
+    runner = StaticRunner(tiny_loaded.model, 4096)
+    runner._prefill_graphs = True
+    assert runner._piecewise(40, 0) is None and runner._piecewise(40, 0) is not None
+    for n in (41, 42, 43, 44):
+        runner._piecewise(n, 0)
+        runner._piecewise(n, 0)
+    assert sorted(runner._prefills) == [40, 41, 42, 43]
+    fast = StaticRunner(tiny_loaded.model, 4096)
+    fast._prefill_graphs = True
+    fast_ids, fast_answer = run_tokens(tiny_loaded, fast)
+    assert fast._prefills  # the steady chunk turn was graphed
+    ref_ids, ref_answer = run_tokens(tiny_loaded, EagerRunner(tiny_loaded.model))
+    assert fast_ids == ref_ids and fast_answer == ref_answer
+    monkeypatch.setenv("LIVECC_NO_PREFILL_GRAPH", "1")
+    assert not StaticRunner(tiny_loaded.model, 64, cuda_graphs=True)._prefill_graphs

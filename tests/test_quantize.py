@@ -163,7 +163,7 @@ def test_the_probe_benchmark_smoke_runs(tmp_path, monkeypatch):
 
 def test_the_engine_benchmark_smoke_runs_the_quantized_rows(tmp_path, monkeypatch):
     _run_benchmark("bench_engine.py", "--smoke", "--quantize", "int4", "--out", str(tmp_path), monkeypatch=monkeypatch)
-    assert "decode per token at ~8k context, int4" in (tmp_path / "engine_smoke.md").read_text()
+    assert "decode per token at ~8k context, in the stream, int4" in (tmp_path / "engine_smoke.md").read_text()
 
 
 def test_a_second_load_reads_the_packed_weights_from_the_disk_cache(tiny_model_dir, tmp_path, monkeypatch):
@@ -231,3 +231,27 @@ def test_the_settings_dialog_offers_and_keeps_the_precision(qtbot):
     assert dialog.result_settings().quantize == "int4"
     with pytest.raises(ValueError, match="quantize"):
         AppSettings(quantize="int3")
+
+
+def test_the_plan_drops_the_prefill_graphs_before_any_kv_or_precision(shape_7b, tiny_loaded, monkeypatch):
+    """An 8 GB card (7.5 GB free) keeps int4 with the whole KV budget by prefilling without CUDA
+    graphs; 10 GB free has room for them; LIVECC_NO_PREFILL_GRAPH=1 never counts them. A session
+    on such a plan turns the fast runner's prefill graphs off."""
+    from dataclasses import replace
+
+    from engine.runtime.fast import StaticRunner
+    from engine.session.session import SessionConfig, StreamingSession
+
+    small = plan_memory(shape_7b, "auto", int(7.5 * GIB), 16384, speech_on_gpu=False)
+    assert (small.precision, small.kv_budget, small.prefill_graphs) == ("int4", 16384, False)
+    assert "without CUDA graphs" in small.describe()
+    roomy = plan_memory(shape_7b, "auto", 10 * GIB, 16384, speech_on_gpu=False)
+    assert (roomy.precision, roomy.kv_budget, roomy.prefill_graphs) == ("int4", 16384, True)
+    bf16 = plan_memory(shape_7b, "none", int(17.8 * GIB), 16384, speech_on_gpu=False)
+    assert bf16.kv_budget == 16384 and not bf16.prefill_graphs  # weights and KV first
+    monkeypatch.setenv("LIVECC_NO_PREFILL_GRAPH", "1")
+    assert not plan_memory(shape_7b, "auto", 10 * GIB, 16384, speech_on_gpu=False).prefill_graphs
+    runner = StaticRunner(tiny_loaded.model, 4096 + 8)
+    runner._prefill_graphs = True
+    session = StreamingSession(replace(tiny_loaded, plan=small), SessionConfig(kv_budget=4096), runner=runner)
+    assert not session.runner._prefill_graphs

@@ -198,9 +198,12 @@ class ModelShape:
     kv_bytes_per_token: int  # bf16 K and V over every layer
     vision_act_bytes: int  # one chunk's vision activations at the default frame size
     prefill_act_bytes: int  # one prefill piece's MLP activations
+    graph_act_bytes: int  # the MLP activations of the longest graphed prefill piece (held by its graphs)
+    gate_up_bytes: int  # the largest linear (fused gate/up) in bf16: a quantized prefill dequantizes it
 
     @classmethod
-    def from_config(cls, config, chunk_patches: int = 1456, prefill_piece: int = 2048) -> "ModelShape":
+    def from_config(cls, config, chunk_patches: int = 1456, prefill_piece: int = 2048,
+                    graph_piece: int = 1024) -> "ModelShape":
         t, v = config.text_config, config.vision_config
         h, inter, layers = t.hidden_size, t.intermediate_size, t.num_hidden_layers
         head_dim = h // t.num_attention_heads
@@ -212,7 +215,14 @@ class ModelShape:
         return cls(lm_linear=layers * per_layer + t.vocab_size * h, embed=t.vocab_size * h, vision=vision,
                    kv_bytes_per_token=2 * layers * kv_dim * 2,
                    vision_act_bytes=chunk_patches * int(e * v.mlp_ratio) * 2 * 6,
-                   prefill_act_bytes=prefill_piece * 2 * inter * 2 * 3)
+                   prefill_act_bytes=prefill_piece * 2 * inter * 2 * 3,
+                   graph_act_bytes=graph_piece * 2 * inter * 2 * 3, gate_up_bytes=2 * inter * h * 2)
+
+    def prefill_graph_bytes(self, precision: str) -> int:
+        """What the prefill's CUDA graphs hold (their pool): a piece's activations, and with quantized
+        weights one dequantized linear (measured on an H200 for a 404-token chunk turn: bf16 0.09 GB,
+        int4 0.36 GB; this counts the longest piece graphed)."""
+        return self.graph_act_bytes + (self.gate_up_bytes if precision != "none" else 0)
 
     def weight_bytes(self, precision: str) -> int:
         """bf16 for none; packed bytes plus bf16 scales for int8 / int4; vision int8 when quantized."""
@@ -237,45 +247,57 @@ class MemoryPlan:
     speech_gb: float
     free_gb: float
     reason: str
+    prefill_graphs: bool = True  # False: no room for the prefill's CUDA graphs, it runs eagerly
 
     def describe(self) -> str:
         speech = f" + speech {self.speech_gb:.1f}" if self.speech_gb else ""
+        graphs = "" if self.prefill_graphs else "; prefill without CUDA graphs, to keep the KV budget"
         return (f"precision {self.precision}: weights {self.weights_gb:.1f} GB + KV {self.kv_gb:.1f} GB "
                 f"({self.kv_budget} tokens) + activations {self.activations_gb:.1f} GB{speech} "
-                f"of {self.free_gb:.1f} GB free ({self.reason})")
+                f"of {self.free_gb:.1f} GB free ({self.reason}{graphs})")
 
 
-def _need(shape: ModelShape, precision: str, kv_tokens: int, speech: bool) -> tuple[int, int, int]:
+def _prefill_graphs_on() -> bool:
+    return os.environ.get("LIVECC_NO_PREFILL_GRAPH") != "1"  # the fast runner's switch (engine/runtime/fast.py)
+
+
+def _fixed(shape: ModelShape, precision: str, speech: bool, graphs: bool) -> int:
+    """Everything but the KV cache."""
     fixed = shape.weight_bytes(precision) + shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES
-    fixed += SPEECH_BYTES if speech else 0
-    return fixed, kv_tokens * shape.kv_bytes_per_token, fixed + kv_tokens * shape.kv_bytes_per_token
+    return fixed + (SPEECH_BYTES if speech else 0) + (shape.prefill_graph_bytes(precision) if graphs else 0)
 
 
 def plan_memory(shape: ModelShape, precision: str, free_bytes: int, kv_budget: int, speech_on_gpu: bool) -> MemoryPlan:
     """`auto` takes the first of none, int8, int4 whose weights fit with the whole KV budget (and
-    speech); otherwise the smallest precision with the KV budget cut to what fits. Raises
-    QuantizeError when not even MIN_KV_TOKENS fit."""
+    speech); otherwise the smallest precision with the KV budget cut to what fits. The prefill's
+    CUDA graphs come last: they are dropped before any precision or KV is given up for them.
+    Raises QuantizeError when not even MIN_KV_TOKENS fit."""
     candidates = ("none", "int8", "int4") if precision == "auto" else (precision,)
+    kv = kv_budget * shape.kv_bytes_per_token
     for p in candidates:
-        if _need(shape, p, kv_budget, speech_on_gpu)[2] <= free_bytes:
-            why = "asked for" if precision != "auto" else ("bf16 fits" if p == "none" else
-                                                           f"{'bf16' if p == 'int8' else 'int8'} does not fit")
-            return _plan(shape, p, kv_budget, free_bytes, speech_on_gpu, f"{why}, with the whole KV budget")
+        for graphs in (True, False) if _prefill_graphs_on() else (False,):
+            if _fixed(shape, p, speech_on_gpu, graphs) + kv <= free_bytes:
+                why = "asked for" if precision != "auto" else ("bf16 fits" if p == "none" else
+                                                               f"{'bf16' if p == 'int8' else 'int8'} does not fit")
+                return _plan(shape, p, kv_budget, free_bytes, speech_on_gpu, f"{why}, with the whole KV budget", graphs)
     p = candidates[-1]
-    fixed, _, _ = _need(shape, p, 0, speech_on_gpu)
+    fixed = _fixed(shape, p, speech_on_gpu, graphs=False)
     fits = int((free_bytes - fixed) // shape.kv_bytes_per_token) // 1024 * 1024
     if fits < min(MIN_KV_TOKENS, kv_budget):
         raise QuantizeError(
             f"the model does not fit in {free_bytes / GiB:.1f} GB of free GPU memory at {p} "
             f"(needs {(fixed + MIN_KV_TOKENS * shape.kv_bytes_per_token) / GiB:.1f} GB): use --quantize int4, "
             "a lower --max-pixels, a smaller --kv-budget, speech on the CPU, or --device cpu")
-    return _plan(shape, p, fits, free_bytes, speech_on_gpu, f"KV budget cut from {kv_budget} to {fits} tokens to fit")
+    return _plan(shape, p, fits, free_bytes, speech_on_gpu, f"KV budget cut from {kv_budget} to {fits} tokens to fit",
+                 graphs=False)
 
 
-def _plan(shape: ModelShape, precision: str, kv: int, free: int, speech: bool, reason: str) -> MemoryPlan:
+def _plan(shape: ModelShape, precision: str, kv: int, free: int, speech: bool, reason: str, graphs: bool) -> MemoryPlan:
+    activations = shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES
+    activations += shape.prefill_graph_bytes(precision) if graphs else 0
     return MemoryPlan(precision, kv, shape.weight_bytes(precision) / GiB, kv * shape.kv_bytes_per_token / GiB,
-                      (shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES) / GiB,
-                      SPEECH_BYTES / GiB if speech else 0.0, free / GiB, reason)
+                      activations / GiB, SPEECH_BYTES / GiB if speech else 0.0, free / GiB, reason,
+                      graphs)
 
 
 # -- the load hook ---------------------------------------------------------------------------

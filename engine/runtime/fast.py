@@ -10,11 +10,13 @@ LIVECC_NO_CUDA_GRAPH=1 keeps the static cache but runs every step eagerly; LIVEC
 replaces the Triton flash-decoding attention by batched GEMMs (one graph per 1k of context);
 LIVECC_NO_FUSED=1 runs the decode step's norms, rotary, cache writes and activations as separate
 torch ops (`_layer`) instead of the fused kernels (`_layer_fused`); LIVECC_NO_DECODE_AHEAD=1 reads
-each greedy token back before queuing the next step (`picks`).
+each greedy token back before queuing the next step (`picks`); LIVECC_NO_PREFILL_GRAPH=1 prefills
+without CUDA graphs (`_PiecewisePrefill`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -29,6 +31,8 @@ from engine.model.quantize import QuantLinear, fuse_quant_rows
 from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
 from .gpu_lock import CAPTURE_LOCK
 from .quant_kernels import install_quant_kernels
+
+log = logging.getLogger(__name__)
 
 
 def _signed(sin: torch.Tensor) -> torch.Tensor:
@@ -118,13 +122,17 @@ class StaticRunner:
         self._flash = self._make_flash_decode()
         self._ops = decode_ops(self.device) if fused_on() else None  # the decode step's fused small ops
         self._prefill_warm = weight.device.type != "cuda"
-        self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=cuda_graphs)  # token, slot, position, step
+        on_gpu = self.device.type == "cuda"
+        self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=on_gpu)  # token, slot, position, step
         # The greedy run's device state (`_pick_step`), its host staging, and the last two ids read back.
         self._pick_state = torch.zeros(6, dtype=torch.long, device=self.device)
-        self._pick_host = torch.zeros(6, dtype=torch.long, pin_memory=cuda_graphs)
-        self._picked = torch.zeros(2, dtype=torch.long, pin_memory=cuda_graphs)
-        self._pick_done = [torch.cuda.Event() for _ in range(2)] if cuda_graphs else None
+        self._pick_host = torch.zeros(6, dtype=torch.long, pin_memory=on_gpu)
+        self._picked = torch.zeros(2, dtype=torch.long, pin_memory=on_gpu)
+        self._pick_done = [torch.cuda.Event() for _ in range(2)] if on_gpu else None
         self._ahead = os.environ.get("LIVECC_NO_DECODE_AHEAD") != "1"
+        self._prefill_graphs = cuda_graphs and os.environ.get("LIVECC_NO_PREFILL_GRAPH") != "1"
+        self._prefills: dict[int, _PiecewisePrefill] = {}  # by token count
+        self._prefill_sizes: set[int] = set()
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._vision_graphs: dict[tuple, _GraphedStep] = {}
         self._grids_seen: set[tuple] = set()
@@ -150,11 +158,16 @@ class StaticRunner:
     def forget_selection(self) -> None:
         """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
         self._pick_graphs.clear()
-        if not self._decode_graphs:
+        if not self._decode_graphs and not self._prefills:
             self._pool = None  # a graph pool dies with its last graph: capturing into it again fails
 
     def reset(self) -> None:
         self.cache.length = 0
+
+    def drop_prefill_graphs(self) -> None:
+        """Prefill eagerly from now on (the memory plan's choice on a card without room for them)."""
+        self._prefill_graphs = False
+        self._prefills.clear()
 
     def crop(self, length: int) -> None:
         """Forget every cached token from `length` on: the slots are overwritten by what comes next."""
@@ -172,8 +185,12 @@ class StaticRunner:
 
     # -- language model --------------------------------------------------------------------
     def _layer(self, i: int, x: torch.Tensor, cos, signed_sin, write, attend) -> torch.Tensor:
+        return self._post_attention(i, x, attend(i, self._pre_attention(i, x, cos, signed_sin, write)))
+
+    def _pre_attention(self, i: int, x: torch.Tensor, cos, signed_sin, write) -> torch.Tensor:
+        """Layer i up to its attention: norm, q/k/v, rotary; k and v go to `write`. Returns q (heads, n, d)."""
         layer = self.lm.layers[i]
-        qkv_w, qkv_b, gate_up_w = self.fused[i]
+        qkv_w, qkv_b, _ = self.fused[i]
         b, n, _ = x.shape
         qkv = _linear(rms_norm(x, layer.input_layernorm), qkv_w, qkv_b)
         nqk = (self.n_heads + self.n_kv) * self.head_dim
@@ -182,10 +199,14 @@ class StaticRunner:
         q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
         v = qkv[..., nqk:].view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
         write(i, k[0], v[0])
-        out = attend(i, q[0])  # (n, heads * head_dim)
-        h = x.view(n, -1)
-        h = _linear_add(h, out, layer.self_attn.o_proj)
-        gated = silu_mul(_linear(rms_norm(h, layer.post_attention_layernorm), gate_up_w))
+        return q[0]
+
+    def _post_attention(self, i: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Layer i from its attention output `out` (n, heads * head_dim) on: o_proj, residual, MLP."""
+        layer = self.lm.layers[i]
+        b, n, _ = x.shape
+        h = _linear_add(x.view(n, -1), out, layer.self_attn.o_proj)
+        gated = silu_mul(_linear(rms_norm(h, layer.post_attention_layernorm), self.fused[i][2]))
         return _linear_add(h, gated, layer.mlp.down_proj).view(b, n, -1)
 
     def _layer_fused(self, i: int, x: torch.Tensor, cos, signed_sin, slot: torch.Tensor, attend) -> torch.Tensor:
@@ -249,19 +270,49 @@ class StaticRunner:
         end = start + n
         causal = causal_lower_right(n, end)  # new tokens see the whole cache and each other causally
 
-        def write(i, k, v):
-            self.cache.k[i, :, start:end] = k
-            self.cache.v[i, :, start:end] = v
-
         def attend(i, q):
             o = F.scaled_dot_product_attention(q[None], self.cache.k[None, i, :, :end], self.cache.v[None, i, :, :end],
                                                attn_mask=causal, enable_gqa=True)
             return o[0].transpose(0, 1).reshape(n, -1)
 
-        for i in range(len(self.lm.layers)):
-            x = self._layer(i, x, cos, sin, write, attend)
+        piecewise = self._piecewise(n, start)
+        if piecewise is not None:
+            logits = piecewise.run(x, cos, sin, start, attend)
+        else:
+            def write(i, k, v):
+                self.cache.k[i, :, start:end] = k
+                self.cache.v[i, :, start:end] = v
+
+            for i in range(len(self.lm.layers)):
+                x = self._layer(i, x, cos, sin, write, attend)
+            logits = self.model.lm_head(rms_norm(x[:, -1:], self.lm.norm))[0, 0].float()
         self.cache.length = end
-        return self.model.lm_head(rms_norm(x[:, -1:], self.lm.norm))[0, 0].float()
+        return logits
+
+    PREFILL_GRAPH_SIZES = 4  # token counts with graphed prefills: a steady chunk turn has one or two
+    PREFILL_GRAPH_TOKENS = 1024  # longer pieces (a compaction's) are rare and their graphs' memory large
+
+    def _piecewise(self, n: int, start: int) -> "_PiecewisePrefill | None":
+        """The graphed prefill for a piece of `n` tokens, captured when n comes the second time (a
+        chunk turn's size repeats for as long as its time stamps have as many digits); None: eager."""
+        if n in self._prefills:
+            return self._prefills[n]
+        if not self._prefill_graphs or len(self._prefills) >= self.PREFILL_GRAPH_SIZES or n > self.PREFILL_GRAPH_TOKENS:
+            return None
+        if n not in self._prefill_sizes:
+            self._prefill_sizes.add(n)
+            return None
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        try:
+            self._prefills[n] = _PiecewisePrefill(self, n, start, self._pool)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # a kernel that cannot be captured: prefill eagerly from now on
+            log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
+            self._prefill_graphs = False
+            return None
+        return self._prefills[n]
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
         """One token: `token_slot` = [token id, cache slot], `position` its M-RoPE position; attends
@@ -478,18 +529,78 @@ class StaticRunner:
         return self._vision_graphs[grid](pixels).clone()
 
 
+class _PiecewisePrefill:
+    """A prefill piece of `n` tokens as CUDA graphs between its attentions (vLLM's piecewise
+    graphs): graph 0 runs layer 0 up to its attention, graph i the rest of layer i - 1 and layer i
+    up to its attention, the last the rest of the last layer and the last token's logits. Attention
+    reads the cache's first `end` slots, a length that changes every chunk, so it runs eagerly in
+    between (one SDPA call and a copy per layer instead of a layer's ~20 launches: the prefill was
+    bound by the host's launches). The graphs read and write static buffers and write K and V to
+    the cache slots in `slots`. With `pool` None the same steps run eagerly (the CPU tests)."""
+
+    def __init__(self, runner: StaticRunner, n: int, start: int, pool=None):
+        self.runner = runner
+        dtype, device = runner.cache.k.dtype, runner.device
+        heads, d = runner.n_heads, runner.head_dim
+        self.x = torch.zeros(1, n, runner.lm.config.hidden_size, dtype=dtype, device=device)
+        self.cos = torch.zeros(1, 1, n, d, dtype=dtype, device=device)
+        self.sin = torch.zeros_like(self.cos)
+        self.q = torch.zeros(heads, n, d, dtype=dtype, device=device)
+        self.o = torch.zeros(n, heads * d, dtype=dtype, device=device)
+        self.base = torch.arange(n, device=device)
+        self.slots = self.base + start  # capture warm-ups write only this piece's slots, rewritten by the run
+        steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
+        # One warm-up each: this size already ran eagerly (kernels compiled and tuned).
+        self.steps = steps if pool is None else [_GraphedStep(step, [], pool, static=True, warmups=1) for step in steps]
+
+    def _step(self, i: int):
+        runner, last = self.runner, len(self.runner.lm.layers)
+
+        def write(j, k, v):
+            runner.cache.k[j].index_copy_(1, self.slots, k)
+            runner.cache.v[j].index_copy_(1, self.slots, v)
+
+        def step():
+            if i > 0:
+                self.x.copy_(runner._post_attention(i - 1, self.x, self.o))
+            if i < last:
+                self.q.copy_(runner._pre_attention(i, self.x, self.cos, self.sin, write))
+                return None
+            return runner.model.lm_head(rms_norm(self.x[:, -1:], runner.lm.norm))[0, 0].float()
+
+        return step
+
+    def run(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, start: int, attend) -> torch.Tensor:
+        """The last token's logits (a copy: the graph's buffer is rewritten by the next prefill)."""
+        self.x.copy_(x)
+        self.cos.copy_(cos)
+        self.sin.copy_(signed_sin)
+        torch.add(self.base, start, out=self.slots)
+        for i, step in enumerate(self.steps):
+            logits = step()
+            if logits is None:
+                self.o.copy_(attend(i, self.q))
+        return logits.clone()
+
+
 class _GraphedStep:
     """A function of fixed-shape tensors captured as a CUDA graph (gpt-fast / moshi style).
     Calling it copies the inputs into the static buffers and replays; a shape change raises.
     With `static` the graph reads the example tensors themselves: call it with no inputs after
-    filling them. Warm-ups run on copies, so they change no caller state."""
+    filling them. Warm-ups run on copies, so they change no caller state, and all on one side
+    stream, so the memory they cache is one stream's (a stream per graph held a prefill's
+    temporaries per graph)."""
 
-    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None, static: bool = False):
+    _warm_stream: torch.cuda.Stream | None = None
+
+    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None, static: bool = False, warmups: int = 2):
         self.inputs = list(example_inputs) if static else [t.clone() for t in example_inputs]
-        stream = torch.cuda.Stream()
+        if _GraphedStep._warm_stream is None:
+            _GraphedStep._warm_stream = torch.cuda.Stream()
+        stream = _GraphedStep._warm_stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):  # warm-up outside the graph: allocator and library handles
+            for _ in range(warmups):  # outside the graph: allocator, library handles, kernel choice
                 fn(*[t.clone() for t in self.inputs])
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()

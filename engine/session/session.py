@@ -145,6 +145,8 @@ class StreamingSession:
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
         self.runner = runner or make_runner(self.model, self.config.kv_budget + 8)  # compaction keeps it <= budget
+        if plan is not None and not plan.prefill_graphs and hasattr(self.runner, "drop_prefill_graphs"):
+            self.runner.drop_prefill_graphs()  # the card has no room for their memory
         self.runner.reset()
         vocab = self.model.lm_head.out_features  # also when lm_head is quantized
         self.sampler = TokenSampler(vocab, self.device, self.config.sampling())
