@@ -174,10 +174,30 @@ def test_no_decode_ahead_switch_reads_each_id_first(tiny_loaded, monkeypatch):
     assert got == expected and ran == [1, 2, 3, 4]
 
 
-def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded):
-    """The graphed prefill's steps (run eagerly here: the graphs replay exactly these) give the
-    plain layer loop's logits and cache, with video, at two different cache offsets."""
+class _Recorded:
+    """Stands in for a CUDA graph on the CPU: records the capture, replays by calling the step."""
+
+    made: list = []
+
+    def __init__(self, fn, inputs, pool, static, warmups):
+        assert inputs == [] and static and warmups == 0  # recorded without running: no warm-up
+        self.fn = fn
+        _Recorded.made.append(fn)
+
+    def __call__(self):
+        return self.fn()
+
+
+def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
+    """The graphed prefill's steps give the plain layer loop's logits and cache, with video, at
+    three cache offsets, while its steps are captured a few per run (here one: a recorded stand-in
+    for the CUDA graph, which replays exactly these steps)."""
+    from engine.runtime import fast
     from engine.runtime.fast import _PiecewisePrefill
+
+    monkeypatch.setattr(fast, "_GraphedStep", _Recorded)
+    monkeypatch.setattr(_PiecewisePrefill, "CAPTURES_PER_RUN", 1)
+    _Recorded.made.clear()
 
     frames = [synthetic_frame(t, 112, 84) for t in (0.0, 0.5)]
     video = preprocess_frames(frames, "cpu", max_pixels=84 * 112, min_pixels=28 * 28)
@@ -188,8 +208,10 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded):
     embeds = plain.encode_video(video)
     for runner in (plain, piecewise):
         runner.prefill(torch.tensor([9, 10, 11]), torch.arange(3).expand(3, -1), None)
-    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, piecewise.length)
-    for offset in (3, 3 + n):  # the same piece at a second offset: its slots follow the cache length
+    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, piecewise.length, pool="a pool")
+    steps = len(piece.steps)
+    assert steps == len(tiny_loaded.model.model.language_model.layers) + 1
+    for run, offset in enumerate((3, 3 + n, 3 + 2 * n)):  # its slots follow the cache length
         positions = torch.arange(offset, offset + n).expand(3, -1)
         expected = plain.prefill(ids, positions, embeds)
         got = piecewise.prefill(ids, positions, embeds)
@@ -198,7 +220,8 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded):
         assert piecewise.length == plain.length == end
         assert torch.equal(piecewise.cache.k[:, :, :end], plain.cache.k[:, :, :end])
         assert torch.equal(piecewise.cache.v[:, :, :end], plain.cache.v[:, :, :end])
-    assert piecewise._prefills[n] is piece
+        assert sum(g is not None for g in piece.graphs) == min(run + 1, steps)  # one more step per run
+    assert piecewise._prefills[n] is piece and _Recorded.made == piece.steps[:3]
 
 
 def test_prefill_graphs_once_a_size_repeats(tiny_loaded, monkeypatch):

@@ -293,8 +293,8 @@ class StaticRunner:
     PREFILL_GRAPH_TOKENS = 1024  # longer pieces (a compaction's) are rare and their graphs' memory large
 
     def _piecewise(self, n: int, start: int) -> "_PiecewisePrefill | None":
-        """The graphed prefill for a piece of `n` tokens, captured when n comes the second time (a
-        chunk turn's size repeats for as long as its time stamps have as many digits); None: eager."""
+        """The graphed prefill for a piece of `n` tokens, made when n comes the second time (a chunk
+        turn's size repeats for as long as its time stamps have as many digits); None: eager."""
         if n in self._prefills:
             return self._prefills[n]
         if not self._prefill_graphs or len(self._prefills) >= self.PREFILL_GRAPH_SIZES or n > self.PREFILL_GRAPH_TOKENS:
@@ -304,14 +304,7 @@ class StaticRunner:
             return None
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        try:
-            self._prefills[n] = _PiecewisePrefill(self, n, start, self._pool)
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:  # a kernel that cannot be captured: prefill eagerly from now on
-            log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
-            self._prefill_graphs = False
-            return None
+        self._prefills[n] = _PiecewisePrefill(self, n, start, self._pool)
         return self._prefills[n]
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
@@ -535,11 +528,16 @@ class _PiecewisePrefill:
     up to its attention, the last the rest of the last layer and the last token's logits. Attention
     reads the cache's first `end` slots, a length that changes every chunk, so it runs eagerly in
     between (one SDPA call and a copy per layer instead of a layer's ~20 launches: the prefill was
-    bound by the host's launches). The graphs read and write static buffers and write K and V to
-    the cache slots in `slots`. With `pool` None the same steps run eagerly (the CPU tests)."""
+    bound by the host's launches). The steps read and write static buffers and write K and V to
+    the cache slots in `slots`. Each run captures up to CAPTURES_PER_RUN more steps (the rest run
+    eagerly, on the same buffers), so no single chunk pays for a whole capture; a capture records
+    without running (this size already ran eagerly: kernels compiled and tuned), so it needs no
+    warm-up and changes no buffer. With `pool` None nothing is captured (the CPU tests)."""
+
+    CAPTURES_PER_RUN = 8
 
     def __init__(self, runner: StaticRunner, n: int, start: int, pool=None):
-        self.runner = runner
+        self.runner, self.pool = runner, pool
         dtype, device = runner.cache.k.dtype, runner.device
         heads, d = runner.n_heads, runner.head_dim
         self.x = torch.zeros(1, n, runner.lm.config.hidden_size, dtype=dtype, device=device)
@@ -548,10 +546,23 @@ class _PiecewisePrefill:
         self.q = torch.zeros(heads, n, d, dtype=dtype, device=device)
         self.o = torch.zeros(n, heads * d, dtype=dtype, device=device)
         self.base = torch.arange(n, device=device)
-        self.slots = self.base + start  # capture warm-ups write only this piece's slots, rewritten by the run
-        steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
-        # One warm-up each: this size already ran eagerly (kernels compiled and tuned).
-        self.steps = steps if pool is None else [_GraphedStep(step, [], pool, static=True, warmups=1) for step in steps]
+        self.slots = self.base + start
+        self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
+        self.graphs: list[_GraphedStep | None] = [None] * len(self.steps)
+
+    def _capture_some(self) -> None:
+        if self.pool is None:
+            return
+        todo = [i for i, graph in enumerate(self.graphs) if graph is None][:self.CAPTURES_PER_RUN]
+        try:
+            for i in todo:
+                self.graphs[i] = _GraphedStep(self.steps[i], [], self.pool, static=True, warmups=0)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # a kernel that cannot be captured: this piece stays eager
+            log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
+            self.pool, self.graphs = None, [None] * len(self.steps)
+            self.runner._prefill_graphs = False
 
     def _step(self, i: int):
         runner, last = self.runner, len(self.runner.lm.layers)
@@ -576,8 +587,9 @@ class _PiecewisePrefill:
         self.cos.copy_(cos)
         self.sin.copy_(signed_sin)
         torch.add(self.base, start, out=self.slots)
-        for i, step in enumerate(self.steps):
-            logits = step()
+        self._capture_some()
+        for i, (step, graph) in enumerate(zip(self.steps, self.graphs)):
+            logits = (graph or step)()
             if logits is None:
                 self.o.copy_(attend(i, self.q))
         return logits.clone()
