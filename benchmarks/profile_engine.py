@@ -51,8 +51,8 @@ def main() -> None:
     state = torch.tensor([5, length], device="cuda")
     pos = torch.tensor([session.state.next_pos], device="cuda")
     profile(f"decode step (width {width})", lambda: runner._decode_eager(state, pos, width))
-    replay_ms, replay_width = bench.decode_replay_ms(runner)
-    print(f"graphed decode step replay (width {replay_width}): {replay_ms:.2f} ms", flush=True)
+    if (replay := bench.decode_replay_ms(runner)) is not None:
+        print(f"graphed decode step replay (width {replay[1]}): {replay[0]:.2f} ms", flush=True)
 
     frames = [synthetic_frame(t, 1920, 1080) for t in (0.0, 0.5)]
     video = preprocess_frames(frames, "cuda")
