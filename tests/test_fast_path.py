@@ -208,7 +208,7 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
     embeds = plain.encode_video(video)
     for runner in (plain, piecewise):
         runner.prefill(torch.tensor([9, 10, 11]), torch.arange(3).expand(3, -1), None)
-    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, piecewise.length, pool="a pool")
+    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, pool="a pool")
     steps = len(piece.steps)
     assert steps == len(tiny_loaded.model.model.language_model.layers) + 1
     for run, offset in enumerate((3, 3 + n, 3 + 2 * n)):  # its slots follow the cache length
@@ -230,10 +230,10 @@ def test_prefill_graphs_once_a_size_repeats(tiny_loaded, monkeypatch):
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)  # no pool: the steps run eagerly
     runner = StaticRunner(tiny_loaded.model, 4096)
     runner._prefill_graphs = True
-    assert runner._piecewise(40, 0) is None and runner._piecewise(40, 0) is not None
+    assert runner._piecewise(40) is None and runner._piecewise(40) is not None
     for n in (41, 42, 43, 44):
-        runner._piecewise(n, 0)
-        runner._piecewise(n, 0)
+        runner._piecewise(n)
+        runner._piecewise(n)
     assert sorted(runner._prefills) == [40, 41, 42, 43]
     fast = StaticRunner(tiny_loaded.model, 4096)
     fast._prefill_graphs = True

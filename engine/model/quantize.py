@@ -188,6 +188,8 @@ def quantized_bytes(model: torch.nn.Module) -> int:
 
 
 # -- the memory plan -------------------------------------------------------------------------
+PREFILL_GRAPH_TOKENS = 1024  # the longest prefill piece the fast runner graphs (longer ones are rare)
+
 @dataclass(frozen=True)
 class ModelShape:
     """Parameter counts that decide memory, read from a Qwen2-VL config before loading."""
@@ -203,7 +205,7 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config, chunk_patches: int = 1456, prefill_piece: int = 2048,
-                    graph_piece: int = 1024) -> "ModelShape":
+                    graph_piece: int = PREFILL_GRAPH_TOKENS) -> "ModelShape":
         t, v = config.text_config, config.vision_config
         h, inter, layers = t.hidden_size, t.intermediate_size, t.num_hidden_layers
         head_dim = h // t.num_attention_heads
@@ -257,8 +259,10 @@ class MemoryPlan:
                 f"of {self.free_gb:.1f} GB free ({self.reason}{graphs})")
 
 
-def _prefill_graphs_on() -> bool:
-    return os.environ.get("LIVECC_NO_PREFILL_GRAPH") != "1"  # the fast runner's switch (engine/runtime/fast.py)
+def prefill_graphs_on() -> bool:
+    """LIVECC_NO_PREFILL_GRAPH=1: the fast runner prefills eagerly (engine/runtime/fast.py), and the plan
+    does not count its graphs."""
+    return os.environ.get("LIVECC_NO_PREFILL_GRAPH") != "1"
 
 
 def _fixed(shape: ModelShape, precision: str, speech: bool, graphs: bool) -> int:
@@ -275,7 +279,7 @@ def plan_memory(shape: ModelShape, precision: str, free_bytes: int, kv_budget: i
     candidates = ("none", "int8", "int4") if precision == "auto" else (precision,)
     kv = kv_budget * shape.kv_bytes_per_token
     for p in candidates:
-        for graphs in (True, False) if _prefill_graphs_on() else (False,):
+        for graphs in (True, False) if prefill_graphs_on() else (False,):
             if _fixed(shape, p, speech_on_gpu, graphs) + kv <= free_bytes:
                 why = "asked for" if precision != "auto" else ("bf16 fits" if p == "none" else
                                                                f"{'bf16' if p == 'int8' else 'int8'} does not fit")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from engine.model.preprocess import VideoInputs
-from engine.model.quantize import QuantLinear, fuse_quant_rows
+from engine.model.quantize import PREFILL_GRAPH_TOKENS, QuantLinear, fuse_quant_rows, prefill_graphs_on
 
 from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
 from .gpu_lock import CAPTURE_LOCK
@@ -130,7 +130,7 @@ class StaticRunner:
         self._picked = torch.zeros(2, dtype=torch.long, pin_memory=on_gpu)
         self._pick_done = [torch.cuda.Event() for _ in range(2)] if on_gpu else None
         self._ahead = os.environ.get("LIVECC_NO_DECODE_AHEAD") != "1"
-        self._prefill_graphs = cuda_graphs and os.environ.get("LIVECC_NO_PREFILL_GRAPH") != "1"
+        self._prefill_graphs = cuda_graphs and prefill_graphs_on()
         self._prefills: dict[int, _PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -275,7 +275,7 @@ class StaticRunner:
                                                attn_mask=causal, enable_gqa=True)
             return o[0].transpose(0, 1).reshape(n, -1)
 
-        piecewise = self._piecewise(n, start)
+        piecewise = self._piecewise(n)
         if piecewise is not None:
             logits = piecewise.run(x, cos, sin, start, attend)
         else:
@@ -289,22 +289,22 @@ class StaticRunner:
         self.cache.length = end
         return logits
 
-    PREFILL_GRAPH_SIZES = 4  # token counts with graphed prefills: a steady chunk turn has one or two
-    PREFILL_GRAPH_TOKENS = 1024  # longer pieces (a compaction's) are rare and their graphs' memory large
+    PREFILL_GRAPH_SIZES = 4  # token counts with graphed prefills (a minute of chunk turns filled all four)
 
-    def _piecewise(self, n: int, start: int) -> "_PiecewisePrefill | None":
-        """The graphed prefill for a piece of `n` tokens, made when n comes the second time (a chunk
-        turn's size repeats for as long as its time stamps have as many digits); None: eager."""
+    def _piecewise(self, n: int) -> "_PiecewisePrefill | None":
+        """The graphed prefill for a piece of `n` tokens, made when n comes the second time (a
+        stream's chunk turns come in a few sizes, set by their time stamps and by how the previous
+        reply closed); None: eager."""
         if n in self._prefills:
             return self._prefills[n]
-        if not self._prefill_graphs or len(self._prefills) >= self.PREFILL_GRAPH_SIZES or n > self.PREFILL_GRAPH_TOKENS:
+        if not self._prefill_graphs or len(self._prefills) >= self.PREFILL_GRAPH_SIZES or n > PREFILL_GRAPH_TOKENS:
             return None
         if n not in self._prefill_sizes:
             self._prefill_sizes.add(n)
             return None
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        self._prefills[n] = _PiecewisePrefill(self, n, start, self._pool)
+        self._prefills[n] = _PiecewisePrefill(self, n, self._pool)
         return self._prefills[n]
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
@@ -536,7 +536,7 @@ class _PiecewisePrefill:
 
     CAPTURES_PER_RUN = 8
 
-    def __init__(self, runner: StaticRunner, n: int, start: int, pool=None):
+    def __init__(self, runner: StaticRunner, n: int, pool=None):
         self.runner, self.pool = runner, pool
         dtype, device = runner.cache.k.dtype, runner.device
         heads, d = runner.n_heads, runner.head_dim
@@ -546,7 +546,7 @@ class _PiecewisePrefill:
         self.q = torch.zeros(heads, n, d, dtype=dtype, device=device)
         self.o = torch.zeros(n, heads * d, dtype=dtype, device=device)
         self.base = torch.arange(n, device=device)
-        self.slots = self.base + start
+        self.slots = torch.empty_like(self.base)  # set by each run before anything reads it
         self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
         self.graphs: list[_GraphedStep | None] = [None] * len(self.steps)
 
