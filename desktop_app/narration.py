@@ -1,12 +1,12 @@
 """Narrate a whole video file to subtitles from the app, as fast as the model goes (not in real
-time): the CLI's engine pieces (a StreamingSession fed by the CLI's non-realtime file capture) and
-its subtitle writers, which append each cue as it comes, so `match.mp4` gets the same `match.srt`
-and `match.vtt` as `livecc narrate match.mp4 --srt match.srt --vtt match.vtt`, and a failure or a
-Cancel keeps every cue written so far."""
+time): the engine's `narrate_file`, the loop `livecc narrate` runs too, so `match.mp4` gets the same
+`match.srt` and `match.vtt` as `livecc narrate match.mp4 --srt match.srt --vtt match.vtt`, and a
+failure or a Cancel keeps every cue written so far."""
 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import closing
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog, QWidget
 from desktop_app.source_picker import VIDEO_FILTER
 from desktop_app.workers import GeneratorThread, user_message
 from engine import Commentary, probe_video
-from engine.cli import LiveSubtitles, file_capture
+from engine.output import NarrationFiles, narrate_file
 
 SUFFIXES = (".srt", ".vtt")
 
@@ -64,21 +64,16 @@ class Narration(QObject):
 
     def _narrate(self) -> Iterator[float]:
         info = probe_video(self.video)
-        source, buffer = file_capture(self.video, info, self.config, realtime=False)
-        outputs: list[LiveSubtitles] = []
+        srt, vtt = subtitle_paths(self.video)
+        files = NarrationFiles(srt, vtt)
         try:
-            outputs = [LiveSubtitles(path, path.suffix[1:]) for path in subtitle_paths(self.video)]
-            source.start(buffer)
-            for event in self.session.run(buffer):
-                if isinstance(event, Commentary):
-                    for output in outputs:
-                        output.add(event)
-                    yield min(1.0, event.end / info.duration) if info.duration else 0.0
+            with closing(narrate_file(self.session, self.video, info, files)) as events:
+                for event in events:
+                    if isinstance(event, Commentary):
+                        yield min(1.0, event.end / info.duration) if info.duration else 0.0
         finally:
-            source.stop()
-            for output in outputs:
-                output.close()
-            self._paths = [output.path for output in outputs]
+            files.close()
+            self._paths = files.paths
 
     def _failed(self, exc: BaseException) -> None:
         self.error = user_message(exc, advice="")  # the window says what was kept

@@ -1,5 +1,5 @@
 """The transcript of a session, Qt-free: entries folded from engine events (answers stream in),
-saving them through engine.subtitles (SRT, WebVTT, JSONL, text: the CLI's writers), and the
+saving them through engine.output (SRT, WebVTT, JSONL, text: the writers every front end uses), and the
 crash-safe session log.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from engine import Answer, Commentary, Event, JsonlLog, Seek, event_to_record
-from engine.cli import write_transcript
+from engine.output import write_transcript
 
 ANSWER_MIN_SECONDS = 4.0  # how long an answer stays up at least
 WORDS_PER_SECOND = 2.5  # reading speed used to size an answer's time span

@@ -12,7 +12,7 @@ _EXPORTS = {
     "StreamingSession": ".session", "SessionConfig": ".session",
     "Event": ".session", "Answer": ".session", "Commentary": ".session", "Compaction": ".session", "Stats": ".session",
     "StreamEnded": ".session", "Seek": ".session", "event_to_record": ".session",
-    "LiveCCError": ".errors", "OutOfMemoryError": ".errors", "JsonlLog": ".jsonl",
+    "LiveCCError": ".errors", "OutOfMemoryError": ".errors", "JsonlLog": ".output",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -22,8 +22,8 @@ import cv2  # noqa: F401  (everything the CLI imports is imported before the for
 import tqdm  # noqa: F401
 from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration  # noqa: F401
 
-import engine.cli.main as cli
-import engine.cli.narrate  # noqa: F401
+import livecc.cli.main as cli
+import livecc.cli.narrate  # noqa: F401
 import engine.session.session  # noqa: F401
 
 SMALL = ["--max-pixels", "20000"]

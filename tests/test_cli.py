@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.main import main
+from livecc.cli.main import main
 from videos import write_video
 
 SMALL = ["--max-pixels", "20000"]  # keeps the tiny model fast; the pipeline is the same
@@ -108,7 +108,7 @@ def test_bad_input_exits_2_with_one_line(video20, tmp_path, capsys):
 
 
 def test_console_script_bad_input_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "narrate", str(tmp_path / "missing.mp4")],
+    proc = subprocess.run([sys.executable, "-m", "livecc.cli", "narrate", str(tmp_path / "missing.mp4")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
@@ -116,7 +116,7 @@ def test_console_script_bad_input_has_no_traceback(tmp_path):
 
 
 def test_help_explains_every_flag():
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "narrate", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "livecc.cli", "narrate", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0
     for flag in ["--srt", "--vtt", "--jsonl", "--query", "--model", "--realtime", "--max-pixels",
@@ -126,7 +126,7 @@ def test_help_explains_every_flag():
 
 def test_vtt_escapes_markup_characters(tmp_path):
     from engine.session.events import Commentary
-    from engine.cli.subtitles import write_transcript
+    from engine.output.subtitles import write_transcript
 
     path = write_transcript(tmp_path / "x.vtt", [Commentary(0.0, 1.0, "a < b & c > d", 0)])
     body = path.read_text().split("\n", 2)[2]

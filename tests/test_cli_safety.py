@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.cli.main import main
+from livecc.cli.main import main
 from test_cli import SMALL, parse_srt
 from videos import write_video
 
@@ -31,7 +31,7 @@ def no_model_load(monkeypatch):
     """Refusals must come before the model loads: loading fails the test."""
     def boom(args):
         raise AssertionError("the model was loaded before the input was checked")
-    for module in ("engine.cli.narrate", "engine.cli.ask"):
+    for module in ("livecc.cli.narrate", "livecc.cli.ask"):
         monkeypatch.setattr(f"{module}.load", boom)
 
 
@@ -241,7 +241,7 @@ def test_a_stop_signal_during_a_cue_waits_until_both_files_have_it():
     """What the random-moment trials can hit only by luck: SIGTERM between the SRT and the VTT write."""
     import signal
 
-    from engine.cli.signals import Interrupted, held, stop_signals
+    from livecc.cli.signals import Interrupted, held, stop_signals
 
     written = []
     with pytest.raises(Interrupted) as stop, stop_signals():
@@ -289,7 +289,7 @@ def test_4k_file_stays_under_1_5_gb_and_stderr_holds_only_our_lines(tiny_model_d
         writer.write(image)
     writer.release()
     # 100000 > min_pixels (78400): the capture-side resize is then exactly the model's (see frame_resizer)
-    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "engine.cli", "narrate", str(path),
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "livecc.cli", "narrate", str(path),
                            "--model", str(tiny_model_dir), "--srt", str(tmp_path / "uhd.srt"), "--max-pixels", "100000"],
                           capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -335,7 +335,7 @@ def test_spoken_wav_is_exactly_as_long_as_the_video(video6, tiny_model_dir, tmp_
 def test_a_truncated_file_is_our_one_line_without_ffmpeg_chatter(video6, tmp_path):
     truncated = tmp_path / "cut.mp4"
     truncated.write_bytes(video6.read_bytes()[: video6.stat().st_size * 2 // 5])  # no moov atom
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "narrate", str(truncated)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "livecc.cli", "narrate", str(truncated)], capture_output=True,
                           text=True, env=_env(), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [line for line in proc.stderr.splitlines() if line.startswith("livecc: ")]
@@ -343,13 +343,13 @@ def test_a_truncated_file_is_our_one_line_without_ffmpeg_chatter(video6, tmp_pat
 
 
 def test_version():
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--version"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "livecc.cli", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and re.fullmatch(r"livecc \S+\n", proc.stdout), proc.stdout
 
 
 def test_every_cleanup_step_runs_when_an_earlier_one_fails(video6, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from engine.cli import narrate
+    from livecc.cli import narrate
 
     def broken_close(self):
         raise RuntimeError("the progress bar failed to close")
@@ -371,7 +371,7 @@ def test_ctrl_c_before_anything_was_written_does_not_claim_a_transcript(video6, 
         raise KeyboardInterrupt
 
     for command in (["narrate", str(video6), "--srt", str(tmp_path / "x.srt")], ["ask", str(video6), "what?"]):
-        module = "engine.cli.narrate" if command[0] == "narrate" else "engine.cli.ask"
+        module = "livecc.cli.narrate" if command[0] == "narrate" else "livecc.cli.ask"
         monkeypatch.setattr(f"{module}.load", interrupted_load)
         assert main(command) == 130
         err = capsys.readouterr().err

@@ -22,7 +22,7 @@ from desktop_app.region_picker import RegionDialog
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.video_view import VideoView
-from engine.cli.main import main as livecc
+from livecc.cli.main import main as livecc
 from engine.session.events import Answer, Commentary
 from engine.session.session import StreamingSession
 from test_desktop_app import (RESOURCES, WAIT_MS, app, close_and_check, commentary, grab_array,  # noqa: F401

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.main import main
+from livecc.cli.main import main
 from engine.eval.judge import JudgeClient, JudgeError
 from eval_data import SPORTS_EVENTS, build_livesports
 

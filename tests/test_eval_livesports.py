@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from engine.capture.frames import RingBuffer
-from engine.cli.main import main
+from livecc.cli.main import main
 from engine.eval.livesports import SportsEvent, context_prompt, prediction_text
 from engine.eval.streaming import ClipSource
 from eval_data import build_livesports

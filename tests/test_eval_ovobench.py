@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli.main import main
+from livecc.cli.main import main
 from engine.eval.harness import run_ovobench
 from engine.eval.ovobench import load_ovobench, video_path
 from engine.eval.records import RunSettings, open_run
@@ -86,7 +86,7 @@ def _cli(ovo: Path, model: Path, out: Path) -> list[str]:
 
 def test_tiny_model_end_to_end_resume_and_sigint(ovo, tiny_model_dir, tmp_path):
     broken = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *_cli(ovo, tiny_model_dir, broken)],
+    proc = subprocess.Popen([sys.executable, "-m", "livecc.cli", *_cli(ovo, tiny_model_dir, broken)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     results = broken / "results.jsonl"
     deadline = time.monotonic() + 180

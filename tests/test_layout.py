@@ -1,26 +1,32 @@
-"""engine/ is laid out as the data flows: each subpackage imports only the ones below it, nothing imports Qt."""
+"""The tree is laid out as the data flows, and imports go one way:
+engine (capture <- model <- runtime <- session <- output <- eval) <- tts <- livecc, desktop_app.
+Only desktop_app imports Qt; tts uses only the engine's public names; the app does not reach into
+the CLI."""
 
 import ast
 import sys
 from pathlib import Path
 
-ENGINE = Path(__file__).resolve().parents[1] / "engine"
+ROOT = Path(__file__).resolve().parents[1]
+TOP = ("engine", "tts", "livecc", "desktop_app")
 
-# What each subpackage may import, besides itself and the shared leaves (engine.errors, engine.jsonl, engine._exports).
+# What each engine subpackage may import, besides itself and the shared leaves.
 ALLOWED = {
     "capture": set(),
     "model": {"capture"},
     "runtime": {"capture", "model"},
     "session": {"capture", "model", "runtime"},
-    "eval": {"capture", "model", "runtime", "session"},
-    "cli": {"capture", "model", "runtime", "session", "eval"},
+    "output": {"capture", "model", "runtime", "session"},
+    "eval": {"capture", "model", "runtime", "session", "output"},
 }
-SHARED = {"errors", "jsonl", "_exports"}
+SHARED = {"errors", "flags", "defaults", "_exports"}
+# The top-level packages each package may import (besides itself).
+LAYERS = {"engine": set(), "tts": {"engine"}, "livecc": {"engine", "tts"}, "desktop_app": {"engine", "tts", "livecc"}}
 QT = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "qtpy", "superqt")
 
 
 def _module_name(path: Path) -> list[str]:
-    parts = list(path.relative_to(ENGINE.parent).with_suffix("").parts)
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
     return parts[:-1] if parts[-1] == "__init__" else parts
 
 
@@ -42,56 +48,85 @@ def _imports(path: Path):
                     yield node.lineno, target + [alias.name]
 
 
+def _engine_public(target: list[str]) -> bool:
+    """`engine`, a subpackage's front (`engine.runtime`) or a shared leaf (`engine.errors`)."""
+    return len(target) == 1 or (len(target) == 2 and (target[1] in ALLOWED or target[1] in SHARED))
+
+
+def _engine_rule(own: str | None, target: list[str]) -> str | None:
+    if own is None or len(target) < 2 or target[0] != "engine":
+        return None
+    dest = target[1]
+    if dest in SHARED or dest == own or dest in ALLOWED[own]:
+        return None
+    return f"engine.{own} may import {sorted(ALLOWED[own]) or 'none of ours'}"
+
+
 def _violations(path: Path) -> list[str]:
     found = []
     parts = _module_name(path)
-    own = parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+    top = parts[0]
+    own = parts[1] if top == "engine" and len(parts) > 1 and parts[1] in ALLOWED else None
     for line, target in _imports(path):
-        where = f"{path.relative_to(ENGINE.parent)}:{line} imports {'.'.join(target)}"
-        if target[0] in QT:
-            found.append(where + " (no Qt in engine/)")
-        if target[0] == "tts" and own != "cli":
-            found.append(where + " (only engine.cli may import tts)")
-        if target[0] != "engine" or len(target) < 2 or own is None:
-            continue
-        dest = target[1]
-        if dest in SHARED or dest == own:
-            continue
-        if dest not in ALLOWED[own]:
-            found.append(where + f" (engine.{own} may import {sorted(ALLOWED[own]) or 'none of ours'})")
+        where = f"{path.relative_to(ROOT)}:{line} imports {'.'.join(target)}"
+        if target[0] in QT and top != "desktop_app":
+            found.append(where + " (Qt lives in desktop_app only)")
+        if target[0] in TOP and target[0] != top and target[0] not in LAYERS[top]:
+            found.append(where + f" ({top} may import {sorted(LAYERS[top]) or 'none of ours'})")
+        if top == "tts" and target[0] == "engine" and not _engine_public(target):
+            found.append(where + " (tts uses the engine's public names only)")
+        if top == "desktop_app" and target[:2] == ["livecc", "cli"]:
+            found.append(where + " (the app does not import the CLI)")
+        rule = _engine_rule(own, target)
+        if rule:
+            found.append(f"{where} ({rule})")
     return found
 
 
+def _sources() -> list[Path]:
+    return sorted(p for top in TOP for p in (ROOT / top).rglob("*.py"))
+
+
 def test_every_engine_module_sits_in_a_subpackage():
-    loose = [p.name for p in ENGINE.glob("*.py") if p.stem not in SHARED | {"__init__"}]
+    loose = [p.name for p in (ROOT / "engine").glob("*.py") if p.stem not in SHARED | {"__init__"}]
     assert loose == []
     for pkg in ALLOWED:
-        init = ENGINE / pkg / "__init__.py"
-        if init.exists():
-            assert ast.get_docstring(ast.parse(init.read_text())), f"engine/{pkg} needs a docstring saying what it owns"
+        init = ROOT / "engine" / pkg / "__init__.py"
+        assert init.exists(), f"engine/{pkg} is missing"
+        assert ast.get_docstring(ast.parse(init.read_text())), f"engine/{pkg} needs a docstring saying what it owns"
 
 
-def test_imports_follow_the_data_flow_and_avoid_qt():
-    violations = [v for path in sorted(ENGINE.rglob("*.py")) for v in _violations(path)]
+def test_imports_follow_the_data_flow_and_keep_qt_in_the_app():
+    violations = [v for path in _sources() for v in _violations(path)]
     assert violations == []
 
 
-def test_the_rule_checker_catches_a_bad_import(tmp_path, monkeypatch):
-    """The checker itself: an upward import and a Qt import are both reported."""
-    fake = tmp_path / "engine"
-    (fake / "capture").mkdir(parents=True)
-    bad = fake / "capture" / "bad.py"
-    bad.write_text("from engine.session.session import StreamingSession\nfrom ..model import loading\n"
-                   "import PySide6.QtCore\nfrom engine.errors import LiveCCError\nfrom .frames import Frame\n")
-    monkeypatch.setattr(sys.modules[__name__], "ENGINE", fake)
-    assert len(_violations(bad)) == 3
+def test_the_rule_checker_catches_planted_back_imports(tmp_path, monkeypatch):
+    """The checker itself: each planted back-import in each layer is reported, the allowed ones are not."""
+    planted = {
+        "engine/capture/bad.py": "from engine.session.session import StreamingSession\nfrom ..model import loading\n"
+                                 "import PySide6.QtCore\nfrom engine.errors import LiveCCError\nfrom .frames import Frame\n"
+                                 "import tts\nfrom livecc.cli import main\n",
+        "tts/bad.py": "from engine.runtime.fast import StaticRunner\nfrom engine.runtime import CAPTURE_LOCK\n"
+                      "from engine import Commentary\nfrom desktop_app import main\n",
+        "livecc/bad.py": "from desktop_app.main_window import MainWindow\nfrom tts import SpeechPlayer\n",
+        "desktop_app/bad.py": "from livecc.cli.narrate import cmd_narrate\nfrom PySide6 import QtCore\n",
+    }
+    expected = {"engine/capture/bad.py": 5, "tts/bad.py": 2, "livecc/bad.py": 1, "desktop_app/bad.py": 1}
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    for name, text in planted.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        assert len(_violations(path)) == expected[name], (name, _violations(path))
 
 
 def test_package_exports_resolve_inside_their_package():
     """Lazy exports (engine._exports) name modules of their own package; every name imports."""
     import importlib
 
-    for init in [ENGINE / "__init__.py", *sorted(ENGINE.glob("*/__init__.py"))]:
+    for init in [ROOT / "engine" / "__init__.py", *sorted((ROOT / "engine").glob("*/__init__.py")),
+                 *sorted((ROOT / "livecc").glob("**/__init__.py"))]:
         name = ".".join(_module_name(init))
         package = importlib.import_module(name)
         for export in getattr(package, "__all__", []):

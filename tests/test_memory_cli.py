@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.cli.main import main
+from livecc.cli.main import main
 from videos import write_video
 
 SMALL = ["--max-pixels", "20000", "--max-answer-tokens", "8", "--kv-budget", "1100", "--max-new-tokens", "4"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cli.main import build_parser, main
+from livecc.cli.main import build_parser, main
 from engine.model import quantize as quant
 from engine.model.loading import load_model
 from engine.model.quantize import MemoryPlan, ModelShape, QuantizeError, QuantLinear, QuantRequest, plan_memory

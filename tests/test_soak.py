@@ -15,7 +15,7 @@ import torch
 from engine.session.events import Commentary, Compaction, Stats, event_to_record
 from engine.capture.frames import Frame, RingBuffer
 from engine.session.session import SessionConfig, StreamingSession
-from engine.jsonl import JsonlLog
+from engine.output.jsonl import JsonlLog
 from videos import synthetic_frame
 
 HOUR_FRAMES = 7200  # 1 hour at 2 fps

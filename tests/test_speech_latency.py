@@ -223,7 +223,7 @@ def test_a_bad_switch_does_not_break_the_import(monkeypatch):
     ({}, ["--speech-max-lag", "0.2"], "bad --speech-max-lag: speech max lag must be > 0.5 s, got 0.2"),
 ])
 def test_narrate_names_the_bad_setting_in_one_line(env, flags, message, tmp_path, monkeypatch, capsys):
-    from engine.cli.main import main
+    from livecc.cli.main import main
     from videos import write_video
 
     for name, value in env.items():

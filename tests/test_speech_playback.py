@@ -100,7 +100,7 @@ def test_missing_portaudio_library_names_the_fix(no_portaudio):
 
 
 def test_narrate_speak_without_portaudio_is_one_line_and_exit_2(no_portaudio, tmp_path, capsys):
-    from engine.cli.main import main
+    from livecc.cli.main import main
     from videos import write_video
 
     video = write_video(tmp_path / "v.mp4", 2)

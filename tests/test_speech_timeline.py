@@ -78,7 +78,7 @@ def test_backlog_is_dropped_not_delayed(tmp_path):
 
 @needs_espeak
 def test_livecc_narrate_writes_speech_wav(tiny_model_dir, tmp_path):
-    from engine.cli.main import main
+    from livecc.cli.main import main
     from videos import write_video
 
     video = write_video(tmp_path / "v.mp4", 10)

@@ -1,6 +1,6 @@
 """Speech for `livecc narrate`: the flags, and a sink that consumes the engine's events.
 
-engine/cli/options.py calls `add_speech_arguments(parser)` and, when --speak or --speech-wav is given,
+livecc/cli/options.py calls `add_speech_arguments(parser)` and, when --speak or --speech-wav is given,
 `speech_sink_from_args(args)`; it then passes every event to `sink.on_event` and calls
 `sink.close()` at the end.
 """

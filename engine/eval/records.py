@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from engine.errors import LiveCCError
-from engine.jsonl import JsonlLog, repair_torn_tail
+from engine.output.jsonl import JsonlLog, repair_torn_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,12 @@ from engine.errors import LiveCCError
 
 from .checks import bad_option, check_outputs, check_video_shape
 from .narrate import video_clock
-from .options import file_capture, load, session_config
+from .options import load, session_config
 
 
 def cmd_ask(args) -> int:
     from engine.capture.sources import probe_video
+    from engine.output.narrate import file_capture
     from engine.session.events import Answer
     from engine.session.session import StreamingSession
 
@@ -56,7 +57,7 @@ def _warn_if_short(watched: float, at: float) -> None:
 
 def _report(answer, jsonl) -> None:
     """The recalled moments' times (and any note) on stdout; the answer record in --jsonl."""
-    from engine.jsonl import JsonlLog
+    from engine.output.jsonl import JsonlLog
     from engine.session.events import event_to_record
 
     if answer is None:

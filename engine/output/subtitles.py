@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from engine.jsonl import writing
+from engine.output.jsonl import writing
 from engine.session.events import Answer, Commentary, Event, event_to_record
 
 

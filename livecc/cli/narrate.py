@@ -9,12 +9,12 @@ earlier one fails.
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checks import check_outputs, check_video_shape
-from .options import file_capture, load, session_config
+from .options import load, session_config
 from .signals import held
 
 
@@ -38,49 +38,6 @@ class Summary:
         wrote = ", ".join(str(p) for p in self.files) if self.files else "no files"
         return (f"livecc: {self.chunks} chunks, {self.comments} comments, {self.skipped_s:.0f} s skipped; "
                 f"wrote {wrote}")
-
-
-class Outputs:
-    """The run's files. A comment goes to SRT and VTT at once; its JSONL record waits for the
-    chunk's stats, and is written without them if the run stops first."""
-
-    def __init__(self, args, summary: Summary):
-        from engine.jsonl import JsonlLog
-
-        from .subtitles import LiveSubtitles
-
-        self._pending = None
-        self.srt = LiveSubtitles(args.srt, "srt") if args.srt else None
-        self.vtt = LiveSubtitles(args.vtt, "vtt") if args.vtt else None
-        self.log = JsonlLog(args.jsonl) if args.jsonl else None
-        summary.files += [f.path for f in (self.srt, self.vtt, self.log) if f is not None]
-        if self.log is not None and self.log.repaired:
-            print(f"livecc: warning: {args.jsonl} ended in a torn line (an interrupted run); removed its "
-                  f"{self.log.repaired} bytes before appending", file=sys.stderr)
-
-    def commentary(self, event) -> None:
-        with held():  # a stop signal waits until the cue is in both files
-            for subtitles in (self.srt, self.vtt):
-                if subtitles is not None:
-                    subtitles.add(event)
-            self._pending = event
-
-    def stats(self, event) -> None:
-        from engine.session.events import event_to_record
-
-        if self._pending is not None and self.log is not None:
-            self.log.write(event_to_record(self._pending) | {"stats": event_to_record(event)})
-        self._pending = None
-
-    def close(self) -> None:
-        from engine.session.events import event_to_record
-
-        with ExitStack() as stack:  # every file is closed, even when another fails
-            for f in (self.srt, self.vtt, self.log):
-                if f is not None:
-                    stack.callback(f.close)
-            if self._pending is not None and self.log is not None:
-                self.log.write(event_to_record(self._pending))  # the chunk was narrated: keep its record
 
 
 class ProgressBar:
@@ -120,6 +77,7 @@ def _output_flags(args) -> list[tuple[str, Path | None]]:
 
 def cmd_narrate(args) -> int:
     from engine.capture.sources import probe_video
+    from engine.output.narrate import narrate_file
     from engine.session.events import Commentary, Stats
     from engine.session.session import StreamingSession
 
@@ -135,29 +93,37 @@ def cmd_narrate(args) -> int:
         if sink is not None:
             cleanup.callback(sink.close)
         session = StreamingSession(load(args), config)
-        source, buffer = file_capture(args.video, info, config, realtime=args.realtime)
-        outputs = Outputs(args, summary)
+        files = _open_files(args)
+        summary.files += files.paths
         summary.started = True
-        cleanup.callback(outputs.close)
+        cleanup.callback(files.close)
         bar = ProgressBar(info.duration)
         cleanup.callback(bar.close)
-        cleanup.callback(source.stop)
-        source.start(buffer)
-        for event in session.run(buffer):
+        events = cleanup.enter_context(closing(narrate_file(session, args.video, info, files, realtime=args.realtime)))
+        for event in events:
             if isinstance(event, Commentary):
-                outputs.commentary(event)  # on disk before it is printed
                 summary.chunks += 1
                 if event.text:
                     summary.comments += 1
                     bar.write(f"[{video_clock(event.start)}-{video_clock(event.end)}] {event.text}")
                 bar.advance(event.end)
             elif isinstance(event, Stats):
-                outputs.stats(event)
                 summary.skipped_s = event.chunks_skipped * config.chunk_frames / config.fps
                 bar.show(event)
             if sink is not None:
                 sink.on_event(event)  # after the files: speech never stands between a comment and the disk
     return 0
+
+
+def _open_files(args):
+    """The narration's files; a torn JSONL tail left by an interrupted run is cut, and said."""
+    from engine.output.narrate import NarrationFiles
+
+    files = NarrationFiles(args.srt, args.vtt, args.jsonl, guard=held)  # a stop signal waits for a whole cue
+    if files.log is not None and files.log.repaired:
+        print(f"livecc: warning: {args.jsonl} ended in a torn line (an interrupted run); removed its "
+              f"{files.log.repaired} bytes before appending", file=sys.stderr)
+    return files
 
 
 def _speaks_aloud(args) -> bool:
