@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 from desktop_app.about import version
 from desktop_app.main_window import MainWindow, join_stragglers
 from desktop_app.theme import apply_theme
+from engine import flags
 
 ORGANIZATION = "LiveCC"
 APPLICATION = "LiveCC Desktop"
@@ -25,10 +26,11 @@ APPLICATION = "LiveCC Desktop"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="livecc-desktop", description="Real-time video commentary with LiveCC.")
     parser.add_argument("video", nargs="?", help="a video file to play and narrate at once")
-    parser.add_argument("--model", default=os.environ.get("LIVECC_MODEL"),
+    model = flags.get("LIVECC_MODEL") if flags.is_set("LIVECC_MODEL") else None  # else: the one in Settings
+    parser.add_argument("--model", default=model,
                         help="model id or local folder for this run (default: the one in Settings; "
                              "env LIVECC_MODEL)")
-    parser.add_argument("--settings", type=Path, default=os.environ.get("LIVECC_DESKTOP_SETTINGS"),
+    parser.add_argument("--settings", type=Path, default=flags.get("LIVECC_DESKTOP_SETTINGS"),
                         help="keep settings in this INI file instead of the system's place")
     parser.add_argument("--sessions-dir", type=Path, help="where session JSONL files go")
     parser.add_argument("--version", action="version", version=f"livecc-desktop {version()}")
@@ -87,7 +89,21 @@ def _close_on_signals(window: MainWindow) -> None:
     timer.start(200)
 
 
+def bad_settings() -> str | None:
+    """A bad LIVECC_* value, in one line (unknown names are only logged)."""
+    try:
+        for warning in flags.check_environment():
+            print(f"livecc-desktop: warning: {warning}", file=sys.stderr)
+    except flags.FlagError as error:
+        return str(error)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    if problem := bad_settings():  # before argparse reads the defaults from the same variables
+        print(f"livecc-desktop: error: {problem}", file=sys.stderr)
+        _show_error(problem)
+        return 2
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if problem := missing_display():
         print(f"livecc-desktop: error: {problem}", file=sys.stderr)
@@ -105,11 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _show_error(problem: str) -> None:
+    """The same line in a dialog, where a display can be reached (the app may have been started from a menu)."""
+    if missing_display():
+        return
+    from PySide6.QtWidgets import QMessageBox
+
+    create_application()
+    QMessageBox.critical(None, "LiveCC Desktop", f"LiveCC Desktop cannot start: {problem}. Fix or unset it, "
+                         "then start the app again.")
+
+
 def fast_exit(code: int) -> None:
     """Leave without the interpreter's teardown: settings are synced, session files closed and
     threads joined by now, and tearing down torch, transformers and Qt objects takes seconds
     (close-to-exit was 1.4-4.2 s). LIVECC_CLEAN_EXIT=1 runs the normal teardown."""
-    if os.environ.get("LIVECC_CLEAN_EXIT") == "1":
+    if flags.get("LIVECC_CLEAN_EXIT"):
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()

@@ -6,18 +6,18 @@ from dataclasses import dataclass, fields
 
 from PySide6.QtCore import QSettings
 
-DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"  # same as engine.model.DEFAULT_MODEL; no torch import here
-DEFAULT_INSTRUCTION = "Please describe the video."
-PIXEL_UNIT = 28 * 28  # Qwen2-VL resizes to multiples of 28: max pixels are set in these units
-PRECISIONS = ("auto", "none", "int8", "int4")  # same as engine.model.quantize.PRECISIONS; no torch import here
+# PIXEL_UNIT, DEFAULT_MODEL and PRECISIONS are the settings dialog's too.
+from engine.defaults import (COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_MODEL,  # noqa: F401
+                             PIXEL_UNIT, PRECISIONS, REPETITION_PENALTY)
+from engine.defaults import DEFAULT_QUERY as DEFAULT_INSTRUCTION
 
 
 @dataclass
 class AppSettings:
     model: str = DEFAULT_MODEL
-    max_pixels: int = 384 * PIXEL_UNIT
-    repetition_penalty: float = 1.05
-    max_new_tokens: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    repetition_penalty: float = REPETITION_PENALTY
+    max_new_tokens: int = COMMENT_TOKENS
     instruction: str = DEFAULT_INSTRUCTION
     speech_enabled: bool = False
     memory: bool = True  # visual memory (engine/session/memory.py)
@@ -27,8 +27,8 @@ class AppSettings:
     quantize: str = "auto"  # weight precision: auto picks what fits the GPU (engine/model/quantize.py)
 
     def __post_init__(self):
-        if self.max_pixels < 100 * PIXEL_UNIT:
-            raise ValueError(f"max_pixels must be at least {100 * PIXEL_UNIT} (100*28*28)")
+        if self.max_pixels < DEFAULT_MIN_PIXELS:
+            raise ValueError(f"max_pixels must be at least {DEFAULT_MIN_PIXELS} (100*28*28)")
         if not 1.0 <= self.repetition_penalty <= 2.0:
             raise ValueError("repetition_penalty must be between 1.0 and 2.0")
         if not 1 <= self.max_new_tokens <= 256:

@@ -19,31 +19,34 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from desktop_app.transcript import clean_text
 from desktop_app.workers import BackgroundTask, user_message
-from engine import Answer, Commentary, Stats
-from tts.player import DEVICE_FIX
+from engine import Answer, Commentary, LiveCCError, Stats
 from tts.synth import SpeechError, Synthesizer
 
 log = logging.getLogger(__name__)
 POLL_MS = 250  # the status bar follows the player's state at 4 Hz
 PLAYER_STOP_S = 1.0  # leaves the engine its share of the window's 2 s closing budget
-APP_DEVICE_FIX = "choose another Audio output in Settings, or turn Speak off"
 ENGINE_NAMES = {"chattts": "ChatTTS", "espeak": "espeak-ng", "null": "silent"}
+APP_DEVICE_FIX = "choose another Audio output in Settings, or turn Speak off"
 APP_VOICE_FIX = "choose another Voice in Settings, or turn Speak off"
-_CLI_ADVICE = re.compile(r"[;:,]?\s*(?:or\s+)?(?:check the network or\s+)?(?:pass|use)\b[^;()]*--[\w-]+[^;()]*")
+# The app's own fix for each kind of speech error (their `fix` names CLI flags).
+APP_FIXES = {"audio-device": APP_DEVICE_FIX, "voice": APP_VOICE_FIX, "bad-setting": "fix or unset it, then restart",
+             "audio-library": "install PortAudio (`sudo apt install libportaudio2`), or turn Speak off"}
 
 
-def app_wording(text: str) -> str:
-    """The player's and ChatTTS' errors name CLI flags; the app names its own controls."""
-    return _CLI_ADVICE.sub("", text.replace(DEVICE_FIX, APP_DEVICE_FIX)).strip()
+def app_wording(error: BaseException) -> str:
+    """The error in the app's words: the problem, then the app's fix for its code."""
+    return error.worded(APP_FIXES) if isinstance(error, LiveCCError) else user_message(error)
 
 
-def speech_notice(error: str | None, fallback: str | None) -> tuple[str, str]:
-    """(a short banner in the app's words, the raw details) for a speech problem."""
-    details = "\n".join(app_wording(t) for t in (error, fallback) if t)
+def speech_notice(error: BaseException | None, fallback: BaseException | None) -> tuple[str, str]:
+    """(a short banner in the app's words, the details) for a speech problem; `fallback` is why
+    ChatTTS gave way to espeak-ng."""
+    details = "\n".join(app_wording(e) for e in (error, fallback) if e is not None)
     if error is None:
         return "ChatTTS could not load: speaking with espeak-ng instead.", details
-    gist = re.split(r"[:;(]", error, maxsplit=1)[0].strip()
-    fix = APP_DEVICE_FIX if error.startswith("no audio output device") else APP_VOICE_FIX
+    problem = error.problem if isinstance(error, LiveCCError) else str(error)
+    gist = re.split(r"[:;(]", problem, maxsplit=1)[0].strip()
+    fix = APP_FIXES.get(getattr(error, "code", ""), APP_VOICE_FIX)
     return f"Speech is off: {gist}; {fix}.", details
 
 
@@ -63,8 +66,8 @@ class SpeechConfig:
 @dataclass(frozen=True)
 class Built:
     synth: Synthesizer
-    warning: str | None  # ChatTTS fell back to espeak-ng
-    device_error: str | None  # the synthesizer works but there is nothing to play it on
+    fallback: SpeechError | None  # why ChatTTS fell back to espeak-ng
+    device_error: SpeechError | None  # the synthesizer works but there is nothing to play it on
 
 
 def build_synthesizer(config: SpeechConfig, cancelled: threading.Event) -> Built | None:
@@ -81,8 +84,8 @@ def build_synthesizer(config: SpeechConfig, cancelled: threading.Event) -> Built
         resolve_output_device(config.output())
         device_error = None
     except SpeechError as error:
-        device_error = str(error)
-    return Built(choice.synth, choice.warning, device_error)
+        device_error = error
+    return Built(choice.synth, choice.error, device_error)
 
 
 class SpeechController(QObject):
@@ -227,10 +230,10 @@ class SpeechController(QObject):
             return
         self.synth, self._error = built.synth, None
         if built.device_error:
-            self._device_failed(built.device_error, also=built.warning)
+            self._device_failed(built.device_error, also=built.fallback)
         else:
-            if built.warning:
-                summary, details = speech_notice(None, built.warning)
+            if built.fallback:
+                summary, details = speech_notice(None, built.fallback)
                 self.message.emit(summary, "warning", details)
             self._ensure_player()
         self._poll()
@@ -239,28 +242,28 @@ class SpeechController(QObject):
     def _on_failed(self, exc: BaseException) -> None:
         if self._finish_load() or self._cancelled.is_set():
             return
-        self._error = app_wording(user_message(exc))
-        summary, details = speech_notice(self._error, None)
+        self._error = app_wording(exc)
+        summary, details = speech_notice(exc, None)
         self.message.emit(summary, "warning", details)
         self._poll()
 
-    def _device_failed(self, text: str, also: str | None = None) -> None:
+    def _device_failed(self, error: LiveCCError, also: LiveCCError | None = None) -> None:
         """One message naming the app's fix, not the CLI's; the raw text goes to its details."""
-        self._error = app_wording(text)
-        summary, details = speech_notice(text, also)
+        self._error = app_wording(error)
+        summary, details = speech_notice(error, also)
         self.message.emit(summary, "warning", details)
 
     def _ensure_player(self) -> None:
         if self.player is not None or self.synth is None or not (self._running and self.config.enabled):
             return
-        from tts.env import EnvSettingError
+        from engine.flags import FlagError
         from tts.player import PlayerConfig, SpeechPlayer
 
         try:  # a bad LIVECC_SPEECH_* switch is a message too, not a traceback
             # live: the app plays every source in real time, so video time runs on between events
             config = PlayerConfig(device=self.config.output(), live=True, stop_timeout_s=PLAYER_STOP_S)
-        except EnvSettingError as error:
-            self._device_failed(str(error))
+        except FlagError as error:
+            self._device_failed(error)
             return
         player = SpeechPlayer(self.synth, config)
         try:
@@ -268,7 +271,7 @@ class SpeechController(QObject):
             self._error = None
         except SpeechError as error:
             player.stop()
-            self._device_failed(str(error))
+            self._device_failed(error)
         self._poll()
 
     # -- teardown ------------------------------------------------------------------------------

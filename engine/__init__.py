@@ -8,7 +8,7 @@ _EXPORTS = {
     "Frame": ".capture", "RingBuffer": ".capture", "FileSource": ".capture", "WebcamSource": ".capture",
     "ScreenSource": ".capture", "VideoSource": ".capture", "list_monitors": ".capture", "list_webcams": ".capture",
     "probe_video": ".capture",
-    "load_model": ".model", "LoadedModel": ".model", "DEFAULT_MODEL": ".model",
+    "load_model": ".model", "LoadedModel": ".model", "DEFAULT_MODEL": ".defaults",
     "StreamingSession": ".session", "SessionConfig": ".session",
     "Event": ".session", "Answer": ".session", "Commentary": ".session", "Compaction": ".session", "Stats": ".session",
     "StreamEnded": ".session", "Seek": ".session", "event_to_record": ".session",

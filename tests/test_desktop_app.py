@@ -27,6 +27,7 @@ from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import SourceSpec
 from desktop_app.transcript import clean_text, read_session_log
+from engine import flags
 from engine.session.events import Answer
 from engine.session.session import StreamingSession
 from engine.capture.sources import FileSource, VideoSource
@@ -161,7 +162,7 @@ def test_question_gets_an_answer_then_commentary_resumes(make_window, qtbot, vid
     assert window.grab().save(str(shot))
     assert QImage(str(shot)).width() >= 800
     RESOURCES.mkdir(exist_ok=True)
-    if os.environ.get("LIVECC_UPDATE_SCREENSHOT") == "1":  # refresh the README's picture on purpose only
+    if flags.get("LIVECC_UPDATE_SCREENSHOT"):  # refresh the README's picture on purpose only
         shutil.copyfile(shot, RESOURCES / "screenshot.png")
     close_and_check(window)
 

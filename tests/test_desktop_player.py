@@ -23,6 +23,7 @@ from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.video_view import VideoView
 from livecc.cli.main import main as livecc
+from engine import flags
 from engine.session.events import Answer, Commentary
 from engine.session.session import StreamingSession
 from test_desktop_app import (RESOURCES, WAIT_MS, app, close_and_check, commentary, grab_array,  # noqa: F401
@@ -43,7 +44,7 @@ def shoot(widget, name: str, artifacts_dir: Path) -> None:
     """A README screenshot: always in artifacts/, into resources/ only when asked to."""
     shot = artifacts_dir / name
     assert widget.grab().save(str(shot))
-    if os.environ.get("LIVECC_UPDATE_SCREENSHOT") == "1":
+    if flags.get("LIVECC_UPDATE_SCREENSHOT"):
         shutil.copyfile(shot, RESOURCES / name)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tts.env import EnvSettingError
+from engine.flags import FlagError as EnvSettingError
 from tts.player import PlayerConfig, SpeechPlayer
 from tts.scheduler import Kind, SpeechPolicy
 from tts.stretch import TimeStretcher, catch_up_rate

@@ -198,8 +198,8 @@ def test_chattts_off_switches(monkeypatch):
     old = ChatTTSOptions()
     assert (old.pass_first_n_batches, old.stream_batch, old.warm_up, old.side_stream, old.cuda_graph) == \
         (2, 24, False, False, False)
-    monkeypatch.setenv("LIVECC_TTS_FAST_START", "yes")
-    with pytest.raises(ValueError, match="LIVECC_TTS_FAST_START='yes' is not one of 0, 1"):
+    monkeypatch.setenv("LIVECC_TTS_FAST_START", "maybe")  # yes/no are switch spellings now (engine/flags.py)
+    with pytest.raises(ValueError, match="LIVECC_TTS_FAST_START='maybe' is not one of 1, 0"):
         ChatTTSOptions()
 
 

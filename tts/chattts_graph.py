@@ -8,7 +8,7 @@ and the EOS check stay outside the graph, as in ChatTTS, so a seeded run draws t
 
 Only code inference for one sentence on a GPU takes this path; text refinement, a batch, a CPU
 (unless `eager=True`, the tests' reference mode), a prompt plus budget beyond the cache or an
-unknown logits processor go to ChatTTS' own generate. Off switch: LIVECC_TTS_CUDA_GRAPH=0.
+unknown logits processor go to ChatTTS' own generate. Off switch: LIVECC_TTS_NO_CUDA_GRAPH=1.
 """
 
 from __future__ import annotations

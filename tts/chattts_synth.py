@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import flags
 from engine.runtime import CAPTURE_LOCK
-from tts.env import env_flag
 from tts.synth import SpeechError, Synthesizer, as_mono_float32
 
 LOG = logging.getLogger(__name__)
@@ -27,18 +27,18 @@ WARM_TEXT = "warm up."
 
 
 def _fast_start() -> bool:
-    """LIVECC_TTS_FAST_START=0: ChatTTS' own start (skip 2 pieces of 24 tokens, no warm-up)."""
-    return env_flag("LIVECC_TTS_FAST_START", True)
+    """LIVECC_TTS_NO_FAST_START=1: ChatTTS' own start (skip 2 pieces of 24 tokens, no warm-up)."""
+    return not flags.get("LIVECC_TTS_NO_FAST_START")
 
 
 def _side_stream() -> bool:
-    """LIVECC_TTS_SIDE_STREAM=0: speech runs on the default CUDA stream, as before."""
-    return env_flag("LIVECC_TTS_SIDE_STREAM", True)
+    """LIVECC_TTS_NO_SIDE_STREAM=1: speech runs on the default CUDA stream."""
+    return not flags.get("LIVECC_TTS_NO_SIDE_STREAM")
 
 
 def _cuda_graph() -> bool:
-    """LIVECC_TTS_CUDA_GRAPH=0: ChatTTS' own eager code-token decode (a Python loop per token)."""
-    return env_flag("LIVECC_TTS_CUDA_GRAPH", True)
+    """LIVECC_TTS_NO_CUDA_GRAPH=1: ChatTTS' own eager code-token decode (a Python loop per token)."""
+    return not flags.get("LIVECC_TTS_NO_CUDA_GRAPH")
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,8 @@ class ChatTTSSynth(Synthesizer):
             ok = self.chat.load(source="huggingface", device=self.device, compile=self.options.compile)
         if not ok:
             where = self.options.asset_dir or f"huggingface.co/{HF_REPO}"
-            raise SpeechError(f"ChatTTS weights could not be loaded from {where}: "
-                              "check the network or pass a local folder with --speech-assets")
+            raise SpeechError(f"ChatTTS weights could not be loaded from {where}", code="voice",
+                              fix="check the network or pass a local folder with --speech-assets")
 
     def _load_local(self, root: Path) -> bool:
         """Load `root/asset/...` without ChatTTS' checksum step (which only knows the release)."""

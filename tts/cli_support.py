@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import Answer, Commentary, Stats
-from tts.env import EnvSettingError
 from tts.factory import SynthKind, make_synthesizer, parse_voice
 from tts.player import PlayerConfig, SpeechPlayer, resolve_output_device
 from tts.scheduler import SpeechPolicy, policy_with_max_lag
@@ -85,11 +84,8 @@ class SpeechSink:
 
 
 def speech_policy(max_lag_s: float) -> SpeechPolicy:
-    """The policy for --speech-max-lag over the environment's switches; a SpeechError names which is bad."""
-    try:
-        base = SpeechPolicy()  # reads LIVECC_SPEECH_START and LIVECC_SPEECH_MAX_PENDING
-    except EnvSettingError as error:
-        raise SpeechError(f"bad environment setting: {error}") from error
+    """The policy for --speech-max-lag over the environment's switches (a bad one: FlagError naming it)."""
+    base = SpeechPolicy()  # reads LIVECC_SPEECH_START and LIVECC_SPEECH_MAX_PENDING
     try:
         return policy_with_max_lag(max_lag_s, base)
     except ValueError as error:
@@ -106,10 +102,7 @@ def speech_sink_from_args(args: argparse.Namespace, video_duration: float = 0.0)
     policy = speech_policy(args.speech_max_lag)  # before any slow step: a bad flag or switch fails at once
     if speak:
         resolve_output_device(parse_device(args.audio_device))  # SpeechError naming the fix
-    try:
-        choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)
-    except EnvSettingError as error:  # a LIVECC_TTS_* switch, read when ChatTTS' options are built
-        raise SpeechError(f"bad environment setting: {error}") from error
+    choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)  # a bad LIVECC_TTS_* switch: FlagError
     if choice.warning:
         print(f"livecc: warning: {choice.warning}", file=sys.stderr)
     player = None

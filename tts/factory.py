@@ -28,10 +28,11 @@ class SynthKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class SynthChoice:
-    """The synthesizer to use and, when it is a fallback, a one-line warning to show."""
+    """The synthesizer to use and, when it is a fallback, a one-line warning to show and its cause."""
 
     synth: Synthesizer
     warning: str | None = None
+    error: SpeechError | None = None  # why ChatTTS could not be used
 
 
 def parse_voice(voice: str | None) -> tuple[SynthKind, str | None]:
@@ -67,4 +68,4 @@ def make_synthesizer(kind: SynthKind | str = SynthKind.CHATTTS, voice: str | Non
 
         message = f"ChatTTS unavailable ({error}); speaking with espeak-ng instead"
         LOG.info("%s", message)  # the caller shows choice.warning
-        return SynthChoice(EspeakSynth(), warning=message)
+        return SynthChoice(EspeakSynth(), warning=message, error=error)

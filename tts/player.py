@@ -107,8 +107,9 @@ def import_sounddevice():
     try:
         import sounddevice
     except OSError as error:  # sounddevice raises OSError("PortAudio library not found")
-        raise SpeechError(f"cannot play audio: {error}; install it (`sudo apt install libportaudio2`, "
-                          "or `make deps`), or turn speech off (drop --speak, or --voice none)") from error
+        raise SpeechError(f"cannot play audio: {error}", code="audio-library",
+                          fix="install it (`sudo apt install libportaudio2`, or `make deps`), or turn speech off "
+                              "(drop --speak, or --voice none)") from error
     return sounddevice
 
 
@@ -118,9 +119,10 @@ def resolve_output_device(device: int | str | None) -> int:
     try:
         info = sd.query_devices(device, kind="output")
     except (ValueError, sd.PortAudioError) as error:
-        raise SpeechError(f"no audio output device: {error}; {DEVICE_FIX}") from error
+        raise SpeechError(f"no audio output device: {error}", DEVICE_FIX, "audio-device") from error
     if info["max_output_channels"] < 1:
-        raise SpeechError(f"no audio output device: {info['name']!r} has no output channels; {DEVICE_FIX}")
+        raise SpeechError(f"no audio output device: {info['name']!r} has no output channels", DEVICE_FIX,
+                          "audio-device")
     return int(info["index"])
 
 
@@ -177,7 +179,7 @@ class SpeechPlayer:
                                    device=index, channels=1, dtype="float32", callback=self._callback)
         except sd.PortAudioError as error:
             raise SpeechError(f"no audio output device: cannot open device {index} at "
-                              f"{self.synth.sample_rate} Hz ({error}); {DEVICE_FIX}") from error
+                              f"{self.synth.sample_rate} Hz ({error})", DEVICE_FIX, "audio-device") from error
 
     def stop(self) -> None:
         """Stop speaking, close the stream, join the worker (bounded wait). Idempotent."""

@@ -30,7 +30,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from tts.env import env_choice, env_float, env_int
+from engine import flags
 
 SENTENCE_END = re.compile(r"[.!?;…。！？]+[\"')\]]*(?=\s|$)")
 CLAUSE_END = re.compile(r"[,:;—–…，、；：.!?。！？]+[\"')\]]*$")
@@ -39,15 +39,15 @@ MAX_RATE = 2.0  # beyond this, sped-up speech is hard to follow
 
 
 def _env_start() -> str:
-    return env_choice("LIVECC_SPEECH_START", "clause", START_POLICIES)
+    return flags.get("LIVECC_SPEECH_START")
 
 
 def _env_max_pending() -> int:
-    return env_int("LIVECC_SPEECH_MAX_PENDING", 1, minimum=1)
+    return flags.get("LIVECC_SPEECH_MAX_PENDING")
 
 
 def _env_max_rate() -> float:
-    return env_float("LIVECC_SPEECH_MAX_RATE", 1.75, minimum=1.0, maximum=MAX_RATE)
+    return flags.get("LIVECC_SPEECH_MAX_RATE")
 
 
 class Kind(enum.Enum):

@@ -11,7 +11,10 @@ from engine import LiveCCError
 
 
 class SpeechError(LiveCCError):
-    """Speech cannot run as asked (missing engine, no audio device, bad voice); names the fix."""
+    """Speech cannot run as asked (missing engine, no audio device, bad voice); names the fix. Codes:
+    "audio-device", "audio-library", "voice" (a front end words its own fix for them)."""
+
+    code = "speech"
 
 
 class Synthesizer(abc.ABC):

@@ -4,10 +4,10 @@ preprocessing, the LiveCC prompt format and M-RoPE positions. May import `engine
 from engine._exports import lazy_exports
 
 _EXPORTS = {
-    "load_model": ".loading", "LoadedModel": ".loading", "DEFAULT_MODEL": ".loading",
+    "load_model": ".loading", "LoadedModel": ".loading", "DEFAULT_MODEL": "engine.defaults",
     "make_tiny_model": ".tiny",
     "preprocess_frames": ".preprocess", "VideoInputs": ".preprocess",
-    "PromptBuilder": ".prompt", "DEFAULT_QUERY": ".prompt",
+    "PromptBuilder": ".prompt", "DEFAULT_QUERY": "engine.defaults",
     "segment_positions": ".rope",
     "QuantRequest": ".quantize", "QuantLinear": ".quantize", "QuantizeError": ".quantize", "MemoryPlan": ".quantize",
     "plan_memory": ".quantize", "quantize_model": ".quantize", "PRECISIONS": ".quantize",

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import pickle
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from engine import flags
+from engine.defaults import DEFAULT_MODEL
 from engine.errors import DeviceError, ModelLoadError, OutOfMemoryError
 
 from . import quantize as quant
 
-DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"
 Progress = Callable[[str, float | None], None]  # (stage description, fraction done or None)
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def apply_liger(device: torch.device) -> str:
     """Liger kernels were used in training; apply what works with this transformers, say what happened."""
     if device.type != "cuda":
         return "liger: off (CPU)"
-    if os.environ.get("LIVECC_NO_LIGER") == "1":
+    if flags.get("LIVECC_NO_LIGER"):
         return "liger: off (LIVECC_NO_LIGER=1)"
     try:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl

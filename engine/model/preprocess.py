@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.capture.frames import Frame
+from engine.defaults import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2
 TEMPORAL_PATCH = 2
 FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
-DEFAULT_MAX_PIXELS = 384 * 28 * 28
-DEFAULT_MIN_PIXELS = 100 * 28 * 28
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_QUERY = "Please describe the video."
 STREAM_CONTINUES = " ..."  # LiveCC's end-of-reply marker: "the stream goes on"
 
 

@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from engine import flags
+from engine.defaults import KV_BUDGET, PRECISIONS
 from engine.errors import LiveCCError
 
-PRECISIONS = ("auto", "none", "int8", "int4")
 GROUP = 128  # int4 scale group along the input dimension (torchao / tinygemm default)
 VISION_BITS = 8  # the vision tower's precision whenever the language model is quantized
 GiB = 1024 ** 3
@@ -129,7 +129,7 @@ class QuantLinear(torch.nn.Module):
 
 
 def _kernels_on() -> bool:
-    return os.environ.get("LIVECC_NO_QUANT_KERNEL") != "1"
+    return not flags.get("LIVECC_NO_QUANT_KERNEL")
 
 
 def fuse_quant_rows(*layers: QuantLinear) -> QuantLinear:
@@ -262,7 +262,7 @@ class MemoryPlan:
 def prefill_graphs_on() -> bool:
     """LIVECC_NO_PREFILL_GRAPH=1: the fast runner prefills eagerly (engine/runtime/fast.py), and the plan
     does not count its graphs."""
-    return os.environ.get("LIVECC_NO_PREFILL_GRAPH") != "1"
+    return not flags.get("LIVECC_NO_PREFILL_GRAPH")
 
 
 def _fixed(shape: ModelShape, precision: str, speech: bool, graphs: bool) -> int:
@@ -310,7 +310,7 @@ class QuantRequest:
     """What the user asked for: --quantize, --kv-budget, and whether ChatTTS shares the GPU."""
 
     precision: str = "none"
-    kv_budget: int = 16384
+    kv_budget: int = KV_BUDGET
     speech_on_gpu: bool = False
 
     def __post_init__(self):
@@ -371,7 +371,7 @@ def describe_precision(precision: str, plan: MemoryPlan | None, model: torch.nn.
 def cache_file(folder: Path, precision: str) -> Path | None:
     """Where the packed model for this checkpoint and precision lives: keyed by the checkpoint's
     files (name, size, mtime), the packing format and the transformers version."""
-    if precision == "none" or os.environ.get("LIVECC_NO_QUANT_CACHE") == "1":
+    if precision == "none" or flags.get("LIVECC_NO_QUANT_CACHE"):
         return None
     import transformers
 
@@ -379,7 +379,7 @@ def cache_file(folder: Path, precision: str) -> Path | None:
     stamp = [str(folder.resolve()), precision, CACHE_FORMAT, transformers.__version__]
     stamp += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     key = hashlib.sha1(repr(stamp).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("LIVECC_QUANT_CACHE") or Path.home() / ".cache" / "livecc" / "quantized")
+    root = flags.get("LIVECC_QUANT_CACHE") or Path.home() / ".cache" / "livecc" / "quantized"
     return root / f"{folder.name}-{precision}-{key}.safetensors"
 
 

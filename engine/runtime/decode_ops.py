@@ -4,16 +4,17 @@ LIVECC_NO_FUSED=1 keeps the fast path on its unfused layer (fast.StaticRunner._l
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from engine import flags
 import torch.nn.functional as F
 
 
 def fused_on() -> bool:
-    return os.environ.get("LIVECC_NO_FUSED") != "1"
+    return not flags.get("LIVECC_NO_FUSED")
 
 
 def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from engine import flags
 from engine.model.preprocess import VideoInputs
 from engine.model.quantize import PREFILL_GRAPH_TOKENS, QuantLinear, fuse_quant_rows, prefill_graphs_on
 
@@ -114,7 +114,7 @@ class StaticRunner:
         self.fused = getattr(model, "_livecc_fused", None) or [self._fuse_layer(layer) for layer in self.lm.layers]
         model._livecc_fused = self.fused
         if cuda_graphs is None:
-            cuda_graphs = weight.device.type == "cuda" and os.environ.get("LIVECC_NO_CUDA_GRAPH") != "1"
+            cuda_graphs = weight.device.type == "cuda" and not flags.get("LIVECC_NO_CUDA_GRAPH")
         self.cuda_graphs = cuda_graphs
         self._decode_graphs: dict[int, _GraphedStep] = {}
         self._pick_graphs: dict[object, dict[int, _GraphedStep]] = {}
@@ -129,7 +129,7 @@ class StaticRunner:
         self._pick_host = torch.zeros(6, dtype=torch.long, pin_memory=on_gpu)
         self._picked = torch.zeros(2, dtype=torch.long, pin_memory=on_gpu)
         self._pick_done = [torch.cuda.Event() for _ in range(2)] if on_gpu else None
-        self._ahead = os.environ.get("LIVECC_NO_DECODE_AHEAD") != "1"
+        self._ahead = not flags.get("LIVECC_NO_DECODE_AHEAD")
         self._prefill_graphs = cuda_graphs and prefill_graphs_on()
         self._prefills: dict[int, _PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
@@ -138,7 +138,7 @@ class StaticRunner:
         self._grids_seen: set[tuple] = set()
 
     def _make_flash_decode(self):
-        if self.device.type != "cuda" or os.environ.get("LIVECC_NO_TRITON") == "1":
+        if self.device.type != "cuda" or flags.get("LIVECC_NO_TRITON"):
             return None
         try:
             from .triton_attention import FlashDecode

@@ -6,10 +6,10 @@ path (engine/runtime/fast.py) must produce the same tokens as this one on the sa
 
 from __future__ import annotations
 
-import os
 
 import torch
 
+from engine import flags
 from engine.model.preprocess import VideoInputs
 
 from .quant_kernels import install_quant_kernels
@@ -81,9 +81,9 @@ def make_runner(model: torch.nn.Module, max_tokens: int):
     """The static-cache, CUDA-graphed runner on CUDA, the eager reference elsewhere.
     LIVECC_NO_FAST=1 forces the reference; LIVECC_FAST=1 forces the fast runner (also on CPU,
     where it runs without graphs: that is how CI checks it against the reference)."""
-    if os.environ.get("LIVECC_NO_FAST") == "1":
+    if flags.get("LIVECC_NO_FAST"):
         return EagerRunner(model)
-    if model.model.language_model.embed_tokens.weight.device.type == "cuda" or os.environ.get("LIVECC_FAST") == "1":
+    if model.model.language_model.embed_tokens.weight.device.type == "cuda" or flags.get("LIVECC_FAST"):
         from .fast import StaticRunner
 
         # One per model: a new session reuses its cache and graphs instead of holding a second copy.

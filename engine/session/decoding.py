@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.defaults import REPETITION_PENALTY
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    repetition_penalty: float = 1.05
+    repetition_penalty: float = REPETITION_PENALTY
     seed: int | None = None
 
     def __post_init__(self):

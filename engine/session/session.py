@@ -9,7 +9,6 @@ thread and are applied between steps; a question pre-empts commentary.
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +16,15 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from engine import flags
 from engine.capture.frames import RingBuffer
 from engine.capture.sampler import Chunk, FrameSampler
+from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_QUERY,
+                             KV_BUDGET, REPETITION_PENALTY)
 from engine.errors import OutOfMemoryError
 from engine.model.loading import LoadedModel
-from engine.model.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, VideoInputs, preprocess_frames
-from engine.model.prompt import DEFAULT_QUERY, STREAM_CONTINUES, PromptBuilder
+from engine.model.preprocess import VideoInputs, preprocess_frames
+from engine.model.prompt import STREAM_CONTINUES, PromptBuilder
 from engine.model.rope import POSITION_RULES, demo_positions, segment_positions
 from engine.runtime.reference import make_runner
 
@@ -37,9 +39,9 @@ from .recall import Mark, Recall, Recalled, check_memory_config, in_time_order, 
 class SessionConfig:
     query: str = DEFAULT_QUERY
     system_prompt: str | None = None
-    max_new_tokens: int = 16
-    answer_max_new_tokens: int = 512
-    repetition_penalty: float = 1.05
+    max_new_tokens: int = COMMENT_TOKENS
+    answer_max_new_tokens: int = ANSWER_TOKENS
+    repetition_penalty: float = REPETITION_PENALTY
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
@@ -52,7 +54,7 @@ class SessionConfig:
     chunk_frames: int = 2
     live: bool = False  # live sources skip to the newest frames when behind
     max_backlog_s: float = 2.0
-    kv_budget: int = 16384  # tokens in the KV cache; why this default: engine/session/context.py
+    kv_budget: int = KV_BUDGET  # tokens in the KV cache; why this default: docs/bounded-context.md
     video_window_s: float = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
     memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
@@ -165,7 +167,7 @@ class StreamingSession:
         self._ahead: PreparedChunk | None = None
         # The next chunk's preprocessing and vision run on a low-priority side stream while this
         # chunk decodes on a high-priority one, so decode kernels go first (LIVECC_NO_OVERLAP=1: off).
-        overlap = self.device.type == "cuda" and os.environ.get("LIVECC_NO_OVERLAP") != "1"
+        overlap = self.device.type == "cuda" and not flags.get("LIVECC_NO_OVERLAP")
         # (Lower numbers mean higher priority; out-of-range values clamp to the device's range.)
         self._side = torch.cuda.Stream(self.device, priority=0) if overlap else None
         self._main = torch.cuda.Stream(self.device, priority=-5) if overlap else None

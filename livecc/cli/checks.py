@@ -9,9 +9,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine.defaults import ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, KV_BUDGET, MAX_PIXELS_LIMIT
 from engine.errors import LiveCCError
 
-MAX_PIXELS_LIMIT = 16384 * 28 * 28  # the ceiling of Qwen2-VL's own image processor
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
 MAX_ANSWER_TOKENS = 8192
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything longer or thinner
@@ -48,13 +48,13 @@ def check_counts(args: argparse.Namespace, *names: str) -> None:
 def check_sizes(args: argparse.Namespace, answer_tokens: int) -> None:
     if args.max_pixels > MAX_PIXELS_LIMIT:
         raise bad_option(f"--max-pixels {args.max_pixels} is above Qwen2-VL's limit of {MAX_PIXELS_LIMIT} "
-                         f"(16384*28*28): the default is 301056")
+                         f"(16384*28*28): the default is {DEFAULT_MAX_PIXELS}")
     if not 1 <= args.max_new_tokens <= MAX_COMMENT_TOKENS:
         raise bad_option(f"--max-new-tokens {args.max_new_tokens} is out of range: a 1-second comment takes "
-                         f"1 to {MAX_COMMENT_TOKENS} tokens (default 16)")
+                         f"1 to {MAX_COMMENT_TOKENS} tokens (default {COMMENT_TOKENS})")
     if not 1 <= answer_tokens <= MAX_ANSWER_TOKENS:
         raise bad_option(f"--max-answer-tokens {answer_tokens} is out of range: an answer takes 1 to "
-                         f"{MAX_ANSWER_TOKENS} tokens (default 512)")
+                         f"{MAX_ANSWER_TOKENS} tokens (default {ANSWER_TOKENS})")
 
 
 def min_kv_budget(memory_tokens: int, longest_reply: int) -> int:
@@ -67,7 +67,7 @@ def check_kv_budget(args: argparse.Namespace, answer_tokens: int, memory_tokens:
     need = min_kv_budget(memory_tokens, max(args.max_new_tokens, answer_tokens))
     if args.kv_budget < need:
         raise bad_option(f"--kv-budget {args.kv_budget} is too small for {args.max_new_tokens}-token comments and "
-                         f"{answer_tokens}-token answers: use at least {need} (default 16384)")
+                         f"{answer_tokens}-token answers: use at least {need} (default {KV_BUDGET})")
 
 
 def check_device(args: argparse.Namespace) -> None:

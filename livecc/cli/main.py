@@ -104,7 +104,21 @@ def cmd_make_tiny_model(args) -> int:
 COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny-model": cmd_make_tiny_model}
 
 
+def check_settings() -> None:
+    """Every LIVECC_* variable is parsed before any work: a bad value is one line (FlagError) and exit 2,
+    an unknown name a warning."""
+    from engine import flags
+
+    for warning in flags.check_environment():
+        print(f"livecc: warning: {warning}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        check_settings()  # before the parser, whose defaults come from these variables
+    except LiveCCError as exc:
+        print(f"livecc: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_third_parties()

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from engine import flags
+from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUERY,
+                             KV_BUDGET, PRECISIONS, REPETITION_PENALTY, min_pixels_for)
 from engine.errors import LiveCCError
 
 from .checks import validate_model_args
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    from engine.model.loading import DEFAULT_MODEL
-    from engine.model.preprocess import DEFAULT_MAX_PIXELS
-
-    p.add_argument("--model", default=os.environ.get("LIVECC_MODEL", DEFAULT_MODEL),
+    p.add_argument("--model", default=flags.get("LIVECC_MODEL"),
                    help=f"Hugging Face id or local folder of a Qwen2-VL checkpoint (default {DEFAULT_MODEL}, "
                         "or $LIVECC_MODEL)")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if available)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="pixel budget per frame after resizing (default 384*28*28 = %(default)s)")
-    p.add_argument("--repetition-penalty", type=float, default=1.05, help="default %(default)s; 1.15 curbs repetition")
+    p.add_argument("--repetition-penalty", type=float, default=REPETITION_PENALTY,
+                   help="default %(default)s; 1.15 curbs repetition")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0)")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per 1-second comment (default %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=COMMENT_TOKENS,
+                   help="tokens per 1-second comment (default %(default)s)")
     p.add_argument("--query", default=None, help='instruction for the commentary (default "Please describe the video.")')
-    p.add_argument("--kv-budget", type=int, default=16384,
+    p.add_argument("--kv-budget", type=int, default=KV_BUDGET,
                    help="KV cache budget in tokens; past it the context is compacted (default %(default)s)")
     add_quantize_argument(p)
     add_design_arguments(p)
@@ -80,9 +81,8 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
     add(parser)
 
 
-def session_config(args, live: bool, answer_max_new_tokens: int = 512):
+def session_config(args, live: bool, answer_max_new_tokens: int = ANSWER_TOKENS):
     """The session config from the parsed flags, after every check that can run before the model loads."""
-    from engine.model.prompt import DEFAULT_QUERY
     from engine.session.session import SessionConfig
 
     validate_model_args(args, answer_max_new_tokens, getattr(args, "memory_tokens", SessionConfig.memory_tokens))
@@ -90,7 +90,7 @@ def session_config(args, live: bool, answer_max_new_tokens: int = 512):
         return SessionConfig(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
                              repetition_penalty=args.repetition_penalty, temperature=args.temperature,
                              top_p=args.top_p, max_pixels=args.max_pixels,
-                             min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget,
+                             min_pixels=min_pixels_for(args.max_pixels), live=live, kv_budget=args.kv_budget,
                              answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
                              **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
     except ValueError as exc:
@@ -108,9 +108,7 @@ def load(args):
 
 
 def add_quantize_argument(p: argparse.ArgumentParser) -> None:
-    from engine.model.quantize import PRECISIONS
-
-    p.add_argument("--quantize", choices=PRECISIONS, default=os.environ.get("LIVECC_QUANTIZE", "auto"),
+    p.add_argument("--quantize", choices=PRECISIONS, default=flags.get("LIVECC_QUANTIZE"),
                    help="weight precision: auto (bf16 if it fits the GPU with the KV budget, else int8, "
                         "else int4), none, int8 or int4 (default auto, or $LIVECC_QUANTIZE)")
 

@@ -1,0 +1,21 @@
+"""Defaults that the engine, the CLI and the desktop app share: one torch-free home, so a front end
+imports them without loading the model's libraries (and never copies them)."""
+
+DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"
+PRECISIONS = ("auto", "none", "int8", "int4")  # engine/model/quantize.py; docs/quantization.md
+DEFAULT_QUERY = "Please describe the video."
+
+PIXEL_UNIT = 28 * 28  # Qwen2-VL resizes to multiples of 28: pixel budgets are counted in these units
+DEFAULT_MAX_PIXELS = 384 * PIXEL_UNIT  # LiveCC's training budget per frame
+DEFAULT_MIN_PIXELS = 100 * PIXEL_UNIT
+MAX_PIXELS_LIMIT = 16384 * PIXEL_UNIT  # the ceiling of Qwen2-VL's own image processor
+
+REPETITION_PENALTY = 1.05  # LiveCC's demo; its evaluation uses 1.15 against repetition collapse
+COMMENT_TOKENS = 16  # new tokens per 1-second comment (LiveCC: 16, its evaluation: 32)
+ANSWER_TOKENS = 512  # new tokens per answer
+KV_BUDGET = 16384  # tokens of KV cache before a compaction; docs/bounded-context.md says why
+
+
+def min_pixels_for(max_pixels: int) -> int:
+    """The smallest frame size for a pixel budget: Qwen2-VL's floor, never above the budget."""
+    return min(max_pixels, DEFAULT_MIN_PIXELS)
