@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,8 @@ PERIOD = 0.5  # the engine samples 2 fps: a chunk's last frame is half a second 
 # Each latency lever's off switch: phase `on-LEVER` turns one off, phase `off` all of them (the
 # speech behaviour before issue 13).
 LEVERS = {"clause": {"LIVECC_SPEECH_START": "sentence"}, "queue": {"LIVECC_SPEECH_MAX_PENDING": "8"},
-          "catchup": {"LIVECC_SPEECH_MAX_RATE": "1"}, "faststart": {"LIVECC_TTS_FAST_START": "0"},
-          "sidestream": {"LIVECC_TTS_SIDE_STREAM": "0"}, "graph": {"LIVECC_TTS_CUDA_GRAPH": "0"}}
+          "catchup": {"LIVECC_SPEECH_MAX_RATE": "1"}, "faststart": {"LIVECC_TTS_NO_FAST_START": "1"},
+          "sidestream": {"LIVECC_TTS_NO_SIDE_STREAM": "1"}, "graph": {"LIVECC_TTS_NO_CUDA_GRAPH": "1"}}
 LEVERS_OFF = {k: v for switch in LEVERS.values() for k, v in switch.items()}
 SCRIPT = [  # one entry per 1-second chunk; "" = the model stays silent
     "Welcome back to the second half,", "the home side kicking off", "from left to right.", "",
@@ -205,12 +205,23 @@ def phase_switches(name: str) -> dict[str, str]:
     return LEVERS[name.removeprefix("on-")] if name.startswith("on-") else {}
 
 
+def catch_up_policy(name: str):
+    """`on@RATE` or `on@RATExHORIZON`: the defaults with catch-up's fastest rate (and horizon, s) set."""
+    from tts.scheduler import SpeechPolicy
+
+    if not name.startswith("on@"):
+        return None
+    rate, _, horizon = name.removeprefix("on@").partition("x")
+    policy = SpeechPolicy(max_rate=float(rate))
+    return replace(policy, catch_up_horizon_s=float(horizon)) if horizon else policy
+
+
 def run_phase(rig: Rig, name: str, seconds: float) -> dict:
     speak = name == "off" or name.startswith("on")
     saved = {k: os.environ.get(k) for k in LEVERS_OFF}
     os.environ.update(phase_switches(name))
     try:
-        player = start_player(rig) if speak else None
+        player = start_player(rig, catch_up_policy(name)) if speak else None
         comments, stats, output = stream(rig, seconds, player)
     finally:
         os.environ.update({k: v for k, v in saved.items() if v is not None})
@@ -227,12 +238,13 @@ def run_phase(rig: Rig, name: str, seconds: float) -> dict:
     return report
 
 
-def start_player(rig: Rig):
+def start_player(rig: Rig, policy=None):
     from tts.player import PlayerConfig, SpeechPlayer
 
     if hasattr(rig.synth, "set_options"):  # this phase's levers, read from the environment
         rig.synth.set_options(chattts_options(rig.synth.options.asset_dir, rig.loaded.device.type == "cpu"))
-    config = PlayerConfig(device="default" if rig.audio == "alsa-null" else None, live=True, history=100_000)
+    config = PlayerConfig(device="default" if rig.audio == "alsa-null" else None, live=True, history=100_000,
+                          **({"policy": policy} if policy is not None else {}))
     player = SpeechPlayer(rig.synth, config, clock=time.monotonic)
     return player.start(open_device=rig.audio == "alsa-null")
 
@@ -299,7 +311,9 @@ def speech_summary(player, comments: list[Comment]) -> dict:
             "dropped_stale": sched.dropped_stale + player.stats.stale_dropped,
             "dropped_overflow": sched.dropped_overflow, "merged": sched.merged,
             "underruns": player.stats.underruns, "sped_up_pieces": player.stats.sped_up_pieces,
-            "fastest_rate": round(player.stats.fastest_rate, 3), "synth_error": player._error}
+            "fastest_rate": round(player.stats.fastest_rate, 3), "mean_rate": round(player.stats.mean_rate, 3),
+            "fast_share": round(player.stats.fast_share, 4), "speech_said_s": round(player.stats.said_s, 2),
+            "synth_error": player._error}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -308,8 +322,13 @@ def parse_phases(text: str) -> list[tuple[str, float]]:
     for part in text.split(","):
         name, _, seconds = part.partition(":")
         known = ("warm", "base", "off", "on", *(f"on-{lever}" for lever in LEVERS))
-        if name not in known or not seconds:
-            raise SystemExit(f"bench_live: bad phase {part!r}: use {'|'.join(known)}:SECONDS, comma-separated")
+        try:
+            catch_up_policy(name)
+        except ValueError:
+            name = "bad"
+        if (name not in known and not name.startswith("on@")) or not seconds:
+            raise SystemExit(f"bench_live: bad phase {part!r}: use {'|'.join(known)}|on@RATE[xHORIZON]:SECONDS, "
+                             "comma-separated")
         phases.append((name, float(seconds)))
     return phases
 
@@ -323,14 +342,18 @@ def spread(d: dict, digits: int, with_max: bool = True) -> str:
 
 
 def catch_up(phase: dict) -> str:
-    return f"{phase['sped_up_pieces']} ({phase['fastest_rate']:.2f}x)" if "sped_up_pieces" in phase else "–"
+    if "sped_up_pieces" not in phase:
+        return "– | – | –"
+    return (f"{phase['sped_up_pieces']} ({phase['fastest_rate']:.2f}x) | {phase['mean_rate']:.3f}x "
+            f"| {phase['fast_share']:.0%}")
 
 
 def markdown(result: dict) -> str:
     lines = [f"Live glass-to-voice latency: {result['device']}, {result['date']}, {result['model']}, voice "
              f"{result['voice']}, audio {result['audio']}, seconds from the capture of a chunk's last frame.", "",
              "| phase | video (s) | caption p50 / p95 / max | first audio p50 / p95 / max | dropped | "
-             "chunk ms p50 / p95 | chunks skipped | pieces sped up (fastest) |", "|---|---|---|---|---|---|---|---|"]
+             "chunk ms p50 / p95 | chunks skipped | pieces sped up (fastest) | mean rate | heard > 1.25x |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p in result["phases"]:
         if p["phase"] == "warm":
             continue
@@ -347,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phases", default="warm:8,base:180,on:180",
                     help="comma-separated NAME:SECONDS; NAME: warm (discarded), base (no speech), on (defaults), "
-                         "off (every lever off), on-LEVER (one lever off: " + ", ".join(LEVERS) + ")")
+                         "off (every lever off), on-LEVER (one lever off: " + ", ".join(LEVERS) + "), "
+                         "on@RATE[xHORIZON] (catch-up at most RATE, over HORIZON s)")
     ap.add_argument("--voice", choices=("chattts", "espeak", "none"), default="chattts")
     ap.add_argument("--audio", choices=("paced", "alsa-null"), default="paced",
                     help="paced (default): the player's callback at the device rate; alsa-null: real PortAudio "

@@ -136,6 +136,16 @@ def test_catch_up_keeps_the_voice_near_the_picture():
     assert dropped(caught_up) <= dropped(behind)
 
 
+def test_the_speech_rate_is_tallied_over_what_is_heard():
+    caught_up, _ = live_commentary(SpeechPolicy(max_lag_s=4.0, max_rate=1.5))
+    plain, _ = live_commentary(SpeechPolicy(max_lag_s=4.0, max_rate=1.0))
+    assert plain.stats.said_s > 10 and plain.stats.played_s == plain.stats.said_s
+    assert (plain.stats.mean_rate, plain.stats.fast_share) == (1.0, 0.0)
+    stats = caught_up.stats
+    assert 1.0 < stats.mean_rate <= 1.5 and stats.played_s < stats.said_s
+    assert (stats.fast_share > 0) == (stats.fastest_rate > 1.25) and stats.fast_share <= 1.0
+
+
 def test_without_catch_up_the_voice_is_played_as_synthesized():
     player, played = live_commentary(SpeechPolicy(max_lag_s=4.0, max_rate=1.0), seconds=12.0)
     assert player.stats.sped_up_pieces == 0

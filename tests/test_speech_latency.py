@@ -240,15 +240,19 @@ def test_narrate_names_the_bad_setting_in_one_line(env, flags, message, tmp_path
 def test_bench_live_smoke_runs_and_reports(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_live.py"), "--smoke", "--voice", "none",
-                           "--phases", "base:4,on:4,on-catchup:3", "--out", str(tmp_path)],
+                           "--phases", "base:4,on:4,on-catchup:3,on@1.25x1.5:3", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(next(tmp_path.glob("live_*_smoke.json")).read_text())
     phases = {p["phase"]: p for p in report["phases"]}
-    assert set(phases) == {"base", "on", "on-catchup"}
+    assert set(phases) == {"base", "on", "on-catchup", "on@1.25x1.5"}
     # on-LEVER runs the player with that lever's switch off, and only that phase
     assert (phases["on"]["policy"]["max_rate"], phases["on-catchup"]["policy"]["max_rate"]) == (1.75, 1.0)
     assert phases["on-catchup"]["sped_up_pieces"] == 0 and phases["on-catchup"]["comments"] >= 1
+    assert phases["on-catchup"]["mean_rate"] == 1.0 and phases["on-catchup"]["fast_share"] == 0.0
+    variant = phases["on@1.25x1.5"]  # on@RATExHORIZON: the catch-up policy under test
+    assert (variant["policy"]["max_rate"], variant["policy"]["catch_up_horizon_s"]) == (1.25, 1.5)
+    assert 1.0 <= variant["mean_rate"] <= 1.25 and variant["fast_share"] == 0.0
     on = phases["on"]
     assert on["caption_s"]["n"] == on["engine"]["chunks"] >= 2
     assert on["comments"] >= 1 and on["first_audio_s"]["n"] >= 1

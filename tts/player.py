@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 SECONDS_PER_CHAR = 0.07  # English speech, ~14 characters a second: catch-up's guess until it has heard the voice
 Clock = Callable[[], float]
 DEVICE_FIX = "use --audio-device (see `python -m sounddevice`) or disable speech"
+FAST_RATE = 1.25  # catch-up above this is noticeably fast: the share of speech heard faster is reported
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,26 @@ class PlayerStats:
     status_flags: int = 0  # PortAudio reported an over/underflow
     sped_up_pieces: int = 0  # synthesized pieces played faster than normal (catch-up)
     fastest_rate: float = 1.0
+    said_s: float = 0.0  # commentary synthesized, in seconds at the voice's own speed
+    played_s: float = 0.0  # the same after catch-up: what the listener hears
+    fast_played_s: float = 0.0  # of played_s, the part played faster than FAST_RATE
+
+    def tally(self, seconds: float, rate: float) -> None:
+        """A piece of `seconds` of commentary played at `rate`."""
+        self.said_s += seconds
+        self.played_s += seconds / rate
+        if rate > FAST_RATE:
+            self.fast_played_s += seconds / rate
+
+    @property
+    def mean_rate(self) -> float:
+        """The average speed-up of commentary, weighted by time heard (1 = none)."""
+        return self.said_s / self.played_s if self.played_s else 1.0
+
+    @property
+    def fast_share(self) -> float:
+        """The share of commentary heard faster than FAST_RATE."""
+        return self.fast_played_s / self.played_s if self.played_s else 0.0
 
 
 @dataclass(frozen=True)
@@ -384,8 +405,12 @@ class SpeechPlayer:
             if first and phrase.kind is Kind.COMMENTARY and self._too_late(phrase):
                 self.synth.interrupt()
                 return
-            said_s += len(piece) / self.synth.sample_rate
-            audio = piece if stretch is None else stretch.process(piece, self._catch_up_rate(phrase, said_s))
+            seconds = len(piece) / self.synth.sample_rate
+            said_s += seconds
+            rate = 1.0 if stretch is None else self._catch_up_rate(phrase, said_s)
+            if phrase.kind is Kind.COMMENTARY:
+                self.stats.tally(seconds, rate)
+            audio = piece if stretch is None else stretch.process(piece, rate)
             if not self._enqueue(audio, phrase, generation, first):
                 return
             first = first and not len(audio)
