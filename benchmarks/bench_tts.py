@@ -12,7 +12,7 @@ that much speech, which is what the real model pays for it.
 Rows: ChatTTS' own streaming (pieces of 24 tokens, the first 2 skipped, no warm-up, the default
 CUDA stream, its eager decode), the same without skipped pieces, this package's defaults
 (ChatTTSOptions(): the CUDA-graphed code decode among them) and the defaults with the graph off
-(LIVECC_TTS_CUDA_GRAPH=0). Every row is timed after one untimed synthesis; the warm-up lever
+(LIVECC_TTS_NO_CUDA_GRAPH=1). Every row is timed after one untimed synthesis; the warm-up lever
 only moves time into load_s. A row with the graph on also checks, at temperature 1e-4 with a
 fixed seed (sampling is then argmax), that the graphed generator's code tokens equal ChatTTS'
 own generate's on the same call (on a CPU its eager mode stands in for the graph).
@@ -45,7 +45,7 @@ ROWS = {  # the first two pin ChatTTS' own streaming, whatever this package's de
     "chattts_default_stream": CHATTTS_OWN,
     "stream_no_skipped_batches": dict(CHATTTS_OWN, pass_first_n_batches=0),
     "livecc_defaults": {},  # ChatTTSOptions' defaults (and LIVECC_TTS_* switches), recorded in the row
-    "livecc_defaults_no_graph": dict(cuda_graph=False),  # as LIVECC_TTS_CUDA_GRAPH=0
+    "livecc_defaults_no_graph": dict(cuda_graph=False),  # as LIVECC_TTS_NO_CUDA_GRAPH=1
 }
 COLD = 1e-4  # temperature of the token check: argmax sampling
 

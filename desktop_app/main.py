@@ -134,8 +134,8 @@ def _show_error(problem: str) -> None:
 
 def fast_exit(code: int) -> None:
     """Leave without the interpreter's teardown: settings are synced, session files closed and
-    threads joined by now, and tearing down torch, transformers and Qt objects takes seconds
-    (close-to-exit was 1.4-4.2 s). LIVECC_CLEAN_EXIT=1 runs the normal teardown."""
+    threads joined by now, and tearing down torch, transformers and Qt objects takes seconds.
+    LIVECC_CLEAN_EXIT=1 runs the normal teardown."""
     if flags.get("LIVECC_CLEAN_EXIT"):
         sys.exit(code)
     logging.shutdown()

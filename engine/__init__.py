@@ -1,6 +1,7 @@
 """Qt-free core of LiveCC Desktop, in subpackages that follow the data flow:
 capture (frames in) <- model (weights, preprocessing, prompt, positions) <- runtime (runners) <- session (the
-loop, context, events) <- eval and cli. `engine.errors` is shared by all. Apps import the names below."""
+loop, context, events) <- output (writers) <- eval. `engine.errors`, `flags` and `defaults` are shared by all.
+The front ends (livecc, desktop_app) import the names below; docs/architecture.md draws the whole tree."""
 
 from engine._exports import lazy_exports
 

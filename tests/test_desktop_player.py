@@ -1,5 +1,5 @@
 """The app as a player (issue 15): each trap a new user fell into, and the player features, offscreen
-with the real engine and the tiny model. Screenshots for the README come from here
+with the real engine and the tiny model. Screenshots for docs/desktop.md come from here
 (LIVECC_UPDATE_SCREENSHOT=1 copies them into resources/)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 
 def shoot(widget, name: str, artifacts_dir: Path) -> None:
-    """A README screenshot: always in artifacts/, into resources/ only when asked to."""
+    """A docs/desktop.md screenshot: always in artifacts/, into resources/ only when asked to."""
     shot = artifacts_dir / name
     assert widget.grab().save(str(shot))
     if flags.get("LIVECC_UPDATE_SCREENSHOT"):

@@ -6,11 +6,11 @@ simulated) and, where staleness matters, `video_now` (the video time the listene
 - Phrase joining: LiveCC comments arrive as ~1 s fragments. `start_at="clause"` (the default)
   speaks a fragment as soon as it holds a few words or ends at a clause or sentence boundary, so
   the next fragment continues the sentence as its own phrase; only a lone word is held.
-  `start_at="sentence"` (LIVECC_SPEECH_START=sentence, the old policy) holds fragments until
+  `start_at="sentence"` (LIVECC_SPEECH_START=sentence, for comparison) holds fragments until
   sentence punctuation. Either way a held phrase is released at an empty comment (the model chose
   silence), after a pause with no new fragment, after the oldest fragment was held too long, or
   when too long.
-- Queue bound: `max_pending=1` (default; LIVECC_SPEECH_MAX_PENDING=8 restores the old queue of 8)
+- Queue bound: `max_pending=1` (default; LIVECC_SPEECH_MAX_PENDING=8 gives a queue of 8)
   merges a newer phrase into the one waiting, so speech is never more than one phrase behind.
 - Staleness: a comment's video time is the end of its chunk (the earliest moment it can
   exist). A commentary phrase whose speech would start more than `max_lag_s` after the video
@@ -64,7 +64,7 @@ class SpeechPolicy:
     max_hold_s: float = 2.5  # release a partial phrase when its oldest fragment is this old
     max_phrase_chars: int = 200
     # commentary phrases waiting to be spoken: 1 = a newer phrase merges into the waiting one;
-    # more = a queue that drops its oldest beyond this (8: the old behaviour)
+    # more = a queue that drops its oldest beyond this (docs/speech.md, "Keeping up")
     max_pending: int = field(default_factory=_env_max_pending)
     start_at: str = field(default_factory=_env_start)  # "clause": speak a fragment at once; "sentence": old
     min_words: int = 2  # clause policy: a fragment this long is spoken without waiting for punctuation

@@ -21,7 +21,7 @@ from .ovobench import EvalDataError
 ANNOTATION_FILES = ("LiveSports-3K-CC.json", "LiveSports-3K-CC-test-gt.csv", "LiveSports-3K-CC-val.csv",
                     "LiveSports-3K-CC-test.csv")
 VIDEO_DIR = "videos"
-GET_DATA = "download LiveSports-3K from huggingface.co/datasets/stdKonjac/LiveSports-3K (see README, Evaluation)"
+GET_DATA = "download LiveSports-3K from huggingface.co/datasets/stdKonjac/LiveSports-3K (see docs/evaluation.md)"
 REQUIRED = ("video_id", "event_id", "begin", "end", "video")
 EVAL_MAX_NEW_TOKENS = 32
 EVAL_REPETITION_PENALTY = 1.15

@@ -24,7 +24,7 @@ GROUPS = {"backward": BACKWARD, "realtime": REALTIME, "forward": FORWARD}
 TASKS = BACKWARD + REALTIME + FORWARD
 ANNOTATION_FILE = "ovo_bench_new.json"
 VIDEO_DIR = "src_videos"
-GET_DATA = "download OVO-Bench from huggingface.co/datasets/JoeLeelyf/OVO-Bench (see README, Evaluation)"
+GET_DATA = "download OVO-Bench from huggingface.co/datasets/JoeLeelyf/OVO-Bench (see docs/evaluation.md)"
 
 CHOICE_PROMPT = """
 Question: {}

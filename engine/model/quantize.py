@@ -222,8 +222,8 @@ class ModelShape:
 
     def prefill_graph_bytes(self, precision: str) -> int:
         """What the prefill's CUDA graphs hold (their pool): a piece's activations, and with quantized
-        weights one dequantized linear (measured on an H200 for a 404-token chunk turn: bf16 0.09 GB,
-        int4 0.36 GB; this counts the longest piece graphed)."""
+        weights one dequantized linear (this counts the longest piece graphed; measured sizes in
+        docs/quantization.md)."""
         return self.graph_act_bytes + (self.gate_up_bytes if precision != "none" else 0)
 
     def weight_bytes(self, precision: str) -> int:

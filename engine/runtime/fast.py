@@ -250,7 +250,7 @@ class StaticRunner:
 
     def _warm_up_prefill(self) -> None:
         """Run one full-size piece into free cache slots once, so the first compaction does not pay
-        for kernel selection at that size (seen: 770 ms instead of ~250 ms on an H100)."""
+        for kernel selection at that size (it tripled that stall; docs/bounded-context.md)."""
         self._prefill_warm = True
         start, n = self.cache.length, self.PREFILL_PIECE
         if start + n > self.cache.capacity:
@@ -289,7 +289,7 @@ class StaticRunner:
         self.cache.length = end
         return logits
 
-    PREFILL_GRAPH_SIZES = 4  # token counts with graphed prefills (a minute of chunk turns filled all four)
+    PREFILL_GRAPH_SIZES = 4  # token counts with graphed prefills (a stream's chunk turns come in a few sizes)
 
     def _piecewise(self, n: int) -> "_PiecewisePrefill | None":
         """The graphed prefill for a piece of `n` tokens, made when n comes the second time (a

@@ -2,7 +2,7 @@
 
 Capturing a CUDA graph registers the default CUDA random generator with the capture; another
 thread that draws random numbers on the GPU meanwhile fails ("Offset increment outside graph
-capture"), seen on an H100 on 2026-11-21. ChatTTS samples on the GPU in the speech thread while
+capture"). ChatTTS samples on the GPU in the speech thread while
 the engine may capture a graph (first question, a new video resolution), so both hold this lock:
 the engine for the capture, ChatTTS for each synthesis step.
 """

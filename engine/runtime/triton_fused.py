@@ -3,8 +3,7 @@ RMSNorm with its weight, rotary embedding of q and k with the KV-cache write, Si
 
 A decode step at the 7B shape spent ~1.5 ms outside its linears, mostly in ~12 tiny kernels a
 layer; these replace 2, 5 and 2 of them with one each (and the quantized GEMV takes the residual
-adds and SiLU * up). The whole CUDA-graphed step at 8k context, H200, 2026-11-29, unfused -> fused:
-bf16 5.19 -> 4.65 ms, int8 3.52 -> 2.87, int4 3.04 -> 2.33 (benchmarks/probe_quant.py --decode-step).
+adds and SiLU * up; the measured step is in docs/architecture.md, "The fast path").
 Each rounds where the torch ops it replaces round (to the activations' dtype after every op), so
 the tokens match the unfused path (on the GPU: bench_engine's same-tokens check per precision).
 """

@@ -1,23 +1,16 @@
 """Triton kernels for QuantLinear on CUDA: a fused dequantize-GEMV for one token (decode) and a
 dequantize-to-bf16 kernel for many tokens (prefill, vision: then cuBLAS does the GEMM).
 
-Why our own: torchao 0.18's int8 weight-only ran at 22 ms per decode token (bf16: 3.9 ms) and
-its int4 layouts need the `mslk` package; torch's int4 tinygemm (2.3 ms for one token) wants its
-own tiled layout, and at prefill size it takes 192 ms where dequantize + cuBLAS takes 16 ms, so
-using it would mean holding the int4 weights twice; its int8 counterpart (`_weight_int8pack_mm`)
-takes 62 ms. These read QuantLinear's one packed layout, so fused q/k/v and gate/up rows, the CUDA-
-graphed decode step and the reference runner all use the same bytes.
-
-What makes the GEMV fast (benchmarks/probe_quant.py, one token's linears at the 7B shape, H200,
-2026-11-29): integer-to-float conversion runs at a quarter of the FMA rate on Hopper, which bound
-the first kernels (int4 3.04 ms, int8 2.55 ms); here a nibble or byte becomes a float by OR-ing it
-into the mantissa of 2^23 and one subtraction, each thread holds several rows so one converted x
-serves them all, and the next tile is loaded before the current one is used: int4 1.76 ms, int8
-2.29 ms (floors 0.87 / 1.69 ms; bf16 cuBLAS 3.97). The epilogue can add the residual (o_proj,
-down_proj) or apply SiLU(gate) * up to fused gate/up rows, with the rounding of the separate torch
-ops. Tried and slower earlier: int4 through tl.dot on a zero-padded x (5.9 ms), gathered per-element
-scales (5.6 ms). Autotuning results are cached on disk with Triton's kernels (cache_results), so a
-later start does not tune again. LIVECC_NO_QUANT_KERNEL=1 falls back to plain-torch dequantization.
+Our own because the library kernels were slower for one token or wanted the weights a second time in
+their own layout; these read QuantLinear's one packed layout, so fused q/k/v and gate/up rows, the CUDA-
+graphed decode step and the reference runner all use the same bytes. Hopper converts integers to floats
+at a quarter of the FMA rate, so the GEMV makes a nibble or byte a float by OR-ing it into the mantissa
+of 2^23 and one subtraction; each thread holds several rows so one converted x serves them all, and the
+next tile is loaded before the current one is used. The epilogue can add the residual (o_proj,
+down_proj) or apply SiLU(gate) * up to fused gate/up rows, with the rounding of the separate torch ops.
+Measurements and the rejected variants: docs/quantization.md. Autotuning results are cached on disk
+with Triton's kernels (cache_results), so a later start does not tune again. LIVECC_NO_QUANT_KERNEL=1
+falls back to plain-torch dequantization.
 """
 
 from __future__ import annotations

@@ -1,32 +1,9 @@
 """Bounded context: the KV budget, the text memory, the recent video window, and the compact
 conversation the session re-prefills when the next step would not fit in the budget.
 
-Why a budget. LiveCC's window is 32768 tokens and a 1-second chunk at the default resolution
-costs ~400 (364 visual + text), so the reference demo fills it in ~80 s and degrades. The default
-budget of 16384 tokens (`SessionConfig.kv_budget`) holds ~40 s of video, costs ~0.94 GB of KV for
-the 7B in bf16 (28 layers x 2 x 4 KV heads x 128 dims x 2 bytes = 57 KB a token), stays at half
-the trained window (no extrapolation), and leaves room for a 512-token answer on top.
-
-Why re-prefill (design a) and not in-place eviction (design b, StreamingVLM). Both keep the
-system prompt, the instruction and the last W seconds of video with contiguous positions.
-  (a) Re-prefill: reset the cache and prefill the compact conversation with fresh exact 3-D
-      positions from 0, reusing the stored visual embeddings (the vision tower never runs
-      again). The cache then equals a fresh forward over the compact conversation (to 1e-7 in
-      fp32), it is a LiveCC training-format conversation, and a text memory of what scrolled
-      out can be put at its start. Cost: one prefill of what is kept (~7k tokens), a stall of
-      a few tens of ms on an H100, paid once every ~20 s of stream.
-  (b) Eviction: drop the KV of old chunks and rotate the kept keys back by the position shift.
-      For M-RoPE, shifting t, h and w by the same delta is a 1-D rotation by delta, so the
-      positions are exact; but every kept key and value was computed attending to the evicted
-      tokens, so the cache is not what the model would compute for the kept conversation, and
-      nothing new (the text memory) can be inserted before the kept window without a prefill.
-      Cost: a copy of the kept cache, near free.
-  Measured on CPU (tests/test_context_eviction.py, tiny random fp32 model, 1872 cached tokens,
-  459 kept): (a) 4.1 ms, logits equal a fresh forward to 1e-6; (b) 0.4 ms, layer-0 keys equal
-  (the shift is exact) but layer-1 keys differ by 0.8 and the next chunk's logits by 0.22.
-  (b) is cheaper, but (a)'s stall is one prefill of at most half the budget, once every tens of
-  seconds. We keep (a): the cache is exactly the conversation we say it is (tested), it is the
-  format the model was trained on, and it can carry the text memory.
+Re-prefill, not in-place eviction: the cache stays exactly what the model computes for the compact
+conversation, in its training format, with room for the text memory (docs/bounded-context.md has the
+budget's reasoning and the measured comparison).
 """
 
 from __future__ import annotations

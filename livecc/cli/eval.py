@@ -52,7 +52,7 @@ def add_eval_parser(sub) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, help="the benchmark's data folder (see README, Evaluation)")
+    p.add_argument("--data", type=Path, help="the benchmark's data folder (see docs/evaluation.md)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items (after any --tasks and --sample)")
     p.add_argument("--sample", type=int, default=None, help="a random sample of N items (with --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
@@ -73,7 +73,7 @@ def _check_videos(paths: list[Path], data: Path) -> None:
     missing = [p for p in paths if not p.exists()]
     if paths and len(missing) == len(paths):
         raise LiveCCError(f"none of the {len(paths)} videos was found (e.g. {missing[0]}): extract the benchmark's "
-                          f"videos under {data} (see README, Evaluation)")
+                          f"videos under {data} (see docs/evaluation.md)")
 
 
 def cmd_eval(args) -> int:
