@@ -59,3 +59,23 @@ def build_livesports(root: Path, seconds: float = 8.0, size: tuple[int, int] = (
         write_video(root / "videos" / name, seconds=seconds, fps=10, width=size[0], height=size[1])
     (root / "LiveSports-3K-CC.json").write_text(json.dumps(SPORTS_EVENTS, indent=1))
     return root
+
+
+def judge_inputs(root: Path, model: str, baseline: str) -> tuple[Path, Path, Path]:
+    """A LiveSports folder, baseline captions and an output folder that already holds the model's
+    predictions ("pred-N" and "base-N" for event N): judging needs no model."""
+    data = build_livesports(root / "data", seconds=1.0)
+    out = root / "out"
+    out.mkdir()
+    rows = [{k: e[k] for k in ("video_id", "event_id", "begin", "end")} for e in SPORTS_EVENTS]
+    (out / f"{model}.jsonl").write_text("".join(json.dumps(r | {"pred": f"pred-{r['event_id']}"}) + "\n" for r in rows))
+    captions = root / f"{baseline}.jsonl"
+    captions.write_text("".join(json.dumps(r | {"pred": f"base-{r['event_id']}"}) + "\n" for r in rows))
+    return data, captions, out
+
+
+def judge_argv(data: Path, baseline: Path, out: Path, url: str, model: str) -> list[str]:
+    """`livecc eval livesports-cc` judging the predictions of `judge_inputs` (key in $JUDGE_KEY)."""
+    return ["eval", "livesports-cc", "--data", str(data), "--model", f"/models/{model}", "--out", str(out),
+            "--judge-url", url, "--judge-model", "judge-x", "--baseline", str(baseline), "--judge-key-env",
+            "JUDGE_KEY", "--judge-retries", "3", "--judge-backoff", "0.01"]

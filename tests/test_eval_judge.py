@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ import pytest
 
 from livecc.cli.main import main
 from engine.eval.judge import JudgeClient, JudgeError
-from eval_data import SPORTS_EVENTS, build_livesports
+from eval_data import judge_argv, judge_inputs
 
 MODEL = "my-model"
 BASELINE = "GPT-4o"
@@ -78,21 +79,12 @@ def judge_server():
 @pytest.fixture
 def ready(tmp_path, monkeypatch) -> tuple[Path, Path, Path]:
     """Data, baseline captions and an output folder that already holds the model's predictions."""
-    data = build_livesports(tmp_path / "data", seconds=1.0)
-    out = tmp_path / "out"
-    out.mkdir()
-    rows = [{k: e[k] for k in ("video_id", "event_id", "begin", "end")} for e in SPORTS_EVENTS]
-    (out / f"{MODEL}.jsonl").write_text("".join(json.dumps(r | {"pred": f"pred-{r['event_id']}"}) + "\n" for r in rows))
-    baseline = tmp_path / f"{BASELINE}.jsonl"
-    baseline.write_text("".join(json.dumps(r | {"pred": f"base-{r['event_id']}"}) + "\n" for r in rows))
     monkeypatch.setenv("JUDGE_KEY", "sk-test")
-    return data, baseline, out
+    return judge_inputs(tmp_path, MODEL, BASELINE)
 
 
 def _argv(data: Path, baseline: Path, out: Path, url: str) -> list[str]:
-    return ["eval", "livesports-cc", "--data", str(data), "--model", f"/models/{MODEL}", "--out", str(out),
-            "--judge-url", url, "--judge-model", "judge-x", "--baseline", str(baseline), "--judge-key-env",
-            "JUDGE_KEY", "--judge-retries", "3", "--judge-backoff", "0.01"]
+    return judge_argv(data, baseline, out, url, MODEL)
 
 
 def _error_lines(capsys) -> list[str]:
@@ -163,3 +155,35 @@ def test_unreachable_judge_and_unset_key_exit_2_with_one_line(ready, monkeypatch
     assert main(_argv(data, baseline, out, "http://127.0.0.1:1/v1")) == 2
     err = _error_lines(capsys)
     assert len(err) == 1 and "export JUDGE_KEY=" in err[0], err
+
+
+def test_the_printed_hint_to_judge_runs_and_bars_show_no_rate_nor_empty_work(ready, judge_server, monkeypatch,
+                                                                           capsys):
+    data, baseline, out = ready
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    # --max-new-tokens is part of the run's settings: the hint must repeat it, as it must repeat --model.
+    assert main(["eval", "livesports-cc", "--data", str(data), "--model", f"/models/{MODEL}", "--out", str(out),
+                 "--max-new-tokens", "2"]) == 0
+    printed = capsys.readouterr()
+    assert "LiveSports-3K CC" not in printed.err  # every prediction was there: no empty "0 item" bar
+    command = printed.out.strip().splitlines()[-1].strip()
+    assert command.startswith("livecc eval livesports-cc ") and f"--model /models/{MODEL}" in command, command
+    argv = shlex.split(command)[1:]
+    argv[argv.index("--judge-url") + 1] = judge_server  # the local judge stands in for the real one
+    argv[argv.index("--baseline") + 1] = str(baseline)
+    assert main(argv) == 0
+    assert sorted(_judgments(out), key=lambda j: j["video_event_id"]) == EXPECTED_JUDGMENTS
+    assert all(r["auth"] == "Bearer sk-test" for r in ScriptedJudge.requests)
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert "4/4" in last and "event/s" not in last and "s/event" not in last, last
+    assert main(argv) == 0  # all judged: a rerun shows no bar at all
+    assert "judging" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("winners, shown", [(("tiny", "GPT_4o"), "50.00"), (("GPT_4o", "GPT_4o"), "0.00"),
+                                            (("tiny", "tie"), "50.00")])
+def test_score_only_reads_the_model_id_from_the_records(tmp_path, capsys, winners, shown):
+    path = tmp_path / "GPT_4o_tiny.jsonl"  # BASELINE_MODEL.jsonl, where both names hold a '_'
+    path.write_text(json.dumps({"video_event_id": "v_1", "ab_winner": winners[0], "ba_winner": winners[1]}) + "\n")
+    assert main(["eval", "livesports-cc", "--score-only", str(path)]) == 0
+    assert f"Winning Rate for tiny: {shown}%" in capsys.readouterr().out

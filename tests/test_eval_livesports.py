@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from engine.capture.frames import RingBuffer
 from livecc.cli.main import main
 from engine.eval.livesports import SportsEvent, context_prompt, prediction_text
@@ -46,3 +48,34 @@ def test_generation_writes_livecc_predictions_and_says_how_to_judge(tiny_model_d
     assert "--judge-url" in capsys.readouterr().out
     run = json.loads((out / "run.json").read_text())["settings"]["session"]
     assert run["repetition_penalty"] == 1.15 and run["max_new_tokens"] == 1  # 1.15 by default; flags still win
+
+
+def test_base_model_prompt_is_the_previous_asr_or_else_the_title():
+    both = SportsEvent("v", 1, 0.0, 5.0, "v.mp4", title="A corner", preasr="Here we go.")
+    assert context_prompt(both, instruct=False) == "Here we go."  # LiveCC: the title only without ASR
+    assert context_prompt(SportsEvent("v", 2, 0.0, 5.0, "v.mp4", title="A corner"), instruct=False) == "A corner"
+    assert context_prompt(SportsEvent("v", 3, 0.0, 5.0, "v.mp4"), instruct=False) == ""
+
+
+def test_not_instruct_gives_the_commentator_the_base_prompt_and_is_recorded(tmp_path, monkeypatch):
+    import engine.eval.streaming
+    import livecc.cli.eval
+
+    prompts: list[str] = []
+    monkeypatch.setattr(livecc.cli.eval, "load", lambda args: "model")
+    monkeypatch.setattr(engine.eval.streaming, "commentate",
+                        lambda model, config, video, begin, end, query: prompts.append(query) or [])
+    data = build_livesports(tmp_path / "data", seconds=1.0)
+    out = tmp_path / "out"
+    assert main(["eval", "livesports-cc", "--data", str(data), "--model", "m", "--out", str(out), "--limit", "3",
+                 "--not-instruct"]) == 0
+    assert prompts == ["And here they come.", "A corner", "What a game."]
+    assert json.loads((out / "run.json").read_text())["settings"]["extra"] == {"prompt": "base"}
+    assert json.loads((out / "summary.json").read_text())["prompt"] == "base"
+
+
+def test_help_names_only_flags_that_exist(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "livesports-cc", "--help"])
+    text = capsys.readouterr().out
+    assert "--tasks" not in text and "--sample" in text

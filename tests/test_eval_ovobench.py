@@ -43,21 +43,38 @@ def ovo(tmp_path_factory) -> Path:
 
 
 class ScriptedAnswerer:
-    def __init__(self):
-        self.asked: dict[str, list[tuple[float, str]]] = {}
+    """Replies from SCRIPT by video and probe time, so every protocol gets the same replies."""
+
+    def __init__(self, items):
+        self.calls: list[tuple[str, list[tuple[float, str]]]] = []
+        self.replies = {(Path(item.video).name, p.watch_until): SCRIPT[Path(item.video).name][k]
+                        for item in items for k, p in enumerate(item.probes)}
 
     def __call__(self, video: Path, probes: list[tuple[float, str]]) -> list[str]:
-        self.asked[video.name] = probes
-        return SCRIPT[video.name]
+        self.calls.append((video.name, probes))
+        return [self.replies[video.name, t] for t, _ in probes]
+
+    @property
+    def asked(self) -> dict[str, list[tuple[float, str]]]:
+        """Every probe asked of each video, in the order asked."""
+        asked: dict[str, list[tuple[float, str]]] = {}
+        for name, probes in self.calls:
+            asked.setdefault(name, []).extend(probes)
+        return asked
 
 
-def test_official_scoring_on_scripted_replies(ovo, tmp_path):
+@pytest.mark.parametrize("protocol", ["official", "stream"])
+def test_official_scoring_on_scripted_replies(ovo, tmp_path, protocol, capsys):
     items = load_ovobench(ovo)
-    answer = ScriptedAnswerer()
+    answer = ScriptedAnswerer(items)
     out = tmp_path / "out"
     open_run(out, RunSettings.of("ovobench", "scripted", {"positions": "exact"}))
     run_info = json.loads((out / "run.json").read_text())
-    summary = run_ovobench(items, answer, lambda item: video_path(ovo, item.video), out, run_info)
+    summary = run_ovobench(items, answer, lambda item: video_path(ovo, item.video), out, run_info, protocol)
+    assert summary["protocol"] == protocol
+    # official: one clip per probe, as utils/OVOBench.py; stream: one stream per item with all its probes
+    per_call = [len(probes) for name, probes in answer.calls if name == "v5.mp4"]
+    assert per_call == ([1, 1, 1] if protocol == "official" else [3])
     scores = summary["scores"]
     assert {t: s["accuracy"] for t, s in scores["tasks"].items()} == pytest.approx(EXPECTED_TASKS)
     assert scores["groups"] == pytest.approx(EXPECTED_GROUPS)
@@ -73,6 +90,39 @@ def test_official_scoring_on_scripted_replies(ovo, tmp_path):
     assert "What does she take?" in crr_prompt and "“Yes” or “No”" in crr_prompt
     lines = (out / "results.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == list(range(7))
+    # The bar shows one per-item figure, ours: no rate of tqdm's own beside it.
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert "7/7" in last and last.count("s/item") == 1 and "item/s" not in last, last
+
+
+def _run_scripted(data: Path, out: Path, skip_failed: bool) -> dict:
+    items = load_ovobench(data)
+    open_run(out, RunSettings.of("ovobench", "scripted", {"positions": "exact"}))
+    return run_ovobench(items, ScriptedAnswerer(items), lambda item: video_path(data, item.video), out,
+                        json.loads((out / "run.json").read_text()), skip_failed=skip_failed)
+
+
+def test_failed_items_count_as_wrong_as_officially_unless_skip_failed(tmp_path):
+    data = build_ovobench(tmp_path / "data", seconds=1.0)
+    (data / "src_videos" / "Ego4D/clips/v0.mp4").unlink()  # EPM, 1 question
+    (data / "src_videos" / "perception_test/v4.mp4").unlink()  # REC, 2 questions
+    official = _run_scripted(data, tmp_path / "official", skip_failed=False)
+    tasks = official["scores"]["tasks"]
+    assert (tasks["EPM"]["questions"], tasks["EPM"]["failed"], tasks["EPM"]["accuracy"]) == (1, 1, 0.0)
+    assert (tasks["REC"]["questions"], tasks["REC"]["failed"], tasks["REC"]["accuracy"]) == (2, 2, 0.0)
+    assert (official["scored_questions"], official["failed_questions"], official["failed"]) == (11, 3, 2)
+    # By hand: backward (0 + 0) / 2, realtime (100 + 0) / 2, forward (0 + 200/3 + 50) / 3.
+    assert official["scores"]["total"] == pytest.approx((0 + 50 + (200 / 3 + 50) / 3) / 3)
+    assert "scored as wrong" in official["failed_items"]
+    assert "| backward | EPM | 1 (1 failed) | 0 | 0.00 |" in (tmp_path / "official" / "summary.md").read_text()
+
+    skipped = _run_scripted(data, tmp_path / "skipped", skip_failed=True)
+    tasks = skipped["scores"]["tasks"]
+    assert (tasks["EPM"]["questions"], tasks["EPM"]["failed"], tasks["EPM"]["accuracy"]) == (0, 1, None)
+    assert (skipped["scored_questions"], skipped["failed_questions"]) == (8, 3)
+    assert skipped["scores"]["total"] == pytest.approx((0 + 50 + (200 / 3 + 50) / 2) / 3)
+    assert "--skip-failed" in skipped["failed_items"]
+    assert "--skip-failed" in (tmp_path / "skipped" / "summary.md").read_text()
 
 
 def _records(out: Path) -> dict[int, list]:
@@ -130,6 +180,23 @@ def test_missing_and_corrupt_videos_are_counted_and_the_run_goes_on(tiny_model_d
     errors = {f["id"]: f["error"] for f in summary["failures"]}
     assert "not found" in errors[0] and "cannot open" in errors[1]
     assert "2 item(s) failed" in capsys.readouterr().err
+    # As OVO-Bench's pipeline: the failed questions count as wrong, in the denominators and reported.
+    assert (summary["scored_questions"], summary["failed_questions"]) == (3, 2)
+    assert {t: s["failed"] for t, s in summary["scores"]["tasks"].items()} == {"EPM": 1, "ASI": 1, "STU": 0}
+    assert summary["failed_by_reason"] == {"missing or unreadable video": 2}
+    assert summary["protocol"] == "official"
+    assert json.loads((out / "run.json").read_text())["settings"]["extra"] == {"protocol": "official"}
+
+    # --skip-failed only rescores (the failed items are tried again, the answered one is not)...
+    assert main([*_cli(data, tiny_model_dir, out), "--tasks", "EPM,ASI,STU", "--no-memory", "--router", "recent",
+                 "--skip-failed"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scored_questions"], summary["failed_questions"], summary["done_now"]) == (1, 2, 0)
+    assert "left out of the scores (--skip-failed)" in capsys.readouterr().err
+    # ...while another protocol would mix answers of two protocols in one folder.
+    assert main([*_cli(data, tiny_model_dir, out), "--tasks", "EPM,ASI,STU", "--no-memory", "--router", "recent",
+                 "--protocol", "stream"]) == 2
+    assert "other settings (protocol)" in capsys.readouterr().err
 
 
 def _bad_data(tmp_path: Path) -> dict[str, list[str]]:

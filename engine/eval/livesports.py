@@ -2,8 +2,9 @@
 
 Follows showlab/livecc `evaluation/livesports3kcc/distributed_generate_livecc.py`: each event's clip
 [begin, end] is commented with the instruct model's context prompt (an expert-commentator line, the
-event title, the preceding ASR), repetition penalty 1.15 and 32 new tokens a chunk; the comments are
-joined with ' ...' removed and '...' appended, and written as {video_id, event_id, begin, end, pred}.
+event title, the preceding ASR; a base model gets the preceding ASR or else the title alone),
+repetition penalty 1.15 and 32 new tokens a chunk; the comments are joined with ' ...' removed and
+'...' appended, and written as {video_id, event_id, begin, end, pred}.
 Annotation files are those of huggingface.co/datasets/stdKonjac/LiveSports-3K (the JSON, or the CSVs
 of older revisions); videos come from its videos.tar.part.* (extracted to DIR/videos).
 """
@@ -16,7 +17,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ovobench import EvalDataError
+from .ovobench import EvalDataError, ItemError, resolve_video
+from .records import has
 
 ANNOTATION_FILES = ("LiveSports-3K-CC.json", "LiveSports-3K-CC-test-gt.csv", "LiveSports-3K-CC-val.csv",
                     "LiveSports-3K-CC-test.csv")
@@ -67,9 +69,18 @@ def _rows(path: Path) -> list[dict]:
     return data
 
 
+def _seconds(row: dict, name: str) -> float:
+    value = float(row[name])
+    if not math.isfinite(value):
+        raise ValueError(f"{name} {row[name]!r} is not a time in seconds")
+    return value
+
+
 def parse_events(rows: object, source: str) -> list[SportsEvent]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise EvalDataError(f"{source} is not a list of LiveSports-3K CC events: {GET_DATA}")
+    if not rows:
+        raise EvalDataError(f"{source} holds no events: {GET_DATA}")
     events = []
     for i, row in enumerate(rows):
         missing = [k for k in REQUIRED if k not in row]
@@ -77,11 +88,11 @@ def parse_events(rows: object, source: str) -> list[SportsEvent]:
             raise EvalDataError(f"{source} event {i} has no {', '.join(repr(k) for k in missing)}: this is not "
                                 f"a LiveSports-3K CC annotation file; {GET_DATA}")
         try:
-            events.append(SportsEvent(str(row["video_id"]), int(float(row["event_id"])), float(row["begin"]),
-                                      float(row["end"]), str(row["video"]), _text(row.get("event_title")),
+            events.append(SportsEvent(str(row["video_id"]), int(float(row["event_id"])), _seconds(row, "begin"),
+                                      _seconds(row, "end"), str(row["video"]), _text(row.get("event_title")),
                                       _text(row.get("preasr_text")), _text(row.get("event_asr_text"))))
-        except (TypeError, ValueError) as exc:
-            raise EvalDataError(f"{source} event {i}: {exc}: {GET_DATA}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EvalDataError(f"{source} event {i}: {exc}: fix that event or {GET_DATA}") from None
     return events
 
 
@@ -93,18 +104,30 @@ def load_events(data: Path) -> list[SportsEvent]:
         raise EvalDataError(f"no LiveSports-3K CC annotation file ({ANNOTATION_FILES[0]}) in {data}: {GET_DATA}")
     try:
         rows = _rows(path)
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise EvalDataError(f"{path} cannot be read ({exc}): {GET_DATA}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, RecursionError) as exc:
+        raise EvalDataError(f"{path} cannot be read ({exc}): {GET_DATA}") from None
     return parse_events(rows, str(path))
 
 
 def video_path(data: Path, video: str) -> Path:
-    official = data / VIDEO_DIR / video
-    return official if official.exists() or not (data / video).exists() else data / video
+    return resolve_video(data, video, VIDEO_DIR)
 
 
-def context_prompt(event: SportsEvent) -> str:
-    """The instruct model's prompt of distributed_generate_livecc.py (title and preceding ASR)."""
+def check_clip(event: SportsEvent) -> None:
+    """A clip that cannot be cut fails its event alone (FileSource would refuse it too, less clearly)."""
+    if event.begin < 0:
+        raise ItemError(f"the event begins at {event.begin:g} s, before the video does", "clip begins before 0 s")
+    if event.end < event.begin:
+        raise ItemError(f"the event ends at {event.end:g} s, before it begins ({event.begin:g} s)",
+                        "end before begin")
+
+
+def context_prompt(event: SportsEvent, instruct: bool = True) -> str:
+    """The prompt of distributed_generate_livecc.py: for an instruct model the expert-commentator line,
+    the title and the preceding ASR; for a base model (--not_instruct_model) the preceding ASR, else
+    the title, alone."""
+    if not instruct:
+        return (event.preasr or event.title).strip()
     prompt = ("You are an expert video commentator providing real-time, insightful, "
               "and engaging commentary on visual content.\n")
     if event.title:
@@ -122,6 +145,11 @@ def prediction_text(comments: list[str]) -> str:
 def prediction_record(event: SportsEvent, comments: list[str]) -> dict:
     return {"video_id": event.video_id, "event_id": event.event_id, "begin": event.begin, "end": event.end,
             "pred": prediction_text(comments)}
+
+
+def prediction_ok(record: dict) -> bool:
+    """What is read of a prediction or baseline caption line."""
+    return has(record, "video_id", "event_id", "pred") and isinstance(record["pred"], str)
 
 
 def prediction_key(record: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ REALTIME = ("STU", "OJR", "ATR", "ACR", "OCR", "FPD")
 FORWARD = ("REC", "SSR", "CRR")
 GROUPS = {"backward": BACKWARD, "realtime": REALTIME, "forward": FORWARD}
 TASKS = BACKWARD + REALTIME + FORWARD
+# official: each probe on its own clip, as utils/OVOBench.py; stream: an item's probes in one stream.
+PROTOCOLS = ("official", "stream")
 ANNOTATION_FILE = "ovo_bench_new.json"
 VIDEO_DIR = "src_videos"
 GET_DATA = "download OVO-Bench from huggingface.co/datasets/JoeLeelyf/OVO-Bench (see docs/evaluation.md)"
@@ -68,6 +71,15 @@ class EvalDataError(LiveCCError):
     """A benchmark folder or annotation file is missing or not in the benchmark's format."""
 
 
+class ItemError(LiveCCError):
+    """One item cannot be played as annotated (its video outside --data, a clip ending before it
+    begins, a question too long for the context): that item fails, with `label` as its reason."""
+
+    def __init__(self, message: str, label: str):
+        super().__init__(message)
+        self.label = label
+
+
 @dataclass(frozen=True)
 class Probe:
     """One question of an item: asked once the stream reaches `time`; `truth` is what the official
@@ -106,41 +118,81 @@ def _need(record: dict, where: str, *keys: str) -> None:
                             f"this is not OVO-Bench's {ANNOTATION_FILE}; {GET_DATA}")
 
 
+def _bad(where: str, name: str, value: object, kind: str) -> EvalDataError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return EvalDataError(f"{where} has {name} {shown}, not {kind}: fix that item or {GET_DATA}")
+
+
+def _int(record: dict, name: str, where: str, allowed: range | None = None) -> int:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int) or (allowed is not None and value not in allowed):
+        kind = "an integer" if allowed is None else f"an integer from {allowed.start} to {allowed.stop - 1}"
+        raise _bad(where, name, value, kind)
+    return value
+
+
+def _time(record: dict, name: str, where: str) -> float:
+    """A time in seconds: a finite number, not negative (JSON's NaN and Infinity included)."""
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _bad(where, name, value, "a time in seconds")
+    return float(value)
+
+
+def _text(record: dict, name: str, where: str) -> str:
+    if not isinstance(record[name], str):
+        raise _bad(where, name, record[name], "text")
+    return record[name]
+
+
+def _choice_probe(record: dict, where: str) -> Probe:
+    _need(record, where, "question", "options", "gt", "realtime")
+    options = record["options"]
+    if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
+        raise _bad(where, "options", options, "a list of texts")
+    gt = _int(record, "gt", where, range(len(options)))
+    return Probe(_time(record, "realtime", where), choice_prompt(_text(record, "question", where), options),
+                 chr(65 + gt))
+
+
+def _forward_probe(record: dict, info: object, at: str) -> Probe:
+    if not isinstance(info, dict):
+        raise _bad(at, "entry", info, "an object")
+    task = record["task"]
+    if task == "REC":
+        _need(info, at, "realtime", "count")
+        prompt = REC_PROMPT.format(f"How many times did they {_text(record, 'activity', at)}?")
+        return Probe(_time(info, "realtime", at), prompt, _int(info, "count", at, range(0, 2**31)))
+    _need(info, at, "realtime", "type", *(("step",) if task == "SSR" else ()))
+    text = _text(info, "step", at) if task == "SSR" else _text(record, "question", at)
+    prompt = (SSR_PROMPT if task == "SSR" else CRR_PROMPT).format(text)
+    return Probe(_time(info, "realtime", at), prompt, _int(info, "type", at, range(2)))
+
+
 def _probes(record: dict, where: str) -> tuple[Probe, ...]:
     task = record["task"]
     if task in BACKWARD + REALTIME:
-        _need(record, where, "question", "options", "gt", "realtime")
-        return (Probe(float(record["realtime"]), choice_prompt(record["question"], record["options"]),
-                      chr(65 + int(record["gt"]))),)
-    _need(record, where, "test_info")
-    if task == "REC":
-        _need(record, where, "activity")
-    if task == "CRR":
-        _need(record, where, "question")
-    probes = []
-    for k, info in enumerate(record["test_info"]):
-        at = f"{where} test_info[{k}]"
-        if task == "REC":
-            _need(info, at, "realtime", "count")
-            prompt, truth = REC_PROMPT.format(f"How many times did they {record['activity']}?"), int(info["count"])
-        else:
-            _need(info, at, "realtime", "type", *(("step",) if task == "SSR" else ()))
-            text = info["step"] if task == "SSR" else record["question"]
-            prompt, truth = (SSR_PROMPT if task == "SSR" else CRR_PROMPT).format(text), int(info["type"])
-        probes.append(Probe(float(info["realtime"]), prompt, truth))
-    return tuple(probes)
+        return (_choice_probe(record, where),)
+    _need(record, where, "test_info", *(("activity",) if task == "REC" else ("question",) if task == "CRR" else ()))
+    if not isinstance(record["test_info"], list):
+        raise _bad(where, "test_info", record["test_info"], "a list")
+    return tuple(_forward_probe(record, info, f"{where} test_info[{k}]") for k, info in enumerate(record["test_info"]))
 
 
 def parse_items(records: object, source: str) -> list[OvoItem]:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise EvalDataError(f"{source} is not a list of OVO-Bench items: {GET_DATA}")
+    if not records:
+        raise EvalDataError(f"{source} holds no items: {GET_DATA}")
     items = []
     for i, record in enumerate(records):
         where = f"{source} item {i}"
         _need(record, where, "id", "task", "video")
         if record["task"] not in TASKS:
-            raise EvalDataError(f"{where} has task {record['task']!r}, not one of OVO-Bench's {', '.join(TASKS)}")
-        items.append(OvoItem(int(record["id"]), record["task"], record["video"], _probes(record, where)))
+            raise _bad(where, "task", record["task"], f"one of OVO-Bench's {', '.join(TASKS)}")
+        items.append(OvoItem(_int(record, "id", where), record["task"], _text(record, "video", where),
+                             _probes(record, where)))
     return items
 
 
@@ -153,15 +205,30 @@ def load_ovobench(data: Path) -> list[OvoItem]:
         raise EvalDataError(f"{path} not found: {GET_DATA}")
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvalDataError(f"{path} is not valid JSON ({exc}): {GET_DATA}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise EvalDataError(f"{path} is not valid JSON ({exc}): {GET_DATA}") from None
     return parse_items(records, str(path))
 
 
+def inside_data(video: str) -> Path:
+    """The annotation's video path, normalised; ItemError when it leaves the data folder (an
+    absolute path, '..' past the top). Links the user made inside the folder are followed."""
+    path = Path(os.path.normpath(video)) if "\0" not in video else None
+    if path is None or path.is_absolute() or path.parts[:1] == ("..",):
+        raise ItemError("its video path is not inside the data folder (absolute, '..' past it, or a NUL byte): only "
+                        "videos under --data are played; fix that item's \"video\"", "video outside --data")
+    return path
+
+
+def resolve_video(data: Path, video: str, folder: str) -> Path:
+    """Where the official layout puts a video (DIR/FOLDER/...), else DIR/... itself."""
+    relative = inside_data(video)
+    official = data / folder / relative
+    return official if official.exists() or not (data / relative).exists() else data / relative
+
+
 def video_path(data: Path, video: str) -> Path:
-    """Where the official layout puts a video (DIR/src_videos/...), else DIR/... itself."""
-    official = data / VIDEO_DIR / video
-    return official if official.exists() or not (data / video).exists() else data / video
+    return resolve_video(data, video, VIDEO_DIR)
 
 
 def select(items: list, tasks: list[str] | None = None, sample: int | None = None, seed: int = 0,

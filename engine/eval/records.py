@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from importlib import metadata
 from pathlib import Path
@@ -53,32 +55,51 @@ class RunSettings:
         return asdict(self)
 
 
+def _earlier_settings(path: Path) -> dict:
+    """The settings an earlier run recorded; one error naming the fix when run.json is damaged."""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        if isinstance(settings, dict) and all(isinstance(settings.get(k), dict) for k in ("session", "extra")):
+            return settings
+    except (ValueError, KeyError, TypeError, RecursionError):
+        pass
+    raise LiveCCError(f"{path} is damaged (not the run record this tool writes): pass another --out, or delete "
+                      f"{path.parent} to start it afresh")
+
+
 def open_run(out: Path, settings: RunSettings) -> None:
     """Create the output folder and record the settings, or check them against an earlier run there."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run.json"
     if path.exists():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        differ = sorted(k for k in {**before["settings"]["session"], **settings.session}
-                        if before["settings"]["session"].get(k) != settings.session.get(k))
-        differ += [k for k in ("benchmark", "model", "extra") if before["settings"][k] != getattr(settings, k)]
+        before = _earlier_settings(path)
+        differ = [k for part in ("session", "extra") for k in sorted({**before[part], **getattr(settings, part)})
+                  if before[part].get(k) != getattr(settings, part).get(k)]
+        differ += [k for k in ("benchmark", "model") if before.get(k) != getattr(settings, k)]
         if differ:
             raise LiveCCError(f"{out} holds a run with other settings ({', '.join(differ)}): "
                               "pass another --out to keep both, or delete that folder")
         return
     record = {"settings": settings.to_dict(), "code_version": code_version(),
               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a run killed mid-write leaves the old file, never half of one."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
 
 
 class ResultLog:
     """An append-only JSONL of finished items, keyed by `key(record)`: a torn last line (a run killed
     mid-write, even mid-character) is cut first, then each record is appended and flushed."""
 
-    def __init__(self, path: Path, key):
+    def __init__(self, path: Path, key, valid: Callable[[dict], bool] = lambda r: True, what: str = "a record"):
         self.path, self.key = path, key
         repair_torn_tail(path)
-        self.records = read_jsonl(path)
+        self.records = read_jsonl(path, valid, what)
         self.done = {key(r) for r in self.records}
 
     def append(self, record: dict) -> None:
@@ -88,8 +109,13 @@ class ResultLog:
         self.done.add(self.key(record))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file ([] when absent); a line that is not JSON is one error naming it."""
+def has(record: object, *keys: str) -> bool:
+    return isinstance(record, dict) and all(k in record for k in keys)
+
+
+def read_jsonl(path: Path, valid: Callable[[dict], bool] = lambda r: True, what: str = "a record") -> list[dict]:
+    """Records of a JSONL file ([] when absent); a line that is not a JSON object passing `valid`
+    is one error naming it."""
     if not path.exists():
         return []
     records = []
@@ -97,12 +123,16 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise LiveCCError(f"{path} line {i + 1} is not JSON ({exc.msg}): fix or delete that line") from exc
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise LiveCCError(f"{path} line {i + 1} is not JSON ({getattr(exc, 'msg', exc)}): fix or delete that "
+                              "line") from None
+        if not isinstance(record, dict) or not valid(record):
+            raise LiveCCError(f"{path} line {i + 1} is not {what}: fix or delete that line")
+        records.append(record)
     return records
 
 
 def write_summary(out: Path, summary: dict, markdown: str) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(markdown, encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "summary.md", markdown)

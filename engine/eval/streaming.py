@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from engine.capture.frames import Frame, RingBuffer
 from engine.capture.sources import FileSource
+from engine.session.context import ContextBudgetError
 from engine.session.events import Answer, Commentary, Event
 from engine.session.session import SessionConfig, StreamingSession
+
+from .ovobench import ItemError
 
 _BUFFER_FRAMES = 64  # only sampled frames enter the buffer: 32 s at 2 fps, never less than a chunk
 _BUFFER_BYTES = 512 * 2**20  # and a 4K video's full-size frames never take more than this
@@ -40,6 +44,15 @@ def _play(session: StreamingSession, source: FileSource) -> Iterator[Event]:
         source.stop()
 
 
+@contextmanager
+def _one_item() -> Iterator[None]:
+    """A question or prompt too long for the context fails its item alone, not the whole run."""
+    try:
+        yield
+    except ContextBudgetError as exc:
+        raise ItemError(str(exc), "too long for the KV budget") from None
+
+
 class StreamAnswerer:
     """Answers an item's probes: a fresh session watches the video, and each probe (time, prompt)
     is asked after the first chunk that ends at or past its time; probes past the end of the video
@@ -49,6 +62,10 @@ class StreamAnswerer:
         self.loaded, self.config = loaded, config
 
     def __call__(self, video: Path, probes: list[tuple[float, str]]) -> list[str]:
+        with _one_item():
+            return self._answers(video, probes)
+
+    def _answers(self, video: Path, probes: list[tuple[float, str]]) -> list[str]:
         if not probes:
             return []
         session = StreamingSession(self.loaded, self.config)
@@ -80,4 +97,5 @@ def commentate(loaded, config: SessionConfig, video: Path, begin: float, end: fl
     """The comments a fresh session makes on the clip [begin, end] given `query` as its instruction."""
     session = StreamingSession(loaded, replace(config, query=query))
     source = ClipSource(video, start=begin, end=end, sample_fps=config.fps)
-    return [event for event in _play(session, source) if isinstance(event, Commentary)]
+    with _one_item():
+        return [event for event in _play(session, source) if isinstance(event, Commentary)]

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livecc: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # repeated in hints such as eval's "to judge them"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_third_parties()
     try:
