@@ -24,7 +24,7 @@ def cmd_ask(args) -> int:
     check_video_shape(info.width, info.height, info.path)
     at = info.duration if args.at is None else args.at
     if not at >= 0 or (info.duration > 0 and at > info.duration + 0.5):  # NaN fails >= 0; duration 0: unknown
-        raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s): give a time inside it")
+        raise LiveCCError(f"--at {args.at:g} s is outside the video (0 to {info.duration:.1f} s): give a time inside it")
     config = session_config(args, live=False, answer_max_new_tokens=args.max_answer_tokens)
     check_outputs([("--jsonl", getattr(args, "jsonl", None))], inputs=[Path(args.video)])
     loaded = load(args)

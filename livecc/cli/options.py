@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from engine.errors import LiveCCError
+from engine.errors import ConfigValueError, LiveCCError
 
-from .checks import validate_model_args
+from .checks import config_option_error, validate_model_args
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def add_design_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positions", choices=POSITION_RULES, default=C.positions,
                    help="M-RoPE positions: exact 3-D for every chunk (default), or demo = LiveCC demo's 1-D "
                         "positions after the first chunk")
-    p.add_argument("--video-window", dest="video_window_s", type=float, default=C.video_window_s,
+    p.add_argument("--video-window", dest="video_window_s", type=float, default=C.video_window_s, metavar="S",
                    help="seconds of video a compaction keeps (default %(default)s)")
     p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=C.memory_tokens,
                    help="text memory of earlier comments and answers a compaction keeps (default %(default)s)")
@@ -93,6 +93,8 @@ def session_config(args, live: bool, answer_max_new_tokens: int = 512):
                              min_pixels=min(args.max_pixels, 100 * 28 * 28), live=live, kv_budget=args.kv_budget,
                              answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
                              **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
+    except ConfigValueError as exc:
+        raise config_option_error(exc) from None
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc
 
