@@ -94,3 +94,43 @@ def test_sampling_at_the_bounds_stays_finite():
             probs = torch.softmax(scores / temperature, dim=-1)
             assert torch.isfinite(probs).all() and probs[2] == 0, (temperature, penalty, probs)
             assert int(sampler.choose(logits, SelectRule(banned=(2,)), 0)) != 2
+
+
+# -- make-tiny-model: (where it is asked to write, what the one line says) ----------------------
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "plain.txt").write_text("x")
+    return tmp / "plain.txt"
+
+
+def _a_folder_with_files(tmp: Path) -> Path:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("keep me")
+    return tmp / "mine"
+
+
+TINY_MODEL_TARGETS = [
+    ("an existing file", _a_file, "is a file"),
+    ("a folder under a file", lambda tmp: _a_file(tmp) / "model", "cannot create"),
+    ("a folder that holds files", _a_folder_with_files, "is not empty"),
+    ("nowhere writable", lambda tmp: Path("/proc/livecc-test/model"), "cannot create"),
+]
+
+
+@pytest.mark.parametrize("target, says", [(t[1], t[2]) for t in TINY_MODEL_TARGETS],
+                         ids=[t[0] for t in TINY_MODEL_TARGETS])
+def test_make_tiny_model_refuses_to_write_over_anything(target, says, tmp_path, capsys):
+    path = target(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["make-tiny-model", str(path)]) == 2
+    assert says in one_error_line(capsys)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_make_tiny_model_says_what_it_wrote_in_a_sentence(tmp_path, capsys):
+    path = tmp_path / "tiny"
+    assert main(["make-tiny-model", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Wrote a tiny Qwen2-VL") and f"--model {path}" in out and out.count("\n") == 1, out
+    assert err == "", err  # no third-party "Writing model shards" bar
+    assert (path / "config.json").exists() and (path / "model.safetensors").exists()

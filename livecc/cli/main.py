@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import os
 import signal
@@ -110,7 +109,8 @@ def cmd_make_tiny_model(args) -> int:
     from engine.model.tiny import make_tiny_model
 
     path = make_tiny_model(args.dir)
-    print(json.dumps({"tiny_model": str(path)}))
+    print(f"Wrote a tiny Qwen2-VL with random weights (for tests and offline demos) to {path}: "
+          f"use it with --model {path}")
     return 0
 
 
