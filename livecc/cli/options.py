@@ -101,12 +101,15 @@ def session_config(args, live: bool, answer_max_new_tokens: int = 512):
 
 def load(args):
     from engine.model.loading import load_model
+    from engine.model.quantize import precision_note
 
     def progress(stage: str, fraction: float | None) -> None:
         pct = f" {fraction * 100:.0f}%" if fraction is not None else ""
         print(f"\r{stage}{pct}", end="" if fraction not in (None, 1.0) else "\n", file=sys.stderr, flush=True)
 
-    return load_model(args.model, device=args.device, progress=progress, quantize=quant_request(args))
+    loaded = load_model(args.model, device=args.device, progress=progress, quantize=quant_request(args))
+    print(f"livecc: {precision_note(args.quantize, loaded.precision, loaded.plan, loaded.dtype)}", file=sys.stderr)
+    return loaded
 
 
 def add_quantize_argument(p: argparse.ArgumentParser) -> None:
