@@ -8,7 +8,7 @@ from pathlib import Path
 from engine.errors import LiveCCError
 
 from .checks import bad_option, check_outputs, check_video_shape
-from .narrate import video_clock
+from .narrate import ProgressBar, video_clock
 from .options import load, session_config
 
 
@@ -30,12 +30,14 @@ def cmd_ask(args) -> int:
     loaded = load(args)
     session = StreamingSession(loaded, config)
     source, buffer = file_capture(args.video, info, config, end=at)
+    bar = ProgressBar(at, desc="watching")
     try:
         source.start(buffer)
-        for _ in session.run(buffer):
-            pass  # watch silently up to --at
+        for event in session.run(buffer):
+            bar.follow(event)  # no comment is printed: only the answer is
     finally:
         source.stop()
+        bar.close()
     _warn_if_short(session.frames.next_time, at)
     shown, final = "", None
     for answer in session.answer(args.question):
