@@ -99,7 +99,7 @@ def cmd_narrate(args) -> int:
         cleanup.callback(lambda: summary.started and print(summary.line(), file=sys.stderr))
         sink = _speech_sink(args, info.duration)
         if sink is not None:
-            cleanup.callback(sink.close)
+            cleanup.callback(_close_speech, sink, summary)
         session = StreamingSession(load(args), config)
         files = _open_files(args)
         summary.files += files.paths
@@ -131,6 +131,13 @@ def _open_files(args):
         print(f"livecc: warning: {args.jsonl} ended in a torn line (an interrupted run); removed its "
               f"{files.log.repaired} bytes before appending", file=sys.stderr)
     return files
+
+
+def _close_speech(sink, summary: Summary) -> None:
+    """Stop the voice and write the WAV (--speech-wav), which the summary then lists."""
+    sink.close()
+    if sink.written is not None:
+        summary.files.append(sink.written)
 
 
 def _speaks_aloud(args) -> bool:
