@@ -216,6 +216,7 @@ def _times(line: str) -> tuple[float, float]:
     return secs(a), secs(b)
 
 
+@pytest.mark.slow
 def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir, tmp_path):
     """10 SIGTERMs at random events of a run (fixed seed: after the n-th printed comment, or while
     the n-th chunk is prefilled or decoded), a SIGHUP and a quick double Ctrl-C. Each lands mid-run:
@@ -278,6 +279,7 @@ PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:
 OURS = re.compile(r"^(livecc: |Loading weights from |Model ready|narrating |\s*$)")
 
 
+@pytest.mark.slow
 def test_4k_file_stays_under_1_5_gb_and_stderr_holds_only_our_lines(tiny_model_dir, tmp_path):
     """Frames enter the buffer at model size: a 4K file peaked at ~1.8 GB before (full-size frames in
     the buffer, and their float copies in preprocessing); the tiny model itself needs ~0.7 GB."""
