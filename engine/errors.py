@@ -58,3 +58,17 @@ class SourceOpenError(SourceError):
 
 class SourceReadError(SourceError):
     """The source stopped delivering frames after it had opened (unplugged camera, bad file tail)."""
+
+
+class ConfigValueError(ValueError):
+    """A config field out of its range. The message uses the engine's field name; a front end that
+    calls it something else (the CLI's --video-window for `video_window_s`) words it from the parts."""
+
+    def __init__(self, field: str, value: object, rule: str):
+        self.field, self.value, self.rule = field, value, rule
+        super().__init__(f"{field} {show_value(value)} {rule}")
+
+
+def show_value(value: object) -> str:
+    """A number as a user would have typed it (1e-300, 0.5, 16), anything else as is."""
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -71,9 +71,13 @@ def test_realtime_paces_to_wall_clock(tiny_model_dir, tmp_path):
 
 
 def test_ask_answers_from_the_video_up_to_a_time(tiny_model_dir, video20, capsys):
-    assert main(["ask", str(video20), "What is moving?", "--at", "6", "--model", str(tiny_model_dir),
+    """--at as m:ss; while it watches, the same progress bar as narrate (on stderr, the answer alone on stdout)."""
+    assert main(["ask", str(video20), "What is moving?", "--at", "0:06", "--model", str(tiny_model_dir),
                  "--max-answer-tokens", "8", *SMALL]) == 0
-    assert capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
+    assert out.strip() and "watching" not in out
+    progress = [line for line in re.split(r"[\r\n]", err) if line.startswith("watching ")]
+    assert progress and "6.0/6.0s" in progress[-1] and "context " in progress[-1], err
 
 
 def _bad_inputs(tmp_path: Path, video: Path) -> dict[str, list[str]]:

@@ -216,17 +216,19 @@ def _times(line: str) -> tuple[float, float]:
     return secs(a), secs(b)
 
 
+@pytest.mark.slow
 def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir, tmp_path):
-    """10 SIGTERMs at random moments (fixed seed), a SIGHUP and a quick double Ctrl-C: the exit status
-    says which signal, and SRT, VTT and JSONL hold every chunk whose comment was printed."""
+    """10 SIGTERMs at random events of a run (fixed seed: after the n-th printed comment, or while
+    the n-th chunk is prefilled or decoded), a SIGHUP and a quick double Ctrl-C. Each lands mid-run:
+    the run is held at its event until the signal comes. The exit status says which signal, and
+    SRT, VTT and JSONL hold every chunk whose comment was printed."""
     video = write_video(tmp_path / "twenty.mp4", seconds=20, fps=5)
     trials = _forked_runs("signals", video, tiny_model_dir, tmp_path / "runs", "14")
-    assert len(trials) == 12
+    assert len(trials) == 12 and len({tuple(t["gate"]) for t in trials}) >= 8  # varied moments
     for t in trials:
         out, signum, err = Path(t["out"]), t["signals"][0], t["stderr"]
         assert "Traceback" not in err, err
-        if t["code"] != 128 + signum:  # the signal came after the run had ended: all 18 chunks are there
-            assert t["code"] in (0, -signum) and "livecc: 18 chunks" in err, t
+        assert t["reached"] and t["code"] == 128 + signum and "livecc: 18 chunks" not in err, t
         srt_text = out.joinpath("a.srt").read_text()
         srt = parse_srt(srt_text) if srt_text else []
         vtt = parse_vtt(out.joinpath("a.vtt").read_text())
@@ -234,7 +236,6 @@ def test_stop_signals_at_random_moments_keep_every_printed_chunk(tiny_model_dir,
         cues = {(a, b) for a, b, _ in srt}
         assert {_times(line) for line in t["printed"]} <= cues, t
         assert len(vtt) == len(srt) and len(records) >= len(t["printed"])
-    assert sum(t["code"] == 143 for t in trials) >= 5  # most signals land mid-run
 
 
 def test_a_stop_signal_during_a_cue_waits_until_both_files_have_it():
@@ -278,6 +279,7 @@ PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:
 OURS = re.compile(r"^(livecc: |Loading weights from |Model ready|narrating |\s*$)")
 
 
+@pytest.mark.slow
 def test_4k_file_stays_under_1_5_gb_and_stderr_holds_only_our_lines(tiny_model_dir, tmp_path):
     """Frames enter the buffer at model size: a 4K file peaked at ~1.8 GB before (full-size frames in
     the buffer, and their float copies in preprocessing); the tiny model itself needs ~0.7 GB."""

@@ -134,6 +134,7 @@ def _cli(ovo: Path, model: Path, out: Path) -> list[str]:
     return ["eval", "ovobench", "--data", str(ovo), "--model", str(model), "--out", str(out), *TINY]
 
 
+@pytest.mark.slow
 def test_tiny_model_end_to_end_resume_and_sigint(ovo, tiny_model_dir, tmp_path):
     broken = tmp_path / "interrupted"
     proc = subprocess.Popen([sys.executable, "-m", "livecc.cli", *_cli(ovo, tiny_model_dir, broken)],

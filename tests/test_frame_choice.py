@@ -28,15 +28,17 @@ def livecc_choice(starts: np.ndarray, fps: float, targets: np.ndarray) -> np.nda
     return starts[(targets[:, None] <= ends + 1e-6).argmax(axis=1)]
 
 
-def sampled(path) -> list[float]:
-    """What the session sees: FileSource at 2 fps into a ring buffer, chunks from FrameSampler."""
-    source, buffer, sampler = FileSource(path, sample_fps=2), RingBuffer(64), FrameSampler(2.0, 6, 2)
+def sampled(path, source=None, buffer=None) -> list[float]:
+    """What the session sees: by default FileSource at 2 fps into a ring buffer, chunks from FrameSampler."""
+    source = source or FileSource(path, sample_fps=2)
+    buffer = buffer if buffer is not None else RingBuffer(64)
+    sampler = FrameSampler(2.0, 6, 2)
     source.start(buffer)
     picked: list[float] = []
     try:
         while True:
             closed = buffer.closed  # read first: a chunk may still form from the last frames
-            chunk = sampler.take(buffer, False, 2.0)
+            chunk = sampler.take(buffer, source.live, 2.0)
             if chunk is not None:
                 picked += [f.timestamp for f in chunk.frames]
             elif closed:
@@ -69,3 +71,53 @@ def test_a_chunk_forms_once_the_frame_on_screen_at_its_last_target_is_here():
         buffer.put(Frame(image, t, 1 / 30))
     chunk = sampler.take(buffer, False, 2.0)  # the buffer is still open: no later frame has come
     assert chunk is not None and [f.timestamp for f in chunk.frames][-1] == pytest.approx(2.5 - 1 / 30)
+
+
+# -- the every-frame path: the desktop app's file source, webcams and the screen ----------------
+
+@pytest.mark.parametrize("fps", [25.0, 30.0])
+def test_every_frame_file_source_takes_the_frame_on_screen(tmp_path, fps):
+    """FileSource without sample_fps hands over every frame; the sampler picks the one on screen."""
+    path = write_video(tmp_path / f"v{fps:.0f}.mp4", seconds=5, fps=fps, width=64, height=48)
+    starts = decoded_times(path)
+    picked = sampled(path, FileSource(path), RingBuffer(256))
+    targets = np.arange(len(picked)) / 2.0
+    assert len(picked) == 10
+    np.testing.assert_allclose(picked, livecc_choice(starts, fps, targets), atol=1e-6)
+
+
+def test_the_apps_file_path_takes_the_frame_on_screen(tmp_path):
+    """The desktop app: FileSource(path, realtime=True) into its PreviewBuffer (an 8 fps keep grid),
+    sampled live. At 25 fps the first chunk is frames 0, 12, 24, 37, 49, 62 (LiveCC's loop), not 0,
+    12, 25, 37, 50, 62."""
+    from desktop_app.preview import PreviewBuffer
+
+    path = write_video(tmp_path / "v25.mp4", seconds=3.2, fps=25.0, width=64, height=48)
+    starts = decoded_times(path)
+    picked = sampled(path, FileSource(path, realtime=True), PreviewBuffer())
+    assert np.searchsorted(starts, np.array(picked) - 1e-6).tolist() == [0, 12, 24, 37, 49, 62]
+
+
+def live_times(seed: int = 0, fps: float = 30.0, seconds: float = 3.0) -> np.ndarray:
+    """A camera's frame times: about fps, with jitter, starting a little after 0."""
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.uniform(0.6, 1.4, int(seconds * fps)) / fps)
+
+
+def test_live_frames_last_until_the_next_one_through_the_apps_buffer():
+    """Webcam and screen frames have no duration: the one on screen at t is the last that started
+    before t. Checked through a plain ring and through the app's keep grid."""
+    from desktop_app.preview import PreviewBuffer
+
+    from engine.capture.frames import Frame
+
+    times = live_times()
+    image = np.zeros((4, 4, 3), np.uint8)
+    targets = np.arange(6) / 2.0  # the first chunk
+    expected = times[np.maximum(np.searchsorted(times, targets) - 1, 0)]
+    for buffer in (RingBuffer(256), PreviewBuffer()):
+        for t in times:
+            buffer.put(Frame(image, float(t)))
+        chunk = FrameSampler(2.0, 6, 2).take(buffer, True, 2.0)
+        assert chunk is not None, type(buffer).__name__
+        np.testing.assert_allclose([f.timestamp for f in chunk.frames], expected, err_msg=type(buffer).__name__)

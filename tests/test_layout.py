@@ -131,3 +131,14 @@ def test_package_exports_resolve_inside_their_package():
         package = importlib.import_module(name)
         for export in getattr(package, "__all__", []):
             assert getattr(package, export) is not None, f"{name}.{export}"
+
+
+def test_the_license_file_is_the_one_pyproject_names():
+    """pyproject and About say Apache-2.0: the release carries its full text."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    text = (ROOT / "LICENSE").read_text()
+    assert declared == "Apache-2.0"
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) == 201

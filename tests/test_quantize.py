@@ -126,6 +126,21 @@ def test_a_budget_that_cannot_fit_exits_2_with_one_line(tiny_model_dir, tmp_path
     assert code == 2 and len(err.splitlines()) == 1 and "--quantize int4" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("free, says", [
+    (None, "livecc: precision float32, auto: no GPU memory to fit on this device"),
+    (15 * GIB, "livecc: precision int8, auto: bf16 does not fit, with the whole KV budget: weights "),
+], ids=["cpu", "a 16 GB card"])
+def test_the_load_note_says_which_precision_auto_chose_and_why(free, says, tiny_model_dir, tmp_path, monkeypatch,
+                                                               capsys):
+    video = write_video(tmp_path / "clip.mp4", seconds=1.0)
+    monkeypatch.setattr(quant, "free_memory", lambda device: free)  # the 7B plan on a card with this much free
+    monkeypatch.setattr(quant, "ModelShape", _SevenB)
+    monkeypatch.setenv("LIVECC_QUANT_CACHE", str(tmp_path / "cache"))
+    assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--device", "cpu", "--max-pixels", "20000"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("livecc: precision")]
+    assert len(notes) == 1 and notes[0].startswith(says), notes
+
+
 class _SevenB(ModelShape):
     """The planner reading the 7B shape whatever config it is handed (the tiny model fits anywhere)."""
 

@@ -10,6 +10,7 @@ import os
 import threading
 
 import numpy as np
+import pytest
 import torch
 
 from engine.session.events import Commentary, Compaction, Stats, event_to_record
@@ -37,6 +38,7 @@ def produce(buffer: RingBuffer, images: list[np.ndarray]) -> None:
     buffer.close()
 
 
+@pytest.mark.slow
 def test_one_hour_stream_stays_in_budget_and_memory(tiny_loaded, tmp_path, one_thread):
     # The visual memory grows to its bound and then stays there: a small bound fills in the first minutes.
     config = SessionConfig(max_pixels=SIDE * SIDE, min_pixels=SIDE * SIDE, max_new_tokens=4, kv_budget=BUDGET,

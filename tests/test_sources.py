@@ -553,3 +553,31 @@ def test_screen_region_on_xvfb(xvfb_display, monkeypatch):
         ScreenSource(monitor=1, region=(300, 0, 100, 50)).start(RingBuffer(4))
     with pytest.raises(SourceOpenError, match="no monitor 5"):
         ScreenSource(monitor=5).start(RingBuffer(4))
+
+
+# A source left running when the program exits: its capture thread must be stopped and joined
+# before the interpreter finalizes (a daemon thread torn down inside OpenCV aborts the process).
+EXIT_WITH_A_RUNNING_SOURCE = """
+import atexit, sys, threading
+
+def report():  # registered first, so it runs after the engine's own exit hooks
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("source:")]
+    print(f"capture threads alive at exit: {len(alive)}", flush=True)
+
+atexit.register(report)
+from engine.capture.frames import RingBuffer
+from engine.capture.sources import FileSource
+
+buffer = RingBuffer(64)
+FileSource(sys.argv[1], realtime=True).start(buffer)  # paced: still capturing when the program ends
+buffer.wait(timeout=60)  # the first frame has arrived
+sys.exit(130)
+"""
+
+
+def test_a_source_still_running_at_exit_is_joined_and_the_exit_status_kept(tmp_path):
+    video = write_video(tmp_path / "long.mp4", seconds=6, fps=10)
+    proc = subprocess.run([sys.executable, "-c", EXIT_WITH_A_RUNNING_SOURCE, str(video)], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
+    assert proc.returncode == 130, proc.stderr
+    assert "capture threads alive at exit: 0" in proc.stdout, (proc.stdout, proc.stderr)

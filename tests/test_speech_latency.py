@@ -237,6 +237,7 @@ def test_narrate_names_the_bad_setting_in_one_line(env, flags, message, tmp_path
 
 
 # -- the benchmark's CPU smoke run -----------------------------------------------------------------
+@pytest.mark.slow
 def test_bench_live_smoke_runs_and_reports(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_live.py"), "--smoke", "--voice", "none",

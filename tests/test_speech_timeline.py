@@ -120,3 +120,35 @@ def test_known_length_cuts_the_wav_at_the_videos_end(tmp_path):
     audio, rate = sink_wav(tmp_path, video_duration=3.5)
     assert len(audio) == int(3.5 * rate)
     assert np.all(audio[3 * rate:] > 0.05)
+
+
+# -- like the player: a phrase is taken when the voice is free ---------------------------------
+def test_comments_that_come_while_the_voice_speaks_wait_and_merge_as_in_the_player():
+    """Eight 2.3 s comments, one a second: the voice takes the next phrase only when it falls silent,
+    so comments that came meanwhile are said together (max_pending=1), and the newest is said
+    instead of being dropped behind a backlog of older ones placed one by one."""
+    timeline = SpeechTimeline(MarkerSynth(), SpeechPolicy(max_rate=1.0, max_pending=1, start_at="clause"))
+    words = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven"]
+    for k, word in enumerate(words):
+        start, end = (0.0, 3.0) if k == 0 else (2.0 + k, 3.0 + k)  # a 3 s first chunk, then 1 s chunks
+        timeline.add_commentary(f"{word} is said for two seconds and a bit.", start, end)
+    timeline.finish(10.0)
+    said = [[w for w in words if p.phrase.text.count(f"{w} is said")] for p in timeline.placements]
+    assert said == [["Zero"], ["One", "Two"], ["Six"], ["Seven"]]
+    for a, b in zip(timeline.placements, timeline.placements[1:]):
+        assert b.start == pytest.approx(max(a.end, b.phrase.video_end))  # taken when the voice fell silent
+    assert timeline.scheduler.stats.merged == 3 and timeline.scheduler.stats.dropped_stale == 1  # Three-Five
+
+
+def test_voice_none_says_its_wav_is_silent_and_the_summary_lists_the_wav(tiny_model_dir, tmp_path, capsys):
+    from livecc.cli.main import main
+    from videos import write_video
+
+    video = write_video(tmp_path / "v.mp4", 3)
+    wav, jsonl = tmp_path / "speech.wav", tmp_path / "c.jsonl"
+    assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--max-pixels", "20000",
+                 "--jsonl", str(jsonl), "--speech-wav", str(wav), "--voice", "none"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"speech: wrote {wav} (silent: --voice none says nothing; give --voice espeak or a ChatTTS seed to " \
+           f"hear it)" in err, err
+    assert err[-1].endswith(f"wrote {jsonl}, {wav}"), err[-1]

@@ -221,6 +221,7 @@ def test_off_switch_routes_the_synth_to_chattts_generate(synth, spies):
     assert on.shape == off.shape and np.allclose(on, off, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bench_tts_smoke_reports_the_graph_rows_and_the_token_check(tmp_path):
     import json
     import os

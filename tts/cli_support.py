@@ -16,7 +16,7 @@ from engine import Answer, Commentary, Stats
 from tts.factory import SynthKind, make_synthesizer, parse_voice
 from tts.player import PlayerConfig, SpeechPlayer, resolve_output_device
 from tts.scheduler import SpeechPolicy, policy_with_max_lag
-from tts.synth import SpeechError, Synthesizer
+from tts.synth import NullSynth, SpeechError, Synthesizer
 from tts.timeline import SpeechTimeline
 
 DRAIN_TIMEOUT_S = 10.0  # at the end, let the last phrase finish, but not forever
@@ -53,6 +53,7 @@ class SpeechSink:
     policy: SpeechPolicy = field(default_factory=SpeechPolicy)
     commentary: list[Commentary] = field(default_factory=list)
     video_duration: float = 0.0  # the WAV is exactly this long (0, a live source: as long as its speech)
+    written: Path | None = None  # the WAV, once it is on disk
 
     def on_event(self, event) -> None:
         if isinstance(event, Commentary):
@@ -78,9 +79,16 @@ class SpeechSink:
         for event in self.commentary:
             timeline.add_commentary(event.text, event.start, event.end)
         timeline.write(self.wav_path, self.video_duration)  # cut at the video's end only when it is known
+        self.written = self.wav_path
+        print(f"speech: wrote {self.wav_path} ({self._wav_contents(timeline)})", file=sys.stderr)
+
+    def _wav_contents(self, timeline: SpeechTimeline) -> str:
+        if isinstance(self.synth, NullSynth):
+            return "silent: --voice none says nothing; give --voice espeak or a ChatTTS seed to hear it"
         dropped = timeline.scheduler.stats.dropped_stale + timeline.scheduler.stats.dropped_overflow
-        print(f"speech: wrote {self.wav_path} ({len(timeline.placements)} phrases, {dropped} dropped as stale)",
-              file=sys.stderr)
+        said = f"{len(timeline.placements)} phrases"
+        return said if not dropped else (f"{said}; {dropped} dropped, which would have started more than "
+                                         f"{self.policy.max_lag_s:g} s behind the video (--speech-max-lag)")
 
 
 def speech_policy(max_lag_s: float) -> SpeechPolicy:

@@ -44,16 +44,23 @@ class SpeechTimeline:
         self._place_ready(available)
 
     def _advance(self, until: float) -> None:
-        """Run the held-phrase deadlines that fall before `until`, in order."""
-        while (deadline := self.scheduler.next_deadline()) is not None and deadline <= until:
-            self.scheduler.poll(deadline)
-            self._place_ready(deadline)
+        """Run, in time order, what happens before `until`: held phrases released at their deadline,
+        and the voice falling silent with a phrase waiting."""
+        while (moment := self._next_moment()) is not None and moment <= until:
+            self.scheduler.poll(moment)
+            self._place_ready(moment)
         self._now = until
 
+    def _next_moment(self) -> float | None:
+        free = max(self._cursor, self._now) if self.scheduler.has_pending() else None
+        return min((m for m in (self.scheduler.next_deadline(), free) if m is not None), default=None)
+
     def _place_ready(self, now: float) -> None:
+        """Like the player: the next phrase is taken when the voice is free, so comments that come
+        while it speaks wait and merge (max_pending) instead of each being queued behind."""
         self._now = max(self._now, now)
-        while (phrase := self.scheduler.next_phrase(now, max(0.0, self._cursor - now))) is not None:
-            self._place(phrase, max(now, self._cursor))
+        while self._cursor <= now and (phrase := self.scheduler.next_phrase(now)) is not None:
+            self._place(phrase, now)
 
     def _place(self, phrase: Phrase, start: float) -> None:
         audio = self.synth.synthesize(phrase.text)
@@ -67,7 +74,7 @@ class SpeechTimeline:
 
     def finish(self, video_duration: float | None = None) -> np.ndarray:
         """Release everything still held and return the whole track (at least the video long)."""
-        self._advance(float("inf") if self.scheduler.next_deadline() is not None else self._now)
+        self._advance(float("inf"))
         rate = self.synth.sample_rate
         length = max([s + len(a) for s, a in self._audio] + [int((video_duration or 0.0) * rate)])
         track = np.zeros(length, dtype=np.float32)

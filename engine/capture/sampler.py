@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .frames import Frame, RingBuffer
 
+_TIME_EPS = 1e-6  # livecc-utils' tolerance when matching a target to a frame's end
+
 
 @dataclass
 class Chunk:
@@ -16,6 +18,17 @@ class Chunk:
     start: float
     end: float
     frames: list[Frame]
+
+
+def on_screen(frames: list[Frame], t: float) -> Frame:
+    """The frame on screen at `t`: the first whose end reaches it, as LiveCC's livecc-utils matches
+    targets against frame end times. A frame ends after its duration, or when the next one starts
+    if its source does not know (a live source); the newest frame is still on screen."""
+    for frame, after in zip(frames, frames[1:]):
+        end = frame.timestamp + frame.duration if frame.duration > 0 else after.timestamp
+        if t <= end + _TIME_EPS:
+            return frame
+    return frames[-1]
 
 
 class FrameSampler:
@@ -59,7 +72,7 @@ class FrameSampler:
             targets = covered[: len(covered) // 2 * 2]  # a short tail: keep an even count
             if not targets:
                 return None
-        picks = [min(frames, key=lambda f, t=t: abs(f.timestamp - t)) for t in targets]
+        picks = [on_screen(frames, t) for t in targets]
         chunk = Chunk(self.chunks, targets[0], targets[-1] + self.period, picks)
         self.next_time = targets[-1] + self.period
         self.chunks += 1

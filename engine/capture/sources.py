@@ -4,11 +4,13 @@ typed error, read on a thread, tolerate a few failed reads, join with a timeout 
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import sys
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +34,20 @@ _DEFAULT_FPS = 30.0
 # Where Linux lists cameras (module-level so tests can point them at a fake tree).
 _DEV_DIR = Path("/dev")
 _V4L_SYS_DIR = Path("/sys/class/video4linux")
+
+
+# How long the interpreter's exit waits for each capture thread to finish its current read.
+_EXIT_JOIN_S = 5.0
+_RUNNING: weakref.WeakSet[VideoSource] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Capture threads are daemons (a hung camera must not keep the process alive), but one still
+    inside OpenCV when the interpreter finalizes aborts it ("FATAL: exception not rethrown",
+    SIGABRT instead of the exit status): stop and join every running source first."""
+    for source in list(_RUNNING):
+        source.stop(timeout=_EXIT_JOIN_S)
 
 
 class _EndOfStream(Exception):
@@ -92,6 +108,7 @@ class VideoSource(ABC):
         self._stop_event.clear()
         self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"source: {self.describe()}", daemon=True)
+        _RUNNING.add(self)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,13 +73,14 @@ class StreamAnswerer:
         asked: deque[int] = deque()
         replies: list[str | None] = [None] * len(probes)
         source = FileSource(video, end=probes[due[-1]][0], sample_fps=self.config.fps)
-        for event in _play(session, source):
-            if isinstance(event, Commentary):
-                while due and event.end >= probes[due[0]][0] - 1e-6:
-                    asked.append(due.popleft())
-                    session.ask(probes[asked[-1]][1])
-            elif isinstance(event, Answer) and event.done:
-                replies[asked.popleft()] = event.text
+        with closing(_play(session, source)) as events:  # the source stops here, however the loop ends
+            for event in events:
+                if isinstance(event, Commentary):
+                    while due and event.end >= probes[due[0]][0] - 1e-6:
+                        asked.append(due.popleft())
+                        session.ask(probes[asked[-1]][1])
+                elif isinstance(event, Answer) and event.done:
+                    replies[asked.popleft()] = event.text
         for i in list(asked) + list(due):  # asked after the last chunk, or the video ended first
             replies[i] = _final_answer(session, probes[i][1])
         return replies
@@ -97,5 +98,5 @@ def commentate(loaded, config: SessionConfig, video: Path, begin: float, end: fl
     """The comments a fresh session makes on the clip [begin, end] given `query` as its instruction."""
     session = StreamingSession(loaded, replace(config, query=query))
     source = ClipSource(video, start=begin, end=end, sample_fps=config.fps)
-    with _one_item():
-        return [event for event in _play(session, source) if isinstance(event, Commentary)]
+    with _one_item(), closing(_play(session, source)) as events:
+        return [event for event in events if isinstance(event, Commentary)]

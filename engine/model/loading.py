@@ -183,8 +183,8 @@ def apply_liger(device: torch.device) -> str:
 
 
 @contextmanager
-def _quiet_weight_loading() -> Iterator[None]:
-    """transformers' own "Loading weights" bar: the caller's progress already says what happens."""
+def quiet_progress_bars() -> Iterator[None]:
+    """transformers' own "Loading weights" and "Writing model shards" bars: the caller says what happens."""
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
@@ -230,7 +230,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
         staged = quant.staging_device(precision, dev)
         placement = {"device_map": str(staged)} if importlib.util.find_spec("accelerate") else {}
         attn = notes[0].split(": ")[1]
-        with _quiet_weight_loading():
+        with quiet_progress_bars():
             model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: Qwen2VLForConditionalGeneration
                                          .from_pretrained(folder, dtype=dtype, attn_implementation=attn, **placement)
                                          .to(staged))

@@ -252,11 +252,15 @@ class MemoryPlan:
     prefill_graphs: bool = True  # False: no room for the prefill's CUDA graphs, it runs eagerly
 
     def describe(self) -> str:
+        return f"precision {self.precision}: {self.sizes()} ({self.why()})"
+
+    def sizes(self) -> str:
         speech = f" + speech {self.speech_gb:.1f}" if self.speech_gb else ""
-        graphs = "" if self.prefill_graphs else "; prefill without CUDA graphs, to keep the KV budget"
-        return (f"precision {self.precision}: weights {self.weights_gb:.1f} GB + KV {self.kv_gb:.1f} GB "
-                f"({self.kv_budget} tokens) + activations {self.activations_gb:.1f} GB{speech} "
-                f"of {self.free_gb:.1f} GB free ({self.reason}{graphs})")
+        return (f"weights {self.weights_gb:.1f} GB + KV {self.kv_gb:.1f} GB ({self.kv_budget} tokens) + "
+                f"activations {self.activations_gb:.1f} GB{speech} of {self.free_gb:.1f} GB free")
+
+    def why(self) -> str:
+        return self.reason + ("" if self.prefill_graphs else "; prefill without CUDA graphs, to keep the KV budget")
 
 
 def prefill_graphs_on() -> bool:
@@ -365,6 +369,17 @@ def describe_precision(precision: str, plan: MemoryPlan | None, model: torch.nn.
     packed = quantized_bytes(model) / GiB
     head = f"quantize: {precision}" + (f" ({packed:.1f} GB packed)" if precision != "none" else "")
     return head + (f"; memory plan: {plan.describe()}" if plan is not None else "")
+
+
+def precision_note(requested: str, precision: str, plan: MemoryPlan | None, dtype: torch.dtype) -> str:
+    """The load note: which precision the weights run at, and why (--quantize auto decides on CUDA
+    from the memory plan; elsewhere there is no GPU memory to fit, so auto keeps them unquantized)."""
+    which = str(dtype).removeprefix("torch.") if precision == "none" else precision
+    if plan is not None:
+        return f"precision {which}, {'auto: ' if requested == 'auto' else ''}{plan.why()}: {plan.sizes()}"
+    if requested == "auto":
+        return f"precision {which}, auto: no GPU memory to fit on this device, so the weights stay unquantized"
+    return f"precision {which}, as asked for (--quantize {requested})"
 
 
 # -- the on-disk cache -----------------------------------------------------------------------

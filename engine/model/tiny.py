@@ -13,6 +13,10 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import ModelLoadError
+
+from .loading import quiet_progress_bars
+
 QWEN2_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
@@ -113,11 +117,12 @@ def tiny_config(tokenizer):
 
 
 def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
-    """Build and save a random tiny Qwen2-VL + tokenizer at `path`; returns the path."""
+    """Build and save a random tiny Qwen2-VL + tokenizer at `path` (a new or empty folder); returns
+    the path. Raises ModelLoadError naming the fix when the folder cannot be written."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path = Path(path).expanduser()
+    _check_new_folder(path)
     tokenizer = build_tokenizer()
     config, _ = tiny_config(tokenizer)
     torch.manual_seed(seed)
@@ -126,6 +131,23 @@ def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
         for p in model.parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, 0.08)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    try:
+        with quiet_progress_bars():
+            model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write the tiny model into {path} ({exc.strerror or exc}): "
+                             "free some space or choose another folder") from None
     return path
+
+
+def _check_new_folder(path: Path) -> None:
+    """Never write random weights over something else: a file, or a folder that holds anything."""
+    if path.exists() and not path.is_dir():
+        raise ModelLoadError(f"{path} is a file: give the name of a new folder for the tiny model")
+    if path.is_dir() and any(path.iterdir()):
+        raise ModelLoadError(f"{path} is not empty: give a new or empty folder for the tiny model")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot create {path} ({exc.strerror or exc}): choose a writable place") from None

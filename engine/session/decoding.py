@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from engine.defaults import REPETITION_PENALTY
+from engine.errors import ConfigValueError
+
+# Sampling bounds where the arithmetic stays finite in float32 and bf16: scores are divided by the
+# penalty and then the temperature, so 1e-300 would turn a logit into inf and softmax into NaN.
+TEMPERATURE_RANGE = (1e-3, 1e3)
+PENALTY_RANGE = (1e-3, 1e3)
 
 
 @dataclass(frozen=True)
@@ -23,8 +29,16 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self):
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
-            raise ValueError("need temperature >= 0, 0 < top_p <= 1, repetition_penalty > 0")
+        low, high = TEMPERATURE_RANGE
+        if self.temperature != 0 and not low <= self.temperature <= high:
+            raise ConfigValueError("temperature", self.temperature, f"is out of range: give 0 (greedy) or {low:g} to "
+                                                                   f"{high:g} (sampling)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigValueError("top_p", self.top_p, "is out of range: give more than 0 and at most 1")
+        low, high = PENALTY_RANGE
+        if not low <= self.repetition_penalty <= high:
+            raise ConfigValueError("repetition_penalty", self.repetition_penalty,
+                                   f"is out of range: give {low:g} to {high:g} (1 = no penalty)")
 
     @property
     def greedy(self) -> bool:

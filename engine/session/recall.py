@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine.errors import ConfigValueError
 from engine.model.prompt import PromptBuilder
 
 from .memory import KeyFrame, KeyFrameMemory
@@ -63,10 +64,10 @@ class Mark:
 
 def check_memory_config(config) -> None:
     """SessionConfig's visual-memory fields (called from its __post_init__)."""
-    if config.memory_mb <= 0:
-        raise ValueError(f"memory MB must be positive, not {config.memory_mb:g} (use --no-memory to turn memory off)")
+    if not config.memory_mb > 0:
+        raise ConfigValueError("memory_mb", config.memory_mb, "must be more than 0 (use --no-memory to turn memory off)")
     if config.topk < 0:
-        raise ValueError(f"recall k must be 0 or more, not {config.topk}")
+        raise ConfigValueError("topk", config.topk, "must be 0 or more")
     if config.key_frame_buffer_size < 1 or not 0 <= config.key_frame_match_ratio <= 1:
         raise ValueError("key_frame_buffer_size must be >= 1 and key_frame_match_ratio between 0 and 1")
     if config.router_strategy not in STRATEGIES:

@@ -21,7 +21,7 @@ from engine.capture.frames import RingBuffer
 from engine.capture.sampler import Chunk, FrameSampler
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_QUERY,
                              KV_BUDGET, REPETITION_PENALTY)
-from engine.errors import OutOfMemoryError
+from engine.errors import ConfigValueError, OutOfMemoryError
 from engine.model.loading import LoadedModel
 from engine.model.preprocess import VideoInputs, preprocess_frames
 from engine.model.prompt import STREAM_CONTINUES, PromptBuilder
@@ -77,12 +77,14 @@ class SessionConfig:
         if self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
         if self.max_pixels < 28 * 28:
-            raise ValueError("max_pixels must be at least 28*28 = 784")
+            raise ConfigValueError("max_pixels", self.max_pixels, "is too small: give at least 784 (28*28)")
         self.sampling()  # temperature, top_p, repetition penalty: checked here, with the rest
         if self.fps <= 0 or self.max_backlog_s <= 0:
             raise ValueError("fps and max_backlog_s must be positive")
-        if self.video_window_s <= 0 or self.memory_tokens < 0:
-            raise ValueError("video_window_s must be positive and memory_tokens not negative")
+        if not self.video_window_s > 0:
+            raise ConfigValueError("video_window_s", self.video_window_s, "must be more than 0 seconds")
+        if self.memory_tokens < 0:
+            raise ConfigValueError("memory_tokens", self.memory_tokens, "must be 0 or more")
         if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):
             raise ValueError(f"kv_budget {self.kv_budget} is too small: it must exceed twice memory_tokens plus "
                              "the longest reply (a compaction keeps at most half the budget)")

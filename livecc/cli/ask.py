@@ -8,7 +8,7 @@ from pathlib import Path
 from engine.errors import LiveCCError
 
 from .checks import bad_option, check_outputs, check_video_shape
-from .narrate import video_clock
+from .narrate import ProgressBar, video_clock
 from .options import load, session_config
 
 
@@ -24,18 +24,20 @@ def cmd_ask(args) -> int:
     check_video_shape(info.width, info.height, info.path)
     at = info.duration if args.at is None else args.at
     if not at >= 0 or (info.duration > 0 and at > info.duration + 0.5):  # NaN fails >= 0; duration 0: unknown
-        raise LiveCCError(f"--at {args.at} is outside the video (0 to {info.duration:.1f} s): give a time inside it")
+        raise LiveCCError(f"--at {args.at:g} s is outside the video (0 to {info.duration:.1f} s): give a time inside it")
     config = session_config(args, live=False, answer_max_new_tokens=args.max_answer_tokens)
     check_outputs([("--jsonl", getattr(args, "jsonl", None))], inputs=[Path(args.video)])
     loaded = load(args)
     session = StreamingSession(loaded, config)
     source, buffer = file_capture(args.video, info, config, end=at)
+    bar = ProgressBar(at, desc="watching")
     try:
         source.start(buffer)
-        for _ in session.run(buffer):
-            pass  # watch silently up to --at
+        for event in session.run(buffer):
+            bar.follow(event)  # no comment is printed: only the answer is
     finally:
         source.stop()
+        bar.close()
     _warn_if_short(session.frames.next_time, at)
     shown, final = "", None
     for answer in session.answer(args.question):

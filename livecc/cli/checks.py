@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.defaults import ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, KV_BUDGET, MAX_PIXELS_LIMIT
-from engine.errors import LiveCCError
+from engine.errors import ConfigValueError, LiveCCError, show_value
 
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
 MAX_ANSWER_TOKENS = 8192
@@ -25,8 +25,34 @@ def bad_option(message: str) -> LiveCCError:
     return LiveCCError(f"bad option: {message}")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# SessionConfig fields and argparse dests whose flag is not the name with dashes.
+FLAG_NAMES = {"video_window_s": "--video-window", "topk": "--recall-k", "router_strategy": "--router",
+              "answer_max_new_tokens": "--max-answer-tokens"}
+
+
+def flag_name(name: str) -> str:
+    """The flag a user types for a SessionConfig field or an argparse dest."""
+    return FLAG_NAMES.get(name) or "--" + name.replace("_", "-")
+
+
+def config_option_error(error: ConfigValueError) -> LiveCCError:
+    """The engine's range error, worded with the flag instead of the field."""
+    return bad_option(f"{flag_name(error.field)} {show_value(error.value)} {error.rule}")
+
+
+def video_time(text: str) -> float:
+    """--at: seconds (90, 90.5), m:ss (1:30) or h:mm:ss (1:02:03.5), as every output prints times."""
+    parts = text.strip().split(":")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if not 1 <= len(numbers) <= 3 or (len(numbers) > 1 and not all(0 <= n < 60 for n in numbers[1:])):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time: give seconds (90), m:ss (1:30) or h:mm:ss")
+    seconds = 0.0
+    for n in numbers:
+        seconds = seconds * 60 + n
+    return seconds
 
 
 def check_finite(args: argparse.Namespace) -> None:
@@ -34,7 +60,7 @@ def check_finite(args: argparse.Namespace) -> None:
     every float option of every command."""
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise bad_option(f"{_flag(name)} {value} is not a number: give a finite value")
+            raise bad_option(f"{flag_name(name)} {value} is not a number: give a finite value")
 
 
 def check_counts(args: argparse.Namespace, *names: str) -> None:
@@ -42,7 +68,7 @@ def check_counts(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise bad_option(f"{_flag(name)} {value} must be 1 or more")
+            raise bad_option(f"{flag_name(name)} {value} must be 1 or more")
 
 
 def check_sizes(args: argparse.Namespace, answer_tokens: int) -> None:

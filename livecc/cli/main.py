@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from engine.errors import LiveCCError
 
 from .ask import cmd_ask
+from .checks import video_time
 from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
@@ -58,10 +58,21 @@ def quiet_third_parties() -> None:
         hf_logging.disable_progress_bar()
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: a mistyped flag is reported with this subcommand's usage, not with the
+    top level's (argparse hands unknown flags up to the top parser by default)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livecc", description="LiveCC real-time video commentary, headless.")
     parser.add_argument("--version", action="version", version=f"livecc {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     n = sub.add_parser("narrate", help="comment on a video file, second by second, into subtitles",
                        description="Stream a video file through LiveCC at 2 fps and write its running commentary.")
@@ -79,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Watch the video up to --at seconds, then answer the question from that context.")
     a.add_argument("video", help="video file")
     a.add_argument("question", help="the question, quoted")
-    a.add_argument("--at", type=float, default=None, help="video time in seconds to ask at (default: the end)")
+    a.add_argument("--at", type=video_time, default=None,
+                   help="video time to ask at: seconds, m:ss or h:mm:ss (default: the end)")
     a.add_argument("--max-answer-tokens", type=int, default=512, help="answer length limit (default 512)")
     a.add_argument("--jsonl", type=Path, help="write the answer record here (with the recalled moments)")
     add_model_arguments(a)
@@ -97,7 +109,8 @@ def cmd_make_tiny_model(args) -> int:
     from engine.model.tiny import make_tiny_model
 
     path = make_tiny_model(args.dir)
-    print(json.dumps({"tiny_model": str(path)}))
+    print(f"Wrote a tiny Qwen2-VL with random weights (for tests and offline demos) to {path}: "
+          f"use it with --model {path}")
     return 0
 
 

@@ -44,14 +44,22 @@ class ProgressBar:
     """tqdm over video seconds, with context use and compactions beside it. A file whose content
     runs past its stated duration stretches the bar instead of breaking it."""
 
-    def __init__(self, duration: float):
+    def __init__(self, duration: float, desc: str = "narrating"):
         from tqdm import tqdm
 
         self._tqdm = tqdm
         fmt = "{desc} {bar} {n:.1f}/{total:.1f}s [{elapsed}<{remaining}]{postfix}" if duration > 0 else \
             "{desc} {n:.1f}s [{elapsed}]{postfix}"
-        self.bar = tqdm(total=round(duration, 1) or None, unit="s", desc="narrating", file=sys.stderr,
-                        bar_format=fmt)
+        self.bar = tqdm(total=round(duration, 1) or None, unit="s", desc=desc, file=sys.stderr, bar_format=fmt)
+
+    def follow(self, event) -> None:
+        """Move with the session's events: a chunk's commentary advances it, its stats annotate it."""
+        from engine.session.events import Commentary, Stats
+
+        if isinstance(event, Commentary):
+            self.advance(event.end)
+        elif isinstance(event, Stats):
+            self.show(event)
 
     def advance(self, end: float) -> None:
         if self.bar.total is not None and end > self.bar.total:
@@ -91,7 +99,7 @@ def cmd_narrate(args) -> int:
         cleanup.callback(lambda: summary.started and print(summary.line(), file=sys.stderr))
         sink = _speech_sink(args, info.duration)
         if sink is not None:
-            cleanup.callback(sink.close)
+            cleanup.callback(_close_speech, sink, summary)
         session = StreamingSession(load(args), config)
         files = _open_files(args)
         summary.files += files.paths
@@ -106,10 +114,9 @@ def cmd_narrate(args) -> int:
                 if event.text:
                     summary.comments += 1
                     bar.write(f"[{video_clock(event.start)}-{video_clock(event.end)}] {event.text}")
-                bar.advance(event.end)
             elif isinstance(event, Stats):
                 summary.skipped_s = event.chunks_skipped * config.chunk_frames / config.fps
-                bar.show(event)
+            bar.follow(event)
             if sink is not None:
                 sink.on_event(event)  # after the files: speech never stands between a comment and the disk
     return 0
@@ -124,6 +131,13 @@ def _open_files(args):
         print(f"livecc: warning: {args.jsonl} ended in a torn line (an interrupted run); removed its "
               f"{files.log.repaired} bytes before appending", file=sys.stderr)
     return files
+
+
+def _close_speech(sink, summary: Summary) -> None:
+    """Stop the voice and write the WAV (--speech-wav), which the summary then lists."""
+    sink.close()
+    if sink.written is not None:
+        summary.files.append(sink.written)
 
 
 def _speaks_aloud(args) -> bool:

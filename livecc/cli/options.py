@@ -8,9 +8,9 @@ import sys
 from engine import flags
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUERY,
                              KV_BUDGET, PRECISIONS, REPETITION_PENALTY, min_pixels_for)
-from engine.errors import LiveCCError
+from engine.errors import ConfigValueError, LiveCCError
 
-from .checks import validate_model_args
+from .checks import config_option_error, validate_model_args
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def add_design_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positions", choices=POSITION_RULES, default=C.positions,
                    help="M-RoPE positions: exact 3-D for every chunk (default), or demo = LiveCC demo's 1-D "
                         "positions after the first chunk")
-    p.add_argument("--video-window", dest="video_window_s", type=float, default=C.video_window_s,
+    p.add_argument("--video-window", dest="video_window_s", type=float, default=C.video_window_s, metavar="S",
                    help="seconds of video a compaction keeps (default %(default)s)")
     p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=C.memory_tokens,
                    help="text memory of earlier comments and answers a compaction keeps (default %(default)s)")
@@ -93,18 +93,23 @@ def session_config(args, live: bool, answer_max_new_tokens: int = ANSWER_TOKENS)
                              min_pixels=min_pixels_for(args.max_pixels), live=live, kv_budget=args.kv_budget,
                              answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
                              **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
+    except ConfigValueError as exc:
+        raise config_option_error(exc) from None
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc
 
 
 def load(args):
     from engine.model.loading import load_model
+    from engine.model.quantize import precision_note
 
     def progress(stage: str, fraction: float | None) -> None:
         pct = f" {fraction * 100:.0f}%" if fraction is not None else ""
         print(f"\r{stage}{pct}", end="" if fraction not in (None, 1.0) else "\n", file=sys.stderr, flush=True)
 
-    return load_model(args.model, device=args.device, progress=progress, quantize=quant_request(args))
+    loaded = load_model(args.model, device=args.device, progress=progress, quantize=quant_request(args))
+    print(f"livecc: {precision_note(args.quantize, loaded.precision, loaded.plan, loaded.dtype)}", file=sys.stderr)
+    return loaded
 
 
 def add_quantize_argument(p: argparse.ArgumentParser) -> None:
