@@ -1,0 +1,120 @@
+"""Hostile input at the CLI (issue 24): paths that block or are too long, files that are not ours
+given as --jsonl, text that would split a subtitle cue, chat-control tokens in typed text. Each
+case is one row of a table: the next finding is one line to add."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from engine.output.jsonl import JsonlLog, NotOurJsonl
+from engine.output.subtitles import LiveSubtitles, to_srt, to_vtt
+from engine.session.events import Answer, Commentary
+from livecc.cli.main import main
+from test_cli import SMALL, parse_srt
+from test_cli_safety import no_model_load, one_error_line, parse_vtt  # noqa: F401  (a fixture)
+from videos import write_video
+
+LONG = "a" * 300  # one name past the 255 bytes file systems allow
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "four.mp4", seconds=4, fps=10)
+
+
+@pytest.fixture
+def files(video, tmp_path):
+    """What the rows name: {video}, a FIFO, text and video files that are not JSONL, a long name.
+    The FIFO is held open at both ends, so code that opens it fails the test instead of blocking."""
+    found = {"video": video, "fifo": tmp_path / "pipe.srt", "long": tmp_path / LONG,
+             "note": tmp_path / "note.jsonl", "notes": tmp_path / "notes.jsonl", "mp4copy": tmp_path / "copy.jsonl",
+             "jsonish": tmp_path / "jsonish.jsonl", "out": tmp_path / "out"}
+    found["note"].write_text("remember the milk")
+    found["notes"].write_text("first line\nsecond line\n")
+    shutil.copy(video, found["mp4copy"])
+    found["jsonish"].write_text('{"type": "commentary"}\n[1, 2]\n')
+    os.mkfifo(found["fifo"])
+    holder = os.open(found["fifo"], os.O_RDWR | os.O_NONBLOCK)
+    yield {name: str(path) for name, path in found.items()}
+    os.close(holder)
+
+
+def _regular_files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and stat.S_ISREG(p.lstat().st_mode)}
+
+
+# (case, argv with {names} from `files`, what the one error line says)
+REFUSED = [
+    ("--jsonl a one-line text file", ["narrate", "{video}", "--jsonl", "{note}"], "not a JSONL file"),
+    ("--jsonl a text file ending in a newline", ["narrate", "{video}", "--jsonl", "{notes}"], "not a JSONL file"),
+    ("--jsonl a copy of an mp4", ["narrate", "{video}", "--jsonl", "{mp4copy}"], "not a JSONL file"),
+    ("--jsonl a JSON line that is no record", ["narrate", "{video}", "--jsonl", "{jsonish}"], "line 2"),
+    ("ask --jsonl a text file", ["ask", "{video}", "hi", "--jsonl", "{note}"], "not a JSONL file"),
+]
+
+
+@pytest.mark.parametrize("argv, says", [row[1:] for row in REFUSED], ids=[row[0] for row in REFUSED])
+def test_hostile_paths_are_one_line_before_the_model_loads(argv, says, files, tmp_path, capsys, no_model_load):
+    before = _regular_files(tmp_path)
+    assert main([arg.format(**files) for arg in argv]) == 2
+    assert says in one_error_line(capsys)
+    assert _regular_files(tmp_path) == before  # nothing changed, nothing created
+
+
+# -- the JSONL writer: repair only files of ours ----------------------------------------------
+
+RECORD = {"type": "commentary", "text": "new"}
+NEW = json.dumps(RECORD) + "\n"
+
+# (case, the file before, the file after one record is appended)
+REPAIRED = [
+    ("a complete last record without its newline is kept", '{"a": 1}\n{"b": 2}', '{"a": 1}\n{"b": 2}\n' + NEW),
+    ("a torn last record is cut", '{"a": 1}\n{"b": "tor', '{"a": 1}\n' + NEW),
+    ("a record torn after its first byte is cut", '{"a": 1}\n{', '{"a": 1}\n' + NEW),
+    ("a lone torn record is cut", '{"chunk_index": 0, "te', NEW),
+    ("an empty file", "", NEW),
+]
+
+# (case, the file's bytes): refused, left byte for byte as it was
+NOT_OURS = [
+    ("one line of text", b"remember the milk"),
+    ("text ending in a newline", b"first line\nsecond line\n"),
+    ("a video's first bytes", b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom\n\x00\x01moov"),
+    ("records, then text", b'{"a": 1}\nhello\n{"b'),
+    ("a JSON list line", b'{"a": 1}\n[1, 2]\n'),
+    ("a tail that is not a record", b'{"a": 1}\n{x'),
+    ("pretty-printed JSON", b'{\n  "a": 1\n}\n'),
+]
+
+
+@pytest.mark.parametrize("before, after", [row[1:] for row in REPAIRED], ids=[row[0] for row in REPAIRED])
+def test_a_jsonl_of_ours_is_repaired_before_appending(before, after, tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text(before)
+    with JsonlLog(path) as log:
+        log.write(RECORD)
+    assert path.read_text() == after
+
+
+@pytest.mark.parametrize("content", [row[1] for row in NOT_OURS], ids=[row[0] for row in NOT_OURS])
+def test_a_file_not_of_ours_is_refused_untouched(content, tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(NotOurJsonl, match="left untouched"):
+        JsonlLog(path)
+    assert path.read_bytes() == content
+
+
+def test_narrate_keeps_a_last_record_that_lacks_only_its_newline(video, tiny_model_dir, tmp_path, capsys):
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_text('{"chunk_index": 0, "text": "old"}\n{"chunk_index": 1, "text": "kept"}')
+    assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--jsonl", str(jsonl), *SMALL]) == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["text"] for r in records[:2]] == ["old", "kept"] and len(records) == 2 + 2  # 4 s: 3 s, then 1 s
+    assert "torn line" not in capsys.readouterr().err
