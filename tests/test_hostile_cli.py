@@ -45,12 +45,33 @@ def files(video, tmp_path):
     os.close(holder)
 
 
+@pytest.fixture
+def no_blocking_open(monkeypatch):
+    """The video must be refused before OpenCV opens it: opening a FIFO would block in FFmpeg."""
+    from engine.capture import sources
+
+    real = sources._open_capture
+
+    def guarded(path):
+        assert stat.S_ISREG(os.stat(path).st_mode), f"opened {path}, which is not a regular file"
+        return real(path)
+    monkeypatch.setattr(sources, "_open_capture", guarded)
+
+
 def _regular_files(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and stat.S_ISREG(p.lstat().st_mode)}
 
 
 # (case, argv with {names} from `files`, what the one error line says)
 REFUSED = [
+    ("a FIFO as the video", ["narrate", "{fifo}"], "named pipe"),
+    ("a FIFO as --srt", ["narrate", "{video}", "--srt", "{fifo}"], "named pipe"),
+    ("a FIFO as --jsonl", ["narrate", "{video}", "--jsonl", "{fifo}"], "named pipe"),
+    ("a FIFO as ask --jsonl", ["ask", "{video}", "hi", "--jsonl", "{fifo}"], "named pipe"),
+    ("a video name over 255 bytes", ["narrate", "{long}.mp4"], "longer than the file system allows"),
+    ("an ask video name over 255 bytes", ["ask", "{long}.mp4", "hi"], "longer than the file system allows"),
+    ("an --srt name over 255 bytes", ["narrate", "{video}", "--srt", "{long}.srt"], "longer than"),
+    ("a --vtt folder name over 255 bytes", ["narrate", "{video}", "--vtt", "{long}/a.vtt"], "longer than"),
     ("--jsonl a one-line text file", ["narrate", "{video}", "--jsonl", "{note}"], "not a JSONL file"),
     ("--jsonl a text file ending in a newline", ["narrate", "{video}", "--jsonl", "{notes}"], "not a JSONL file"),
     ("--jsonl a copy of an mp4", ["narrate", "{video}", "--jsonl", "{mp4copy}"], "not a JSONL file"),
@@ -60,11 +81,17 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("argv, says", [row[1:] for row in REFUSED], ids=[row[0] for row in REFUSED])
-def test_hostile_paths_are_one_line_before_the_model_loads(argv, says, files, tmp_path, capsys, no_model_load):
+def test_hostile_paths_are_one_line_before_the_model_loads(argv, says, files, tmp_path, capsys, no_model_load,
+                                                           no_blocking_open):
     before = _regular_files(tmp_path)
     assert main([arg.format(**files) for arg in argv]) == 2
     assert says in one_error_line(capsys)
     assert _regular_files(tmp_path) == before  # nothing changed, nothing created
+
+
+def test_devices_named_on_purpose_are_still_outputs(files, tiny_model_dir, capsys):
+    """/dev/null is a character device, not a file: named on purpose, it is written (and never read)."""
+    assert main(["narrate", files["video"], "--model", str(tiny_model_dir), "--jsonl", "/dev/null", *SMALL]) == 0
 
 
 # -- the JSONL writer: repair only files of ours ----------------------------------------------

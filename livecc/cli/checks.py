@@ -108,9 +108,14 @@ def _probe_writable(path: Path) -> None:
 
 
 def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
-    """One output path: not an input, not a folder, its folder created, writable; a --jsonl that
-    exists must be ours to append to. Returns it resolved."""
+    """One output path: a file (no pipe, no name too long), not an input, not a folder, its folder
+    created, writable; a --jsonl that exists must be ours to append to. Returns it resolved."""
+    from engine.capture.files import path_problem
+
     path = path.expanduser()
+    problem = path_problem(path)
+    if problem:
+        raise OutputError(f"{flag} {path} {problem}")
     for source in inputs:
         if path.resolve() == Path(source).expanduser().resolve() or _same_file(path, Path(source)):
             raise OutputError(f"{flag} {path} is the input video: choose another file name")
