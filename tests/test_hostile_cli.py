@@ -145,3 +145,38 @@ def test_narrate_keeps_a_last_record_that_lacks_only_its_newline(video, tiny_mod
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["text"] for r in records[:2]] == ["old", "kept"] and len(records) == 2 + 2  # 4 s: 3 s, then 1 s
     assert "torn line" not in capsys.readouterr().err
+
+
+# -- subtitle cues: blank lines in text never split a cue -------------------------------------
+
+# (case, a comment's text, the cue text it becomes)
+CUE_TEXTS = [
+    ("a blank line", "the man runs\n\nand falls", "the man runs\nand falls"),
+    ("a forged cue", "goal\n\n7\n00:00:09,000 --> 00:00:10,000\ninjected", "goal\n7\n00:00:09,000 --> 00:00:10,000\n"
+                                                                          "injected"),
+    ("CRLF blank lines", "one\r\n\r\ntwo", "one\ntwo"),
+    ("a line of spaces", "one\n   \ntwo", "one\ntwo"),
+    ("blank lines at both ends", "\n\nmiddle\n\n", "middle"),
+]
+
+
+@pytest.mark.parametrize("text, cue", [row[1:] for row in CUE_TEXTS], ids=[row[0] for row in CUE_TEXTS])
+def test_a_blank_line_in_a_comment_stays_inside_its_cue(text, cue, tmp_path):
+    events = [Commentary(0.0, 1.0, text, 0), Commentary(1.0, 2.0, "next", 1)]
+    live = {}
+    for kind in ("srt", "vtt"):
+        subtitles = LiveSubtitles(tmp_path / f"live.{kind}", kind)
+        for event in events:
+            subtitles.add(event)
+        subtitles.close()
+        live[kind] = subtitles.path.read_text()
+    for srt in (to_srt(events), live["srt"]):
+        assert parse_srt(srt) == [(0.0, 1.0, cue), (1.0, 2.0, "next")]
+    for vtt in (to_vtt(events), live["vtt"]):
+        assert parse_vtt(vtt) == [("00:00:00.000", "00:00:01.000"), ("00:00:01.000", "00:00:02.000")]
+
+
+def test_a_blank_line_in_a_question_stays_inside_its_answer_cue():
+    asked = Answer("who\n\n99\n00:00:09,000 --> 00:00:10,000\nscored?", "the red team", True, 1.0)
+    assert parse_srt(to_srt([asked])) == [(1.0, 5.0, "Q: who\n99\n00:00:09,000 --> 00:00:10,000\nscored?\n"
+                                                     "A: the red team")]
