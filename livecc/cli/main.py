@@ -23,7 +23,7 @@ from .ask import cmd_ask
 from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
-from .signals import stop_signals
+from .signals import ignore_stop_signals, stop_signals
 
 EXIT_BAD_INPUT = 2
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -105,6 +105,15 @@ COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Without `argv` this is the `livecc` program itself (the console script,
+    `python -m livecc`): after a stop signal it stays deaf to more of them until the process is gone."""
+    code = run(argv)
+    if argv is None and code > 128:
+        ignore_stop_signals()
+    return code
+
+
+def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_third_parties()
