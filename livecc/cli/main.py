@@ -105,15 +105,6 @@ COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. Without `argv` this is the `livecc` program itself (the console script,
-    `python -m livecc`): after a stop signal it stays deaf to more of them until the process is gone."""
-    code = run(argv)
-    if argv is None and code > 128:
-        ignore_stop_signals()
-    return code
-
-
-def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     quiet_third_parties()
@@ -135,3 +126,10 @@ def run(argv: list[str] | None) -> int:
         return 128 + signum
 
 
+def program() -> None:
+    """The `livecc` program (its console script, `python -m livecc`): after a stop signal the
+    process stays deaf to more of them until it is gone, so its exit status stays 128 + signum."""
+    code = main()
+    if code > 128:
+        ignore_stop_signals()
+    sys.exit(code)
