@@ -14,8 +14,6 @@ DEFAULT_MODEL = "chenjoya/LiveCC-7B-Instruct"  # same as engine.model.DEFAULT_MO
 DEFAULT_INSTRUCTION = "Please describe the video."
 PIXEL_UNIT = 28 * 28  # Qwen2-VL resizes to multiples of 28: max pixels are set in these units
 PRECISIONS = ("auto", "none", "int8", "int4")  # same as engine.model.quantize.PRECISIONS; no torch import here
-PRIVATE_FILE = 0o600  # the settings list recent video paths: as private as the session files
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +64,10 @@ class AppSettings:
 
     def region(self) -> tuple[int, int, int, int] | None:
         return parse_region(self.screen_region)
+
+
+PRIVATE_FILE = 0o600  # the settings list recent video paths: as private as the session files
+log = logging.getLogger(__name__)
 
 
 def make_private(store: QSettings) -> None:
