@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
@@ -38,7 +42,9 @@ class AppSettings:
 
     @classmethod
     def load(cls, store: QSettings) -> "AppSettings":
-        """Read every field, falling back to its default when missing or unreadable."""
+        """Read every field, falling back to its default when missing or unreadable. The window
+        loads its settings before anything writes the store: its file is made private here."""
+        make_private(store)
         defaults = cls()
         values = {}
         for f in fields(cls):
@@ -51,12 +57,41 @@ class AppSettings:
             return defaults
 
     def save(self, store: QSettings) -> None:
+        make_private(store)
         for f in fields(self):
             store.setValue(f"engine/{f.name}", getattr(self, f.name))
         store.sync()
 
     def region(self) -> tuple[int, int, int, int] | None:
         return parse_region(self.screen_region)
+
+
+PRIVATE_FILE = 0o600  # the settings list recent video paths: as private as the session files
+log = logging.getLogger(__name__)
+
+
+def make_private(store: QSettings) -> None:
+    """The store's file, 0600 from now on: Qt rewrites it through a temporary file that keeps the
+    mode of the file it replaces, so creating it 0600 (or setting that once) is enough."""
+    ini = store.format() == QSettings.IniFormat or (sys.platform.startswith("linux") and
+                                                   store.format() == QSettings.NativeFormat)
+    if os.name != "posix" or not ini:
+        return  # macOS' native store is CFPreferences' plist, Windows' the registry: not ours to create
+    path = Path(store.fileName())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE))
+    except FileExistsError:
+        _chmod(path)
+    except OSError as exc:  # a read-only home: Qt will say so when it writes; the window still opens
+        log.warning("cannot create %s (%s)", path, exc.strerror or exc)
+
+
+def _chmod(path: Path) -> None:
+    try:
+        path.chmod(PRIVATE_FILE)
+    except OSError as exc:  # someone else's file (a shared --settings): theirs to keep
+        log.warning("cannot make %s private (%s)", path, exc.strerror or exc)
 
 
 def parse_region(text: str) -> tuple[int, int, int, int] | None:

@@ -1,7 +1,5 @@
 """`python -m livecc` runs `livecc`."""
 
-import sys
+from livecc.cli.main import program
 
-from livecc.cli.main import main
-
-sys.exit(main())
+program()

@@ -122,3 +122,24 @@ def test_no_display_is_a_one_line_error_not_a_qt_abort():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("livecc-desktop: error: no display")
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_the_settings_file_listing_recent_videos_is_private_like_session_files(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from desktop_app.recent import RecentFiles
+    from desktop_app.settings import AppSettings
+
+    clip = tmp_path / "holiday.mp4"
+    clip.write_bytes(b"")
+    older = tmp_path / "older.ini"  # written 0644 by an earlier version
+    older.write_text("[engine]\nmax_new_tokens=20\n")
+    older.chmod(0o644)
+    for path in (tmp_path / "fresh.ini", older):
+        store = QSettings(str(path), QSettings.IniFormat)
+        settings = AppSettings.load(store)  # what the window does first
+        RecentFiles(store).add(clip)
+        settings.save(store)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert str(clip) in path.read_text()
+    assert AppSettings.load(QSettings(str(older), QSettings.IniFormat)).max_new_tokens == 20

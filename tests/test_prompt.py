@@ -44,8 +44,9 @@ class ScriptedRunner:
 def test_three_chunks_and_a_question_follow_the_livecc_format(tiny_loaded):
     tok = tiny_loaded.tokenizer
     builder = PromptBuilder(tok)
-    replies_text = ["the man runs ...", "a red ball ...", "What is the score<|im_end|>", "he shoots ..."]
+    replies_text = ["the man runs ...", "a red ball ...", "What is the score", "he shoots ..."]
     replies = [builder.encode(r) for r in replies_text]
+    replies[2].append(builder.ids.im_end)  # the answer ends as the model ends it; encode() keeps text as text
     cfg = SessionConfig(max_pixels=56 * 84, min_pixels=28 * 28, max_new_tokens=32, answer_max_new_tokens=32)
     runner = ScriptedRunner(tiny_loaded.model.lm_head.weight.shape[0], 64, replies)
     session = StreamingSession(tiny_loaded, cfg, runner=runner)

@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.errors import SourceError, SourceOpenError, SourceReadError
 
+from .files import path_problem
 from .frames import Frame, RingBuffer
 
 # Frames whose timestamps differ by less than this are "the same time" (tick and end matching).
@@ -233,6 +234,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Open a video file, decode its first frame and report its size, rate and length.
     Raises SourceOpenError for a missing path, a directory, a non-video or a corrupt file."""
     path = Path(path)
+    problem = path_problem(path)  # before exists(): it raises on a name too long, and a FIFO would block
+    if problem:
+        raise SourceOpenError(f"{path} {problem}")
     if not path.exists():
         raise SourceOpenError(f"video file not found: {path}: check the path")
     if path.is_dir():

@@ -103,7 +103,7 @@ class ResultLog:
         self.done = {key(r) for r in self.records}
 
     def append(self, record: dict) -> None:
-        with JsonlLog(self.path) as log:
+        with JsonlLog(self.path, repair=False) as log:  # repaired once, when the log opened
             log.write(record)
         self.records.append(record)
         self.done.add(self.key(record))

@@ -68,6 +68,21 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
 
 
+def _find_folder(name: str, progress: Progress | None) -> Path:
+    """The folder `name` names; else, when it looks like a hub id (owner/name, and no folder 'owner'
+    here), the downloaded snapshot. A missing folder says whether the hub was tried."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    if _looks_like_path(name):
+        raise ModelLoadError(f"no folder {path} ({path.absolute()}): check the path; it was not tried as a "
+                             f"Hugging Face id (those look like owner/name)")
+    if path.parent.is_dir():
+        raise ModelLoadError(f"no folder {path} ({path.absolute()}): check the path; it was not tried as a "
+                             f"Hugging Face id, since {path.parent}/ is a folder here")
+    return _download(name, progress)
+
+
 def _progress_tqdm(progress: Progress):
     """A tqdm class that forwards byte counts to `progress` (the GUI's dialog, the CLI's bar)."""
     from tqdm.auto import tqdm
@@ -84,8 +99,8 @@ def _progress_tqdm(progress: Progress):
 
 def _check_folder(folder: Path) -> None:
     if not folder.is_dir():
-        raise ModelLoadError(f"model folder not found: {folder} (pass a folder holding config.json and weights, "
-                             f"or a Hugging Face id like {DEFAULT_MODEL})")
+        raise ModelLoadError(f"{folder} is a file, not a model folder: pass a folder holding config.json and "
+                             f"weights, or a Hugging Face id like {DEFAULT_MODEL}")
     _check_config(folder / "config.json", folder)
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise ModelLoadError(f"{folder} has no weights (*.safetensors): the download is incomplete; "
@@ -114,6 +129,20 @@ def _check_config(cfg: Path, folder: Path) -> None:
     if model_type != "qwen2_vl":
         raise ModelLoadError(f"{folder} holds a '{model_type}' model, not Qwen2-VL: LiveCC needs a Qwen2-VL "
                              f"checkpoint such as {DEFAULT_MODEL}")
+    _check_config_values(cfg, folder)
+
+
+def _check_config_values(cfg: Path, folder: Path) -> None:
+    """transformers validates each value's type as it builds the config: do that here, once, so a
+    wrong one is our line before any weight is read."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(folder)
+    except (StrictDataclassError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:160]  # the field's line
+        raise ModelLoadError(f"{cfg} has a value transformers cannot use ({reason}): {REDOWNLOAD}") from None
 
 
 def _check_safetensors(path: Path) -> None:
@@ -126,6 +155,8 @@ def _check_safetensors(path: Path) -> None:
             if size < 8 or 8 + header_len > size:
                 raise ValueError("header cut short")
             header = json.loads(f.read(header_len))
+        if not isinstance(header, dict):
+            raise ValueError(f"its header is a JSON {type(header).__name__}, not a table of tensors")
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise ModelLoadError(f"{path} is damaged ({exc}; an interrupted download?): {REDOWNLOAD}") from None
@@ -146,11 +177,15 @@ def _download(repo_id: str, progress: Progress | None) -> Path:
         kwargs = {"tqdm_class": _progress_tqdm(progress)} if progress else {}
         return Path(snapshot_download(repo_id, allow_patterns=patterns, **kwargs))
     except RepositoryNotFoundError as exc:
-        raise ModelLoadError(f"no model '{repo_id}' on the Hugging Face hub: check the id, or pass a local "
-                             f"folder with --model /path/to/LiveCC-7B-Instruct") from exc
+        raise ModelLoadError(f"no folder '{repo_id}' here, and no model '{repo_id}' on the Hugging Face hub: check "
+                             f"the path or the id, or pass a local folder with --model /path/to/folder") from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise ModelLoadError(f"cannot download '{repo_id}' ({type(exc).__name__}): without internet, download it "
-                             f"elsewhere and pass the folder with --model /path/to/folder") from exc
+        raise ModelLoadError(f"no folder '{repo_id}' here, and it could not be downloaded as a Hugging Face id "
+                             f"({type(exc).__name__}): check the path; without internet, download it elsewhere "
+                             f"and pass the folder with --model /path/to/folder") from exc
+    except ValueError as exc:  # HFValidationError: characters no hub id has
+        raise ModelLoadError(f"no folder '{repo_id}' here, and it is not a Hugging Face id either: check the "
+                             f"path") from exc
 
 
 def attention_implementation(device: torch.device) -> str:
@@ -207,16 +242,35 @@ def load_tokenizer(folder: Path):
     return tokenizer
 
 
+def _load_checked(model_class, folder: Path, device: torch.device, **options) -> torch.nn.Module:
+    """from_pretrained, refusing a checkpoint that lacks weights, holds others or has them in other
+    shapes: transformers fills such weights with random values and only logs it (and we hush its
+    logs), and a model of noise must not run silently."""
+    model, info = model_class.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True,
+                                              **options)
+    problems = [_weights(info["missing_keys"], "missing"), _weights(info["unexpected_keys"], "not Qwen2-VL's"),
+                _weights([k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]], "of another shape")]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ModelLoadError(f"{folder} is not a complete Qwen2-VL checkpoint: {'; '.join(problems)}: {REDOWNLOAD}")
+    return model.to(device)
+
+
+def _weights(names, what: str, shown: int = 3) -> str:
+    """'58 weights missing (a, b, c, ...)', or '' when there are none."""
+    names = sorted(names)
+    if not names:
+        return ""
+    few = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{len(names)} weight{'s' if len(names) > 1 else ''} {what} ({few})"
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
                progress: Progress | None = None, dtype: torch.dtype | None = None,
                quantize: "quant.QuantRequest | None" = None) -> LoadedModel:
     """Load a Qwen2-VL checkpoint for streaming. Raises ModelLoadError / DeviceError / OutOfMemoryError."""
     dev = resolve_device(device)
-    path = Path(name_or_path).expanduser()
-    if path.exists() or _looks_like_path(name_or_path):
-        folder = path
-    else:
-        folder = _download(name_or_path, progress)
+    folder = _find_folder(name_or_path, progress)
     _check_folder(folder)
     precision, plan = quant.plan_for_folder(folder, dev, quantize)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
@@ -231,9 +285,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
         placement = {"device_map": str(staged)} if importlib.util.find_spec("accelerate") else {}
         attn = notes[0].split(": ")[1]
         with quiet_progress_bars():
-            model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: Qwen2VLForConditionalGeneration
-                                         .from_pretrained(folder, dtype=dtype, attn_implementation=attn, **placement)
-                                         .to(staged))
+            model = quant.load_quantized(folder, precision, dev, dtype, attn, lambda: _load_checked(
+                Qwen2VLForConditionalGeneration, folder, staged, dtype=dtype, attn_implementation=attn, **placement))
         tokenizer = load_tokenizer(folder)
     except torch.OutOfMemoryError as exc:
         raise OutOfMemoryError(f"GPU out of memory while loading {name_or_path}: close other GPU programs "

@@ -8,10 +8,15 @@ not repeated. A typed question is a text-only user turn in the same conversation
 Turns are rendered with the chat template itself; the part of a rendering that belongs to the
 new turn is found by rendering the conversation prefix and checking it is a true prefix, never by
 slicing at fixed offsets.
+
+Text (the query, a question, the system prompt, remembered comments) is always text: the template
+is rendered around slots, so only the template's own special tokens become control tokens and a
+typed `<|im_end|>` or `<|video_pad|>` stays the characters it is.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 STREAM_CONTINUES = " ..."  # LiveCC's end-of-reply marker: "the stream goes on"
@@ -31,6 +36,10 @@ class TokenIds:
 
 def time_text(start: float, stop: float) -> str:
     return f"Time={start:.1f}-{stop:.1f}s"
+
+
+_SLOT = "\x00livecc-text-{}\x00"  # stands in for a text while the template renders; no template writes NUL
+_SLOTS = re.compile("\x00livecc-text-(\\d+)\x00")
 
 
 class PromptBuilder:
@@ -56,27 +65,46 @@ class PromptBuilder:
         )
 
     def encode(self, text: str) -> list[int]:
+        """Ids of `text` as plain text: a special-token string in it becomes ordinary tokens."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+
+    def _encode_template(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     # -- rendering -----------------------------------------------------------------------
     def _render(self, messages: list[dict], generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
-    def _system(self) -> list[dict]:
-        return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+    def _system(self, system_prompt: str | None) -> list[dict]:
+        return [{"role": "system", "content": system_prompt}] if system_prompt else []
 
-    def render_turn(self, content: list[dict], first: bool) -> str:
+    def render_turn(self, content: list[dict], first: bool, system_prompt: str | None = None) -> str:
         """The text of one user turn plus the assistant prompt; with the system prompt if first."""
         user = {"role": "user", "content": content}
         if first:
-            return self._render(self._system() + [user], True)
+            return self._render(self._system(system_prompt) + [user], True)
         # Render behind a placeholder system turn and keep what the new turn added.
-        prefix_msgs = self._system() or [{"role": "system", "content": "livecc"}]
+        prefix_msgs = self._system(system_prompt) or [{"role": "system", "content": "livecc"}]
         prefix = self._render(prefix_msgs, False)
         full = self._render(prefix_msgs + [user], True)
         if not full.startswith(prefix):
             raise ValueError("chat template does not render conversations incrementally")
         return full[len(prefix):]
+
+    def turn_ids(self, content: list[dict], first: bool) -> list[int]:
+        """Ids of a user turn rendered with each text in a slot: the template's text is encoded with
+        its special tokens, each text as plain text, so no text can open, close or fake a turn."""
+        texts: list[str] = []
+
+        def slot(text: str) -> str:
+            texts.append(text)
+            return _SLOT.format(len(texts) - 1)
+
+        slotted = [{**c, "text": slot(c["text"])} if c.get("type") == "text" else c for c in content]
+        system = slot(self.system_prompt) if self.system_prompt else None
+        pieces = _SLOTS.split(self.render_turn(slotted, first, system))
+        return [t for i, piece in enumerate(pieces)  # odd pieces are slot numbers
+                for t in (self.encode(texts[int(piece)]) if i % 2 else self._encode_template(piece))]
 
     def closing(self, last_token: int | None) -> list[int]:
         """Tokens that close the previous assistant turn, given its last generated token."""
@@ -92,7 +120,7 @@ class PromptBuilder:
         content = [{"type": "text", "text": time_text(start, stop)}, {"type": "video"}]
         if query:
             content.append({"type": "text", "text": query})
-        ids = self.encode(self.render_turn(content, first))
+        ids = self.turn_ids(content, first)
         pads = [i for i, t in enumerate(ids) if t == self.ids.video_pad]
         if len(pads) != 1:
             raise ValueError(f"expected one video placeholder in the chunk turn, found {len(pads)}")
@@ -100,4 +128,4 @@ class PromptBuilder:
         return ids[:at] + [self.ids.video_pad] * n_video_tokens + ids[at + 1:]
 
     def question_turn(self, question: str, first: bool = False) -> list[int]:
-        return self.encode(self.render_turn([{"type": "text", "text": question}], first))
+        return self.turn_ids([{"type": "text", "text": question}], first)

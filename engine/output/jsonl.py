@@ -1,5 +1,6 @@
 """Files that survive a crash: append-only JSONL flushed per record, a torn last line cut before
-appending, and write failures (a full disk) as one line naming the fix. A shared leaf, like
+appending (only in a file of our records: any other file is refused, untouched), and write
+failures (a full disk) as one line naming the fix. A shared leaf, like
 `engine.errors`: the CLI, the evaluation harness and the desktop app all append records."""
 
 from __future__ import annotations
@@ -27,47 +28,72 @@ def writing(path: Path) -> Iterator[None]:
                          f"place; it holds every chunk written before") from None
 
 
+class NotOurJsonl(LiveCCError):
+    """An existing file that is not a JSONL of our records (a text file, a video): appending would
+    spoil it and cutting its "torn" tail would destroy part of it, so it is left untouched."""
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return False
+
+
+def _starts_a_record(tail: bytes) -> bool:
+    """Every record we write starts with '{"': a tail cut even one byte in still does."""
+    return b'{"'.startswith(tail[:2])
+
+
+def check_jsonl(path: Path) -> tuple[int, bytes]:
+    """Raise NotOurJsonl unless `path` is missing, empty or a JSONL of our records: each finished
+    line one JSON object, and an unfinished last line that starts like one. Returns where that
+    last line starts and its bytes (b"" when the file ends with a newline). Changes nothing."""
+    if not path.is_file():
+        return 0, b""  # nothing yet, or a device the user named (/dev/null): nothing to read
+    offset = 0
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                if _is_record(line) or _starts_a_record(line):
+                    return offset, line
+                raise _not_ours(path, number)
+            if line.strip() and not _is_record(line):
+                raise _not_ours(path, number)
+            offset += len(line)
+    return offset, b""
+
+
+def _not_ours(path: Path, line: int) -> NotOurJsonl:
+    return NotOurJsonl(f"{path} is not a JSONL file of livecc records (line {line} is not one): it was left "
+                       f"untouched; give a new file name, or move that file away")
 
 
 def repair_torn_tail(path: Path) -> int:
-    """Cut an unfinished last line (a run killed mid-write, a full disk) so the next record starts
-    on its own line. Returns how many bytes were cut."""
-    if not path.is_file():
+    """Make a JSONL of ours ready to append to: an unfinished last line (a run killed mid-write, a
+    full disk) is cut, a complete last record without its newline gets one. Returns how many bytes
+    were cut. Raises NotOurJsonl, changing nothing, for any other file."""
+    start, tail = check_jsonl(path)
+    if not tail:
         return 0
     with path.open("rb+") as f:
-        size = f.seek(0, 2)
-        if size == 0:
+        if _is_record(tail):
+            f.seek(0, 2)
+            f.write(b"\n")
             return 0
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return 0
-        keep = _end_of_last_line(f, size)
-        f.truncate(keep)
-        return size - keep
-
-
-def _end_of_last_line(f, size: int, block: int = 65536) -> int:
-    pos = size
-    while pos > 0:
-        start = max(0, pos - block)
-        f.seek(start)
-        data = f.read(pos - start)
-        if b"\n" in data:
-            return start + data.rfind(b"\n") + 1
-        pos = start
-    return 0
-
-
+        f.truncate(start)
+    return len(tail)
 
 
 class JsonlLog:
     """Append-only JSONL, one line per record, flushed at once: a crash loses nothing written."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, repair: bool = True):
+        """repair=False: the caller has already run repair_torn_tail (ResultLog, once per run)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with writing(self.path):
-            self.repaired = repair_torn_tail(self.path)  # bytes of a torn last line, cut before appending
+            self.repaired = repair_torn_tail(self.path) if repair else 0  # bytes of a torn last line, cut
             self._file: TextIO = self.path.open("a", encoding="utf-8")
         self.records = 0
 

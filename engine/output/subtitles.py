@@ -20,15 +20,21 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def cue_text(text: str) -> str:
+    """A cue's text without blank lines: in SRT and WebVTT a blank line ends the cue, so one in a
+    comment or a question would split it, or let the text forge a cue with its own timing."""
+    return "\n".join(line for line in text.splitlines() if line.strip())
+
+
 def cues(events: Iterable[Event]) -> list[tuple[float, float, str]]:
     """Timed lines: each non-empty comment over its chunk, each finished answer for 4 s from when
     it was asked; ordered and clipped so no two overlap."""
     items = []
     for e in events:
-        if isinstance(e, Commentary) and e.text:
-            items.append((e.start, e.end, e.text))
+        if isinstance(e, Commentary) and cue_text(e.text):
+            items.append((e.start, e.end, cue_text(e.text)))
         elif isinstance(e, Answer) and e.done:
-            items.append((e.time, e.time + 4.0, f"Q: {e.question}\nA: {e.text}"))
+            items.append((e.time, e.time + 4.0, cue_text(f"Q: {e.question}\nA: {e.text}")))
     out: list[tuple[float, float, str]] = []
     for start, end, text in sorted(items, key=lambda c: c[0]):
         if out and start < out[-1][1]:
@@ -106,10 +112,11 @@ class LiveSubtitles:
         self._write(VTT_HEADER if kind == "vtt" else "")
 
     def add(self, event: Commentary) -> None:
-        if not event.text:
+        text = cue_text(event.text)
+        if not text:
             return
         self.cues += 1
-        self._write(("\n" if self.cues > 1 else "") + self._block(self.cues, event.start, event.end, event.text))
+        self._write(("\n" if self.cues > 1 else "") + self._block(self.cues, event.start, event.end, text))
 
     def _write(self, text: str) -> None:
         with writing(self.path):

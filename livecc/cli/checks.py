@@ -134,8 +134,14 @@ def _probe_writable(path: Path) -> None:
 
 
 def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
-    """One output path: not an input, not a folder, its folder created, writable. Returns it resolved."""
+    """One output path: a file (no pipe, no name too long), not an input, not a folder, its folder
+    created, writable; a --jsonl that exists must be ours to append to. Returns it resolved."""
+    from engine.capture.files import path_problem
+
     path = path.expanduser()
+    problem = path_problem(path)
+    if problem:
+        raise OutputError(f"{flag} {path} {problem}")
     for source in inputs:
         if path.resolve() == Path(source).expanduser().resolve() or _same_file(path, Path(source)):
             raise OutputError(f"{flag} {path} is the input video: choose another file name")
@@ -146,7 +152,23 @@ def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
         _probe_writable(path)
     except OSError as exc:
         raise OutputError(f"cannot write {flag} {path} ({exc.strerror or exc}): choose a writable place") from None
+    if flag in APPENDED:
+        _check_appendable(flag, path)
     return path.resolve()
+
+
+APPENDED = {"--jsonl"}  # appended to, not replaced: an existing file must be a JSONL of ours
+
+
+def _check_appendable(flag: str, path: Path) -> None:
+    from engine.output.jsonl import NotOurJsonl, check_jsonl
+
+    try:
+        check_jsonl(path)
+    except NotOurJsonl as exc:
+        raise OutputError(f"{flag} {exc}") from None
+    except OSError as exc:
+        raise OutputError(f"cannot read {flag} {path} ({exc.strerror or exc}): give a new file name") from None
 
 
 def check_outputs(outputs: Iterable[tuple[str, Path | None]], inputs: Iterable[Path]) -> None:

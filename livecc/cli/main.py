@@ -23,7 +23,7 @@ from .checks import video_time
 from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
-from .signals import stop_signals
+from .signals import ignore_stop_signals, stop_signals
 
 EXIT_BAD_INPUT = 2
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -154,3 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
 
 
+def program() -> None:
+    """The `livecc` program (its console script, `python -m livecc`): after a stop signal the
+    process stays deaf to more of them until it is gone, so its exit status stays 128 + signum."""
+    code = main()
+    if code > 128:
+        ignore_stop_signals()
+    sys.exit(code)

@@ -58,6 +58,16 @@ def stop_signals() -> Iterator[None]:
             signal.signal(signum, _ignore if fired else old)
 
 
+def ignore_stop_signals() -> None:
+    """For the program's last moments after a stop: SIG_IGN, not `_ignore`, because the interpreter
+    puts back the default action of every Python handler as it shuts down, and a second Ctrl-C then
+    would kill the process by signal instead of letting it exit 130. Only the program calls this:
+    an in-process caller would pass SIG_IGN on to every child it starts later."""
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def _ignore(signum, frame) -> None:
     """A caught no-op, not SIG_IGN: an ignored disposition would be inherited by every child process
     started later (tests run the CLI in-process, then start Xvfb and expect it to stop on SIGTERM)."""
