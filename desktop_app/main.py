@@ -15,7 +15,8 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop_app.about import version
-from desktop_app.main_window import MainWindow, join_stragglers
+from desktop_app.controller import join_stragglers
+from desktop_app.main_window import MainWindow
 from desktop_app.theme import apply_theme
 
 ORGANIZATION = "LiveCC"

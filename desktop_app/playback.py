@@ -47,10 +47,12 @@ class PlaybackController(QObject):
 
     seeked = Signal(float)  # the user chose a new position (seconds)
 
-    def __init__(self, bar: PlaybackBar, frame_time, parent: QObject | None = None):
+    def __init__(self, bar: PlaybackBar, frame_time, parent: QObject | None = None, pause=None):
         super().__init__(parent)
         self.bar = bar
         self._frame_time = frame_time  # () -> video time of the frame on screen
+        # (paused) -> None: the app's controller, which keeps its state; else the run directly
+        self._pause = pause or (lambda paused: self.run.pause() if paused else self.run.resume())
         self.run = None
         self.pause_action = QAction("&Pause", self)
         self.pause_action.setShortcut(QKeySequence("Ctrl+P"))
@@ -95,7 +97,7 @@ class PlaybackController(QObject):
     def set_paused(self, paused: bool) -> None:
         if not self.seekable:
             return
-        self.run.pause() if paused else self.run.resume()
+        self._pause(paused)
         self._show_paused(paused)
 
     def _show_paused(self, paused: bool) -> None:
