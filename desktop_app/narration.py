@@ -127,6 +127,7 @@ class NarrationController(QObject):
         return narration
 
     def _done(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
+        dialog.canceled.disconnect(narration.cancel)  # close() emits canceled: it is no Cancel
         dialog.close()
         dialog.deleteLater()
         if self.narration is narration:

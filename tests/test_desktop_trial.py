@@ -1,0 +1,108 @@
+"""Issue 23, the desktop items: what a new user found when trying the app, offscreen (pytest-qt),
+each test failing on the code before its fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+
+from desktop_app.playback import NO_TIME, PlaybackBar, PlaybackController
+from test_desktop_app import WAIT_MS, app, close_and_check, make_window, short_answers  # noqa: F401
+from test_desktop_player import loaded_window, videos  # noqa: F401
+
+
+class FakeRun:
+    """What PlaybackController needs of a LiveRun: a file of `duration` seconds, or a live source."""
+
+    def __init__(self, duration: float = 0.0):
+        self.seekable = duration > 0
+        self.duration = duration
+        self.seeks: list[float] = []
+
+    def seek(self, seconds: float) -> None:
+        self.seeks.append(seconds)
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+
+def mouse(widget, kind: QEvent.Type, x: float) -> None:
+    """A left-button mouse event at (x, middle) of `widget`, button held for presses and moves."""
+    pos = QPointF(x, widget.height() / 2)
+    held = Qt.NoButton if kind == QEvent.MouseButtonRelease else Qt.LeftButton
+    QApplication.sendEvent(widget, QMouseEvent(kind, pos, widget.mapToGlobal(pos), Qt.LeftButton, held,
+                                               Qt.NoModifier))
+
+
+@pytest.fixture
+def player(qtbot):
+    """A playback bar wired to a 120 s file whose frame on screen is at `now[0]`."""
+    bar = PlaybackBar()
+    qtbot.addWidget(bar)
+    bar.resize(600, 40)
+    bar.show()
+    now = [28.0]
+    controller = PlaybackController(bar, lambda: now[0])
+    run = FakeRun(120.0)
+    controller.attach(run)
+    controller._poll()
+    return bar, controller, run, now
+
+
+# -- 1 ------------------------------------------------------------------------------------------------
+def test_1_a_finished_narration_says_written_not_cancelled(make_window, qtbot, videos, tmp_path):
+    video = tmp_path / "clip.mp4"
+    shutil.copyfile(videos["short"], video)
+    window = loaded_window(make_window, qtbot, session_factory=short_answers)
+    narration = window.narrator.narrate(video)
+    with qtbot.waitSignal(narration.finished, timeout=WAIT_MS):
+        pass
+    notice = next(m for m in window.message_bar.messages() if m.key == "narrate")
+    assert notice.text.startswith("Subtitles written beside the video") and "cancelled" not in notice.text
+    assert not narration.cancelled
+    close_and_check(window)
+
+
+# -- 2 ------------------------------------------------------------------------------------------------
+def test_2_a_drag_seeks_once_on_release_and_the_label_follows(player):
+    bar, controller, run, _ = player
+    slider = bar.slider
+    seeked = []
+    controller.seeked.connect(seeked.append)
+    mouse(slider, QEvent.MouseButtonPress, slider.width() * 0.25)
+    for fraction in (0.3, 0.5, 0.7, 0.9):
+        mouse(slider, QEvent.MouseMove, slider.width() * fraction)
+        assert bar.position.text() == f"{slider.sliderPosition() // 60}:{slider.sliderPosition() % 60:02d}"
+    assert run.seeks == [], "a seek before the release"
+    mouse(slider, QEvent.MouseButtonRelease, slider.width() * 0.9)
+    assert len(run.seeks) == 1 and seeked == run.seeks
+    assert run.seeks[0] == pytest.approx(slider.value_at(slider.width() * 0.9)) and run.seeks[0] > 100
+
+
+def test_2_a_click_jumps_to_where_it_was_clicked(player):
+    bar, _, run, _ = player
+    slider = bar.slider
+    x = slider.width() * 0.75
+    mouse(slider, QEvent.MouseButtonPress, x)
+    mouse(slider, QEvent.MouseButtonRelease, x)
+    assert run.seeks == [pytest.approx(slider.value_at(x))]
+    assert 80 < run.seeks[0] < 100  # three quarters of 120 s, not a page step from 0:28
+
+
+# -- 4 ------------------------------------------------------------------------------------------------
+def test_4_a_live_source_shows_no_time_of_the_previous_file(player):
+    bar, controller, _, _ = player
+    assert bar.position.text() == "0:28" and bar.duration.text() == "2:00"
+    controller.detach()
+    controller.attach(FakeRun())  # the screen: no position
+    controller._poll()
+    assert bar.position.text() == NO_TIME and bar.duration.text() == NO_TIME
+    assert bar.slider.value() == 0 and bar.slider.maximum() == 0 and not bar.slider.isEnabled()
