@@ -83,7 +83,7 @@ class AppController(QObject):
 
     state_changed = Signal(object)  # State
     busy_changed = Signal()  # an answer after the end started or ended: the model is busy or free
-    loading = Signal(str)  # the model name: a load started
+    loading = Signal(str, str)  # the model name and the precision asked for: a load started
     load_progress = Signal(str, object)  # message, fraction or None
     model_loaded = Signal(object)  # LoadedModel
     model_failed = Signal(object)  # the exception
@@ -163,7 +163,7 @@ class AppController(QObject):
         self._move(State.LOADING_MODEL)
         self.loader.quantize = quantize
         self.loader.load(name)
-        self.loading.emit(name)
+        self.loading.emit(name, quantize)
         return None
 
     @Slot(object)

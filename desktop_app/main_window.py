@@ -41,6 +41,12 @@ from engine import list_monitors, list_webcams
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
+ASK_TIPS = {  # why Ask is enabled or not, by state
+    State.RUNNING: "Ask about what the model has seen (Enter in the Question box)",
+    State.LOADING_MODEL: "The model is loading: ask once a source plays",
+    State.NARRATING: "A narration has the model: ask when it has ended",
+    None: "Start a source first: questions are answered from what the model has seen",
+}
 
 
 def default_sessions_dir() -> Path:
@@ -138,9 +144,10 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         for action in self.viewing.actions():
             view_menu.addAction(action) if action else view_menu.addSeparator()
-        self.help = HelpMenu(self, bar, lambda: (self.model_name, self.loaded))
+        self.help = HelpMenu(self, bar, [file_menu, session_menu, view_menu], lambda: (self.model_name, self.loaded))
         self.viewing.chrome.append(bar)
-        for action in (*self.viewing.actions(), self.playback.pause_action, self.ask_action):
+        for action in (*self.viewing.actions(), self.playback.pause_action, self.playback.back_action,
+                       self.playback.forward_action, self.ask_action, self.help.shortcuts_action):
             if action is not None:
                 self.addAction(action)  # shortcuts work in fullscreen too, with the menu bar hidden
 
@@ -376,6 +383,7 @@ class MainWindow(QMainWindow):
         self.start_button.setIcon(self.style().standardIcon(QStyle.SP_MediaStop if running else QStyle.SP_MediaPlay))
         self.toggle_action.setText("&Stop" if running else "&Start")
         self.ask_button.setEnabled(c.can_ask)
+        self.ask_button.setToolTip(ASK_TIPS.get(c.state, ASK_TIPS[None]) if not c.can_ask else ASK_TIPS[State.RUNNING])
         if c.waiting_for_model:
             self.start_button.setText("Waiting for model…")
 

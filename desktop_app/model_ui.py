@@ -48,10 +48,10 @@ class ModelUi(QObject):
         self.messages.dismiss("model")
         self._load()
 
-    @Slot(str)
-    def _on_loading(self, name: str) -> None:
-        self.presenter.model_loading(name)
-        self.progress.show("Loading model…")
+    @Slot(str, str)
+    def _on_loading(self, name: str, precision: str) -> None:
+        self.presenter.model_loading(name, precision)
+        self.progress.show(self.presenter.fields["model"].text()[len("Model: "):].capitalize())
 
     @Slot(object)
     def _on_loaded(self, loaded) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QStatusBar
 
+from desktop_app.about import describe_model
 from desktop_app.status_fields import StatusFields
 from engine import Compaction, Stats
 
@@ -52,13 +53,19 @@ class StatusPresenter:
         self.bar.showMessage(text, ms)
 
     # -- the model --------------------------------------------------------------------------------
-    def model_loading(self, name: str) -> None:
-        self.fields["model"].setText(f"Model: loading {Path(name).name or name}…")
+    def model_loading(self, name: str, precision: str = "auto") -> None:
+        wanted = "" if precision == "auto" else f" ({'full precision' if precision == 'none' else precision})"
+        text = f"Model: loading {Path(name).name or name}{wanted}…"
+        self.fields["model"].setText(text)
+        self.fields["model"].setToolTip(text)
+        self.message(text[len("Model: "):].capitalize(), 0)
 
     def model_loaded(self, loaded) -> None:
-        self.fields["model"].setText(f"Model: {loaded.describe()}")
+        described = describe_model(loaded)
+        self.fields["model"].setText(f"Model: {described}")
         # the field may elide the text: the tooltip has all of it
-        self.fields["model"].setToolTip("\n".join([loaded.describe(), loaded.name, *loaded.notes]))
+        self.fields["model"].setToolTip("\n".join([described, loaded.name, *loaded.notes]))
+        self.message(f"Model ready: {described}", 6000)
 
     def model_missing(self, why: str = "not loaded") -> None:
         self.fields["model"].setText(f"Model: {why}")

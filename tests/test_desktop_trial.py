@@ -3,6 +3,7 @@ each test failing on the code before its fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,47 @@ def test_4_a_live_source_shows_no_time_of_the_previous_file(player):
     controller._poll()
     assert bar.position.text() == NO_TIME and bar.duration.text() == NO_TIME
     assert bar.slider.value() == 0 and bar.slider.maximum() == 0 and not bar.slider.isEnabled()
+
+
+# -- 9 ------------------------------------------------------------------------------------------------
+def test_9_the_precision_shows_and_a_reload_shows_progress(make_window, qtbot):
+    window = loaded_window(make_window, qtbot)
+    assert window.status["model"].text() == "Model: tiny-qwen2-vl on CPU (float32)"
+    window.apply_settings(dataclasses.replace(window.settings, quantize="int8"))
+    assert window.status["model"].text() == "Model: loading tiny-qwen2-vl (int8)…"
+    assert window.model_ui.progress.dialog is not None  # progress, as at start-up
+    assert not window.ask_button.isEnabled() and "loading" in window.ask_button.toolTip()
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+    assert window.status["model"].text() == "Model: tiny-qwen2-vl on CPU (float32, int8 weights)"
+    assert window.statusBar().currentMessage().startswith("Model ready: ")
+    assert window.ask_button.toolTip().startswith("Start a source first")
+    window.help.about()
+    assert "int8 weights" in window.help.about_box.text()
+    close_and_check(window)
+
+
+# -- 12 -----------------------------------------------------------------------------------------------
+def test_12_help_lists_the_shortcuts_and_opens_the_docs(make_window, qtbot, tmp_path, monkeypatch):
+    window = make_window(autoload=False)
+    help_menu = window.menuBar().actions()[-1].menu()
+    assert [a.text() for a in help_menu.actions() if a.text()] == [
+        "&Keyboard shortcuts", "&Documentation", "&About LiveCC Desktop"]
+    window.help.shortcuts_action.trigger()
+    rows: dict[str, str] = {}
+    for keys, what in window.help.shortcuts_dialog.rows():
+        rows.setdefault(what, keys)  # the menu's keys first
+    assert rows["Start"] == "Space" and rows["Back 5 s"] == "Ctrl+Left" and rows["Forward 5 s"] == "Ctrl+Right"
+    assert rows["Fullscreen"] == "F11" and rows["Ask a question"] == "Ctrl+L" and rows["Speak"] == "Ctrl+Shift+M"
+    assert rows["Keyboard shortcuts"] == "F1" and "Double-click the video" in window.help.shortcuts_dialog.rows()[-4]
+
+    opened = []
+    monkeypatch.setattr("desktop_app.help_menu.QDesktopServices.openUrl", lambda url: opened.append(url) or True)
+    docs = tmp_path / "desktop.md"
+    docs.write_text("# LiveCC Desktop\n")
+    monkeypatch.setattr("desktop_app.help_menu.DOCS", docs)
+    assert window.help.open_docs() and opened[0].toLocalFile() == str(docs)
+    told = []
+    monkeypatch.setattr("desktop_app.help_menu.QMessageBox.information", lambda *args: told.append(args[2]))
+    monkeypatch.setattr("desktop_app.help_menu.DOCS", tmp_path / "missing.md")
+    assert not window.help.open_docs() and "docs/desktop.md" in told[0]
+    window.close()
