@@ -14,18 +14,19 @@ from engine import Compaction, Stats
 
 SPEECH_STATE_CHARS = 44  # longer states (errors) are cut in the status bar; the tooltip has all
 
-FIELDS = (  # key, initial text, the widest text it shows, tooltip, priority (lower hides first)
-    ("model", "Model: not loaded", "Model: tiny-qwen2-vl on CPU (float32)", "Model and compute device", 5),
-    ("lag", "Lag –", "Lag 99999 ms", "How far the engine is behind the live video", 3),
-    ("chunk", "Chunk –", "Chunk 9999 ms", "Time to process the last 1-second chunk", 2),
-    ("dropped", "Dropped 0", "Dropped 9999 · skipped 999", "Frames the engine could not keep up with", 1),
-    ("context", "Context –", "Context 100% · 99 compactions", "KV cache used, as a share of its budget; a "
-                                                               "compaction keeps the last seconds of video "
-                                                               "and a text memory", 2),
-    ("memory", "Memory –", "Memory 9999 key frames · 9999 MB",
-     "Visual memory: key frames of older video that questions can recall, and the host memory they use", 1),
-    ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4),
-    ("voice", "Voice –", "Voice +99.9 s", "How far behind its video the voice starts (last phrases)", 3),
+FIELDS = (  # key, initial text, the widest text it shows (longer is elided), tooltip, priority (lower hides
+    # first), permanent (stays beside a temporary message). Without the voice they fit 1280 px.
+    ("lag", "Lag –", "Lag 9999 ms", "How far the engine is behind the live video", 3, False),
+    ("chunk", "Chunk –", "Chunk 999 ms", "Time to process the last 1-second chunk", 2, False),
+    ("dropped", "Dropped 0", "Dropped 999 · skipped 99", "Frames the engine could not keep up with", 1, False),
+    ("context", "Context –", "Context 100% · 9 compactions", "KV cache used, as a share of its budget; a "
+                                                              "compaction keeps the last seconds of video "
+                                                              "and a text memory", 3, False),
+    ("memory", "Memory –", "Memory 999 key frames · 999 MB",
+     "Visual memory: key frames of older video that questions can recall, and the host memory they use", 3, False),
+    ("voice", "Voice –", "Voice +9.9 s", "How far behind its video the voice starts (last phrases)", 2, False),
+    ("model", "Model: not loaded", "Model: tiny-qwen2-vl on CPU (float32)", "Model and compute device", 5, True),
+    ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4, True),
 )
 
 
@@ -44,8 +45,8 @@ class StatusPresenter:
     def __init__(self, bar: QStatusBar):
         self.bar = bar
         self.fields = StatusFields(bar)
-        for key, text, widest, tip, priority in FIELDS:
-            self.fields.add(key, text, widest, tip, priority)
+        for key, text, widest, tip, priority, permanent in FIELDS:
+            self.fields.add(key, text, widest, tip, priority, permanent)
         self._compactions = 0
         self._budget = 0
 
@@ -102,6 +103,7 @@ class StatusPresenter:
     def speech(self, state: str, engine: str, voice: str, device: str) -> None:
         label = self.fields["speech"]
         label.setText(speech_status(state, engine))
+        self.fields.want("voice", state != "off" and not state.startswith("error: "))  # no voice, no lag
         label.setToolTip(f"Speech: {state}\nVoice: {voice or 'default (ChatTTS, else espeak-ng)'}; "
                          f"output: {device or 'system default'}. Toggle with Ctrl+Shift+M; change in Settings.")
 

@@ -151,3 +151,25 @@ def test_12_help_lists_the_shortcuts_and_opens_the_docs(make_window, qtbot, tmp_
     monkeypatch.setattr("desktop_app.help_menu.DOCS", tmp_path / "missing.md")
     assert not window.help.open_docs() and "docs/desktop.md" in told[0]
     window.close()
+
+
+# -- 7 ------------------------------------------------------------------------------------------------
+def test_7_at_1280_px_every_field_shows_and_a_message_is_read_in_full(make_window, qtbot):
+    window = make_window(autoload=False)
+    window.resize(1280, 760)
+    bar = window.statusBar()
+    qtbot.waitUntil(lambda: bar.width() == 1280)
+    fields = window.status_fields.fields
+    assert all(f.label.isVisible() for key, f in fields.items() if key != "voice")  # the voice: speech is off
+    assert fields["memory"].label.isVisible()
+    for message in ("Context compacted: 16000 → 7000 tokens (120 ms)",
+                    "End of video at 242.0 s: questions are still answered"):
+        bar.showMessage(message)
+        QApplication.processEvents()
+        shown = [f.label for f in fields.values() if f.label.isVisible()]
+        room = min(label.mapTo(bar, QPointF(0, 0).toPoint()).x() for label in shown)
+        assert bar.fontMetrics().horizontalAdvance(message) + 12 < room, f"'{message}' is cut at {room} px"
+        bar.clearMessage()
+        QApplication.processEvents()
+        assert fields["memory"].label.isVisible() and fields["lag"].label.isVisible()  # back after the message
+    window.close()
