@@ -8,11 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
+from desktop_app.captions import FADE_S, HOLD_S, CaptionTrack
 from desktop_app.playback import NO_TIME, PlaybackBar, PlaybackController
+from desktop_app.video_view import VideoView
+from engine import Answer, Commentary
 from test_desktop_app import WAIT_MS, app, close_and_check, make_window, short_answers  # noqa: F401
 from test_desktop_player import loaded_window, videos  # noqa: F401
 
@@ -173,3 +176,40 @@ def test_7_at_1280_px_every_field_shows_and_a_message_is_read_in_full(make_windo
         QApplication.processEvents()
         assert fields["memory"].label.isVisible() and fields["lag"].label.isVisible()  # back after the message
     window.close()
+
+
+# -- 8 ------------------------------------------------------------------------------------------------
+def test_8_large_captions_stay_on_the_video(qtbot):
+    view = VideoView()
+    qtbot.addWidget(view)
+    view.resize(480, 270)
+    view.show()
+    view.caption_style.scale = 2.0  # View > Larger captions, to the largest step
+    for i in range(3):
+        view.add_event(Commentary(float(i), i + 1.0, "the player in red runs down the left wing and crosses", i))
+    view.add_event(Answer("Who has the ball now?", "The player in red, near the corner flag.", False, 3.0))
+    view.grab()
+    assert len(view.caption_boxes) == 2
+    for box in view.caption_boxes:
+        assert QRectF(view.rect()).contains(box), f"caption box {box} runs off the video {view.rect()}"
+
+
+def test_8_a_faded_caption_leaves_no_ghost_on_a_frozen_frame(qtbot):
+    view = VideoView()
+    qtbot.addWidget(view)
+    view.resize(480, 270)
+    view.show()
+    qtbot.waitExposed(view)
+    now = [100.0]
+    view.captions = CaptionTrack(clock=lambda: now[0])
+    view.add_event(Commentary(0.0, 1.0, "a comment", 0))
+    QApplication.processEvents()
+    now[0] += HOLD_S + FADE_S * 0.95  # the last paint of the fade: almost gone, not gone
+    view.grab()
+    assert view.caption_boxes, "the fading caption was painted"
+    now[0] += FADE_S  # faded out; no new frame comes (paused, or after the end)
+    QApplication.processEvents()  # whatever was due is painted by now
+    assert view.caption_boxes, "the ghost of the last fading paint"
+    view._last_caption_paint = 0.0
+    view._poll()
+    qtbot.waitUntil(lambda: view.caption_boxes == [], timeout=10_000)
