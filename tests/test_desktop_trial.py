@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QAbstractSlider, QApplication
 
 from desktop_app.captions import FADE_S, HOLD_S, CaptionTrack
 from desktop_app.playback import NO_TIME, PlaybackBar, PlaybackController
@@ -54,7 +54,7 @@ def player(qtbot):
     bar.resize(600, 40)
     bar.show()
     now = [28.0]
-    controller = PlaybackController(bar, lambda: now[0])
+    controller = PlaybackController(bar, lambda: now[0], bar)  # goes with the bar
     run = FakeRun(120.0)
     controller.attach(run)
     controller._poll()
@@ -213,3 +213,35 @@ def test_8_a_faded_caption_leaves_no_ghost_on_a_frozen_frame(qtbot):
     view._last_caption_paint = 0.0
     view._poll()
     qtbot.waitUntil(lambda: view.caption_boxes == [], timeout=10_000)
+
+
+# -- 3 ------------------------------------------------------------------------------------------------
+def test_3_the_transcript_follows_after_a_round_trip_to_fullscreen(make_window, qtbot):
+    window = make_window(autoload=False)
+    window.resize(1100, 640)
+    view, transcript = window.transcript_view, window.transcript
+    shown = lambda: qtbot.waitUntil(lambda: view.isVisible() and view.viewport().width() > 0)  # noqa: E731
+
+    def add(n: int) -> None:
+        for i in range(n):
+            index, created = transcript.apply(Commentary(float(i), i + 1.0, f"line {i} " + "words " * 12, i))
+            view.show_entry(index, transcript.entries[index], created)
+
+    shown()
+    add(60)
+    bar = view.verticalScrollBar()
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()
+    window.viewing.fullscreen_action.setChecked(True)  # F11
+    qtbot.waitUntil(lambda: not view.isVisible())
+    window.viewing.fullscreen_action.setChecked(False)  # Esc
+    shown()
+    window.splitter.setSizes([900, 200])  # a narrower transcript: more wrapped lines
+    QApplication.processEvents()
+    add(3)
+    QApplication.processEvents()
+    assert bar.value() == bar.maximum() and bar.value() > 0, "the transcript stopped following"
+    bar.triggerAction(QAbstractSlider.SliderToMinimum)  # the user scrolls up to read: new lines leave it there
+    add(2)
+    QApplication.processEvents()
+    assert bar.value() == 0 and not view.following
+    window.close()
