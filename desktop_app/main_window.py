@@ -307,6 +307,7 @@ class MainWindow(QMainWindow):
             return
         self.keeper.log({"type": "question", "question": question, "time": self.video_view.frame_time})
         self.question_edit.clear()
+        self.video_view.setFocus(Qt.OtherFocusReason)  # Space, C and the seek keys work at once again
         self.presenter.message(f"Asked: {question}", 4000)
 
     def apply_instruction(self) -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import QEvent, QUrl
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from desktop_app.transcript_view import TranscriptView
 
+SEEK_KEYS = (QKeySequence("Ctrl+Left"), QKeySequence("Ctrl+Right"))
+
 
 class InputsPanel(QWidget):
-    """Instruction (Enter applies it) and Question (Enter or Ask sends it)."""
+    """Instruction (Enter applies it) and Question (Enter or Ask sends it). Ctrl+Left/Right seek from
+    here too, except while a field is being edited (typed in since it was sent or applied), where
+    they jump over words."""
 
     def __init__(self, instruction: str, parent: QWidget | None = None):
         super().__init__(parent)
@@ -31,6 +36,15 @@ class InputsPanel(QWidget):
             if extra is not None:
                 row.addWidget(extra)
             layout.addLayout(row)
+            edit.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.ShortcutOverride and isinstance(watched, QLineEdit) \
+                and not (watched.isModified() and watched.text()) \
+                and QKeySequence(event.keyCombination()) in SEEK_KEYS:
+            event.ignore()  # not overridden: the window's seek shortcut gets the key
+            return True
+        return False
 
 
 class TranscriptPanel(QWidget):

@@ -245,3 +245,27 @@ def test_3_the_transcript_follows_after_a_round_trip_to_fullscreen(make_window, 
     QApplication.processEvents()
     assert bar.value() == 0 and not view.following
     window.close()
+
+
+# -- 5 ------------------------------------------------------------------------------------------------
+def test_5_seek_keys_work_from_the_question_box_and_focus_returns_to_the_video(make_window, qtbot, monkeypatch):
+    window = make_window(autoload=False)
+    window.windowHandle().requestActivate()
+    qtbot.waitActive(window)
+    run = FakeRun(120.0)
+    window.playback.attach(run)
+    edit = window.question_edit
+    edit.setFocus()
+    qtbot.waitUntil(edit.hasFocus)
+    qtbot.keyClick(edit, Qt.Key_Right, Qt.ControlModifier)
+    assert run.seeks == [5.0], "Ctrl+Right did not seek from the Question box"
+    qtbot.keyClicks(edit, "who scored")  # now it is being edited: the keys jump over words
+    qtbot.keyClick(edit, Qt.Key_Left, Qt.ControlModifier)
+    assert run.seeks == [5.0] and edit.cursorPosition() == len("who ")
+    monkeypatch.setattr(window.controller, "ask", lambda question: True)
+    qtbot.keyClick(edit, Qt.Key_Return)
+    assert edit.text() == "" and QApplication.focusWidget() is window.video_view
+    qtbot.keyClick(window.video_view, Qt.Key_Left, Qt.ControlModifier)
+    assert len(run.seeks) == 2
+    window.playback.detach()
+    window.close()
