@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         self.sessions_dir = Path(sessions_dir) if sessions_dir else default_sessions_dir()
         self.recent = RecentFiles(store)
         self._tasks: list[BackgroundTask] = []
-        self.dialogs = FileDialogs(self)
+        self.dialogs = FileDialogs(self, store)
         self.controller = AppController(lambda: (self.model_name, self.settings.quantize), self._session_config,
                                         session_factory, consent=lambda: self.model_ui.wanted(), parent=self)
         self.presenter = StatusPresenter(self.statusBar())
@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._wire()
         self.picker.set_recent(self.recent.paths())  # the source list offers recent files too
+        self._preview_choice()
         self._restore_geometry()
         self._update_controls()
         if probe_devices:
@@ -122,7 +123,8 @@ class MainWindow(QMainWindow):
         self.ask_action = self._action("&Ask a question", lambda: self.question_edit.setFocus(Qt.ShortcutFocusReason),
                                        "Ctrl+L")
         self.narrator = NarrationController(self, self.controller.narration_blocker,
-                                            lambda path: Narration(path, self.loaded, self._session_config(None)))
+                                            lambda path: Narration(path, self.loaded, self._session_config(None)),
+                                            self.dialogs.open_video)
         self.narrator.notice.connect(lambda text, level: self.show_error(text, level, key="narrate"))
         self.controller.attach_narrator(self.narrator)
         self.recent_menu_title = "Open &recent"
@@ -157,6 +159,7 @@ class MainWindow(QMainWindow):
         self.picker, self.start_button = self.toolbar.picker, self.toolbar.start_button
         self.picker.open_file_requested.connect(self.choose_file)
         self.picker.changed.connect(self._update_controls)
+        self.picker.activated.connect(self._preview_choice)
         self.start_button.clicked.connect(self.toggle_run)
 
     def _build_central(self) -> None:
@@ -244,13 +247,25 @@ class MainWindow(QMainWindow):
             self.open_file(path)
 
     def open_file(self, path: str) -> None:
-        """Select a video file and play it (File > Open, drag and drop, the command line)."""
+        """Select a video file and play it (File > Open, drag and drop, the command line, recent files);
+        a transcript in the window is only cleared once the user agrees, as Start asks."""
+        if not Path(path).is_file():  # a typo on the command line is not a source to offer
+            self.show_error(f"Cannot open {path}: there is no such file. Open a video with File > Open or drop one "
+                            "on the window.", key="start")
+            return
+        if not self._confirm_restart():
+            return
+        self.recent.add(path)
         spec = self.picker.add_file(path)
-        if Path(path).is_file():
-            self.recent.add(path)
         if self.loaded is None:
             self.video_view.show_preview(path)  # the user sees the file while the model is not there
         self.start_source(spec)
+
+    def _preview_choice(self) -> None:
+        """A file chosen in the Source list (a recent one at start-up too) shows its first frame."""
+        spec = self.picker.current_spec()
+        if self.run is None and spec is not None and spec.kind == "file":
+            self.video_view.show_preview(spec.path)
 
     def toggle_run(self) -> None:
         if self.run is not None:

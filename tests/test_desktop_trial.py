@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QAbstractSlider, QApplication
+from PySide6.QtWidgets import QAbstractSlider, QApplication, QMessageBox
 
 from desktop_app.captions import FADE_S, HOLD_S, CaptionTrack
 from desktop_app.playback import NO_TIME, PlaybackBar, PlaybackController
 from desktop_app.video_view import VideoView
 from engine import Answer, Commentary
-from test_desktop_app import WAIT_MS, app, close_and_check, make_window, short_answers  # noqa: F401
+from test_desktop_app import (WAIT_MS, app, close_and_check, grab_array, make_window,  # noqa: F401
+                              short_answers)
 from test_desktop_player import loaded_window, videos  # noqa: F401
 
 
@@ -269,3 +270,62 @@ def test_5_seek_keys_work_from_the_question_box_and_focus_returns_to_the_video(m
     assert len(run.seeks) == 2
     window.playback.detach()
     window.close()
+
+
+# -- 10 -----------------------------------------------------------------------------------------------
+def test_10_open_asks_before_clearing_the_transcript(make_window, qtbot, videos, monkeypatch):
+    window = loaded_window(make_window, qtbot)
+    window.open_file(str(videos["short"]))
+    qtbot.waitUntil(lambda: window.run is None and len(window.transcript.entries) >= 1, timeout=WAIT_MS)
+    entries = list(window.transcript.entries)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.Cancel)
+    window.open_file(str(videos["long"]))  # File > Open, a drop or a recent file: all go through here
+    assert asked and window.run is None and window.transcript.entries == entries  # cancelled: kept
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Ok)
+    window.open_file(str(videos["long"]))
+    assert window.run is not None and window.run.spec.path == str(videos["long"])
+    close_and_check(window)
+
+
+def test_10_a_missing_file_is_a_message_not_a_source(make_window, qtbot):
+    window = make_window(autoload=False)
+    window.open_file("nosuch.mp4")  # livecc-desktop nosuch.mp4
+    items = [window.picker.combo.itemText(i) for i in range(window.picker.combo.count())]
+    assert "nosuch.mp4" not in items and window.run is None
+    assert "nosuch.mp4" in window.message_bar.text and "no such file" in window.message_bar.text
+    window.close()
+
+
+def test_10_file_dialogs_open_in_the_last_folder_used(make_window, qtbot, videos, tmp_path, monkeypatch):
+    window = make_window(autoload=False)
+    starts = []
+
+    def dialog(parent, title, folder, filters):
+        starts.append(folder)
+        return "", ""  # cancelled: only where it opened matters
+
+    monkeypatch.setattr("desktop_app.file_dialogs.QFileDialog.getOpenFileName", dialog)
+    window.choose_file()
+    assert starts == [str(Path.home())]  # nothing used yet
+    window.dialogs.remember(videos["short"])  # a video was opened from its folder
+    window.choose_file()
+    window.narrator.choose()
+    assert starts[1:] == [str(videos["short"].parent)] * 2
+    window.close()
+    again = make_window(autoload=False)  # remembered in the settings file
+    again.choose_file()
+    assert starts[-1] == str(videos["short"].parent)
+    again.close()
+
+
+def test_10_a_recent_file_at_start_up_shows_its_first_frame(make_window, qtbot, videos):
+    window = make_window(autoload=False)
+    window.recent.add(videos["short"])
+    window.close()
+    again = make_window(autoload=False)
+    assert again.picker.current_spec().path == str(videos["short"].resolve())
+    pixels = grab_array(again.video_view).astype(int)
+    coloured = (pixels.max(axis=2) - pixels.min(axis=2) > 50).mean()  # the placeholder is grey on black
+    assert coloured > 0.05, "a recent file shows 'Choose a source' instead of its frame"
+    again.close()
