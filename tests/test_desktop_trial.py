@@ -329,3 +329,40 @@ def test_10_a_recent_file_at_start_up_shows_its_first_frame(make_window, qtbot, 
     coloured = (pixels.max(axis=2) - pixels.min(axis=2) > 50).mean()  # the placeholder is grey on black
     assert coloured > 0.05, "a recent file shows 'Choose a source' instead of its frame"
     again.close()
+
+
+# -- 11 -----------------------------------------------------------------------------------------------
+def test_11_the_app_hides_the_transformers_future_warning(tmp_path, monkeypatch):
+    import logging
+    import warnings
+
+    import desktop_app.main as app_main
+    from engine.model.quiet import CHATTY_LOGGERS
+
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))  # undone after the test
+    for name in ("TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS", "OPENCV_FFMPEG_LOGLEVEL",
+                 "OPENCV_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in CHATTY_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    shown = []
+
+    class Window:  # what the terminal would show once the window (and the model) load
+        def __init__(self, *args, **kwargs):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.warn("`past_key_values` is deprecated (issue 23, item 11)", FutureWarning)
+            shown.extend(caught)
+
+        def show(self):
+            pass
+
+    class App:
+        def exec(self):
+            return 0
+
+    monkeypatch.setattr(app_main, "MainWindow", Window)
+    monkeypatch.setattr(app_main, "create_application", App)
+    monkeypatch.setattr(app_main, "_close_on_signals", lambda window: None)
+    monkeypatch.setattr(app_main.logging, "basicConfig", lambda **kwargs: None)
+    assert app_main.main(["--settings", str(tmp_path / "s.ini")]) == 0
+    assert shown == [], "the app's terminal shows a FutureWarning the CLI hides"
