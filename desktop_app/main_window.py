@@ -5,6 +5,7 @@ thread; its events arrive as queued signals carrying the engine's dataclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -71,9 +72,11 @@ class MainWindow(QMainWindow):
         self.message_bar = MessageBar()
         self.model_ui = ModelUi(self, self.controller, self.presenter, self.message_bar, store,
                                 lambda: self.model_name, self.load_model, self.choose_model_folder)
-        self.speech = SpeechController(self._speech_config(), self)
+        self.speech = SpeechController(parent=self)  # off until the settings (and a download) allow it
         self.speak = SpeakToggle(self, self.speech, lambda: self.settings, lambda: self.settings.save(self.store),
-                                 self._show_speech_state)
+                                 self._show_speech_state, self._speech_allowed)
+        self.speech.configure(self._speech_config())
+        self.speak.show(self.speech.config.enabled)
         self.speak_action = self.speak.action
         self.speak.on_state(self.speech.state)
 
@@ -373,12 +376,18 @@ class MainWindow(QMainWindow):
         elif self.run is not None and (new.max_pixels, new.max_new_tokens, new.repetition_penalty, new.memory) != \
                 (old.max_pixels, old.max_new_tokens, old.repetition_penalty, old.memory):
             self.presenter.message("New engine settings apply at the next Start", 6000)
-        self.speak.show(new.speech_enabled)
-        self.speech.configure(self._speech_config())  # a new voice or output takes effect at once
+        speech = self._speech_config()
+        self.speak.show(speech.enabled)
+        self.speech.configure(speech)  # a new voice or output takes effect at once
 
     def _speech_config(self) -> SpeechConfig:
         s = self.settings
-        return SpeechConfig(enabled=s.speech_enabled, voice=s.voice, device=s.audio_device)
+        return SpeechConfig(enabled=s.speech_enabled and self._speech_allowed(), voice=s.voice, device=s.audio_device)
+
+    def _speech_allowed(self) -> bool:
+        return self.model_ui.speech_wanted(self.settings.voice, lambda: self.speak.set_enabled(True),
+                                           lambda: self.apply_settings(dataclasses.replace(
+                                               self.settings, voice="espeak", speech_enabled=True)))
 
     def _show_speech_state(self, state: str) -> None:
         self.presenter.speech(state, self.speech.engine_name, self.settings.voice, self.settings.audio_device)

@@ -1,10 +1,12 @@
-"""Where the model comes from, decided before anything touches the network: a first start asks
-before downloading (the default model is about 16 GB), and a local folder never downloads.
+"""Where the model and the ChatTTS voice come from, decided before anything touches the network: a
+first start asks before downloading (the default model is about 16 GB), and so does turning Speak
+on with ChatTTS; a local folder never downloads.
 The Hugging Face cache is huggingface_hub's own (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME), read
 through its API without the network."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from desktop_app.settings import DEFAULT_MODEL
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DEFAULT_MODEL_GB = 16  # LiveCC-7B-Instruct in bf16: 4 safetensors shards
+CHATTTS_REPO = "2Noise/ChatTTS"  # tts.chattts_synth.HF_REPO, which imports numpy and the runtime
 
 
 def hub_cache() -> Path:
@@ -37,3 +40,20 @@ def download_question(name: str) -> str:
     size = f"about {DEFAULT_MODEL_GB} GB" if name == DEFAULT_MODEL else "several GB"
     return (f"LiveCC needs its model, {name}: {size}, downloaded once from Hugging Face (huggingface.co) into "
             f"{hub_cache()}. Nothing is downloaded until you agree; a local model folder works without it.")
+
+
+def speech_needs_download(voice: str) -> bool:
+    """True when Speak with this voice would fetch ChatTTS' weights: ChatTTS is installed (else
+    espeak-ng speaks, nothing is fetched) and huggingface_hub's cache has no snapshot of it."""
+    from tts.factory import SynthKind, parse_voice
+
+    if parse_voice(voice)[0] is not SynthKind.CHATTTS or importlib.util.find_spec("ChatTTS") is None:
+        return False
+    snapshots = hub_cache() / f"models--{CHATTTS_REPO.replace('/', '--')}" / "snapshots"
+    return not (snapshots.is_dir() and any(snapshots.iterdir()))
+
+
+def speech_download_question() -> str:
+    return (f"Speak uses the ChatTTS voice: its weights ({CHATTTS_REPO}) are downloaded once from Hugging Face "
+            f"(huggingface.co) into {hub_cache()}. Nothing is downloaded until you agree; espeak-ng speaks "
+            "without it.")

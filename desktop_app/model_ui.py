@@ -1,5 +1,5 @@
-"""The model as the user sees it: a question before anything is downloaded, the load's
-progress, the Model field, and what to do when the load fails."""
+"""The model as the user sees it: a question before anything is downloaded (the model, and the
+ChatTTS voice), the load's progress, the Model field, and what to do when the load fails."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from PySide6.QtCore import QObject, QSettings, Slot
 from desktop_app.controller import AppController
 from desktop_app.load_progress import LoadProgress
 from desktop_app.message_bar import MessageBar
-from desktop_app.model_source import download_question, needs_download
+from desktop_app.model_source import (download_question, needs_download, speech_download_question,
+                                      speech_needs_download)
 from desktop_app.status_presenter import StatusPresenter
 from desktop_app.workers import user_message
 
@@ -41,6 +42,22 @@ class ModelUi(QObject):
             ("Choose local folder…", self._choose_folder),
         ])
         return False
+
+    def speech_wanted(self, voice: str, agreed: Callable[[], None], use_espeak: Callable[[], None]) -> bool:
+        """False (and a question on screen) while Speak would download ChatTTS without consent."""
+        if self.store.value("speech/download_ok", "") == "1" or not speech_needs_download(voice):
+            return True
+        self.messages.show_message(speech_download_question(), "info", key="speech", actions=[
+            ("Download", lambda: self._agree_to_speech(agreed)),
+            ("Use espeak-ng", lambda: (self.messages.dismiss("speech"), use_espeak())),
+        ])
+        return False
+
+    def _agree_to_speech(self, agreed: Callable[[], None]) -> None:
+        self.store.setValue("speech/download_ok", "1")
+        self.store.sync()
+        self.messages.dismiss("speech")
+        agreed()
 
     def _agree_to_download(self) -> None:
         self.store.setValue("model/download_ok", self._model_name())

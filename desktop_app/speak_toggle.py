@@ -17,13 +17,14 @@ SPEAK_TIP = "Speak commentary and answers (Ctrl+Shift+M); voice and output in Se
 
 class SpeakToggle(QObject):
     """`settings()` -> the window's AppSettings (replaced when Settings are applied); `save()` stores them;
-    `show_state(state)` puts the speech state in the status bar."""
+    `show_state(state)` puts the speech state in the status bar; `consent()` is False (and asks) while
+    turning on would download the voice without the user's agreement."""
 
     def __init__(self, window: QWidget, speech: SpeechController, settings: Callable[[], AppSettings],
-                 save: Callable[[], None], show_state: Callable[[str], None]):
+                 save: Callable[[], None], show_state: Callable[[str], None], consent: Callable[[], bool]):
         super().__init__(window)
         self.window, self.speech = window, speech
-        self._settings, self._save, self._show_state = settings, save, show_state
+        self._settings, self._save, self._show_state, self._consent = settings, save, show_state, consent
         self.action = QAction(window.style().standardIcon(QStyle.SP_MediaVolume), "Spea&k", self)
         self.action.setCheckable(True)
         self.action.setShortcut(QKeySequence("Ctrl+Shift+M"))
@@ -32,7 +33,10 @@ class SpeakToggle(QObject):
         speech.state_changed.connect(self.on_state)
 
     def set_enabled(self, enabled: bool) -> None:
-        """Off mutes at once, on loads the voice if needed; it is remembered."""
+        """Off mutes at once, on loads the voice if needed (after asking before a download); it is remembered."""
+        if enabled and not self._consent():
+            self.show(False)
+            return
         self._remember(enabled)
         self.show(enabled)
         self.speech.set_enabled(enabled)

@@ -16,7 +16,7 @@ from desktop_app.captions import FADE_S, HOLD_S, CaptionTrack
 from desktop_app.playback import NO_TIME, PlaybackBar, PlaybackController
 from desktop_app.video_view import VideoView
 from engine import Answer, Commentary
-from test_desktop_app import (WAIT_MS, app, close_and_check, grab_array, make_window,  # noqa: F401
+from test_desktop_app import (WAIT_MS, app, close_and_check, grab_array, make_window, store_settings,  # noqa: F401,E501
                               short_answers)
 from test_desktop_player import loaded_window, videos  # noqa: F401
 
@@ -366,3 +366,22 @@ def test_11_the_app_hides_the_transformers_future_warning(tmp_path, monkeypatch)
     monkeypatch.setattr(app_main.logging, "basicConfig", lambda **kwargs: None)
     assert app_main.main(["--settings", str(tmp_path / "s.ini")]) == 0
     assert shown == [], "the app's terminal shows a FutureWarning the CLI hides"
+
+
+def test_11_speak_asks_before_downloading_chattts(make_window, qtbot, tmp_path, monkeypatch, null_audio):
+    pytest.importorskip("ChatTTS", reason="without ChatTTS, espeak-ng speaks and nothing is downloaded")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    store_settings(tmp_path, speech_enabled=True)  # the default voice: ChatTTS
+    window = make_window(autoload=False)
+    assert window.speech._task is None and window.speech.state == "off", "the app reached for ChatTTS unasked"
+    assert not window.speak_action.isChecked()
+    assert "ChatTTS" in window.message_bar.text and str(tmp_path / "empty-cache") in window.message_bar.text
+    window.message_bar.dismiss("speech")
+    window.speak_action.trigger()  # Speak on: it asks again, and still fetches nothing
+    assert window.speech._task is None and not window.speak_action.isChecked()
+    row = next(r for r in window.message_bar.rows if r.message.key == "speech")
+    assert [b.text() for b in row.buttons] == ["Download", "Use espeak-ng"]
+    row.buttons[1].click()  # espeak-ng needs no download
+    assert window.settings.voice == "espeak" and window.speak_action.isChecked()
+    qtbot.waitUntil(lambda: window.status["speech"].text() == "Speech: ready (espeak-ng)", timeout=WAIT_MS)
+    close_and_check(window)
