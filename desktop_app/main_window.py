@@ -21,6 +21,7 @@ from desktop_app.file_dialogs import FileDialogs
 from desktop_app.help_menu import HelpMenu
 from desktop_app.message_bar import MessageBar
 from desktop_app.model_ui import ModelUi
+from desktop_app.moment_preview import MomentLinks
 from desktop_app.narration import Narration, NarrationController
 from desktop_app.panels import InputsPanel, TranscriptPanel
 from desktop_app.playback import PlaybackBar, PlaybackController
@@ -34,7 +35,7 @@ from desktop_app.source_toolbar import SourceToolbar
 from desktop_app.speak_toggle import SpeakToggle
 from desktop_app.speech import SpeechConfig, SpeechController
 from desktop_app.status_presenter import StatusPresenter
-from desktop_app.transcript import clock
+
 from desktop_app.video_view import VideoView
 from desktop_app.viewing import ViewController
 from desktop_app.workers import BackgroundTask
@@ -185,9 +186,11 @@ class MainWindow(QMainWindow):
             lv.addWidget(widget, stretch)
         right = TranscriptPanel(self.sessions_dir)
         self.transcript_view, self.session_label = right.view, right.session_label
-        self.transcript_view.moment_clicked.connect(self._show_moment)
         self.keeper = SessionKeeper(self.sessions_dir, right.show_session_path,
                                     lambda text: self.show_error(text, "warning", key="session"))
+        self.moments = MomentLinks(self, lambda: self.keeper.source)  # a preview, never a seek: it would end
+        self.transcript_view.moment_clicked.connect(self.moments.open)  # the conversation the answer came from
+        self.transcript_view.moment_tip = self.moments.tip
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(right)
@@ -313,11 +316,6 @@ class MainWindow(QMainWindow):
         if state is State.STOPPING:
             self.speech.end_run(silence=True)
         self._update_controls()
-
-    def _show_moment(self, start: float, end: float) -> None:
-        """A recalled moment was clicked: say which. It does not seek: a seek starts a new conversation and
-        clears the visual memory the answer came from."""
-        self.presenter.message(f"Recalled moment {clock(start)}–{clock(end)}", 6000)
 
     def ask_question(self) -> None:
         question = self.question_edit.text().strip()

@@ -3,10 +3,10 @@ unless the user has scrolled up to read (a resize, or a round trip to fullscreen
 
 from __future__ import annotations
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QEvent, QUrl, Signal
 from PySide6.QtGui import (QColor, QFont, QFontMetricsF, QImage, QTextBlockFormat, QTextCharFormat, QTextCursor,
                            QTextDocument, QTextImageFormat)
-from PySide6.QtWidgets import QTextEdit, QWidget
+from PySide6.QtWidgets import QTextEdit, QToolTip, QWidget
 
 from desktop_app.transcript import Entry, clock
 
@@ -29,6 +29,7 @@ class TranscriptView(QTextEdit):
         self._blocks = 0
         self._thumbs: dict[int, tuple] = {}  # id(picture) -> (picture, resource name)
         self.following = True  # changed only by the user's scrolling, never by a relayout
+        self.moment_tip = lambda start, end: f"Recalled moment {clock(start)}–{clock(end)}"  # set by the window
         bar = self.verticalScrollBar()
         bar.actionTriggered.connect(lambda _action: self._note_following(bar.sliderPosition()))
         bar.rangeChanged.connect(lambda *_: self._follow())
@@ -135,6 +136,15 @@ class TranscriptView(QTextEdit):
         fmt.setHeight(THUMB_HEIGHT)
         fmt.setWidth(THUMB_HEIGHT * rgb.shape[1] / rgb.shape[0])
         return fmt
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.ToolTip:  # a time link says what it is
+            href = self.anchorAt(self.viewport().mapFromGlobal(event.globalPos()))
+            if href.startswith("moment:"):
+                _, start, end = href.split(":")
+                QToolTip.showText(event.globalPos(), self.moment_tip(float(start), float(end)), self)
+                return True
+        return super().event(event)
 
     def mouseReleaseEvent(self, event) -> None:
         href = self.anchorAt(event.position().toPoint())

@@ -7,13 +7,17 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
-from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QAbstractSlider, QApplication, QMessageBox
+from PySide6.QtGui import QHelpEvent, QMouseEvent, QTextCursor
+from PySide6.QtWidgets import QAbstractSlider, QApplication, QMessageBox, QToolTip
 
 from desktop_app.captions import FADE_S, HOLD_S, CaptionTrack
+from desktop_app.controller import State
 from desktop_app.playback import NO_TIME, PlaybackBar, PlaybackController
+from desktop_app.preview import frame_at
+from desktop_app.source_picker import SourceSpec
 from desktop_app.video_view import VideoView
 from engine import Answer, Commentary
 from test_desktop_app import (WAIT_MS, app, close_and_check, grab_array, make_window, store_settings,  # noqa: F401,E501
@@ -385,3 +389,45 @@ def test_11_speak_asks_before_downloading_chattts(make_window, qtbot, tmp_path, 
     assert window.settings.voice == "espeak" and window.speak_action.isChecked()
     qtbot.waitUntil(lambda: window.status["speech"].text() == "Speech: ready (espeak-ng)", timeout=WAIT_MS)
     close_and_check(window)
+
+
+# -- 6 ------------------------------------------------------------------------------------------------
+def link_point(view, text: str):
+    """Where the time link `text` sits in the transcript view (viewport coordinates)."""
+    doc = view.document()
+    block = doc.findBlockByNumber(view._blocks - 1)
+    cursor = QTextCursor(doc)
+    cursor.setPosition(block.position() + block.text().index(text) + 2)
+    return view.cursorRect(cursor).center()
+
+
+def show_recalled_answer(window) -> None:
+    thumb = np.full((27, 48, 3), 90, np.uint8)
+    index, created = window.transcript.apply(Answer("What was there at first?", "A red ball.", True, 20.0,
+                                                    ((10.0, 12.0),), (thumb,)))
+    window.transcript_view.show_entry(index, window.transcript.entries[index], created)
+
+
+def test_6_a_recalled_moment_of_a_file_opens_a_preview_and_the_run_goes_on(make_window, qtbot, videos):
+    window = make_window(autoload=False)
+    window.keeper.source = SourceSpec("file", path=str(videos["long"]), label="match.mp4")
+    show_recalled_answer(window)
+    qtbot.mouseClick(window.transcript_view.viewport(), Qt.LeftButton, pos=link_point(window.transcript_view, "0:10"))
+    preview = window.moments.preview
+    assert preview is not None and preview.isVisible()
+    assert not preview.picture.pixmap().isNull() and "0:10–0:12" in preview.caption.text()
+    assert window.controller.state is State.IDLE and window.run is None  # nothing was sought or restarted
+    assert frame_at(videos["long"], 10.0).image.mean() != pytest.approx(frame_at(videos["long"], 0.0).image.mean())
+    window.close()
+
+
+def test_6_a_recalled_moment_of_a_live_source_says_what_the_link_is(make_window, qtbot):
+    window = make_window(autoload=False)
+    window.keeper.source = SourceSpec("screen", index=1, label="Screen 1")
+    show_recalled_answer(window)
+    view = window.transcript_view
+    point = link_point(view, "0:10")
+    QApplication.sendEvent(view, QHelpEvent(QEvent.ToolTip, point, view.viewport().mapToGlobal(point)))
+    qtbot.waitUntil(QToolTip.isVisible, timeout=10_000)
+    assert "0:10–0:12" in QToolTip.text() and "cannot be replayed" in QToolTip.text()
+    window.close()
