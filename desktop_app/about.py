@@ -20,9 +20,19 @@ def version() -> str:
         return "0+unknown"
 
 
+def describe_model(loaded) -> str:
+    """"tiny-qwen2-vl on CPU (float32)", with the weight precision when they are quantized:
+    "LiveCC-7B-Instruct on NVIDIA H100 (bfloat16, int8 weights)"."""
+    text = loaded.describe()
+    precision = getattr(loaded, "precision", "none")
+    if precision == "none":
+        return text
+    return f"{text[:-1]}, {precision} weights)" if text.endswith(")") else f"{text} ({precision} weights)"
+
+
 def about_text(model_name: str, loaded) -> str:
     """Rich text for the About box; `loaded` is the LoadedModel or None."""
-    model = loaded.describe() if loaded is not None else f"{model_name} (not loaded)"
+    model = describe_model(loaded) if loaded is not None else f"{model_name} (not loaded)"
     rows = "".join(f"<li><b>{name}</b>: {terms}</li>" for name, terms in LICENCES)
     return (f"<h3>LiveCC Desktop {version()}</h3>"
             "<p>Real-time video commentary with LiveCC (a streaming Qwen2-VL). Questions are answered from what "

@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, Signal
 from desktop_app.preview import PreviewBuffer
 from desktop_app.source_picker import SourceSpec
 from desktop_app.workers import GeneratorThread
+from engine import StreamEnded
 
 SessionFactory = Callable[..., object]  # (LoadedModel, SessionConfig) -> StreamingSession-like
 STOP_TIMEOUT_S = 2.0
@@ -30,10 +31,16 @@ class LiveRun(QObject):
         self.buffer = PreviewBuffer()
         self.session = session
         self._stopping = False
+        self.reached_end = False  # the file played to its end (StreamEnded): its session may answer on
         self._thread = GeneratorThread(self._stream, name="livecc-engine", parent=self)
         self._thread.yielded.connect(self.event)
         self._thread.errored.connect(self.errored)
         self._thread.finished.connect(self.finished)
+        self.event.connect(self._note_end)
+
+    def _note_end(self, event) -> None:
+        if isinstance(event, StreamEnded):
+            self.reached_end = True
 
     def _stream(self) -> Iterator[object]:
         if self._stopping:

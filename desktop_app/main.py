@@ -15,9 +15,11 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop_app.about import version
-from desktop_app.main_window import MainWindow, join_stragglers
+from desktop_app.controller import join_stragglers
+from desktop_app.main_window import MainWindow
 from desktop_app.theme import apply_theme
 from engine import flags
+from engine.model import quiet_third_parties
 
 ORGANIZATION = "LiveCC"
 APPLICATION = "LiveCC Desktop"
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livecc-desktop: error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_third_parties()  # as the CLI: no transformers FutureWarning in the terminal
     app = create_application()
     store = QSettings(str(args.settings), QSettings.IniFormat) if args.settings else QSettings()
     window = MainWindow(store, model_override=args.model, sessions_dir=args.sessions_dir)

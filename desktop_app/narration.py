@@ -12,9 +12,8 @@ from typing import Callable, Iterator
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog, QWidget
+from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
 
-from desktop_app.source_picker import VIDEO_FILTER
 from desktop_app.workers import GeneratorThread, user_message
 from engine import Commentary, probe_video
 from engine.output import NarrationFiles, narrate_file
@@ -89,17 +88,17 @@ class NarrationController(QObject):
     notice = Signal(str, str)  # text, level for the window's message stack
     busy_changed = Signal(bool)  # a narration started (True) or ended (False): the model is busy or free
 
-    def __init__(self, window: QWidget, blocker: Callable[[], str | None], make: Callable[[Path], Narration]):
+    def __init__(self, window: QWidget, blocker: Callable[[], str | None], make: Callable[[Path], Narration],
+                 choose_video: Callable[[str], str | None]):
         super().__init__(window)
-        self.window, self._blocker, self._make = window, blocker, make
+        self.window, self._blocker, self._make, self._choose_video = window, blocker, make, choose_video
         self.narration: Narration | None = None
         self.action = QAction("&Narrate to subtitles…", self)
         self.action.setToolTip("Write match.srt and match.vtt beside match.mp4, as fast as the model goes")
         self.action.triggered.connect(self.choose)
 
     def choose(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Narrate a video to subtitles", str(Path.home()),
-                                              VIDEO_FILTER)
+        path = self._choose_video("Narrate a video to subtitles")
         if not path:
             return
         existing = [p.name for p in subtitle_paths(path) if p.exists()]
@@ -127,6 +126,7 @@ class NarrationController(QObject):
         return narration
 
     def _done(self, narration: Narration, dialog: QProgressDialog, paths: list) -> None:
+        dialog.canceled.disconnect(narration.cancel)  # close() emits canceled: it is no Cancel
         dialog.close()
         dialog.deleteLater()
         if self.narration is narration:

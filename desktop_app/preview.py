@@ -24,10 +24,17 @@ from engine import Frame, RingBuffer
 
 def first_frame(path: str | Path) -> Frame | None:
     """The file's first picture (shown before the model is there); None when it has none."""
+    return frame_at(path, 0.0)
+
+
+def frame_at(path: str | Path, seconds: float) -> Frame | None:
+    """The file's picture at `seconds`, read on its own (the run playing the file is not touched)."""
     cap = cv2.VideoCapture(str(path))
     try:
+        if seconds > 0:
+            cap.set(cv2.CAP_PROP_POS_MSEC, seconds * 1000.0)
         ok, bgr = cap.read()
-        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 0.0) if ok and bgr is not None else None
+        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), seconds) if ok and bgr is not None else None
     finally:
         cap.release()
 

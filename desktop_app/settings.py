@@ -10,9 +10,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-# PIXEL_UNIT, DEFAULT_MODEL and PRECISIONS are the settings dialog's too.
-from engine.defaults import (COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_MODEL,  # noqa: F401
-                             PIXEL_UNIT, PRECISIONS, REPETITION_PENALTY)
+from engine.defaults import (COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_MODEL, PRECISIONS,
+                             REPETITION_PENALTY)
 from engine.defaults import DEFAULT_QUERY as DEFAULT_INSTRUCTION
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from desktop_app.settings import DEFAULT_MODEL, PIXEL_UNIT, PRECISIONS, AppSettings
+from desktop_app.settings import AppSettings
+from engine.defaults import DEFAULT_MODEL, PIXEL_UNIT, PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +157,16 @@ class SettingsDialog(QDialog):
             screen_region=self._region,
             quantize=self.quantize.currentText(),
         )
+
+
+def edit_settings(settings: AppSettings, parent: QWidget | None, override: str | None) -> AppSettings | None:
+    """Settings > OK: the chosen settings, or None. A model given for this run only (`override`) is
+    shown; left untouched it is not saved as the default."""
+    shown = dataclasses.replace(settings, model=override) if override else settings
+    dialog = SettingsDialog(shown, parent, override=override)
+    if not dialog.exec():
+        return None
+    chosen = dialog.result_settings()
+    if override and chosen.model == override:
+        chosen = dataclasses.replace(chosen, model=settings.model)
+    return chosen

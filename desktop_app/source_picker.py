@@ -45,6 +45,7 @@ class SourcePicker(QWidget):
 
     open_file_requested = Signal()
     changed = Signal()
+    activated = Signal()  # the user chose an item (changed also follows the app's own selections)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -141,6 +142,8 @@ class SourcePicker(QWidget):
         if self.combo.itemData(index) == OPEN_FILE:
             self.combo.setCurrentIndex(self._last_index if self._last_index != index else 0)
             self.open_file_requested.emit()
+        else:
+            self.activated.emit()
 
     def _on_changed(self, *_args) -> None:
         spec = self.current_spec()

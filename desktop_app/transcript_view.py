@@ -1,12 +1,12 @@
-"""The transcript panel: one block per entry, selectable and copyable, auto-scrolling unless
-the user has scrolled up to read."""
+"""The transcript panel: one block per entry, selectable and copyable, following new lines
+unless the user has scrolled up to read (a resize, or a round trip to fullscreen, keeps that)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QEvent, QUrl, Signal
 from PySide6.QtGui import (QColor, QFont, QFontMetricsF, QImage, QTextBlockFormat, QTextCharFormat, QTextCursor,
                            QTextDocument, QTextImageFormat)
-from PySide6.QtWidgets import QTextEdit, QWidget
+from PySide6.QtWidgets import QTextEdit, QToolTip, QWidget
 
 from desktop_app.transcript import Entry, clock
 
@@ -28,6 +28,11 @@ class TranscriptView(QTextEdit):
         self.setPlaceholderText("Commentary and answers appear here, with their video time.")
         self._blocks = 0
         self._thumbs: dict[int, tuple] = {}  # id(picture) -> (picture, resource name)
+        self.following = True  # changed only by the user's scrolling, never by a relayout
+        self.moment_tip = lambda start, end: f"Recalled moment {clock(start)}–{clock(end)}"  # set by the window
+        bar = self.verticalScrollBar()
+        bar.actionTriggered.connect(lambda _action: self._note_following(bar.sliderPosition()))
+        bar.rangeChanged.connect(lambda *_: self._follow())
         self._time_fmt = QTextCharFormat()
         self._time_fmt.setForeground(TIME_COLOR)
         mono = QFont(self.font())
@@ -49,9 +54,24 @@ class TranscriptView(QTextEdit):
         bar = self.verticalScrollBar()
         return bar.value() >= bar.maximum() - 4
 
+    def _note_following(self, position: int) -> None:
+        self.following = position >= self.verticalScrollBar().maximum() - 4
+
+    def _follow(self) -> None:
+        if self.following:
+            bar = self.verticalScrollBar()
+            bar.setValue(bar.maximum())
+
+    def wheelEvent(self, event) -> None:
+        super().wheelEvent(event)
+        self._note_following(self.verticalScrollBar().value())
+
+    def keyPressEvent(self, event) -> None:
+        super().keyPressEvent(event)
+        self._note_following(self.verticalScrollBar().value())
+
     def show_entry(self, index: int, entry: Entry, created: bool) -> None:
         """Append entry `index` (created) or rewrite its block (a streaming answer grew)."""
-        follow = self.at_bottom()
         cursor = QTextCursor(self.document())
         if created:
             cursor.movePosition(QTextCursor.End)
@@ -64,9 +84,7 @@ class TranscriptView(QTextEdit):
             cursor.movePosition(QTextCursor.EndOfBlock, QTextCursor.KeepAnchor)
             cursor.removeSelectedText()
         self._write(cursor, entry)
-        if follow:
-            bar = self.verticalScrollBar()
-            bar.setValue(bar.maximum())
+        self._follow()
 
     def _write(self, cursor: QTextCursor, e: Entry) -> None:
         indent = QFontMetricsF(self._time_fmt.font()).horizontalAdvance(f"{'0:00:00':>7}  ")
@@ -119,6 +137,15 @@ class TranscriptView(QTextEdit):
         fmt.setWidth(THUMB_HEIGHT * rgb.shape[1] / rgb.shape[0])
         return fmt
 
+    def event(self, event) -> bool:
+        if event.type() == QEvent.ToolTip:  # a time link says what it is
+            href = self.anchorAt(self.viewport().mapFromGlobal(event.globalPos()))
+            if href.startswith("moment:"):
+                _, start, end = href.split(":")
+                QToolTip.showText(event.globalPos(), self.moment_tip(float(start), float(end)), self)
+                return True
+        return super().event(event)
+
     def mouseReleaseEvent(self, event) -> None:
         href = self.anchorAt(event.position().toPoint())
         if href.startswith("moment:"):
@@ -134,4 +161,5 @@ class TranscriptView(QTextEdit):
     def clear_entries(self) -> None:
         self.clear()
         self._blocks = 0
+        self.following = True
         self._thumbs.clear()

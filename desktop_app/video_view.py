@@ -114,7 +114,8 @@ class VideoView(QWidget):
                 self.update()
                 return
         now = time.monotonic()
-        if now - self._last_caption_paint > CAPTION_REPAINT_S and self.captions.animating():
+        # a caption still on screen repaints until it has faded out, also on a frozen frame (paused, ended)
+        if now - self._last_caption_paint > CAPTION_REPAINT_S and (self.captions.animating() or self.caption_boxes):
             self.update()
 
     # -- painting -----------------------------------------------------------------------------
@@ -151,11 +152,10 @@ class VideoView(QWidget):
         style = self.caption_style
         if not style.visible or not answer and not lines:
             return
-        size = min(24.0, max(10.0, area.height() / 30)) * style.scale
-        font = QFont(self.font())
-        font.setPointSizeF(size)
-        margin = size * 0.9
         column = QRectF(area.left() + area.width() * 0.06, 0, area.width() * 0.88, 0)
+        size = self._fitting_size(min(24.0, max(10.0, area.height() / 30)) * style.scale, answer, lines, column, area)
+        font = _scaled(self.font(), 1.0, size)
+        margin = size * 0.9
         low, high = (area.top() + margin, area.bottom() - margin)  # top edge / bottom edge to anchor at
         if lines:
             self._paint_subtitles(p, font, lines, column, low if style.top else None, high)
@@ -164,19 +164,23 @@ class VideoView(QWidget):
             answer_font.setPointSizeF(size * 0.85)
             self._paint_answer(p, answer_font, answer, column, None if style.top else low, high)
 
+    def _fitting_size(self, size: float, answer, lines, column: QRectF, area: QRectF) -> float:
+        """The caption size, smaller where the boxes would not fit the video (a large size on a small view)."""
+        for _ in range(12):
+            font = _scaled(self.font(), 1.0, size)
+            need = 3 * size * 0.9 + (_subtitle_layout(font, lines, column)[-1] if lines else 0)
+            if answer:
+                need += _answer_layout(_scaled(font, 0.85), answer, column)[-1]
+            if need <= area.height() or size <= 4.0:
+                break
+            size *= 0.85
+        return size
+
     def _paint_subtitles(self, p: QPainter, font: QFont, lines, column: QRectF, top: float | None,
                          bottom: float) -> None:
         """The last few comments in one translucent box, each line led by its video time."""
-        pad = font.pointSizeF() * 0.55
-        small = _scaled(font, 0.7)
-        stamp_w = QFontMetricsF(small).horizontalAdvance("00:00  ")
-        text_w = column.width() - 2 * pad - stamp_w
+        pad, small, stamp_w, text_w, texts, rects, widest, gap, height = _subtitle_layout(font, lines, column)
         metrics = QFontMetricsF(font)
-        texts = [breakable(c.text) for c, _ in lines]
-        rects = [metrics.boundingRect(QRectF(0, 0, text_w, 1e6), Qt.TextWordWrap, t) for t in texts]
-        widest = min(column.width(), max(r.width() for r in rects) + stamp_w + 2 * pad)
-        gap = font.pointSizeF() * 0.25
-        height = sum(r.height() for r in rects) + gap * (len(rects) - 1) + 2 * pad
         box = QRectF(column.center().x() - widest / 2, bottom - height if top is None else top, widest, height)
         self.caption_boxes.append(box)
         p.save()
@@ -198,14 +202,7 @@ class VideoView(QWidget):
     def _paint_answer(self, p: QPainter, font: QFont, c: Caption, column: QRectF, top: float | None,
                       bottom: float) -> None:
         """The answer to a question: amber-framed, away from the commentary so they never mix."""
-        pad = font.pointSizeF() * 0.6
-        small = _scaled(font, 0.8)
-        head, body = breakable(f"{clock(c.time)}   Q: {c.question}"), breakable(c.text or "…")
-        inner = column.width() - 2 * pad
-        head_r = QFontMetricsF(small).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, head)
-        body_r = QFontMetricsF(font).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, body)
-        width = min(column.width(), max(head_r.width(), body_r.width()) + 2 * pad)
-        height = head_r.height() + body_r.height() + 2 * pad
+        pad, small, head, body, inner, head_r, body_r, width, height = _answer_layout(font, c, column)
         box = QRectF(column.center().x() - width / 2, bottom - height if top is None else top, width, height)
         self.caption_boxes.append(box)
         p.save()
@@ -221,10 +218,37 @@ class VideoView(QWidget):
         p.restore()
 
 
-def _scaled(font: QFont, factor: float) -> QFont:
+def _scaled(font: QFont, factor: float, size: float | None = None) -> QFont:
     out = QFont(font)
-    out.setPointSizeF(font.pointSizeF() * factor)
+    out.setPointSizeF((size or font.pointSizeF()) * factor)
     return out
+
+
+def _subtitle_layout(font: QFont, lines, column: QRectF) -> tuple:
+    """(pad, time font, time width, text width, texts, their rects, box width, line gap, box height)."""
+    pad = font.pointSizeF() * 0.55
+    small = _scaled(font, 0.7)
+    stamp_w = QFontMetricsF(small).horizontalAdvance("00:00  ")
+    text_w = max(1.0, column.width() - 2 * pad - stamp_w)
+    metrics = QFontMetricsF(font)
+    texts = [breakable(c.text) for c, _ in lines]
+    rects = [metrics.boundingRect(QRectF(0, 0, text_w, 1e6), Qt.TextWordWrap, t) for t in texts]
+    widest = min(column.width(), max(r.width() for r in rects) + stamp_w + 2 * pad)
+    gap = font.pointSizeF() * 0.25
+    height = sum(r.height() for r in rects) + gap * (len(rects) - 1) + 2 * pad
+    return pad, small, stamp_w, text_w, texts, rects, widest, gap, height
+
+
+def _answer_layout(font: QFont, c: Caption, column: QRectF) -> tuple:
+    """(pad, head font, head, body, inner width, head rect, body rect, box width, box height)."""
+    pad = font.pointSizeF() * 0.6
+    small = _scaled(font, 0.8)
+    head, body = breakable(f"{clock(c.time)}   Q: {c.question}"), breakable(c.text or "…")
+    inner = max(1.0, column.width() - 2 * pad)
+    head_r = QFontMetricsF(small).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, head)
+    body_r = QFontMetricsF(font).boundingRect(QRectF(0, 0, inner, 1e6), Qt.TextWordWrap, body)
+    width = min(column.width(), max(head_r.width(), body_r.width()) + 2 * pad)
+    return pad, small, head, body, inner, head_r, body_r, width, head_r.height() + body_r.height() + 2 * pad
 
 
 def _fill_rounded(p: QPainter, box: QRectF, radius: float, color: QColor, pen: QPen | None = None) -> None:

@@ -273,7 +273,7 @@ def test_missing_model_offers_a_local_folder(make_window, qtbot, tmp_path, tiny_
     qtbot.waitUntil(lambda: window.message_bar.isVisible(), timeout=WAIT_MS)
     assert "Choose local folder…" in window.message_bar.action_titles()
     assert window.status["model"].text() == "Model: not loaded"
-    monkeypatch.setattr("desktop_app.main_window.QFileDialog.getExistingDirectory",
+    monkeypatch.setattr("desktop_app.file_dialogs.QFileDialog.getExistingDirectory",
                         lambda *args, **kwargs: str(tiny_model_dir))
     window.choose_model_folder()
     qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)

@@ -441,8 +441,8 @@ def test_recent_files_about_and_shortcuts(make_window, qtbot, videos, tiny_model
     assert again.picker.current_spec().path == str(videos["short"].resolve())  # listed, newest first
     again.recent.fill_menu(again.recent_menu, again.open_file)
     assert [a.text() for a in again.recent_menu.actions()][0] == videos["short"].name
-    again._about()
-    about = again.about_box.text()
+    again.help.about()
+    about = again.help.about_box.text()
     assert "CC BY-NC 4.0" in about and "tiny-qwen2-vl" in about and "LiveCC Desktop " in about
     shortcuts = {a.text(): a.shortcut().toString() for a in again.findChildren(type(again.toggle_action))}
     assert shortcuts["&Ask a question"] == "Ctrl+L" and shortcuts["Se&ttings…"] == "Ctrl+,"

@@ -121,3 +121,13 @@ def test_a_missing_model_folder_says_whether_the_hub_was_tried(name, folders, sa
     assert len(errors) == 1 and errors[0].startswith("livecc: error: no folder") and says in errors[0], err
     assert "Traceback" not in err
     assert fake.tried == ([name] if hub else [])
+
+
+def test_the_app_asks_to_download_only_what_the_loader_would_fetch(tmp_path, monkeypatch):
+    """A mistyped relative folder (`audit/tiny` beside an `audit` folder) is not a hub id to the app either."""
+    from desktop_app.model_source import needs_download
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audit").mkdir()
+    assert needs_download("audit/tiny") is False
+    assert needs_download("./nowhere/tiny") is False

@@ -11,6 +11,7 @@ _EXPORTS = {
     "segment_positions": ".rope",
     "QuantRequest": ".quantize", "QuantLinear": ".quantize", "QuantizeError": ".quantize", "MemoryPlan": ".quantize",
     "plan_memory": ".quantize", "quantize_model": ".quantize", "PRECISIONS": ".quantize",
+    "quiet_third_parties": ".quiet",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -23,6 +23,7 @@ from engine.defaults import DEFAULT_MODEL
 from engine.errors import DeviceError, ModelLoadError, OutOfMemoryError
 
 from . import quantize as quant
+from .hub import looks_like_path
 
 Progress = Callable[[str, float | None], None]  # (stage description, fraction done or None)
 log = logging.getLogger(__name__)
@@ -63,18 +64,13 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are exactly 'owner/name'; anything else is meant as a folder."""
-    return name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
-
-
 def _find_folder(name: str, progress: Progress | None) -> Path:
     """The folder `name` names; else, when it looks like a hub id (owner/name, and no folder 'owner'
     here), the downloaded snapshot. A missing folder says whether the hub was tried."""
     path = Path(name).expanduser()
     if path.exists():
         return path
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelLoadError(f"no folder {path} ({path.absolute()}): check the path; it was not tried as a "
                              f"Hugging Face id (those look like owner/name)")
     if path.parent.is_dir():

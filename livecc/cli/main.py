@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 from engine.errors import LiveCCError
+from engine.model.quiet import quiet_third_parties
 
 from .ask import cmd_ask
 from .checks import video_time
@@ -36,26 +36,6 @@ def package_version() -> str:
         return version("livecc-desktop")
     except PackageNotFoundError:
         return "unknown"
-
-
-def quiet_third_parties() -> None:
-    """Our one line per problem, not library chatter: deprecation warnings, transformers' notices
-    and progress bars, FFmpeg's own stderr (read by OpenCV when it first loads FFmpeg)."""
-    import warnings
-
-    for category in (FutureWarning, DeprecationWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
-    for name in ("transformers", "huggingface_hub", "ChatTTS", "accelerate"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    if "transformers" in sys.modules:  # imported already (tests): its verbosity was read at import
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
 
 
 class CommandParser(argparse.ArgumentParser):
