@@ -101,7 +101,7 @@ def test_make_test_and_make_run_do_what_the_readme_says():
     assert "QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest" in plans["test"]
     assert plans["run"].strip().splitlines()[-1] == ".venv/bin/livecc-desktop"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["livecc"] == "livecc.cli.main:main" and scripts["livecc-desktop"] == "desktop_app.main:run"
+    assert scripts["livecc"] == "livecc.cli.main:program" and scripts["livecc-desktop"] == "desktop_app.main:run"
 
 
 def _slug(heading: str) -> str:
