@@ -57,9 +57,25 @@ def videos(tmp_path_factory) -> list[Path]:
     return [write_video(folder / f"clip{i}.mp4", seconds=4 + i, fps=30, width=160 + 16 * i) for i in range(4)]
 
 
-def four_sessions(url: str) -> list[RemoteSession]:
-    """Four sessions opened one after another (each placed knowing where the last went)."""
-    return [RemoteSession.connect(url, TOKEN) for _ in range(4)]
+def test_sigterm_drains_the_ray_server(tiny_model_dir):
+    """Runs before the module's cluster starts: `livecc serve` starts its own local Ray."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "livecc", "serve", "--model", str(tiny_model_dir), "--device", "cpu",
+                             "--num-cpus", "2", "--port", str(free_port())], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        remote = RemoteSession.connect(json.loads(proc.stdout.readline())["serving"])
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(RemoteError, match="server stopping"):
+            list(remote.events())
+        assert proc.wait(30) == 0  # the spec: drained and gone within 30 s
+    finally:
+        proc.kill()
+        proc.wait(30)
 
 
 def test_four_clients_narrate_as_locally_and_a_fifth_is_busy(cluster, videos, tiny_model_dir, tmp_path, monkeypatch):

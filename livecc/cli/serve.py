@@ -5,9 +5,8 @@ stopping" and the process exits within 30 s."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import signal
 import threading
 
 from engine import flags
@@ -72,13 +71,17 @@ def _serve_ray(args, settings) -> int:
     from livecc.server.ray_app import deploy, drain
 
     gpus = _gpus_per_replica()
+    ours = signal.getsignal(signal.SIGTERM)
     ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None,
              include_dashboard=False, log_to_driver=False)
+    signal.signal(signal.SIGTERM, ours)  # ray.init puts its own exit there: SIGTERM must drain first
     control = None
     try:
         control = deploy(settings, args.replicas, args.host, args.port, num_gpus=gpus)
         _ready(args, "ray")
         threading.Event().wait()  # until a stop signal (livecc.cli.signals raises it here)
+    except KeyboardInterrupt:  # a stop signal: drain, then a clean exit
+        pass
     finally:
         if control is not None:
             drain(control, args.replicas)
