@@ -93,6 +93,7 @@ _PARSERS = {
 }
 
 ENGINE, FAST, SPEECH, APP, DEV = "Model and engine", "Fast path (off switches)", "Speech", "Desktop app", "Development"
+SERVER = "Server"
 REGISTRY: dict[str, Flag] = {f.name: f for f in [
     Flag("LIVECC_MODEL", "text", DEFAULT_MODEL, "Model id or local folder that `livecc` and the app load.", ENGINE),
     Flag("LIVECC_QUANTIZE", "choice", "auto", "Weight precision: auto picks what fits the GPU with the KV budget.",
@@ -124,6 +125,8 @@ REGISTRY: dict[str, Flag] = {f.name: f for f in [
          old_name="LIVECC_TTS_SIDE_STREAM"),
     Flag("LIVECC_TTS_NO_CUDA_GRAPH", "switch", False, "ChatTTS' own eager code-token decode.", SPEECH,
          old_name="LIVECC_TTS_CUDA_GRAPH"),
+    Flag("LIVECC_SERVER_TOKEN", "text", None, "The token of `livecc serve`, and the one `livecc narrate --server` "
+         "sends (same as --token).", SERVER),
     Flag("LIVECC_DESKTOP_SETTINGS", "path", None, "Keep the app's settings in this INI file.", APP),
     Flag("LIVECC_CLEAN_EXIT", "switch", False, "Let the app run the interpreter's full teardown at exit.", APP),
     Flag("LIVECC_UPDATE_SCREENSHOT", "switch", False, "Tests rewrite the README's screenshots.", DEV),

@@ -16,14 +16,17 @@ RING_SLOTS = 64  # only sampled frames enter the buffer: 32 s at 2 fps
 RING_BYTES = 256 * 2**20  # and never more than this, whatever the source's resolution
 
 
-def file_capture(path, info, config, **source_options):
+def file_capture(path, info, config, resizer=None, **source_options):
     """A FileSource that hands over frames at the size the model takes (no preview needs more, so a
-    4K or 8K file never fills the buffer with full-size frames), and its byte-bounded buffer."""
+    4K or 8K file never fills the buffer with full-size frames), and its byte-bounded buffer.
+    `resizer(height, width, max_pixels, min_pixels)` makes the resize; the default is the engine's
+    own (a remote client without torch passes another)."""
     from engine.capture.frames import RingBuffer
     from engine.capture.sources import FileSource
-    from engine.model.preprocess import frame_resizer
 
-    resize = frame_resizer(info.height, info.width, config.max_pixels, config.min_pixels)
+    if resizer is None:
+        from engine.model.preprocess import frame_resizer as resizer
+    resize = resizer(info.height, info.width, config.max_pixels, config.min_pixels)
     source = FileSource(path, sample_fps=config.fps, transform=resize, **source_options)
     return source, RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=config.first_chunk_frames)
 

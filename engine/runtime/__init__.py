@@ -4,7 +4,7 @@ cache, CUDA graphs, Triton attention). May import `engine.model` and `engine.cap
 from engine._exports import lazy_exports
 
 _EXPORTS = {
-    "EagerRunner": ".reference", "make_runner": ".reference",
+    "EagerRunner": ".reference", "make_runner": ".reference", "shares_runner": ".reference",
     "StaticRunner": ".fast",
     "CAPTURE_LOCK": ".gpu_lock",
 }

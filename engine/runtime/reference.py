@@ -77,13 +77,19 @@ class EagerRunner:
         return self.forward(ids, pos)
 
 
+def shares_runner(model: torch.nn.Module) -> bool:
+    """Whether `make_runner` gives every session of `model` the same cached fast runner, so the model
+    serves one session at a time (a server sizes its replicas by it)."""
+    if flags.get("LIVECC_NO_FAST"):
+        return False
+    return model.model.language_model.embed_tokens.weight.device.type == "cuda" or flags.get("LIVECC_FAST")
+
+
 def make_runner(model: torch.nn.Module, max_tokens: int):
     """The static-cache, CUDA-graphed runner on CUDA, the eager reference elsewhere.
     LIVECC_NO_FAST=1 forces the reference; LIVECC_FAST=1 forces the fast runner (also on CPU,
     where it runs without graphs: that is how CI checks it against the reference)."""
-    if flags.get("LIVECC_NO_FAST"):
-        return EagerRunner(model)
-    if model.model.language_model.embed_tokens.weight.device.type == "cuda" or flags.get("LIVECC_FAST"):
+    if shares_runner(model):
         from .fast import StaticRunner
 
         # One per model: a new session reuses its cache and graphs instead of holding a second copy.

@@ -102,12 +102,14 @@ def check_device(args: argparse.Namespace) -> None:
     resolve_device(args.device)  # raises DeviceError naming the devices that exist
 
 
-def validate_model_args(args: argparse.Namespace, answer_tokens: int, memory_tokens: int) -> None:
-    """Everything the shared model flags can get wrong, checked before the model loads."""
+def validate_model_args(args: argparse.Namespace, answer_tokens: int, memory_tokens: int, local: bool = True) -> None:
+    """Everything the shared model flags can get wrong, checked before the model loads (`local`: here,
+    so the device is checked too)."""
     check_finite(args)
     check_sizes(args, answer_tokens)
     check_kv_budget(args, answer_tokens, memory_tokens)
-    check_device(args)
+    if local:
+        check_device(args)
 
 
 def check_video_shape(width: int, height: int, path: Path) -> None:

@@ -22,7 +22,8 @@ from .ask import cmd_ask
 from .checks import video_time
 from .eval import add_eval_parser, cmd_eval
 from .narrate import cmd_narrate
-from .options import add_memory_arguments, add_model_arguments, add_speech_arguments
+from .options import add_memory_arguments, add_model_arguments, add_remote_arguments, add_speech_arguments
+from .serve import add_serve_parser, cmd_serve
 from .signals import ignore_stop_signals, stop_signals
 
 EXIT_BAD_INPUT = 2
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(n)
     add_memory_arguments(n)
     add_speech_arguments(n)
+    add_remote_arguments(n)
 
     a = sub.add_parser("ask", help="answer a question about a video up to a time",
                        description="Watch the video up to --at seconds, then answer the question from that context.")
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_arguments(a)
 
     add_eval_parser(sub)
+    add_serve_parser(sub)
 
     t = sub.add_parser("make-tiny-model", help="build a tiny random Qwen2-VL (tests, offline demos)",
                        description="Save a tiny random Qwen2-VL with a locally trained tokenizer to DIR.")
@@ -94,7 +97,8 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
-COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "make-tiny-model": cmd_make_tiny_model}
+COMMANDS = {"narrate": cmd_narrate, "ask": cmd_ask, "eval": cmd_eval, "serve": cmd_serve,
+            "make-tiny-model": cmd_make_tiny_model}
 
 
 def check_settings() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checks import check_outputs, check_video_shape
-from .options import load, session_config
+from .options import config_fields, load, session_config
 from .signals import held
 
 
@@ -85,29 +85,50 @@ def _output_flags(args) -> list[tuple[str, Path | None]]:
 
 def cmd_narrate(args) -> int:
     from engine.capture.sources import probe_video
-    from engine.output.narrate import narrate_file
-    from engine.session.events import Commentary, Stats
-    from engine.session.session import StreamingSession
 
     info = probe_video(args.video)  # fail fast, before the model loads
     check_video_shape(info.width, info.height, info.path)
     args.realtime = args.realtime or _speaks_aloud(args)  # speech plays at the video's pace
+    if args.server:
+        from .remote import remote_begin
+
+        fields = config_fields(args, live=args.realtime, local=False)
+        check_outputs(_output_flags(args), inputs=[Path(args.video)])
+        return _narrate(args, info, lambda: remote_begin(args, info, fields))
     config = session_config(args, live=args.realtime)
     check_outputs(_output_flags(args), inputs=[Path(args.video)])
+
+    def begin():
+        from engine.output.narrate import narrate_file
+        from engine.session.session import StreamingSession
+
+        session = StreamingSession(load(args), config)
+        run = lambda files: narrate_file(session, args.video, info, files, realtime=args.realtime)  # noqa: E731
+        return run, config.chunk_frames / config.fps
+
+    return _narrate(args, info, begin)
+
+
+def _narrate(args, info, begin) -> int:
+    """The run. `begin()` readies the session (the model here, or a server's session) and returns
+    `(run, chunk seconds)`; `run(files)` yields its events, each already in the files; the progress
+    bar, the summary and speech follow them."""
+    from engine.session.events import Commentary, Stats
+
     summary = Summary()
     with ExitStack() as cleanup:  # each step runs even if an earlier one failed; the last prints the summary
         cleanup.callback(lambda: summary.started and print(summary.line(), file=sys.stderr))
         sink = _speech_sink(args, info.duration)
         if sink is not None:
             cleanup.callback(_close_speech, sink, summary)
-        session = StreamingSession(load(args), config)
+        run, chunk_s = begin()
         files = _open_files(args)
         summary.files += files.paths
         summary.started = True
         cleanup.callback(files.close)
         bar = ProgressBar(info.duration)
         cleanup.callback(bar.close)
-        events = cleanup.enter_context(closing(narrate_file(session, args.video, info, files, realtime=args.realtime)))
+        events = cleanup.enter_context(closing(run(files)))
         for event in events:
             if isinstance(event, Commentary):
                 summary.chunks += 1
@@ -115,7 +136,7 @@ def cmd_narrate(args) -> int:
                     summary.comments += 1
                     bar.write(f"[{video_clock(event.start)}-{video_clock(event.end)}] {event.text}")
             elif isinstance(event, Stats):
-                summary.skipped_s = event.chunks_skipped * config.chunk_frames / config.fps
+                summary.skipped_s = event.chunks_skipped * chunk_s
             bar.follow(event)
             if sink is not None:
                 sink.on_event(event)  # after the files: speech never stands between a comment and the disk

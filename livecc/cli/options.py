@@ -72,6 +72,16 @@ def memory_options(args) -> dict:
     return dict(memory=args.memory, router_strategy=args.router, topk=args.recall_k, memory_mb=args.memory_mb)
 
 
+def add_remote_arguments(p: argparse.ArgumentParser) -> None:
+    """Run the session on a `livecc serve` server instead of here."""
+    p.add_argument("--server", default=None, help="ws://host:port of a `livecc serve` server: the model runs there")
+    p.add_argument("--token", default=flags.get("LIVECC_SERVER_TOKEN"),
+                   help="the server's token (default $LIVECC_SERVER_TOKEN)")
+    p.add_argument("--frames", choices=("jpeg", "png"), default="jpeg",
+                   help="how frames travel to the server: jpeg (quality 90, default) or png (lossless: the same "
+                        "model input as a local run)")
+
+
 def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
     """Speech flags come from tts/ when it is installed with the app."""
     try:
@@ -85,18 +95,24 @@ def session_config(args, live: bool, answer_max_new_tokens: int = ANSWER_TOKENS)
     """The session config from the parsed flags, after every check that can run before the model loads."""
     from engine.session.session import SessionConfig
 
-    validate_model_args(args, answer_max_new_tokens, getattr(args, "memory_tokens", SessionConfig.memory_tokens))
+    fields = config_fields(args, live, answer_max_new_tokens)
     try:
-        return SessionConfig(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
-                             repetition_penalty=args.repetition_penalty, temperature=args.temperature,
-                             top_p=args.top_p, max_pixels=args.max_pixels,
-                             min_pixels=min_pixels_for(args.max_pixels), live=live, kv_budget=args.kv_budget,
-                             answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
-                             **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
+        return SessionConfig(**fields)
     except ConfigValueError as exc:
         raise config_option_error(exc) from None
     except ValueError as exc:
         raise LiveCCError(f"bad option: {exc}") from exc
+
+
+def config_fields(args, live: bool, answer_max_new_tokens: int = ANSWER_TOKENS, local: bool = True) -> dict:
+    """The SessionConfig fields the flags set, checked; torch-free, so a remote run sends the same ones.
+    `local`: the model runs here, so --device is checked too."""
+    validate_model_args(args, answer_max_new_tokens, args.memory_tokens, local)
+    return dict(query=args.query or DEFAULT_QUERY, max_new_tokens=args.max_new_tokens,
+                repetition_penalty=args.repetition_penalty, temperature=args.temperature, top_p=args.top_p,
+                max_pixels=args.max_pixels, min_pixels=min_pixels_for(args.max_pixels), live=live,
+                kv_budget=args.kv_budget, answer_max_new_tokens=answer_max_new_tokens, **memory_options(args),
+                **{name: getattr(args, name) for name in DESIGN_FIELDS if hasattr(args, name)})
 
 
 def load(args):

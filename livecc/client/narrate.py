@@ -1,0 +1,102 @@
+"""Narrate a video file on a server: the file is read here at the model's frame size (exactly as a
+local run reads it when torch is installed), frames go up, events come down into the same files a
+local run writes (engine/output/narrate.py NarrationFiles)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.session.events import Event, StreamEnded
+
+from livecc import protocol as wire
+
+from .session import RemoteSession
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What the file source needs of the session's settings (the server reports them)."""
+
+    fps: float
+    max_pixels: int
+    min_pixels: int
+    first_chunk_frames: int
+
+    @classmethod
+    def of(cls, settings: dict) -> CaptureSettings:
+        return cls(settings["fps"], settings["max_pixels"], settings["min_pixels"], settings["first_chunk_frames"])
+
+
+def client_resizer(height: int, width: int, max_pixels: int, min_pixels: int):
+    """The engine's resize where torch is installed (a PNG run then sends exactly a local run's frames);
+    without torch, frames go up at the file's size and the server resizes them the same way."""
+    try:
+        from engine.model.preprocess import frame_resizer
+    except ImportError:
+        return None
+    return frame_resizer(height, width, max_pixels, min_pixels)
+
+
+class FrameSender:
+    """Sends the buffer's frames in order on its own thread, then `input_video_buffer.end`."""
+
+    def __init__(self, remote: RemoteSession, buffer, fmt: str):
+        self.remote, self.buffer, self.fmt = remote, buffer, fmt
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="livecc-frame-sender", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.buffer.wake()
+
+    def _run(self) -> None:
+        try:
+            self._send_all()
+        except Exception as exc:  # the socket closed under us: the reader reports why
+            self.error = exc
+
+    def _send_all(self) -> None:
+        last = None
+        while not self._stop.is_set():
+            frames = [f for f in self.buffer.snapshot() if last is None or f.timestamp > last]
+            for frame in frames:
+                self.remote.send(wire.frame_message(frame.image, frame.timestamp, frame.duration, self.fmt))
+                last = frame.timestamp
+            if frames:
+                self.buffer.discard_before(last + 1e-6)  # sent: room for the source's next frames
+            elif self.buffer.closed:
+                self.remote.end()
+                return
+            else:
+                self.buffer.wait(timeout=1.0, newer_than=last)
+
+
+def remote_narrate(remote: RemoteSession, video: str | Path, info, files, fmt: str = "jpeg",
+                   realtime: bool = False) -> Iterator[Event]:
+    """Like engine.output.narrate.narrate_file, with the session on the server."""
+    from engine.output.narrate import file_capture
+
+    capture = CaptureSettings.of(remote.settings)
+    source, buffer = file_capture(video, info, capture, resizer=client_resizer, realtime=realtime)
+    sender = FrameSender(remote, buffer, fmt)
+    try:
+        source.start(buffer)
+        sender.start()
+        for event in remote.events():
+            files.on_event(event)
+            yield event
+            if isinstance(event, StreamEnded):
+                break
+        if buffer.error is not None:
+            raise buffer.error  # the file broke off: every frame before it was narrated
+    finally:
+        sender.stop()
+        source.stop()
+        remote.close()

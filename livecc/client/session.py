@@ -1,0 +1,129 @@
+"""A session on a `livecc serve` server, over one WebSocket (docs/protocol.md). Synchronous: one
+thread may send frames while another reads events. Imports no torch."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from engine.errors import LiveCCError
+from engine.session.events import Event
+
+from livecc import protocol as wire
+
+
+class RemoteError(LiveCCError):
+    """The server could not be reached, refused the session, or ended it."""
+
+    code = "remote"
+
+
+def session_url(server: str) -> str:
+    """ws://host:port (or wss://) -> the realtime route; a URL with a path is taken as is."""
+    parts = urlsplit(server)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise RemoteError(f"--server {server!r} is not a ws:// or wss:// URL: give e.g. ws://127.0.0.1:8000")
+    return server if parts.path not in ("", "/") else server.rstrip("/") + wire.PATH
+
+
+class RemoteSession:
+    """Connected and admitted: `created` is the server's session.created message."""
+
+    def __init__(self, ws, created: dict):
+        self.ws, self.created = ws, created
+        self.settings = created["session"]["settings"]
+        self.warnings: list[str] = []  # error events the session went on after (a bad frame, say)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, server: str, token: str | None = None, timeout: float = 10.0) -> RemoteSession:
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
+        url = session_url(server)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            ws = connect(url, additional_headers=headers, open_timeout=timeout, max_size=None, legacy=True)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            raise RemoteError(f"cannot reach the server at {server} ({exc}): check --server and that "
+                              "`livecc serve` is running there") from None
+        first = _receive(ws, timeout)
+        if first.get("type") != "session.created":
+            ws.close()
+            raise _refusal(first, server)
+        return cls(ws, first)
+
+    def send(self, message: dict) -> None:
+        with self._lock:
+            self.ws.send(wire.dumps(message))
+
+    def update(self, instructions: str | None = None, settings: dict | None = None) -> dict:
+        """Set the instruction and settings (before the first frame); returns the session's settings."""
+        body = {"settings": settings or {}} | ({"instructions": instructions} if instructions is not None else {})
+        self.send({"type": "session.update", "session": body})
+        reply = _receive(self.ws)
+        if reply.get("type") == "error":
+            raise RemoteError(f"the server refused the settings: {reply['error']['message']}")
+        self.settings = reply["session"]
+        return self.settings
+
+    def ask(self, question: str) -> None:
+        self.send(wire.question_message(question))
+
+    def end(self) -> None:
+        """No more frames: the server narrates what it has, then ends the stream."""
+        self.send({"type": "input_video_buffer.end"})
+
+    def events(self) -> Iterator[Event]:
+        """The engine's events as the server sends them, until the session closes. An error the session
+        goes on after is kept in `warnings`; one that ends it raises RemoteError."""
+        from websockets.exceptions import ConnectionClosed
+
+        while True:
+            try:
+                message = json.loads(self.ws.recv())
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == wire.NORMAL:
+                    return
+                reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
+                raise RemoteError(f"the server ended the session ({reason or 'no reason given'}): run again "
+                                  "when it is back") from None
+            event = self._handle(message)
+            if event is not None:
+                yield event
+
+    def _handle(self, message: dict) -> Event | None:
+        if message.get("type") == "error":
+            error = message["error"]
+            if error.get("type") == "server_error":
+                raise RemoteError(f"the server failed: {error['message']}")
+            self.warnings.append(error["message"])
+            return None
+        if message.get("type") == "session.closed" and message.get("reason") != "stream ended":
+            raise RemoteError(f"the server ended the session: {message.get('reason')}; run again later")
+        return wire.message_event(message)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _receive(ws, timeout: float | None = None) -> dict:
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        return json.loads(ws.recv(timeout))
+    except (ConnectionClosed, TimeoutError) as exc:
+        raise RemoteError(f"the server closed the connection before the session started ({exc})") from None
+
+
+def _refusal(message: dict, server: str) -> RemoteError:
+    if message.get("type") == "error" and message["error"].get("code") == "bad_token":
+        return RemoteError(f"{server} refused the token: pass the server's token with --token "
+                           "(or LIVECC_SERVER_TOKEN)")
+    if message.get("type") == "session.closed" and message.get("reason") == "busy":
+        return RemoteError(f"{server} is busy (every session slot is taken): try later")
+    if message.get("type") == "session.closed":
+        return RemoteError(f"{server} refused the session: {message.get('reason')}")
+    return RemoteError(f"{server} answered with {message.get('type')!r}, not a LiveCC session: check --server")

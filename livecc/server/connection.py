@@ -1,0 +1,284 @@
+"""One WebSocket connection = one StreamingSession, run on its own engine thread.
+
+The receive loop turns client messages into frames (into the session's RingBuffer) and commands;
+the engine thread's events go back through a bounded queue and a writer task. Whoever ends the
+session (the stream's end, a drain, an idle client, a slow reader, an engine error) calls `finish`
+once with the close code and the messages the client gets last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import uuid
+from dataclasses import replace
+
+from engine.errors import LiveCCError
+
+from livecc import protocol as wire
+
+from .settings import FrameRate, bearer_token, client_config
+
+LOG = logging.getLogger(__name__)
+_ENGINE_DONE = object()
+
+
+class Connection:
+    def __init__(self, ws, replica, stopping: asyncio.Event):
+        self.ws, self.replica, self.settings = ws, replica, replica.settings
+        self.stopping = stopping
+        self.id = uuid.uuid4().hex[:12]
+        self.loop = asyncio.get_running_loop()
+        self.config = replica.base_config()
+        self.session = None
+        self.buffer = None
+        self.thread: threading.Thread | None = None
+        self.outgoing: asyncio.Queue = asyncio.Queue()
+        self.encoder = wire.EventEncoder()
+        self.ended: asyncio.Future = self.loop.create_future()  # (close code, reason, last messages)
+        self.rate = FrameRate(self.settings.max_frames_per_s)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def serve(self) -> None:
+        await self.ws.accept()
+        if not self.settings.allows(bearer_token(self.ws.headers)):
+            await self._refuse(wire.POLICY, "bad token",
+                               wire.error("bad_token", "wrong or missing token: pass the server's --token"))
+            return
+        slot = self.replica.admit()
+        if slot is None:
+            await self._refuse(wire.TRY_LATER, wire.BUSY_REASON, wire.closed("busy"))
+            return
+        try:
+            await self._run()
+        finally:
+            await self._stop_engine()
+            self.replica.release(slot)
+
+    async def _refuse(self, code: int, reason: str, message: dict) -> None:
+        try:
+            await self.ws.send_text(wire.dumps(message))
+            await self.ws.close(code, reason)
+        except Exception:  # the client left first: nothing to tell it
+            LOG.debug("refused client left", exc_info=True)
+
+    async def _run(self) -> None:
+        self._send({"type": "session.created", "protocol": wire.PROTOCOL, "session": self._description()})
+        writer = asyncio.create_task(self._write())
+        reader = asyncio.create_task(self._read())
+        stopping = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait([self.ended, reader, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if stopping.done():
+                self.finish(wire.GOING_AWAY, wire.STOPPING_REASON, [wire.closed(wire.STOPPING_REASON)])
+            if reader.done() and reader.exception() is not None:
+                LOG.error("session %s: reader failed", self.id, exc_info=reader.exception())
+                self.finish(wire.SERVER_ERROR, "server error")
+            self.finish(wire.NORMAL, "client left")  # the reader ended: the client closed the socket
+            code, reason, last = self.ended.result()
+            reader.cancel()
+            for message in last:
+                self._send(message, force=True)
+            self.outgoing.put_nowait(None)
+            await self._flush(writer)
+            await self._close(code, reason)
+        finally:
+            for task in (reader, writer, stopping):
+                task.cancel()
+
+    def finish(self, code: int, reason: str, last: list[dict] | None = None) -> None:
+        """End the session (the first call wins): `last` are sent before the close."""
+        if not self.ended.done():
+            self.ended.set_result((code, reason, last or []))
+        if self.buffer is not None:
+            self.buffer.close()
+        if self.session is not None:
+            self.session.stop()
+
+    async def _flush(self, writer: asyncio.Task) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), self.settings.send_timeout_s)
+        except (asyncio.TimeoutError, Exception):
+            LOG.debug("session %s: last messages not delivered", self.id, exc_info=True)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code, reason)
+        except Exception:  # already closed by the client
+            LOG.debug("session %s: close after the client left", self.id, exc_info=True)
+
+    async def _stop_engine(self) -> None:
+        """Stop the engine thread and wait for it, so the slot is free only once the model is."""
+        if self.buffer is not None:
+            self.buffer.close()
+        if self.session is not None:
+            self.session.stop()
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join)
+
+    def _description(self) -> dict:
+        limits = {name: getattr(self.settings, name) for name in
+                  ("max_message_bytes", "max_frames_per_s", "idle_timeout_s", "kv_budget")}
+        return {"id": self.id, "model": self.replica.model_name, "settings": self._settings(), "limits": limits}
+
+    def _settings(self) -> dict:
+        from .settings import CLIENT_SETTINGS
+
+        names = CLIENT_SETTINGS + ("fps", "first_chunk_frames", "chunk_frames")  # the last three: read only
+        return {"instructions": self.config.query} | {name: getattr(self.config, name) for name in names}
+
+    # -- outgoing ----------------------------------------------------------------------------
+    def _send(self, message: dict, force: bool = False) -> None:
+        if self.outgoing.qsize() >= self.settings.max_pending_messages and not force:
+            self.finish(wire.POLICY, "client is not reading")
+            return
+        self.outgoing.put_nowait(message)
+
+    async def _write(self) -> None:
+        while (message := await self.outgoing.get()) is not None:
+            try:
+                await asyncio.wait_for(self.ws.send_text(wire.dumps(message)), self.settings.send_timeout_s)
+            except asyncio.TimeoutError:
+                self.finish(wire.POLICY, "client is not reading")
+                return
+            except Exception:  # the socket is gone: the reader sees the disconnect
+                return
+
+    # -- incoming ----------------------------------------------------------------------------
+    async def _read(self) -> None:
+        while not self.ended.done():
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), self.settings.idle_timeout_s)
+            except asyncio.TimeoutError:
+                self.finish(wire.POLICY, "idle timeout", [wire.closed("idle timeout")])
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            await self._handle_raw(message.get("text"), message.get("bytes"))
+
+    async def _handle_raw(self, text: str | None, data: bytes | None) -> None:
+        if text is None:
+            self._send(wire.error("binary_message", "send JSON text messages (frames are base64 inside them)"))
+            return
+        if len(text) > self.settings.max_message_bytes:
+            self._send(wire.error("message_too_large", f"a message may hold {self.settings.max_message_bytes} "
+                                  "bytes at most: send frames at the model's resolution"))
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self._send(wire.error("bad_json", "the message is not valid JSON"))
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._send(wire.error("bad_message", "a message is a JSON object with a string `type`"))
+            return
+        try:
+            await self._handle(message)
+        except LiveCCError as exc:
+            self._send(wire.error(exc.code, str(exc), message.get("event_id")))
+
+    async def _handle(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "input_video_buffer.append":
+            await self._append(message)
+        elif kind == "conversation.item.create":
+            question = wire.question_text(message)
+            if question is None:
+                raise LiveCCError("conversation.item.create needs a message with input_text content")
+            (await self._engine()).ask(question)
+        elif kind == "session.update":
+            self._update(message.get("session"))
+        elif kind == "input_video_buffer.end":
+            (await self._engine())
+            self.buffer.close()
+        elif kind == "input_video_buffer.clear":
+            if self.session is not None:
+                self.session.reset()
+        else:
+            raise LiveCCError(f"unknown message type {kind!r}: see docs/protocol.md")
+
+    def _update(self, body: object) -> None:
+        if not isinstance(body, dict):
+            raise LiveCCError("session.update needs a `session` object")
+        settings = body.get("settings", {})
+        if settings and self.session is not None:
+            raise LiveCCError("settings are fixed once the session has started; only instructions may change")
+        if settings:
+            self.config = client_config(self.config, settings, self.settings)
+        instructions = body.get("instructions")
+        if instructions is not None:
+            if not isinstance(instructions, str):
+                raise LiveCCError("instructions must be a string")
+            self.config = replace(self.config, query=instructions.strip() or self.config.query)
+            if self.session is not None:
+                self.session.set_query(instructions)
+        self._send({"type": "session.updated", "session": self._settings()})
+
+    async def _append(self, message: dict) -> None:
+        from engine.capture.frames import Frame
+
+        delay = self.rate.delay()
+        if delay:
+            await asyncio.sleep(delay)  # throttled: a client cannot make the server decode faster than this
+        timestamp, duration = message.get("timestamp"), message.get("duration", 0.0)
+        if not all(isinstance(v, (int, float)) and v >= 0 for v in (timestamp, duration)):
+            raise wire.FrameError("a frame needs a `timestamp` (s, >= 0) and an optional `duration`")
+        image = await asyncio.to_thread(self._decode, message)
+        await self._engine()
+        frame = Frame(image, float(timestamp), float(duration))
+        if self.config.live:
+            self.buffer.put(frame)  # live: the newest frames win
+        else:
+            await asyncio.to_thread(self.buffer.put, frame, True)  # a file: every frame, at the engine's pace
+
+    def _decode(self, message: dict):
+        image = wire.decode_frame(message.get("frame"), message.get("format", "jpeg"))
+        resize = _resizer(image.shape[0], image.shape[1], self.config.max_pixels, self.config.min_pixels)
+        return resize(image) if resize is not None else image
+
+    # -- the engine thread --------------------------------------------------------------------
+    async def _engine(self):
+        """The session, started on the first frame or command with the settings then in force."""
+        if self.session is None:
+            from engine.output.narrate import RING_BYTES, RING_SLOTS
+            from engine.capture.frames import RingBuffer
+
+            self.session = await asyncio.to_thread(self.replica.new_session, self.config)
+            self.buffer = RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=self.config.first_chunk_frames)
+            self.thread = threading.Thread(target=self._pump, name=f"livecc-session-{self.id}", daemon=True)
+            self.thread.start()
+        return self.session
+
+    def _pump(self) -> None:
+        try:
+            for event in self.session.run(self.buffer):
+                self.loop.call_soon_threadsafe(self._on_event, event)
+        except LiveCCError as exc:
+            self.loop.call_soon_threadsafe(self._on_event, wire.error(exc.code, str(exc), kind="server_error"))
+        except Exception:
+            LOG.exception("session %s: engine error", self.id)
+            self.loop.call_soon_threadsafe(self._on_event, wire.error("engine", "the engine failed: see the server "
+                                                                      "log", kind="server_error"))
+        finally:
+            self.loop.call_soon_threadsafe(self._on_event, _ENGINE_DONE)
+
+    def _on_event(self, event) -> None:
+        if self.ended.done():
+            return
+        if event is _ENGINE_DONE:
+            self.finish(wire.NORMAL, "stream ended", [wire.closed("stream ended")])
+        elif isinstance(event, dict):
+            self.finish(wire.SERVER_ERROR, "engine error", [event, wire.closed("engine error")])
+        else:
+            for message in self.encoder.messages(event):
+                self._send(message)
+
+
+def _resizer(height: int, width: int, max_pixels: int, min_pixels: int):
+    """The engine's own capture resize: a frame already at the model's size passes unchanged, a
+    larger one is resized exactly as a local run would."""
+    from engine.model.preprocess import frame_resizer
+
+    return frame_resizer(height, width, max_pixels, min_pixels)

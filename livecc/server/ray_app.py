@@ -1,0 +1,99 @@
+"""The ASGI app as a Ray Serve deployment: each replica loads the model once and holds up to K
+sessions; one WebSocket stays on the replica that accepted it.
+
+Routing: a replica takes K + 1 connections (`max_ongoing_requests`), so the one past K reaches a
+replica and is refused there at once ("busy, try later") instead of waiting in Ray's queue behind
+streams that must stay real-time. Draining: the driver tells a small named actor to stop; every
+replica waits on it, tells its sessions "server stopping", and reports back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+from ray import serve
+
+from .settings import ServerSettings
+
+LOG = logging.getLogger(__name__)
+APP_NAME = "livecc"
+CONTROL = "livecc-control"
+NAMESPACE = "livecc"
+
+
+@ray.remote(num_cpus=0)
+class Control:
+    """The drain signal replicas wait on, and the count of replicas that have drained."""
+
+    def __init__(self):
+        self._stop = asyncio.Event()
+        self._drained = asyncio.Condition()
+        self._count = 0
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stop(self) -> None:
+        await self._stop.wait()
+
+    async def drained(self) -> None:
+        async with self._drained:
+            self._count += 1
+            self._drained.notify_all()
+
+    async def wait_drained(self, replicas: int, timeout: float) -> int:
+        """How many replicas have drained, once all have or `timeout` has passed."""
+        async with self._drained:
+            try:
+                await asyncio.wait_for(self._drained.wait_for(lambda: self._count >= replicas), timeout)
+            except asyncio.TimeoutError:
+                LOG.warning("%d of %d replicas drained in %.0f s", self._count, replicas, timeout)
+            return self._count
+
+
+@serve.deployment(name="LiveCC")
+@serve.ingress()
+class LiveCCDeployment:
+    def __init__(self, settings: ServerSettings):
+        from .replica import Replica
+
+        logging.basicConfig(level=logging.WARNING)
+        self.replica = Replica(settings)
+        self._watch: asyncio.Task | None = None
+
+    def __serve_build_asgi_app__(self):
+        from .app import create_app
+
+        app = create_app(self.replica)
+        self._watch = asyncio.get_event_loop().create_task(self._drain_on_stop(app.state.hub))
+        return app
+
+    async def _drain_on_stop(self, hub) -> None:
+        try:
+            control = ray.get_actor(CONTROL, namespace=NAMESPACE)
+        except ValueError:  # deployed without `livecc serve`'s driver: Ray's own shutdown applies
+            return
+        await control.wait_stop.remote()
+        await hub.drain()
+        await control.drained.remote()
+
+
+def deploy(settings: ServerSettings, replicas: int, host: str, port: int, num_gpus: float = 0.0,
+           num_cpus: float = 1.0):
+    """Start Serve on `host:port` and run the deployment; returns the drain control actor."""
+    control = Control.options(name=CONTROL, namespace=NAMESPACE, get_if_exists=True).remote()
+    serve.start(http_options={"host": host, "port": port})
+    app = LiveCCDeployment.options(num_replicas=replicas, max_ongoing_requests=settings.sessions + 1,
+                                   ray_actor_options={"num_gpus": num_gpus, "num_cpus": num_cpus},
+                                   graceful_shutdown_timeout_s=5).bind(settings)
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    return control
+
+
+def drain(control, replicas: int, timeout: float = 20.0) -> None:
+    """Tell every replica to drain, wait (at most `timeout`) until they have, then remove the app."""
+    ray.get(control.stop.remote())
+    ray.get(control.wait_drained.remote(replicas, timeout))
+    serve.delete(APP_NAME)

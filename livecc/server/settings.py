@@ -1,0 +1,120 @@
+"""What a server allows: its limits, its token, and which session settings a client may choose."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+from dataclasses import dataclass, fields, replace
+
+from engine.defaults import MAX_PIXELS_LIMIT
+from engine.errors import LiveCCError
+
+# SessionConfig fields a client may set through session.update (no server paths, no server memory).
+CLIENT_SETTINGS = ("max_new_tokens", "answer_max_new_tokens", "repetition_penalty", "temperature", "top_p", "seed",
+                   "max_pixels", "min_pixels", "live", "kv_budget", "positions", "video_window_s", "memory_tokens",
+                   "memory", "topk", "router_strategy", "eos_base", "eos_step")
+MAX_REPLY_TOKENS = 8192
+
+
+class ServerConfigError(LiveCCError):
+    """The server was asked to run in a way that is unsafe or impossible."""
+
+    code = "server-config"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """One replica's limits. `sessions`: live sessions it holds at once; a client past them is refused."""
+
+    model: str
+    token: str | None = None
+    sessions: int = 1
+    max_message_bytes: int = 4 * 2**20  # a 1080p PNG frame fits; the model takes ~0.3 MP
+    max_frames_per_s: float = 30.0  # frames a session may send per wall-clock second (a file narrates ahead)
+    idle_timeout_s: float = 60.0  # a session that sends nothing for this long is closed
+    send_timeout_s: float = 10.0  # a client that takes longer than this to read one message is dropped
+    max_pending_messages: int = 1024  # messages waiting for a slow reader before it is dropped
+    kv_budget: int | None = None  # the most a session may ask for (None: the engine's default)
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.sessions < 1:
+            raise ServerConfigError(f"--sessions-per-replica {self.sessions} must be 1 or more")
+
+    def allows(self, token: str | None) -> bool:
+        """Constant-time token check; a server without a token admits everyone (loopback only)."""
+        if self.token is None:
+            return True
+        return token is not None and hmac.compare_digest(token.encode(), self.token.encode())
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Only a loopback address may be served without a token."""
+    if token:
+        return
+    if host == "localhost" or _is_loopback(host):
+        return
+    raise ServerConfigError(f"refusing to serve {host} without a token: pass --token (or set LIVECC_SERVER_TOKEN), "
+                            "or bind 127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_token(headers) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def client_config(base, settings: object, limits: ServerSettings):
+    """`base` (a SessionConfig) with the client's settings; LiveCCError names what is refused."""
+    if not isinstance(settings, dict):
+        raise LiveCCError("session.settings must be an object")
+    unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
+    if unknown:
+        raise LiveCCError(f"unknown or server-only settings: {', '.join(unknown)}; allowed: {', '.join(CLIENT_SETTINGS)}")
+    types = {f.name: f.type for f in fields(base)}
+    for name, value in settings.items():
+        if isinstance(value, bool) != (types[name] == "bool") and not (name == "seed" and value is None):
+            raise LiveCCError(f"setting {name} has the wrong type: {value!r}")
+    try:
+        config = replace(base, **settings)
+    except (TypeError, ValueError) as exc:
+        raise LiveCCError(f"bad settings: {exc}") from None
+    _check_limits(config, limits)
+    return config
+
+
+def _check_limits(config, limits: ServerSettings) -> None:
+    if config.max_pixels > MAX_PIXELS_LIMIT:
+        raise LiveCCError(f"max_pixels {config.max_pixels} is over Qwen2-VL's limit of {MAX_PIXELS_LIMIT}")
+    if max(config.max_new_tokens, config.answer_max_new_tokens) > MAX_REPLY_TOKENS:
+        raise LiveCCError(f"replies are limited to {MAX_REPLY_TOKENS} tokens on this server")
+    if limits.kv_budget is not None and config.kv_budget > limits.kv_budget:
+        raise LiveCCError(f"kv_budget {config.kv_budget} is over this server's {limits.kv_budget}")
+
+
+class FrameRate:
+    """A token bucket: `rate` frames a second, bursts of one second. `delay()` says how long to wait
+    before the next frame may be read (the session is throttled, not cut off)."""
+
+    def __init__(self, rate: float, clock=time.monotonic):
+        self.rate, self._clock = rate, clock
+        self._tokens, self._last = rate, clock()
+
+    def delay(self) -> float:
+        now = self._clock()
+        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        wait = (1 - self._tokens) / self.rate
+        self._tokens -= 1  # the frame is read after the wait: its token is spent now
+        return wait

@@ -1,0 +1,260 @@
+"""`livecc serve` without Ray: the ASGI app under uvicorn on 127.0.0.1 with the tiny model, and the
+`livecc narrate --server` client (issue 22)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from livecc import protocol as wire
+from livecc.cli.main import main
+from livecc.client.session import RemoteError, RemoteSession
+from livecc.server.settings import FrameRate, ServerConfigError, ServerSettings, check_bind
+from videos import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--max-pixels", "20000"]
+
+
+@contextmanager
+def running_server(loaded, model_dir, **limits):
+    """The app under uvicorn on a free loopback port, in a thread; yields (url, hub)."""
+    from livecc.server.local import uvicorn_server
+    from livecc.server.replica import Replica
+
+    ready = threading.Event()
+    port: list[int] = []
+    replica = Replica(ServerSettings(str(model_dir), **limits), loaded=loaded)
+    server = uvicorn_server(replica, "127.0.0.1", 0, on_ready=lambda p: (port.append(p), ready.set()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert ready.wait(60), "the server did not start"
+    try:
+        yield f"ws://127.0.0.1:{port[0]}", server
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def wait_idle(server, timeout: float = 60) -> None:
+    """Until every session on the server has closed (its slot released, its engine thread ended)."""
+    loop = server._loop
+    asyncio.run_coroutine_threadsafe(asyncio.wait_for(server.hub.idle.wait(), timeout), loop).result()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "shapes.mp4", seconds=6, fps=30)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_loaded, tiny_model_dir):
+    with running_server(tiny_loaded, tiny_model_dir, sessions=2, token="s3cret") as running:
+        yield running
+
+
+def narrate(args: list[str]) -> int:
+    return main(["narrate", *args, *SMALL])
+
+
+def test_png_frames_give_the_local_srt_byte_for_byte(server, tiny_model_dir, video, tmp_path):
+    url, _ = server
+    assert narrate([str(video), "--model", str(tiny_model_dir), "--srt", str(tmp_path / "local.srt")]) == 0
+    assert narrate([str(video), "--server", url, "--token", "s3cret", "--frames", "png",
+                    "--srt", str(tmp_path / "remote.srt"), "--jsonl", str(tmp_path / "remote.jsonl")]) == 0
+    local = (tmp_path / "local.srt").read_bytes()
+    assert local and (tmp_path / "remote.srt").read_bytes() == local
+    records = [json.loads(line) for line in (tmp_path / "remote.jsonl").read_text().splitlines()]
+    assert len(records) == local.decode().count(" --> ") and all("stats" in r for r in records)
+
+
+def test_jpeg_frames_narrate_the_whole_file(server, video, tmp_path, capsys):
+    url, _ = server
+    assert narrate([str(video), "--server", url, "--token", "s3cret", "--srt", str(tmp_path / "r.srt")]) == 0
+    assert "4 chunks" in capsys.readouterr().err  # 6 s: a 3-s first chunk, then one a second
+    assert (tmp_path / "r.srt").read_text().count(" --> ") == 4
+
+
+@pytest.mark.parametrize("case", ["bad token", "no token", "unreachable", "busy", "not ws"])
+def test_refusals_are_one_line_and_exit_2(server, video, tmp_path, capsys, case):
+    url, running = server
+    held = []
+    token = {"bad token": "wrong", "no token": None}.get(case, "s3cret")
+    if case == "unreachable":
+        url = "ws://127.0.0.1:9"
+    if case == "not ws":
+        url = url.replace("ws://", "http://")
+    if case == "busy":
+        held = [RemoteSession.connect(url, "s3cret") for _ in range(2)]
+    args = [str(video), "--server", url, "--srt", str(tmp_path / "x.srt")] + (["--token", token] if token else [])
+    try:
+        assert narrate(args) == 2
+    finally:
+        for remote in held:
+            remote.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("livecc: error:"), err
+    assert {"bad token": "token", "no token": "token", "unreachable": "cannot reach", "busy": "busy",
+            "not ws": "ws://"}[case] in err[0]
+    assert not (tmp_path / "x.srt").exists()
+    wait_idle(running)
+
+
+def raw_session(url: str, first: str = "session.created"):
+    from websockets.sync.client import connect
+
+    ws = connect(url + wire.PATH, additional_headers={"Authorization": "Bearer s3cret"}, max_size=None, legacy=True)
+    assert json.loads(ws.recv(30))["type"] == first
+    return ws
+
+
+def errors_of(ws, count: int) -> list[str]:
+    return [json.loads(ws.recv(30))["error"]["code"] for _ in range(count)]
+
+
+def test_bad_messages_get_errors_and_the_session_goes_on(server, video):
+    url, running = server
+    ws, other = raw_session(url), raw_session(url)
+    png = base64.b64encode(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()).decode()
+    bad = ["{not json", json.dumps([1, 2]), "x" * (4 * 2**20 + 1), json.dumps({"type": "nonsense"}),
+           json.dumps({"type": "input_video_buffer.append", "format": "jpeg", "timestamp": 0, "frame": png}),
+           json.dumps({"type": "input_video_buffer.append", "format": "jpeg", "timestamp": 0, "frame": "@@"}),
+           json.dumps({"type": "session.update", "session": {"settings": {"memory_mb": 1e6}}})]
+    for text in bad:
+        ws.send(text)
+    assert errors_of(ws, len(bad)) == ["bad_json", "bad_message", "message_too_large", "error", "bad_frame",
+                                       "bad_frame", "error"]
+    for remote in (ws, other):  # both sessions still narrate: frames in, commentary out
+        frame = wire.frame_message(np.full((112, 160, 3), 90, np.uint8), 0.0, 0.5, "png")
+        for i in range(6):
+            remote.send(wire.dumps(frame | {"timestamp": i * 0.5}))
+        remote.send(wire.dumps({"type": "input_video_buffer.end"}))
+        kinds = [json.loads(remote.recv(60))["type"] for _ in range(5)]
+        assert kinds == ["response.output_text.delta", "response.output_text.done", "stats",
+                         "input_video_buffer.ended", "session.closed"]
+        remote.close()
+    wait_idle(running)
+
+
+def test_a_question_gets_a_streamed_answer(server, video):
+    url, running = server
+    remote = RemoteSession.connect(url, "s3cret")
+    remote.update("Describe it.", {"max_pixels": 20000, "min_pixels": 20000, "answer_max_new_tokens": 8})
+    frame = wire.frame_message(np.full((112, 160, 3), 90, np.uint8), 0.0, 0.5, "png")
+    for i in range(6):
+        remote.send(frame | {"timestamp": i * 0.5})
+    remote.ask("What is there?")
+    remote.end()
+    answers = [e for e in remote.events() if type(e).__name__ == "Answer"]
+    assert answers and answers[-1].done and answers[-1].question == "What is there?"
+    assert all(not a.done for a in answers[:-1])
+    wait_idle(running)
+
+
+def test_a_connection_storm_leaks_no_session(server):
+    from websockets.sync.client import connect
+
+    url, running = server
+    admitted = 0
+    for i in range(200):
+        ws = connect(url + wire.PATH, additional_headers={"Authorization": "Bearer s3cret"}, legacy=True)
+        first = json.loads(ws.recv(30))
+        assert first["type"] == "session.created" or first == wire.closed("busy")  # a slot frees once its engine stops
+        if first["type"] == "session.created" and i % 3 == 0:  # some start a session's engine before leaving
+            ws.send(wire.dumps(wire.frame_message(np.zeros((112, 160, 3), np.uint8), 0.0, 0.5, "jpeg")))
+        admitted += first["type"] == "session.created"
+        ws.close()
+    wait_idle(running)
+    assert admitted > 0 and running.hub.replica.active == 0 and not running.hub.connections
+    assert not [t for t in threading.enumerate() if t.name.startswith("livecc-session-")]
+    raw_session(url).close()  # and the replica still admits
+    wait_idle(running)
+
+
+class StalledSocket:
+    """A client that never reads: every send waits forever."""
+
+    headers: dict = {}
+
+    async def send_text(self, text):
+        await asyncio.Event().wait()
+
+
+def test_a_client_that_stops_reading_is_dropped(tiny_loaded, tiny_model_dir):
+    from livecc.server.connection import Connection
+    from livecc.server.replica import Replica
+
+    replica = Replica(ServerSettings(str(tiny_model_dir), max_pending_messages=2, send_timeout_s=0.2), tiny_loaded)
+
+    async def scenario(fill_queue: bool):
+        connection = Connection(StalledSocket(), replica, asyncio.Event())
+        if fill_queue:  # the queue for a slow reader is bounded
+            for _ in range(3):
+                connection._send({"type": "stats"})
+        else:  # one message that is not taken within the send timeout
+            connection._send({"type": "stats"})
+            await connection._write()
+        return connection.ended.result()[:2]
+
+    for fill in (True, False):
+        assert asyncio.run(scenario(fill)) == (wire.POLICY, "client is not reading")
+
+
+def test_sigterm_drains_with_server_stopping(tiny_model_dir):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "livecc", "serve", "--no-ray", "--model", str(tiny_model_dir),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        remote = RemoteSession.connect(json.loads(proc.stdout.readline())["serving"])
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(RemoteError, match="server stopping"):
+            list(remote.events())
+        assert proc.wait(30) == 0  # the spec: drained and gone within 30 s; a drained stop is a clean exit
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_frame_rate_throttles_past_its_rate():
+    now = [0.0]
+    rate = FrameRate(2.0, clock=lambda: now[0])
+    assert [rate.delay(), rate.delay()] == [0.0, 0.0]  # a second's burst
+    assert rate.delay() == pytest.approx(0.5)
+    now[0] += 10.0
+    assert rate.delay() == 0.0
+
+
+def test_only_loopback_may_serve_without_a_token():
+    check_bind("127.0.0.1", None)
+    check_bind("::1", None)
+    check_bind("0.0.0.0", "t")
+    for host in ("0.0.0.0", "192.168.1.5", "example.org"):
+        with pytest.raises(ServerConfigError, match="--token"):
+            check_bind(host, None)
+    assert main(["serve", "--host", "0.0.0.0", "--no-ray", "--model", "x"]) == 2
+
+
+def test_the_token_is_compared_whole():
+    settings = ServerSettings("m", token="abc")
+    assert settings.allows("abc") and not settings.allows("ab") and not settings.allows(None)
+    assert ServerSettings("m").allows(None)
+
+
+def test_the_client_imports_no_torch():
+    code = ("import sys; sys.modules['torch'] = None; import livecc.client, livecc.client.session, "
+            "livecc.client.narrate, livecc.protocol; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.stdout.strip() == "ok", out.stderr
