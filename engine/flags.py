@@ -115,7 +115,7 @@ REGISTRY: dict[str, Flag] = {f.name: f for f in [
          "Run the next chunk's vision (and speech) on the default stream, not beside the decode.", FAST),
     Flag("LIVECC_SPEECH_START", "choice", "clause", "Speak a fragment at a clause boundary, or wait for a sentence.",
          SPEECH, choices=("clause", "sentence")),
-    Flag("LIVECC_SPEECH_MAX_PENDING", "int", 1, "Phrases waiting to be spoken at most (8 was the old queue).",
+    Flag("LIVECC_SPEECH_MAX_PENDING", "int", 1, "Phrases waiting to be spoken at most (a newer one merges into the one waiting).",
          SPEECH, minimum=1),
     Flag("LIVECC_SPEECH_MAX_RATE", "float", 1.75, "Fastest catch-up speech rate; 1 turns catch-up off.",
          SPEECH, minimum=1.0, maximum=2.0),
@@ -192,7 +192,7 @@ def markdown() -> str:
         for f in (f for f in REGISTRY.values() if f.group == group):
             default = "unset" if f.default is None else ("0" if f.default is False else str(f.default))
             old = f" Replaces `{f.old_name}` (the old name still works, inverted, with a warning)." if f.old_name else ""
-            accepts = {"switch": "1 / 0", "text": "text", "path": "folder"}.get(f.kind) or f.accepts()
+            accepts = {"switch": "1 / 0", "text": "text", "path": "a path"}.get(f.kind) or f.accepts()
             lines.append(f"| `{f.name}` | {accepts} | `{default}` | {f.doc}{old} |")
     return "\n".join(lines) + "\n"
 
