@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from engine.defaults import ANSWER_TOKENS
 from engine.errors import LiveCCError
 from engine.model.quiet import quiet_third_parties
 
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("question", help="the question, quoted")
     a.add_argument("--at", type=video_time, default=None,
                    help="video time to ask at: seconds, m:ss or h:mm:ss (default: the end)")
-    a.add_argument("--max-answer-tokens", type=int, default=512, help="answer length limit (default 512)")
+    a.add_argument("--max-answer-tokens", type=int, default=ANSWER_TOKENS,
+                   help="answer length limit (default %(default)s)")
     a.add_argument("--jsonl", type=Path, help="write the answer record here (with the recalled moments)")
     add_model_arguments(a)
     add_memory_arguments(a)
