@@ -121,3 +121,15 @@ def test_live_frames_last_until_the_next_one_through_the_apps_buffer():
         chunk = FrameSampler(2.0, 6, 2).take(buffer, True, 2.0)
         assert chunk is not None, type(buffer).__name__
         np.testing.assert_allclose([f.timestamp for f in chunk.frames], expected, err_msg=type(buffer).__name__)
+
+
+def test_a_live_frame_captured_at_a_target_is_the_one_on_screen_then():
+    """A live frame shows from its capture on: a 2 fps screen grab captured exactly at each target
+    gives that target its own frame, not the one half a second older."""
+    from engine.capture.frames import Frame
+
+    buffer = RingBuffer(64)
+    for k in range(8):
+        buffer.put(Frame(np.full((4, 4, 3), k, np.uint8), k / 2))
+    chunk = FrameSampler(2.0, 6, 2).take(buffer, False, 2.0)
+    assert [f.timestamp for f in chunk.frames] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]

@@ -47,7 +47,7 @@ def test_ask_without_memory_records_no_recall(tiny_model_dir, video6, tmp_path, 
     assert "recalled:" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags, word", [(["--memory-mb", "0"], "memory MB"), (["--recall-k", "-1"], "recall k")])
+@pytest.mark.parametrize("flags, word", [(["--memory-mb", "0"], "--memory-mb 0"), (["--recall-k", "-1"], "--recall-k -1")])
 def test_bad_memory_flags_exit_2_with_one_line(video6, capsys, flags, word):
     assert main(["ask", str(video6), "hi", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()

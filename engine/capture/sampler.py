@@ -21,12 +21,14 @@ class Chunk:
 
 
 def on_screen(frames: list[Frame], t: float) -> Frame:
-    """The frame on screen at `t`: the first whose end reaches it, as LiveCC's livecc-utils matches
-    targets against frame end times. A frame ends after its duration, or when the next one starts
-    if its source does not know (a live source); the newest frame is still on screen."""
+    """The frame on screen at `t`. A file's frame (its duration known) is the first whose end reaches
+    `t`, as LiveCC's livecc-utils matches targets against frame end times; a live frame shows from its
+    capture until the next one is captured, so one captured at `t` is the one on screen at `t`. The
+    newest frame is still on screen."""
     for frame, after in zip(frames, frames[1:]):
-        end = frame.timestamp + frame.duration if frame.duration > 0 else after.timestamp
-        if t <= end + _TIME_EPS:
+        if frame.duration > 0 and t <= frame.timestamp + frame.duration + _TIME_EPS:
+            return frame
+        if frame.duration <= 0 and t < after.timestamp - _TIME_EPS:
             return frame
     return frames[-1]
 

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from engine.errors import LiveCCError
-from engine.output.jsonl import JsonlLog, repair_torn_tail
+from engine.output.jsonl import JsonlLog, NotOurJsonl, repair_torn_tail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,11 @@ class ResultLog:
 
     def __init__(self, path: Path, key, valid: Callable[[dict], bool] = lambda r: True, what: str = "a record"):
         self.path, self.key = path, key
-        repair_torn_tail(path)
+        try:
+            repair_torn_tail(path)
+        except NotOurJsonl:
+            read_jsonl(path, valid, what)  # names the line and what it should hold, where it can
+            raise
         self.records = read_jsonl(path, valid, what)
         self.done = {key(r) for r in self.records}
 
