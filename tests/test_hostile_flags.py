@@ -127,6 +127,16 @@ def test_make_tiny_model_refuses_to_write_over_anything(target, says, tmp_path, 
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_make_tiny_model_builds_again_over_its_own_folder(tmp_path, capsys):
+    """The README's quick start can be run twice; a folder with anything else in it stays refused."""
+    path = tmp_path / "tiny"
+    assert main(["make-tiny-model", str(path)]) == 0
+    assert main(["make-tiny-model", str(path)]) == 0
+    (path / "notes.txt").write_text("mine")
+    assert main(["make-tiny-model", str(path)]) == 2
+    assert (path / "notes.txt").read_text() == "mine"
+
+
 def test_make_tiny_model_says_what_it_wrote_in_a_sentence(tmp_path, capsys):
     path = tmp_path / "tiny"
     assert main(["make-tiny-model", str(path)]) == 0

@@ -141,11 +141,16 @@ def make_tiny_model(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
+TINY_FILES = {"chat_template.jinja", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+              "tokenizer_config.json"}  # what a tiny model folder holds: it may be built again over them
+
+
 def _check_new_folder(path: Path) -> None:
-    """Never write random weights over something else: a file, or a folder that holds anything."""
+    """Never write random weights over something else: a file, or a folder that holds anything but an
+    earlier tiny model (so the quick start can be run twice)."""
     if path.exists() and not path.is_dir():
         raise ModelLoadError(f"{path} is a file: give the name of a new folder for the tiny model")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and not {p.name for p in path.iterdir()} <= TINY_FILES:
         raise ModelLoadError(f"{path} is not empty: give a new or empty folder for the tiny model")
     try:
         path.mkdir(parents=True, exist_ok=True)
