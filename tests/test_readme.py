@@ -93,7 +93,9 @@ def test_make_test_and_make_run_do_what_the_readme_says():
     test then runs the suite, run starts the app."""
     plans = {}
     for target in MAKE_TARGETS:  # -B: the whole plan, as on a fresh clone; -n: print it, run nothing
-        proc = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under `make test`
+        proc = subprocess.run(["make", "--no-print-directory", "-n", "-B", target], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         plans[target] = proc.stdout
         assert "python3 -m venv .venv" in proc.stdout

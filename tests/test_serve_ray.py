@@ -37,9 +37,9 @@ def cluster(tiny_model_dir):
     import ray
     from ray import serve
 
-    from livecc.server.ray_app import deploy
+    from livecc.server.ray_app import deploy, init_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         port = free_port()

@@ -68,11 +68,11 @@ def _serve_uvicorn(args, settings) -> int:
 def _serve_ray(args, settings) -> int:
     import ray
 
-    from livecc.server.ray_app import deploy, drain
+    from livecc.server.ray_app import deploy, drain, init_ray
 
     gpus = _gpus_per_replica()
     ours = signal.getsignal(signal.SIGTERM)
-    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None,
+    init_ray(address=args.address, num_cpus=args.num_cpus if args.address is None else None,
              include_dashboard=False, log_to_driver=False)
     signal.signal(signal.SIGTERM, ours)  # ray.init puts its own exit there: SIGTERM must drain first
     control = None

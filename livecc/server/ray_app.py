@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 
 import ray
 from ray import serve
+
+from engine.errors import LiveCCError
 
 from .settings import ServerSettings
 
@@ -21,6 +26,17 @@ LOG = logging.getLogger(__name__)
 APP_NAME = "livecc"
 CONTROL = "livecc-control"
 NAMESPACE = "livecc"
+PROXY_START_S = 240.0  # after Serve's own 60 s: a loaded 2-core node was seen to need more
+# Serve kills a proxy that has not answered its ready check 5 s after starting; on a loaded node a
+# new Python worker takes longer than that, and the proxy never comes up. Read by Ray's processes.
+RAY_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
+
+
+def init_ray(**options) -> None:
+    """ray.init with Serve's start-up checks lengthened (a setting already in the environment wins)."""
+    for name, value in RAY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    ray.init(**options)
 
 
 @ray.remote(num_cpus=0)
@@ -80,11 +96,30 @@ class LiveCCDeployment:
         await control.drained.remote()
 
 
+def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    """Until the proxy accepts connections on `host:port`; LiveCCError naming the fix after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise LiveCCError(f"Ray Serve's HTTP proxy did not start on {host}:{port} within "
+                                  f"{timeout_s + 60:.0f} s: check that the port is free and the node not "
+                                  "overloaded, then start again") from None
+            time.sleep(0.5)
+
+
 def deploy(settings: ServerSettings, replicas: int, host: str, port: int, num_gpus: float = 0.0,
            num_cpus: float = 1.0):
     """Start Serve on `host:port` and run the deployment; returns the drain control actor."""
     control = Control.options(name=CONTROL, namespace=NAMESPACE, get_if_exists=True).remote()
-    serve.start(http_options={"host": host, "port": port})
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except TimeoutError:  # Serve gives its HTTP proxy 60 s to start; a loaded node can take longer
+        serve.start(http_options={"host": host, "port": port})  # the controller is up: this connects to it
+        _wait_for_port(host, port, PROXY_START_S)
     app = LiveCCDeployment.options(num_replicas=replicas, max_ongoing_requests=settings.sessions + 1,
                                    ray_actor_options={"num_gpus": num_gpus, "num_cpus": num_cpus},
                                    graceful_shutdown_timeout_s=5).bind(settings)
