@@ -34,8 +34,8 @@ from engine import flags
 
 SENTENCE_END = re.compile(r"[.!?;…。！？]+[\"')\]]*(?=\s|$)")
 CLAUSE_END = re.compile(r"[,:;—–…，、；：.!?。！？]+[\"')\]]*$")
-START_POLICIES = ("clause", "sentence")
-MAX_RATE = 2.0  # beyond this, sped-up speech is hard to follow
+START_POLICIES = flags.REGISTRY["LIVECC_SPEECH_START"].choices  # one list: the switch's and the policy's
+MAX_RATE = flags.REGISTRY["LIVECC_SPEECH_MAX_RATE"].maximum  # 2: beyond this, sped-up speech is hard to follow
 
 
 def _env_start() -> str:
