@@ -78,6 +78,7 @@ def test_sigterm_drains_the_ray_server(tiny_model_dir):
         proc.wait(30)
 
 
+@pytest.mark.ray_cluster
 def test_four_clients_narrate_as_locally_and_a_fifth_is_busy(cluster, videos, tiny_model_dir, tmp_path, monkeypatch):
     for i, video in enumerate(videos):
         assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--srt", str(tmp_path / f"l{i}.srt"),
@@ -115,6 +116,7 @@ def test_four_clients_narrate_as_locally_and_a_fifth_is_busy(cluster, videos, ti
     assert refused_in < 2.0  # the bound: a full deployment refuses at once, it does not queue
 
 
+@pytest.mark.ray_cluster
 def test_bad_clients_get_their_errors_and_the_others_go_on(cluster):
     from websockets.sync.client import connect
 
@@ -138,6 +140,7 @@ def test_bad_clients_get_their_errors_and_the_others_go_on(cluster):
     assert kinds == ["Commentary", "Stats", "StreamEnded"]
 
 
+@pytest.mark.ray_cluster
 def test_a_connection_storm_leaves_every_slot_free(cluster):
     from websockets.sync.client import connect
 
