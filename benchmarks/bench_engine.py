@@ -47,6 +47,7 @@ from engine.model.quantize import QuantLinear, quantize_model  # noqa: E402
 from engine.model.prompt import PromptBuilder  # noqa: E402
 from engine.runtime.reference import EagerRunner  # noqa: E402
 from engine.session.session import FrameSampler, SessionConfig, StreamingSession  # noqa: E402
+from engine.session.steps import drive  # noqa: E402
 from engine.model.tiny import build_tokenizer, tiny_config  # noqa: E402
 from videos import synthetic_frame  # noqa: E402
 
@@ -108,7 +109,7 @@ def decode_alone_ms(session: StreamingSession, context: int = 8192, tokens: int 
         session.state.next_pos = context
         _sync_device()
         t0 = time.perf_counter()
-        session._decode(logits, tokens, commentary=True)
+        list(drive(session._reply(logits, tokens, commentary=True), runner))
         _sync_device()
         times.append((time.perf_counter() - t0) * 1e3 / tokens)
     return statistics.median(times[2:])

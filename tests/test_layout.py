@@ -1,5 +1,5 @@
 """The tree is laid out as the data flows, and imports go one way:
-engine (capture <- model <- runtime <- session <- output <- eval) <- tts <- livecc, desktop_app.
+engine (capture <- model <- runtime <- session <- core <- output <- eval) <- tts <- livecc, desktop_app.
 Only desktop_app imports Qt; tts uses only the engine's public names; the app does not reach into
 the CLI."""
 
@@ -16,8 +16,9 @@ ALLOWED = {
     "model": {"capture"},
     "runtime": {"capture", "model"},
     "session": {"capture", "model", "runtime"},
-    "output": {"capture", "model", "runtime", "session"},
-    "eval": {"capture", "model", "runtime", "session", "output"},
+    "core": {"capture", "model", "runtime", "session"},
+    "output": {"capture", "model", "runtime", "session", "core"},
+    "eval": {"capture", "model", "runtime", "session", "core", "output"},
 }
 SHARED = {"errors", "flags", "defaults", "_exports"}
 # The top-level packages each package may import (besides itself).

@@ -45,6 +45,18 @@ class RingBuffer:
         self._closed = False
         self._error: BaseException | None = None
         self._wakeups = 0
+        self._listeners: list = []  # called on every change a consumer may wait for (the engine core's wake-up)
+
+    def listen(self, callback) -> None:
+        """Call `callback()` (cheap, non-blocking: it runs under the buffer's lock) whenever a frame
+        arrives, the buffer closes or a consumer is woken: a consumer of many buffers waits on one event."""
+        with self._cond:
+            self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        self._cond.notify_all()
+        for callback in self._listeners:
+            callback()
 
     # -- producer side -------------------------------------------------------------------
     def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
@@ -61,7 +73,7 @@ class RingBuffer:
             self._frames.append(frame)
             self._bytes += size
             self._pushed += 1
-            self._cond.notify_all()
+            self._notify()
             return True
 
     def _full(self, incoming: int) -> bool:
@@ -87,7 +99,7 @@ class RingBuffer:
             self._closed = True
             if error is not None and self._error is None:
                 self._error = error
-            self._cond.notify_all()
+            self._notify()
 
     # -- consumer side -------------------------------------------------------------------
     def wait(self, timeout: float | None = None, newer_than: float | None = None) -> bool:
@@ -137,7 +149,7 @@ class RingBuffer:
         """Wake any waiting consumer (used to deliver commands promptly)."""
         with self._cond:
             self._wakeups += 1
-            self._cond.notify_all()
+            self._notify()
 
     @property
     def dropped(self) -> int:

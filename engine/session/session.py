@@ -1,10 +1,12 @@
-"""The streaming session: the engine's one loop.
+"""The streaming session: per-stream state and the engine's one loop, as a generator.
 
-`StreamingSession.run(buffer)` reads like an engine step: take the frames that are due (2 fps;
-6 for the first chunk, then 2), preprocess them on the model's device, prefill the chunk with
-exact M-RoPE positions into the persistent KV cache, decode the comment until ` ...`/EOS or the
-token limit, emit events. Commands (ask, set_query, reset, seek, stop) arrive through a queue from any
-thread and are applied between steps; a question pre-empts commentary.
+`StreamingSession.steps(buffer)` reads like an engine step: take the frames that are due (2 fps;
+6 for the first chunk, then 2), preprocess them, ask for their visual embeddings, prefill the chunk
+with exact M-RoPE positions into the session's KV cache, decode the comment until ` ...`/EOS or
+the token limit, emit events. Model work is yielded as requests (engine/session/steps.py): `run`
+executes them at once on the session's own runner (one stream), the engine core (engine/core)
+batches them with other sessions'. Commands (ask, set_query, reset, seek, stop) arrive through a
+queue from any thread and are applied between steps; a question pre-empts commentary.
 """
 
 from __future__ import annotations
@@ -12,134 +14,38 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
 from engine import flags
 from engine.capture.frames import RingBuffer
 from engine.capture.sampler import Chunk, FrameSampler
-from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_QUERY,
-                             KV_BUDGET, REPETITION_PENALTY)
-from engine.errors import ConfigValueError, OutOfMemoryError
+from engine.defaults import DEFAULT_QUERY
+from engine.errors import OutOfMemoryError
 from engine.model.loading import LoadedModel
 from engine.model.preprocess import VideoInputs, preprocess_frames
 from engine.model.prompt import STREAM_CONTINUES, PromptBuilder
-from engine.model.rope import POSITION_RULES, demo_positions, segment_positions
+from engine.model.rope import demo_positions, segment_positions
 from engine.runtime.reference import make_runner
 
+from .config import SessionConfig
 from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
-from .decoding import SamplingConfig, SelectRule, TokenSampler
-from .events import Answer, Commentary, Compaction, Event, Seek, Stats, StreamEnded
-from .memory import DEFAULT_MATCH_RATIO, DEFAULT_MAX_KEY_FRAMES, DEFAULT_MEMORY_MB
-from .recall import Mark, Recall, Recalled, check_memory_config, in_time_order, thumbnail
+from .decoding import SelectRule, TokenSampler
+from .events import Commentary, Compaction, Event, Seek, Stats, StreamEnded
+from .questions import QuestionSteps
+from .recall import Recall, thumbnail
+from .state import ConversationState, PreparedChunk
+from .steps import IDLE, Decode, Encode, Prefill, drive
+
+__all__ = ["SessionConfig", "StreamingSession", "FrameSampler"]
 
 
-@dataclass
-class SessionConfig:
-    query: str = DEFAULT_QUERY
-    system_prompt: str | None = None
-    max_new_tokens: int = COMMENT_TOKENS
-    answer_max_new_tokens: int = ANSWER_TOKENS
-    repetition_penalty: float = REPETITION_PENALTY
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    eos_base: float = 0.0  # streaming-EOS threshold at decode step k: eos_base + eos_step * k
-    eos_step: float = 0.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    fps: float = 2.0
-    first_chunk_frames: int = 6
-    chunk_frames: int = 2
-    live: bool = False  # live sources skip to the newest frames when behind
-    max_backlog_s: float = 2.0
-    kv_budget: int = KV_BUDGET  # tokens in the KV cache; why this default: docs/bounded-context.md
-    video_window_s: float = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
-    memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
-    ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
-    positions: str = "exact"  # "demo": LiveCC demo's 1-D positions once the cache holds anything (engine/model/rope.py)
-    # Visual memory (engine/session/memory.py); the knob names are the key-frame-memory system's.
-    memory: bool = True  # keep key frames of the video that left the window; recall them for questions
-    memory_mb: float = DEFAULT_MEMORY_MB  # pinned host memory for key frames
-    key_frame_buffer_size: int = DEFAULT_MAX_KEY_FRAMES  # most key frames kept
-    key_frame_match_ratio: float = DEFAULT_MATCH_RATIO  # pooled cosine at which a chunk joins the key frame
-    topk: int = 8  # key frames recalled per question at most
-    router_strategy: str = "cos_sim_fine"
-
-    def __post_init__(self):
-        if self.positions not in POSITION_RULES:
-            raise ValueError(f"positions must be one of {', '.join(POSITION_RULES)}, not {self.positions!r}")
-        if self.first_chunk_frames % 2 or self.chunk_frames % 2 or self.chunk_frames < 2:
-            raise ValueError("chunk frame counts must be even (Qwen2-VL packs 2 frames per temporal patch)")
-        if self.max_new_tokens < 1 or self.answer_max_new_tokens < 1:
-            raise ValueError("max new tokens must be >= 1")
-        if self.min_pixels > self.max_pixels:
-            raise ValueError("min_pixels must not exceed max_pixels")
-        if self.max_pixels < 28 * 28:
-            raise ConfigValueError("max_pixels", self.max_pixels, "is too small: give at least 784 (28*28)")
-        self.sampling()  # temperature, top_p, repetition penalty: checked here, with the rest
-        if self.fps <= 0 or self.max_backlog_s <= 0:
-            raise ValueError("fps and max_backlog_s must be positive")
-        if not self.video_window_s > 0:
-            raise ConfigValueError("video_window_s", self.video_window_s, "must be more than 0 seconds")
-        if self.memory_tokens < 0:
-            raise ConfigValueError("memory_tokens", self.memory_tokens, "must be 0 or more")
-        if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):
-            raise ValueError(f"kv_budget {self.kv_budget} is too small: it must exceed twice memory_tokens plus "
-                             "the longest reply (a compaction keeps at most half the budget)")
-        check_memory_config(self)
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_p, self.repetition_penalty, self.seed)
-
-
-@dataclass
-class PreparedChunk:
-    """A chunk's frames as visual embeddings, made inline or ahead of time on a side stream."""
-
-    chunk: Chunk
-    video: VideoInputs
-    embeds: torch.Tensor
-    preprocess_ms: float = 0.0
-    vision_ms: float = 0.0
-    marks: tuple | None = None  # CUDA events (start, preprocessed, encoded) on the side stream
-
-    def wait(self, device: torch.device) -> float:
-        """Make the current stream wait for side-stream work; returns how much of it was hidden
-        behind earlier work (ms)."""
-        if self.marks is None:
-            return 0.0
-        start, preprocessed, encoded = self.marks
-        t0 = time.perf_counter()
-        encoded.synchronize()
-        waited = (time.perf_counter() - t0) * 1e3
-        torch.cuda.current_stream(device).wait_event(encoded)
-        self.embeds.record_stream(torch.cuda.current_stream(device))
-        self.preprocess_ms, self.vision_ms = start.elapsed_time(preprocessed), preprocessed.elapsed_time(encoded)
-        return max(0.0, self.preprocess_ms + self.vision_ms - waited)
-
-
-@dataclass
-class ConversationState:
-    """What the model has seen: token ids in the cache, the next free M-RoPE position, the token
-    sampled last but not yet fed back (it opens the next segment), and the query in force."""
-
-    tokens: list[int] = field(default_factory=list)
-    next_pos: int = 0
-    pending: int | None = None
-    query_sent: str | None = None
-    compactions: int = 0
-
-    def reset(self) -> None:
-        self.tokens.clear()
-        self.next_pos, self.pending, self.query_sent = 0, None, None
-
-
-class StreamingSession:
+class StreamingSession(QuestionSteps):
     """Streams video chunks through LiveCC with a persistent KV cache and emits typed events."""
 
-    def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None):
+    def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None,
+                 overlap: bool | None = None):
         self.loaded = loaded
         self.config = config or SessionConfig()
         plan = getattr(loaded, "plan", None)
@@ -169,7 +75,8 @@ class StreamingSession:
         self._ahead: PreparedChunk | None = None
         # The next chunk's preprocessing and vision run on a low-priority side stream while this
         # chunk decodes on a high-priority one, so decode kernels go first (LIVECC_NO_OVERLAP=1: off).
-        overlap = self.device.type == "cuda" and not flags.get("LIVECC_NO_OVERLAP")
+        if overlap is None:  # the engine core batches vision instead
+            overlap = self.device.type == "cuda" and not flags.get("LIVECC_NO_OVERLAP")
         # (Lower numbers mean higher priority; out-of-range values clamp to the device's range.)
         self._side = torch.cuda.Stream(self.device, priority=0) if overlap else None
         self._main = torch.cuda.Stream(self.device, priority=-5) if overlap else None
@@ -209,32 +116,14 @@ class StreamingSession:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, buffer: RingBuffer) -> Iterator[Event]:
-        """Process the buffer until it is closed and drained, or stop(). Yields events.
-        Re-raises the source's error (after processing every frame it delivered)."""
-        self._buffer = buffer
-        self._started = time.monotonic()
-        cfg = self.config
+        """Process the buffer until it is closed and drained, or stop(), on this session's own runner
+        (one stream). Yields events. Re-raises the source's error (after every frame it delivered)."""
         previous = torch.cuda.current_stream(self.device) if self._main is not None else None
         if self._main is not None:
             self._main.wait_stream(previous)  # the cache and weights were prepared on the caller's stream
             torch.cuda.set_stream(self._main)  # this (engine) thread's current stream until run ends
         try:
-            while True:
-                yield from self._apply_commands()
-                if self._stopped:
-                    return
-                prepared, self._ahead = self._ahead, None
-                chunk = prepared.chunk if prepared else self.frames.take(buffer, cfg.live, cfg.max_backlog_s)
-                if chunk is not None:
-                    yield from self.process_chunk(chunk, buffer, prepared, look_ahead=True)
-                    continue
-                if buffer.closed:
-                    if buffer.error is not None:
-                        raise buffer.error
-                    yield StreamEnded(self.frames.next_time)
-                    return
-                latest = buffer.latest()
-                buffer.wait(timeout=0.5, newer_than=latest.timestamp if latest else None)
+            yield from drive(self.steps(buffer), self.runner, idle=lambda: self._wait(buffer))
         except torch.OutOfMemoryError as exc:
             raise OutOfMemoryError("GPU out of memory: lower the max pixels per frame (--max-pixels), "
                                    "shorten answers, or close other GPU programs") from exc
@@ -243,6 +132,33 @@ class StreamingSession:
             if previous is not None:
                 torch.cuda.set_stream(previous)
 
+    def steps(self, buffer: RingBuffer) -> Iterator:
+        """The session's work on `buffer` as a generator of events, model requests and IDLE (see
+        engine/session/steps.py), until the buffer is closed and drained, or stop()."""
+        self._buffer = buffer
+        self._started = time.monotonic()
+        cfg = self.config
+        while True:
+            yield from self._apply_commands()
+            if self._stopped:
+                return
+            prepared, self._ahead = self._ahead, None
+            chunk = prepared.chunk if prepared else self.frames.take(buffer, cfg.live, cfg.max_backlog_s)
+            if chunk is not None:
+                yield from self._chunk_steps(chunk, buffer, prepared, look_ahead=True)
+                continue
+            if buffer.closed:
+                if buffer.error is not None:
+                    raise buffer.error
+                yield StreamEnded(self.frames.next_time)
+                return
+            yield IDLE
+
+    @staticmethod
+    def _wait(buffer: RingBuffer) -> None:
+        latest = buffer.latest()
+        buffer.wait(timeout=0.5, newer_than=latest.timestamp if latest else None)
+
     def _apply_commands(self) -> Iterator[Event]:
         while True:
             try:
@@ -250,7 +166,7 @@ class StreamingSession:
             except queue.Empty:
                 return
             if kind == "ask":
-                yield from self.answer(payload)
+                yield from self._answer_steps(payload)
             elif kind == "query":
                 self.query = payload.strip() or DEFAULT_QUERY
             elif kind == "reset":
@@ -291,13 +207,13 @@ class StreamingSession:
             torch.cuda.current_stream(self.device).synchronize()
         return time.perf_counter()
 
-    def _prepare(self, chunk: Chunk) -> PreparedChunk:
-        """Preprocess and encode a chunk now, on the current stream, timing each stage."""
+    def _prepare(self, chunk: Chunk) -> Iterator:
+        """Preprocess a chunk and ask for its visual embeddings now, timing each stage. Returns a PreparedChunk."""
         cfg = self.config
         t0 = self._sync()
         video = preprocess_frames(chunk.frames, self.device, cfg.max_pixels, cfg.min_pixels)
         t1 = self._sync()
-        embeds = self.runner.encode_video(video)
+        embeds = yield Encode(video)
         t2 = self._sync()
         return PreparedChunk(chunk, video, embeds, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
@@ -320,12 +236,16 @@ class StreamingSession:
             marks[2].record()
         self._ahead = PreparedChunk(chunk, video, embeds, marks=marks)
 
-    def process_chunk(self, chunk: Chunk, buffer: RingBuffer | None = None, prepared: PreparedChunk | None = None,
-                      look_ahead: bool = False) -> Iterator[Event]:
-        """One chunk: visual embeddings (made now, or earlier by the look-ahead), prefill, decode,
-        events. With `look_ahead` (the run loop), the next chunk's vision may start during decode."""
+    def process_chunk(self, chunk: Chunk, buffer: RingBuffer | None = None) -> Iterator[Event]:
+        """One chunk, now, on this session's runner: its events."""
+        return drive(self._chunk_steps(chunk, buffer), self.runner)
+
+    def _chunk_steps(self, chunk: Chunk, buffer: RingBuffer | None = None, prepared: PreparedChunk | None = None,
+                     look_ahead: bool = False) -> Iterator:
+        """One chunk: visual embeddings (asked for now, or made earlier by the look-ahead), prefill,
+        decode, events. With `look_ahead` (the run loop), the next chunk's vision may start during decode."""
         cfg = self.config
-        prepared = prepared or self._prepare(chunk)
+        prepared = prepared or (yield from self._prepare(chunk))
         hidden_ms = prepared.wait(self.device)
         video, embeds, vision_ms = prepared.video, prepared.embeds, prepared.vision_ms
         t2 = self._sync()
@@ -336,12 +256,12 @@ class StreamingSession:
             t2 = self._sync()  # the stall is reported by the Compaction event, not as prefill
         plain = self._plain_turn()
         grid = video.grid
-        logits = self._prefill(turn, [grid], embeds)
+        logits = yield from self._prefill(turn, [grid], embeds)
         if look_ahead:
             self._look_ahead(buffer)  # its CPU work overlaps this prefill, its GPU work the decode
         self.state.query_sent = self.query
         t3 = self._sync()
-        tokens = self._decode(logits, cfg.max_new_tokens, commentary=True)
+        tokens = yield from self._reply(logits, cfg.max_new_tokens, commentary=True)
         t4 = self._sync()
         text = self._text(tokens)
         self._remember(chunk, video, turn if plain else None, embeds, tokens, text)
@@ -383,7 +303,7 @@ class StreamingSession:
         """Build a turn; when it and its reply would overflow the budget, compact (yielding the event)
         and build it again, since a turn depends on what the cache holds. Returns the turn."""
         turn = build()
-        compaction = self._make_room(len(self._segment(turn)), max_new, now)
+        compaction = yield from self._make_room(len(self._segment(turn)), max_new, now)
         if compaction is None:
             return turn
         yield compaction
@@ -403,17 +323,18 @@ class StreamingSession:
         self.context.memory.add(chunk.start, text, chunk.index)
 
     # -- bounded context -------------------------------------------------------------------
-    def _make_room(self, segment_tokens: int, max_new: int, now: float) -> Compaction | None:
-        """Compact when the next step would push the cache past the budget; None when it fits."""
+    def _make_room(self, segment_tokens: int, max_new: int, now: float) -> Iterator:
+        """Compact when the next step would push the cache past the budget. Returns the Compaction,
+        or None when it fits."""
         if self.context.fits(self.runner.length, segment_tokens, max_new):
             return None
         t0 = self._sync()
         before = self.runner.length
-        self._compact(self.context.plan(self.query, now, segment_tokens + max_new))
+        yield from self._compact(self.context.plan(self.query, now, segment_tokens + max_new))
         ms = (self._sync() - t0) * 1e3
         return Compaction(now, before, self.runner.length, ms)
 
-    def _compact(self, plan: CompactContext) -> None:
+    def _compact(self, plan: CompactContext) -> Iterator:
         """Rebuild the cache as a fresh prefill of the compact conversation (positions from 0)."""
         ids, pending = plan.token_ids(self.prompt)
         self.runner.reset()
@@ -422,7 +343,7 @@ class StreamingSession:
         if self.trace is not None:
             self.trace.clear()  # trace indices refer to the conversation in the cache: a new one starts
         if ids:
-            self._prefill(ids, plan.grids, plan.video_embeds())
+            yield from self._prefill(ids, plan.grids, plan.video_embeds())
             self.state.pending, self.state.query_sent = pending, plan.query
         self.state.compactions += 1
 
@@ -437,7 +358,8 @@ class StreamingSession:
         head = [] if pending is None else [pending] + self.prompt.closing(pending)
         return head + turn
 
-    def _prefill(self, turn: list[int], grids: list[tuple[int, int, int]], embeds: torch.Tensor | None) -> torch.Tensor:
+    def _prefill(self, turn: list[int], grids: list[tuple[int, int, int]], embeds: torch.Tensor | None) -> Iterator:
+        """Ask for the segment (pending token, closing tokens, `turn`) to be prefilled. Returns its last logits."""
         ids = self._segment(turn)
         if self.config.positions == "demo" and self.state.tokens:
             positions, next_pos = demo_positions(len(ids), self.state.next_pos)
@@ -445,7 +367,7 @@ class StreamingSession:
             positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad,
                                                     self._merge)
         ids_t = torch.tensor(ids, device=self.device)
-        logits = self.runner.prefill(ids_t, positions.to(self.device), embeds)
+        logits = yield Prefill(ids_t, positions.to(self.device), embeds)
         self.sampler.observe(ids_t)
         self.state.tokens.extend(ids)
         self.state.next_pos, self.state.pending = next_pos, None
@@ -456,15 +378,10 @@ class StreamingSession:
         if self.trace is not None:
             self.trace.append((len(self.state.tokens) - 1, logits.detach().float().cpu()))
 
-    def _decode(self, logits: torch.Tensor, max_new: int, commentary: bool) -> list[int]:
-        tokens: list[int] = []
-        for tokens in self._decode_steps(logits, max_new, commentary):
-            pass
-        return tokens
-
-    def _decode_steps(self, logits: torch.Tensor, max_new: int, commentary: bool) -> Iterator[list[int]]:
-        """Pick tokens until a stop token or `max_new`, yielding the tokens so far after each one.
-        The last picked token is left pending: it opens the next segment."""
+    def _reply(self, logits: torch.Tensor, max_new: int, commentary: bool,
+               emit: Callable[[list[int]], Event] | None = None) -> Iterator:
+        """Pick tokens until a stop token or `max_new`; after each, yield `emit(tokens so far)` when
+        given. Returns the tokens. The last picked token is left pending: it opens the next segment."""
         ids = self.prompt.ids
         stops = ids.stops if commentary else ids.stops - {ids.stream_continues}
         rule = self._select_rule(commentary, stops)
@@ -475,15 +392,17 @@ class StreamingSession:
             for k in range(1, max_new + 1):
                 out.append(token)
                 self.state.pending = token
-                yield out
+                if emit is not None:
+                    yield emit(out)
                 if token in stops or k == max_new or self._stopped:  # stop() ends a reply mid-way
-                    return
+                    return out
                 if picks is None:
                     picks = self._picks(token, rule, max_new - k)
-                token = self._feed(token, rule, k, picks)
+                token = yield from self._feed(token, rule, k, picks)
         finally:
             if picks is not None:
                 picks.close()  # a step run ahead of a stop is undone
+        return out
 
     def _select_rule(self, commentary: bool, stops: frozenset[int]) -> SelectRule:
         cfg = self.config
@@ -502,9 +421,9 @@ class StreamingSession:
         return picks(token, self.state.next_pos, 1, count, lambda lg, k: self.sampler.choose(lg, rule, k), rule,
                      self.sampler.seen)
 
-    def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None) -> int:
-        """Feed a picked token to the model and choose the next: the fast runner's run does both
-        on the GPU; the reference decodes, then selects eagerly."""
+    def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None) -> Iterator:
+        """Feed a picked token to the model and choose the next (returned): the fast runner's run does
+        both on the GPU; otherwise a Decode request, then selection here."""
         position = self.state.next_pos
         self.state.pending = None
         self.state.tokens.append(token)
@@ -512,7 +431,7 @@ class StreamingSession:
         if picks is not None:
             return next(picks)
         self.sampler.observe([token])
-        logits = self.runner.decode(token, position)
+        logits = yield Decode(token, position)
         self._record(logits)
         return int(self.sampler.choose(logits, rule, step))
 
@@ -523,71 +442,6 @@ class StreamingSession:
         text = self.prompt.tokenizer.decode(kept, skip_special_tokens=True)
         text = "".join(c for c in text if c.isprintable() or c == "\n")  # no control bytes in subtitles
         return text.removesuffix(STREAM_CONTINUES).strip()
-
-    # -- questions -------------------------------------------------------------------------
-    def answer(self, question: str) -> Iterator[Answer | Compaction]:
-        """Answer from the cached context and the key frames the question recalls (engine/session/
-        recall.py), streaming an Answer event per token (after a Compaction event when the question
-        and its answer would not fit in the budget)."""
-        asked_at = self.frames.next_time
-        max_new = self.config.answer_max_new_tokens
-        ask = lambda: self.prompt.question_turn(question, first=not self.state.tokens)  # noqa: E731
-        logits, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
-                                                      max_new, asked_at)
-        tokens: list[int] = []
-        for tokens in self._decode_steps(logits, max_new, commentary=False):
-            yield self._answer(question, tokens, False, asked_at, recalled)
-        if mark is not None:
-            self._forget_recall(mark, ask, tokens)
-        if self._stopped:  # cut short: the last event says so, and memory keeps no half answer
-            yield self._answer(question, tokens, False, asked_at, recalled)
-            return
-        self.context.memory.add_answer(asked_at, question, self._text(tokens))
-        yield self._answer(question, tokens, True, asked_at, recalled)
-
-    def _answer(self, question: str, tokens: list[int], done: bool, asked_at: float, recalled: Recalled) -> Answer:
-        return Answer(question, self._text(tokens), done, asked_at, recalled.times, recalled.thumbnails, recalled.note)
-
-    # -- recall (engine/session/recall.py) ---------------------------------------------------
-    def _choose(self, question: str, now: float, question_cost: int) -> list:
-        """Key frames to recall, best first; none without memory or with an empty cache."""
-        if self.recall is None or not self.state.tokens:
-            return []
-        return self.recall.choose(question, now, self.context.video_from, self.recall.budget(self.config, question_cost))
-
-    def _ask(self, ask, chosen: list, max_new: int, now: float):
-        """Prefill the recalled key frames (time order) then the question. When the GPU runs out of
-        memory, retry with the better half. Returns the logits, what was recalled and where to crop."""
-        wanted, used = len(chosen), []
-
-        def build() -> list[int]:
-            used[:] = chosen if self.state.tokens else []  # a compaction may have emptied the cache
-            return self.recall.turns(used) + ask() if used else ask()
-
-        while True:
-            turn = yield from self._turn_with_room(build, max_new, now)
-            mark = Mark.take(self.state, self.runner, self.sampler) if used else None
-            try:
-                embeds = self.recall.upload(used) if used else None
-                logits = self._prefill(turn, Recall.grids(used), embeds)
-            except torch.OutOfMemoryError:
-                if not used:
-                    raise
-                self.runner.crop(mark.cache_length)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                chosen = chosen[:len(used) // 2]
-                continue
-            note = f"GPU memory ran out while recalling: {len(used)} of {wanted} key frames" if len(used) < wanted else ""
-            return logits, Recalled(in_time_order(used), note), mark
-
-    def _forget_recall(self, mark: Mark, ask, tokens: list[int]) -> None:
-        """Crop the recalled video out of the cache, then re-append the question and its answer."""
-        mark.rewind(self.state, self.runner, self.sampler)
-        if self.trace is not None:
-            self.trace[:] = [(i, logits) for i, logits in self.trace if i < mark.n_tokens]
-        self._prefill(ask() + tokens[:-1], [], None)
-        self.state.pending = tokens[-1]
 
     @property
     def conversation_ids(self) -> list[int]:

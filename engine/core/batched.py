@@ -1,0 +1,148 @@
+"""The model work of many sessions in few launches (vLLM's `GPUModelRunner`, for video sessions).
+
+- vision: every pending chunk of one frame size in one pass (Qwen2-VL attends within a temporal
+  patch, so chunks stack along the temporal axis);
+- prefill: pieces of several sessions in one varlen pass: the linears run over all their tokens
+  at once, rotary, cache writes and attention per piece;
+- decode: one step for every decoding session, each token a row.
+
+Each row's rotary, cache write and attention read only its own slab, so what a session gets does
+not depend on who else is in the batch, up to the rounding of the shared matrix products. The
+layer arithmetic is the single-stream fast runner's (engine/runtime/fast.py), reused, not copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
+from engine.model.preprocess import VideoInputs
+from engine.runtime.decode_ops import rms_norm
+from engine.runtime.fast import StaticRunner, _signed
+
+from .kv import KVPool, Slab
+
+NET_CACHE = 16  # tokens of the layer runner's own cache, which the core never uses (slabs hold the KV)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of one session's prefill: `ids` at `positions` (3, n), with the visual embeddings of its video tokens."""
+
+    slab: Slab
+    ids: torch.Tensor
+    positions: torch.Tensor
+    embeds: torch.Tensor | None
+
+
+class BatchedRunner:
+    """Vision, prefill and decode for many sessions, each on its own KV slab of one pool."""
+
+    def __init__(self, model: torch.nn.Module, pool: KVPool):
+        self.net = StaticRunner(model, NET_CACHE, cuda_graphs=False)  # fused weights and the layer functions
+        self.model, self.lm, self.pool = model, self.net.lm, pool
+        self.video_token_id = model.config.video_token_id
+        self.n_layers = len(self.lm.layers)
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.device
+
+    # -- vision --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, videos: list[VideoInputs]) -> list[torch.Tensor]:
+        """Merged visual embeddings of each chunk; chunks of one grid go through the tower together."""
+        out: list[torch.Tensor | None] = [None] * len(videos)
+        by_grid: dict[tuple, list[int]] = {}
+        for i, video in enumerate(videos):
+            by_grid.setdefault(video.grid, []).append(i)
+        for grid, rows in by_grid.items():
+            cos, sin = self.net._rope_for(videos[rows[0]])
+            pixels = torch.cat([videos[i].pixel_values_videos for i in rows])
+            n = len(rows)
+            merged = self.net._vision_eager(pixels, cos.repeat(n, 1), sin.repeat(n, 1), grid[0] * n)
+            for i, part in zip(rows, merged.chunk(n)):
+                out[i] = part
+        return out
+
+    # -- prefill -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, pieces: list[Piece]) -> torch.Tensor:
+        """Append each piece to its slab; float logits of each piece's last token (pieces, vocab)."""
+        for piece in pieces:
+            piece.slab.room_for(piece.ids.numel())
+        ids = torch.cat([p.ids for p in pieces])
+        x = self.lm.embed_tokens(ids[None])
+        video = [p.embeds for p in pieces if p.embeds is not None and p.embeds.numel()]
+        if video:
+            mask = (ids == self.video_token_id)[None, :, None].expand_as(x)
+            x = x.masked_scatter(mask, torch.cat(video).to(x.dtype))
+        cos, sin = self.lm.rotary_emb(x, torch.cat([p.positions for p in pieces], dim=1)[:, None, :])
+        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
+        spans = self._spans([p.ids.numel() for p in pieces])
+        starts = [p.slab.length for p in pieces]
+
+        def write(i, k, v):
+            for p, (lo, hi), start in zip(pieces, spans, starts):
+                p.slab.k[i, :, start:start + hi - lo] = k[:, lo:hi]
+                p.slab.v[i, :, start:start + hi - lo] = v[:, lo:hi]
+
+        def attend(i, q):
+            outs = []
+            for p, (lo, hi), start in zip(pieces, spans, starts):
+                n, end = hi - lo, start + hi - lo  # new tokens see the whole slab and each other causally
+                o = F.scaled_dot_product_attention(q[None, :, lo:hi], p.slab.k[None, i, :, :end],
+                                                   p.slab.v[None, i, :, :end], attn_mask=causal_lower_right(n, end),
+                                                   enable_gqa=True)
+                outs.append(o[0].transpose(0, 1).reshape(n, -1))
+            return torch.cat(outs)
+
+        for i in range(self.n_layers):
+            x = self.net._layer(i, x, cos, sin, write, attend)
+        last = x[0, [hi - 1 for _, hi in spans]]
+        for p in pieces:
+            p.slab.length += p.ids.numel()
+        return self.model.lm_head(rms_norm(last, self.lm.norm)).float()
+
+    @staticmethod
+    def _spans(sizes: list[int]) -> list[tuple[int, int]]:
+        spans, lo = [], 0
+        for n in sizes:
+            spans.append((lo, lo + n))
+            lo += n
+        return spans
+
+    # -- decode --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, rows: list[tuple[Slab, int, int]]) -> torch.Tensor:
+        """Feed one token to each (slab, token, position); float logits (rows, vocab)."""
+        slabs = [slab for slab, _, _ in rows]
+        for slab in slabs:
+            slab.room_for(1)
+        host = torch.tensor([[token, position, slab.index, slab.length] for slab, token, position in rows])
+        tokens, positions, index, slots = host.to(self.device).unbind(1)
+        x = self.lm.embed_tokens(tokens[None])
+        cos, sin = self.net._text_rope(positions, x.dtype)
+        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
+        ends = [slab.length + 1 for slab in slabs]
+
+        def write(i, k, v):  # k, v: (kv_heads, rows, head_dim), row b to slot slots[b] of slab index[b]
+            self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
+            self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
+
+        def attend(i, q):  # q: (heads, rows, head_dim); each row over its own slab
+            outs = []
+            for b, (slab, end) in enumerate(zip(slabs, ends)):
+                o = F.scaled_dot_product_attention(q[None, :, b:b + 1], slab.k[None, i, :, :end],
+                                                   slab.v[None, i, :, :end], enable_gqa=True)
+                outs.append(o[0].transpose(0, 1).reshape(1, -1))
+            return torch.cat(outs)
+
+        for i in range(self.n_layers):
+            x = self.net._layer(i, x, cos, sin, write, attend)
+        for slab in slabs:
+            slab.length += 1
+        return self.model.lm_head(rms_norm(x[0], self.lm.norm)).float()

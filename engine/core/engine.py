@@ -1,0 +1,298 @@
+"""The engine core: many live sessions on one model, their model work batched (vLLM's
+`EngineCore.step`, for bounded video sessions).
+
+A session is per-stream state (engine/session/session.py): its work is a generator that yields
+events, model requests and IDLE. Each `step` advances every session that can go on to its next
+request, then runs the requests of all sessions as few batched launches (engine/core/batched.py):
+one decode step for every decoding session, prefill pieces in deadline order under a token
+budget, vision of every pending chunk. Sessions live in slabs of one KV pool sized for
+`sessions`; a live stream that would push the others past real time is refused.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import torch
+
+from engine.capture.frames import RingBuffer
+from engine.defaults import KV_BUDGET
+from engine.errors import LiveCCError, OutOfMemoryError
+from engine.model.loading import LoadedModel
+from engine.session.config import SessionConfig
+from engine.session.events import Answer, Commentary, Event
+from engine.session.session import StreamingSession
+from engine.session.steps import IDLE, Decode, Encode, Prefill
+
+from .batched import BatchedRunner
+from .kv import KVPool, Slab
+from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, plan_prefill, sync_time
+
+VISION_BATCH = 32  # chunks through the vision tower in one step at most
+CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
+_END = object()
+
+
+@dataclass
+class Lane:
+    """One session in the core, and what it waits for."""
+
+    session: StreamingSession
+    slab: Slab
+    steps: Iterator
+    on_event: Callable[[Event], None]
+    on_end: Callable[[BaseException | None], None]
+    waiting: object = None  # the request being served, IDLE, or None: ready to go on
+    result: object = None
+    error: BaseException | None = None
+    poked: bool = True  # a frame or a command arrived since it went idle
+    deadline: float | None = None
+    job: PrefillJob | None = None
+    ended: bool = False
+
+    def resolve(self, result=None, error: BaseException | None = None) -> None:
+        self.waiting, self.result, self.error, self.job = None, result, error, None
+
+
+class Stream:
+    """A front end's handle on one session of the core: commands in, events out."""
+
+    def __init__(self, core: "EngineCore", session: StreamingSession):
+        self.core, self.session = core, session
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def ask(self, question: str) -> None:
+        self.session.ask(question)
+
+    def set_query(self, text: str) -> None:
+        self.session.set_query(text)
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def seek(self, seconds: float, reposition=None) -> None:
+        self.session.seek(seconds, reposition)
+
+    def stop(self) -> None:
+        self.session.stop()
+
+    def put(self, event: Event) -> None:
+        self._events.put(event)
+
+    def end(self, error: BaseException | None) -> None:
+        self._events.put((_END, error))
+
+    def events(self) -> Iterator[Event]:
+        """The session's events until it ends (re-raising its error), for a consumer thread."""
+        while True:
+            item = self._events.get()
+            if isinstance(item, tuple) and item and item[0] is _END:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+
+
+class EngineCore:
+    """Sessions of one loaded model, stepped together."""
+
+    def __init__(self, loaded: LoadedModel, sessions: int = 8, kv_budget: int = KV_BUDGET,
+                 step_tokens: int = STEP_TOKENS):
+        self.loaded, self.kv_budget, self.step_tokens = loaded, kv_budget, step_tokens
+        self.pool = KVPool.for_model(loaded.model, kv_budget + CACHE_MARGIN, sessions)
+        self.runner = BatchedRunner(loaded.model, self.pool)
+        self.load = Load()
+        self.lanes: list[Lane] = []
+        self._incoming: list[Lane] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    # -- sessions (any thread) --------------------------------------------------------------
+    def open(self, buffer: RingBuffer, config: SessionConfig | None = None,
+             on_event: Callable[[Event], None] | None = None,
+             on_end: Callable[[BaseException | None], None] | None = None) -> Stream:
+        """Add a session reading `buffer`. Its events go to `on_event` (called on the engine thread)
+        or, without it, to the stream's `events()`. Raises PoolFullError or BusyError when it does not fit."""
+        config = self._fitted(config or SessionConfig())
+        with self._lock:
+            live = sum(lane.session.config.live for lane in self.lanes + self._incoming)
+            if config.live and not self.load.admits(live):
+                raise BusyError(f"{self.load.describe(live)}: one more would fall behind real time",
+                                "try again later, or use another GPU")
+            slab = self.pool.take()
+        try:
+            session = StreamingSession(self.loaded, config, runner=slab, overlap=False)
+        except BaseException:
+            with self._lock:
+                self.pool.give(slab)
+            raise
+        stream = Stream(self, session)
+        lane = Lane(session, slab, session.steps(buffer), on_event or stream.put, on_end or stream.end)
+        buffer.listen(lambda: self._poke(lane))
+        with self._lock:
+            self._incoming.append(lane)
+        self._wake.set()
+        return stream
+
+    def _fitted(self, config: SessionConfig) -> SessionConfig:
+        if config.kv_budget <= self.kv_budget:
+            return config
+        try:
+            return replace(config, kv_budget=self.kv_budget)
+        except ValueError as exc:
+            raise LiveCCError(f"the engine's sessions hold {self.kv_budget} tokens, too few for these settings "
+                              f"({exc})", "lower --max-answer-tokens or --memory-tokens") from None
+
+    def _poke(self, lane: Lane) -> None:
+        lane.poked = True
+        self._wake.set()
+
+    @property
+    def sessions(self) -> int:
+        with self._lock:
+            return len(self.lanes) + len(self._incoming)
+
+    # -- the loop (the engine thread) ---------------------------------------------------------
+    def step(self) -> bool:
+        """Advance every session that can go on, then run their requests batched. False when
+        there was nothing to do (every session waits for frames or commands)."""
+        with self._lock:
+            self.lanes += self._incoming
+            self._incoming.clear()
+        advanced = False
+        for lane in self.lanes:
+            if lane.waiting is None or (lane.waiting is IDLE and lane.poked):
+                self._advance(lane)
+                advanced = True
+        ran = self._run_requests()
+        self._reap()
+        return advanced or ran
+
+    def run_until_done(self) -> None:
+        """Step in this thread until every session opened so far has ended."""
+        while self.sessions:
+            self._wake.clear()
+            if not self.step():
+                self._wake.wait(timeout=0.5)  # a buffer or command pokes it; the timeout is a safety net
+
+    def start(self) -> None:
+        """Step on a background engine thread until close() (for front ends that stay open)."""
+        self._thread = threading.Thread(target=self._serve, name="livecc-engine-core", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            if not self.step():
+                self._wake.wait(timeout=0.5)
+
+    def close(self) -> None:
+        """Stop every session and the engine thread."""
+        with self._lock:
+            lanes = self.lanes + self._incoming
+        for lane in lanes:
+            lane.session.stop()
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _advance(self, lane: Lane) -> None:
+        """Run the session's generator to its next request or IDLE, delivering its events."""
+        send, error = lane.result, lane.error
+        lane.result, lane.error, lane.poked = None, None, False
+        while True:
+            try:
+                item = lane.steps.throw(error) if error is not None else lane.steps.send(send)
+                send = error = None
+                if item is IDLE or isinstance(item, (Encode, Prefill, Decode)):
+                    self._wait_on(lane, item)
+                    return
+                lane.on_event(item)
+                if isinstance(item, Commentary) or (isinstance(item, Answer) and item.done):
+                    lane.deadline = None
+            except StopIteration:
+                return self._end(lane, None)
+            except Exception as exc:  # noqa: BLE001 - this session's failure, reported to it; the others go on
+                lane.steps.close()
+                return self._end(lane, exc)
+
+    def _wait_on(self, lane: Lane, item) -> None:
+        lane.waiting = item
+        now = time.monotonic()
+        if item is IDLE:
+            lane.deadline = None
+        elif isinstance(item, Encode):
+            lane.deadline = now + CAPTURE_TO_CAPTION_S
+        elif lane.deadline is None:
+            lane.deadline = now  # a question, or a compaction it needs: as soon as possible
+
+    def _end(self, lane: Lane, error: BaseException | None) -> None:
+        if isinstance(error, torch.OutOfMemoryError):
+            error = OutOfMemoryError("GPU out of memory: serve fewer sessions, lower --max-pixels, or use "
+                                     "--quantize int4")
+        lane.ended = True
+        lane.on_end(error)
+
+    def _reap(self) -> None:
+        ended = [lane for lane in self.lanes if lane.ended]
+        if not ended:
+            return
+        self.lanes = [lane for lane in self.lanes if not lane.ended]
+        with self._lock:
+            for lane in ended:
+                self.pool.give(lane.slab)
+
+    # -- batched model work ------------------------------------------------------------------
+    def _run_requests(self) -> bool:
+        decodes = [lane for lane in self.lanes if isinstance(lane.waiting, Decode)]
+        prefills = [lane for lane in self.lanes if isinstance(lane.waiting, Prefill)]
+        encodes = [lane for lane in self.lanes if isinstance(lane.waiting, Encode)][:VISION_BATCH]
+        if not (decodes or prefills or encodes):
+            return False
+        t0 = sync_time(self.runner.device)
+        self._batch(decodes, lambda: self.runner.decode(
+            [(lane.slab, lane.waiting.token, lane.waiting.position) for lane in decodes]))
+        self._prefill(prefills, self.step_tokens - len(decodes))
+        self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
+        self.load.add(sync_time(self.runner.device) - t0)
+        return True
+
+    @staticmethod
+    def _batch(lanes: list[Lane], run) -> None:
+        """Run one batched request and hand each lane its row, or the error to all of them."""
+        if not lanes:
+            return
+        try:
+            results = run()
+        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
+            for lane in lanes:
+                lane.resolve(error=exc)
+            return
+        for lane, result in zip(lanes, results):
+            lane.resolve(result)
+
+    def _prefill(self, lanes: list[Lane], budget: int) -> None:
+        video_token = self.loaded.model.config.video_token_id
+        for lane in lanes:
+            if lane.job is None:
+                lane.job = PrefillJob(lane.slab, lane.waiting, lane.deadline or time.monotonic(), video_token)
+        chosen = plan_prefill([lane.job for lane in lanes], budget)
+        if not chosen:
+            return
+        owner = {id(lane.job): lane for lane in lanes}
+        try:
+            logits = self.runner.prefill([piece for _, piece in chosen])
+        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
+            for job, _ in chosen:
+                owner[id(job)].resolve(error=exc)
+            return
+        for (job, _), row in zip(chosen, logits):
+            if job.finished:
+                owner[id(job)].resolve(row)

@@ -1,0 +1,171 @@
+"""The engine core batches sessions without changing them (issue 21, acceptance 1): for every
+composition of the batch, each session's tokens equal that session run alone in the core, and the
+core with one session equals today's single-stream session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from engine.capture.frames import Frame, RingBuffer
+from engine.core.engine import EngineCore
+from engine.core.kv import PoolFullError
+from engine.session.events import Answer, Commentary, Compaction, StreamEnded
+from engine.session.session import SessionConfig, StreamingSession
+from videos import synthetic_frame
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@dataclass
+class Scenario:
+    """One session: its video, its settings, and the commands it gets at observed events."""
+
+    name: str
+    seconds: float
+    width: int = 112
+    height: int = 84
+    kv_budget: int = 4096
+    start_after: int = 0  # engine steps run before this session opens
+    ask_after: dict[int, str] = field(default_factory=dict)  # chunk index -> question asked after its comment
+    reset_after: int | None = None
+    stop_after: int | None = None
+
+    def config(self) -> SessionConfig:
+        return SessionConfig(max_pixels=self.width * self.height, min_pixels=28 * 28, max_new_tokens=6,
+                             answer_max_new_tokens=8, kv_budget=self.kv_budget, memory_tokens=32)
+
+    def buffer(self) -> RingBuffer:
+        """Every frame at 2 fps, already there and closed: what the session sees does not depend on timing."""
+        n = int(self.seconds * 2)
+        buffer = RingBuffer(n + 1)
+        shift = sum(map(ord, self.name)) % 7  # each session its own picture
+        for i in range(n):
+            buffer.put(Frame(synthetic_frame(i * 0.5 + shift, self.width, self.height), i * 0.5))
+        buffer.close()
+        return buffer
+
+
+class Record:
+    """What a session said, and the commands it is given as its events arrive."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario, self.stream = scenario, None
+        self.said: list[tuple] = []
+        self.compactions = 0
+        self.ended = False
+        self.error: BaseException | None = None
+
+    def on_event(self, event) -> None:
+        s = self.scenario
+        if isinstance(event, Commentary):
+            self.said.append(("comment", event.chunk_index, event.text))
+            if event.chunk_index in s.ask_after:
+                self.stream.ask(s.ask_after[event.chunk_index])
+            if event.chunk_index == s.reset_after:
+                self.stream.reset()
+            if event.chunk_index == s.stop_after:
+                self.stream.stop()
+        elif isinstance(event, Answer) and event.done:
+            self.said.append(("answer", event.question, event.text))
+        elif isinstance(event, Compaction):
+            self.compactions += 1
+        elif isinstance(event, StreamEnded):
+            self.said.append(("end",))
+
+    def on_end(self, error) -> None:
+        self.ended, self.error = True, error
+
+
+BATCHES: list[tuple[str, int]] = []  # (what, rows) of every batched call of the last run_core
+
+
+def counting(name: str, run):
+    def counted(rows):
+        BATCHES.append((name, len(rows)))
+        return run(rows)
+    return counted
+
+
+def run_core(loaded, scenarios: list[Scenario], sessions: int = 8) -> dict[str, tuple]:
+    """Run the scenarios as concurrent sessions of one core; each one's words and final conversation."""
+    core = EngineCore(loaded, sessions=sessions, kv_budget=4096)
+    BATCHES.clear()
+    for name in ("decode", "prefill", "encode"):
+        setattr(core.runner, name, counting(name, getattr(core.runner, name)))
+    records, opened = {}, {}
+    pending = sorted(scenarios, key=lambda s: s.start_after)
+    steps = 0
+    while pending or core.sessions:
+        while pending and pending[0].start_after <= steps:
+            s = pending.pop(0)
+            record = records[s.name] = Record(s)
+            record.stream = core.open(s.buffer(), s.config(), record.on_event, record.on_end)
+            opened[s.name] = record.stream.session
+        core.step()
+        steps += 1
+    for record in records.values():
+        assert record.ended and record.error is None
+    return {name: (records[name].said, opened[name].conversation_ids, records[name].compactions) for name in records}
+
+
+SCENARIOS = [
+    Scenario("a", 8.0, ask_after={3: "What is moving?"}),
+    Scenario("b", 6.0, width=140, height=112, start_after=3, kv_budget=220),
+    Scenario("c", 9.0, start_after=7, kv_budget=260, ask_after={5: "Which colour is it?"}),
+    Scenario("d", 7.0, width=84, height=84, start_after=1, reset_after=2),
+    Scenario("e", 10.0, start_after=12, stop_after=6),
+    Scenario("f", 5.0, width=168, height=112, start_after=2, ask_after={2: "Is it over?"}),
+    Scenario("g", 6.0, start_after=20, kv_budget=200),
+    Scenario("h", 8.0, width=84, height=112, start_after=5, ask_after={1: "What is it?", 4: "And now?"}),
+]
+
+
+@pytest.fixture(scope="module")
+def alone(tiny_loaded) -> dict[str, tuple]:
+    """Each scenario in a core of its own (opened at once: when it starts does not matter alone)."""
+    return {s.name: run_core(tiny_loaded, [Scenario(**{**s.__dict__, "start_after": 0})])[s.name]
+            for s in SCENARIOS}
+
+
+@pytest.mark.parametrize("names", ["ab", "cdh", "abcdefgh", "efg"])
+def test_each_session_says_what_it_says_alone(tiny_loaded, alone, names):
+    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
+    shared = ("decode", "prefill", "encode") if len(names) == len(SCENARIOS) else ("decode",)
+    for what in shared:  # the sessions really shared launches
+        assert max(rows for name, rows in BATCHES if name == what) >= 2, what
+    for name in names:
+        assert together[name] == alone[name], f"session {name} changed in the batch {names}"
+
+
+def test_the_scenarios_cover_what_the_issue_lists(alone):
+    """Different starts, compactions at different moments, questions mid-stream, a reset, an early end."""
+    compacted_at = {name: said for name, (said, _, compactions) in alone.items() if compactions}
+    assert len(compacted_at) >= 3
+    assert sum(1 for said, _, _ in alone.values() for item in said if item[0] == "answer") >= 5
+    assert alone["e"][0][-1][0] == "comment"  # stopped after its 7th comment: no end of stream
+    assert len([x for x in alone["e"][0] if x[0] == "comment"]) == 7
+    assert all(said[-1] == ("end",) for name, (said, _, _) in alone.items() if name != "e")
+
+
+def test_one_session_in_the_core_says_what_the_single_stream_session_says(tiny_loaded, alone):
+    for s in (SCENARIOS[0], SCENARIOS[2]):
+        session = StreamingSession(tiny_loaded, s.config())
+        record = Record(s)
+        record.stream = session
+        for event in session.run(s.buffer()):
+            record.on_event(event)
+        assert (record.said, session.conversation_ids, record.compactions) == alone[s.name]
+
+
+def test_a_full_pool_refuses_one_more_session(tiny_loaded):
+    core = EngineCore(tiny_loaded, sessions=2, kv_budget=1024)
+    first = core.open(Scenario("x", 2.0).buffer(), Scenario("x", 2.0).config())
+    core.open(Scenario("y", 2.0).buffer(), Scenario("y", 2.0).config())
+    with pytest.raises(PoolFullError, match="all 2 session slots are in use"):
+        core.open(Scenario("z", 2.0).buffer(), Scenario("z", 2.0).config())
+    first.stop()
+    core.run_until_done()
+    assert core.pool.free == 2
+    core.open(Scenario("z", 2.0).buffer(), Scenario("z", 2.0).config())  # a slot came back
