@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from engine import flags
 from engine.model.preprocess import VideoInputs
 from engine.runtime.decode_ops import rms_norm
 from engine.runtime.fast import StaticRunner, _signed
@@ -46,6 +49,17 @@ class BatchedRunner:
         self.model, self.lm, self.pool = model, self.net.lm, pool
         self.video_token_id = model.config.video_token_id
         self.n_layers = len(self.lm.layers)
+        self._flash = self._make_flash()
+
+    def _make_flash(self):
+        """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
+        if self.device.type != "cuda" or flags.get("LIVECC_NO_TRITON"):
+            return None
+        from engine.runtime.triton_attention import FlashDecode
+
+        net = self.net
+        return FlashDecode(net.n_kv, net.n_heads // net.n_kv, net.head_dim, self.pool.capacity, self.device,
+                           rows=self.pool.slabs)
 
     @property
     def device(self) -> torch.device:
@@ -133,6 +147,30 @@ class BatchedRunner:
             self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
             self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
 
+        if self._flash is not None:
+            attend = self._attend_flash(index, slots + 1)
+        else:
+            attend = self._attend_rows(slabs, ends)
+        for i in range(self.n_layers):
+            x = self.net._layer(i, x, cos, sin, write, attend)
+        for slab in slabs:
+            slab.length += 1
+        return self.model.lm_head(rms_norm(x[0], self.lm.norm)).float()
+
+    def _attend_flash(self, index: torch.Tensor, lengths: torch.Tensor):
+        net = self.net
+        scale, groups = 1.0 / math.sqrt(net.head_dim), net.n_heads // net.n_kv
+
+        def attend(i, q):  # q: (heads, rows, head_dim) -> (rows, kv_heads, groups, head_dim)
+            rows = q.shape[1]
+            grouped = q.reshape(net.n_kv, groups, rows, net.head_dim).permute(2, 0, 1, 3)
+            out = self._flash.batched(grouped, self.pool.k[i], self.pool.v[i], lengths, index, scale)
+            return out.reshape(rows, -1)
+
+        return attend
+
+    @staticmethod
+    def _attend_rows(slabs: list[Slab], ends: list[int]):
         def attend(i, q):  # q: (heads, rows, head_dim); each row over its own slab
             outs = []
             for b, (slab, end) in enumerate(zip(slabs, ends)):
@@ -141,8 +179,4 @@ class BatchedRunner:
                 outs.append(o[0].transpose(0, 1).reshape(1, -1))
             return torch.cat(outs)
 
-        for i in range(self.n_layers):
-            x = self.net._layer(i, x, cos, sin, write, attend)
-        for slab in slabs:
-            slab.length += 1
-        return self.model.lm_head(rms_norm(x[0], self.lm.norm)).float()
+        return attend

@@ -83,9 +83,11 @@ class Load:
     window_s: float = LOAD_WINDOW_S
     _busy: deque = field(default_factory=deque)  # (end time, seconds busy) of recent steps
     started: float = field(default_factory=time.monotonic)
+    total_s: float = 0.0  # busy since the start (benchmarks: the busy fraction of a whole run)
 
     def add(self, seconds: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        self.total_s += seconds
         self._busy.append((now, seconds))
         while self._busy and self._busy[0][0] < now - self.window_s:
             self._busy.popleft()

@@ -21,13 +21,18 @@ BLOCK_N = 64
 
 
 @triton.jit
-def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, m_ptr, l_ptr, scale,
-                  stride_qh, stride_qg, stride_kh, stride_kn, stride_vh, stride_vn,
-                  G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
+def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, slab_ptr, part_ptr, m_ptr, l_ptr, scale,
+                  stride_qb, stride_qh, stride_qg, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                  H: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
                   BLOCK: tl.constexpr, S: tl.constexpr):
     h = tl.program_id(0)
     s = tl.program_id(1)
-    length = tl.load(len_ptr)
+    b = tl.program_id(2)  # the row: one session's query, over the cache slab `slab_ptr[b]`
+    length = tl.load(len_ptr + b)
+    slab = tl.load(slab_ptr + b)
+    q_ptr += b * stride_qb
+    k_ptr += slab * stride_kb
+    v_ptr += slab * stride_vb
     start = s * CHUNK
     end = tl.minimum(start + CHUNK, length)
     offs_g = tl.arange(0, GP)
@@ -52,49 +57,63 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, part_ptr, m_ptr, l_ptr, scale,
                     mask=valid[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         m_i = m_new
-    row = (h * S + s) * GP + offs_g
+    row = ((b * H + h) * S + s) * GP + offs_g
     tl.store(m_ptr + row, m_i)
     tl.store(l_ptr + row, l_i)
     tl.store(part_ptr + row[:, None] * D + offs_d[None, :], acc)
 
 
 @triton.jit
-def _merge_kernel(part_ptr, m_ptr, l_ptr, out_ptr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                  S: tl.constexpr):
+def _merge_kernel(part_ptr, m_ptr, l_ptr, out_ptr, H: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                  D: tl.constexpr, S: tl.constexpr):
     h = tl.program_id(0)
     g = tl.program_id(1)
+    b = tl.program_id(2)
     offs_s = tl.arange(0, S)
     offs_d = tl.arange(0, D)
-    rows = (h * S + offs_s) * GP + g
+    rows = ((b * H + h) * S + offs_s) * GP + g
     m = tl.load(m_ptr + rows)
     l = tl.load(l_ptr + rows)
     m_max = tl.max(m, 0)
     w = tl.where(l > 0, tl.exp(m - m_max), 0.0)  # empty slices (past the length) weigh nothing
     acc = tl.load(part_ptr + rows[:, None] * D + offs_d[None, :])
     out = tl.sum(acc * w[:, None], 0) / tl.sum(w * l, 0)
-    tl.store(out_ptr + (h * G + g) * D + offs_d, out.to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr + ((b * H + h) * G + g) * D + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
 class FlashDecode:
     """Attention of grouped queries (kv_heads, groups, d) over keys/values (kv_heads, capacity, d)
-    up to a device-side length. Scratch buffers are allocated once, so calls can be graph-captured."""
+    up to a device-side length; or, batched, of queries (rows, kv_heads, groups, d), row b over the
+    slab `slabs[b]` of keys/values (slabs, kv_heads, capacity, d) up to `lengths[b]` (the engine
+    core's decode step). Scratch buffers are allocated once, so calls can be graph-captured."""
 
-    def __init__(self, kv_heads: int, groups: int, head_dim: int, capacity: int, device: torch.device):
-        self.kv_heads, self.groups, self.head_dim = kv_heads, groups, head_dim
+    def __init__(self, kv_heads: int, groups: int, head_dim: int, capacity: int, device: torch.device,
+                 rows: int = 1):
+        self.kv_heads, self.groups, self.head_dim, self.rows = kv_heads, groups, head_dim, rows
         self.gp = max(16, triton.next_power_of_2(groups))  # tl.dot needs 16 rows
         self.chunk = triton.cdiv(triton.cdiv(capacity, SPLITS), BLOCK_N) * BLOCK_N
-        rows = kv_heads * SPLITS * self.gp
-        self.part = torch.empty(rows, head_dim, dtype=torch.float32, device=device)
-        self.m = torch.empty(rows, dtype=torch.float32, device=device)
-        self.l = torch.empty(rows, dtype=torch.float32, device=device)
+        n = rows * kv_heads * SPLITS * self.gp
+        self.part = torch.empty(n, head_dim, dtype=torch.float32, device=device)
+        self.m = torch.empty(n, dtype=torch.float32, device=device)
+        self.l = torch.empty(n, dtype=torch.float32, device=device)
+        self._slab0 = torch.zeros(1, dtype=torch.long, device=device)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor,
                  scale: float) -> torch.Tensor:
-        out = torch.empty_like(q)
-        _split_kernel[(self.kv_heads, SPLITS)](
-            q, k, v, length, self.part, self.m, self.l, scale,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            G=self.groups, GP=self.gp, D=self.head_dim, CHUNK=self.chunk, BLOCK=BLOCK_N, S=SPLITS)
-        _merge_kernel[(self.kv_heads, self.groups)](self.part, self.m, self.l, out, G=self.groups, GP=self.gp,
-                                                    D=self.head_dim, S=SPLITS)
+        """One query's groups (kv_heads, groups, d) over one cache (kv_heads, capacity, d)."""
+        return self.batched(q[None], k[None], v[None], length, self._slab0, scale)[0]
+
+    def batched(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                slabs: torch.Tensor, scale: float) -> torch.Tensor:
+        rows = q.shape[0]
+        if rows > self.rows:
+            raise ValueError(f"{rows} rows, scratch for {self.rows}")
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # the merge writes it densely
+        _split_kernel[(self.kv_heads, SPLITS, rows)](
+            q, k, v, lengths, slabs, self.part, self.m, self.l, scale,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2),
+            H=self.kv_heads, G=self.groups, GP=self.gp, D=self.head_dim, CHUNK=self.chunk, BLOCK=BLOCK_N, S=SPLITS)
+        _merge_kernel[(self.kv_heads, self.groups, rows)](self.part, self.m, self.l, out, H=self.kv_heads,
+                                                          G=self.groups, GP=self.gp, D=self.head_dim, S=SPLITS)
         return out

@@ -1,0 +1,250 @@
+"""Many live streams on one GPU: how many real-time streams the engine core serves.
+
+    python benchmarks/bench_streams.py [--streams 1,2,4,8,16,24,32,48,64] [--precisions bf16,int4]
+                                       [--seconds 20] [--agreement-seconds 300] [--out DIR]
+    python benchmarks/bench_streams.py --smoke     # CPU: the tiny model, 1 and 2 streams, seconds
+
+No download: the LiveCC-7B architecture with random weights (bench_engine.build_random). N
+synthetic 1080p 30 fps sources are paced in real time, each started at its own phase (stream k
+at k/N s), as live sessions of one EngineCore (a live session skips ahead when behind, and says
+so in its Stats). Caption latency runs from the capture of a chunk's last frame to its
+Commentary event; every chunk decodes its 16 tokens (EOS ignored), the worst case. The first
+WARM_S seconds of each stream are not counted (Triton compiles, the allocator grows). Rows go
+up in N and stop at the first N whose streams fall behind (a skipped chunk, or caption p95 over
+0.5 s). Also measured in the same run: the single-stream chunk p50 of today's path
+(StreamingSession.run, CUDA graphs) against the core with one session, and the token agreement
+of one stream run alone and in a batch of 8, over `--agreement-seconds` of video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from bench_engine import SyntheticSource, build_random, device_label, pct, quantized_model, write_outputs  # noqa: E402
+from bench_live import PERIOD, PacedSource  # noqa: E402
+from engine.capture.frames import RingBuffer  # noqa: E402
+from engine.core.engine import EngineCore  # noqa: E402
+from engine.session.events import Commentary, Stats  # noqa: E402
+from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
+from videos import synthetic_frame  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WARM_S = 5.0
+CAPTION_P95_S = 0.5
+KV_BUDGET = 8192  # per session: the context the issue's arithmetic assumes (8k)
+
+
+def config(smoke: bool, live: bool = True) -> SessionConfig:
+    small = dict(max_pixels=160 * 112, min_pixels=28 * 28, memory_tokens=64) if smoke else {}
+    return SessionConfig(live=live, ignore_eos=True, max_new_tokens=16, answer_max_new_tokens=64, kv_budget=KV_BUDGET,
+                         memory=not live, **small)
+
+
+class Listener:
+    """One stream's comments (chunk end, when the event came) and stats."""
+
+    def __init__(self, source: PacedSource):
+        self.source, self.comments, self.stats = source, [], []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def on_event(self, event) -> None:
+        if isinstance(event, Commentary):
+            self.comments.append((event.end, time.monotonic()))
+        elif isinstance(event, Stats):
+            self.stats.append(event)
+
+    def on_end(self, error) -> None:
+        self.error = error
+        self.done.set()
+
+    def latencies(self) -> list[float]:
+        return [at - self.source.capture_time(end - PERIOD) for end, at in self.comments if end > WARM_S]
+
+
+def images(smoke: bool) -> list:
+    w, h = (160, 112) if smoke else (1920, 1080)
+    return [synthetic_frame(t * 0.37, w, h) for t in range(16)]
+
+
+def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list) -> dict:
+    """N paced live streams through one core; the row of the results table."""
+    _free()
+    core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET)
+    core.start()
+    listeners = []
+    t0 = time.monotonic()
+    for k in range(n):
+        time.sleep(max(0.0, t0 + k / n - time.monotonic()))  # stream k starts at phase k/N s
+        buffer = RingBuffer(64)
+        source = PacedSource(seconds, pictures[k % len(pictures):] + pictures[:k % len(pictures)])
+        listener = Listener(source)
+        core.open(buffer, config(smoke), listener.on_event, listener.on_end)
+        source.start(buffer)
+        listeners.append(listener)
+    for listener in listeners:
+        listener.done.wait(timeout=seconds + 120)
+    elapsed = time.monotonic() - t0
+    core.close()
+    errors = [repr(x.error) for x in listeners if x.error is not None]
+    latency = [v for x in listeners for v in x.latencies()]
+    chunk_ms = [s.total_ms for x in listeners for s in x.stats if s.end > WARM_S]
+    skipped = sum(x.stats[-1].chunks_skipped for x in listeners if x.stats)
+    row = {"streams": n, "precision": loaded.precision, "caption_latency_s": spread(latency),
+           "skipped_chunks": skipped, "chunk_ms": {k: v for k, v in spread(chunk_ms).items() if k != "max"},
+           "gpu_busy_fraction": round(core.load.total_s / elapsed, 3), "peak_memory_gb": _peak_gb(),
+           "slab_gb": round(core.pool.slab_bytes / 2**30, 3),
+           "max_context": max((s.cache_tokens for x in listeners for s in x.stats), default=0), "errors": errors}
+    row["realtime"] = not errors and skipped == 0 and bool(latency) and row["caption_latency_s"]["p95"] <= CAPTION_P95_S
+    print(json.dumps(row), flush=True)
+    del core
+    return row
+
+
+def today_p50(loaded, seconds: float, smoke: bool, pictures: list) -> float:
+    """Chunk p50 of the single-stream path (StreamingSession.run on its fast runner), one paced live stream."""
+    _free()
+    session = StreamingSession(loaded, config(smoke))
+    buffer = RingBuffer(64)
+    PacedSource(seconds, pictures).start(buffer)
+    stats = [e for e in session.run(buffer) if isinstance(e, Stats) and e.end > WARM_S]
+    return round(pct([s.total_ms for s in stats], 50), 1)
+
+
+def agreement(loaded, seconds: float, smoke: bool, batch: int = 8) -> dict:
+    """Comments of stream 0 alone and in a batch of `batch` streams (files: no skipping), compared."""
+    def run(n: int) -> list[str]:
+        _free()
+        core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET)
+        said: list[list[str]] = [[] for _ in range(n)]
+        for k in range(n):
+            buffer = RingBuffer(64)
+            size = (112, 160) if smoke else (1080, 1920)
+            source = SyntheticSource(seconds, size=size)
+            source.images = source.images[k:] + source.images[:k]
+            core.open(buffer, config(smoke, live=False),
+                      lambda e, k=k: said[k].append(e.text) if isinstance(e, Commentary) else None)
+            source.start(buffer)
+        core.run_until_done()
+        return said[0]
+
+    alone, batched = run(1), run(batch)
+    same = sum(a == b for a, b in zip(alone, batched))
+    first = next((i for i, (a, b) in enumerate(zip(alone, batched)) if a != b), None)
+    return {"seconds": seconds, "batch": batch, "comments": len(alone), "identical_comments": same,
+            "fraction": round(same / max(1, len(alone)), 3), "first_difference_chunk": first}
+
+
+def spread(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    return {"p50": round(pct(values, 50), 3), "p95": round(pct(values, 95), 3), "max": round(max(values), 3)}
+
+
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb() -> float:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else 0.0
+
+
+def build(precision: str, smoke: bool):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = "small" if smoke else "7b"
+    if precision == "bf16":
+        loaded = build_random(shape, torch.bfloat16 if device == "cuda" else torch.float32, device)
+        loaded.precision = "bf16"
+        return loaded
+    return quantized_model(precision, shape, torch.bfloat16, device)
+
+
+def main() -> None:
+    global KV_BUDGET
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--streams", default="1,2,4,8,16,24,32,48,64")
+    ap.add_argument("--precisions", default="bf16,int4")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--agreement-seconds", type=float, default=None, help="default 300 (smoke: 6)")
+    ap.add_argument("--kv-budget", type=int, default=KV_BUDGET, help="tokens of KV cache a session")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.smoke:
+        args.streams, args.precisions, args.seconds = "1,2", "bf16", 8.0
+    if args.agreement_seconds is None:
+        args.agreement_seconds = 6.0 if args.smoke else 300.0
+    KV_BUDGET = args.kv_budget
+    pictures = images(args.smoke)
+    result = {"date": dt.date.today().isoformat(), "device": device_label("cuda" if torch.cuda.is_available() else "cpu"),
+              "seconds_per_row": args.seconds, "kv_budget": KV_BUDGET, "rows": [], "max_realtime_streams": {}}
+    for precision in args.precisions.split(","):
+        loaded = build(precision, args.smoke)
+        if precision == "bf16":
+            result["single_stream_chunk_p50_ms"] = {"today": today_p50(loaded, args.seconds, args.smoke, pictures)}
+        best = 0
+        for n in map(int, args.streams.split(",")):
+            row = run_row(loaded, n, args.seconds, args.smoke, pictures)
+            result["rows"].append(row)
+            write(result, args.out, quiet=True)  # what a crash later in the run must not lose
+            if precision == "bf16" and n == 1:
+                result["single_stream_chunk_p50_ms"]["core"] = row["chunk_ms"]["p50"]
+            if not row["realtime"]:
+                break
+            best = n
+        result["max_realtime_streams"][precision] = best
+        if precision == "bf16" and args.agreement_seconds > 0:
+            result["agreement"] = agreement(loaded, args.agreement_seconds, args.smoke)
+            write(result, args.out, quiet=True)
+        del loaded
+        _free()
+    write(result, args.out)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Streams on one GPU: {result['device']}, {result['date']}", "",
+             f"Random LiveCC-7B weights, paced 1080p live streams, 16 tokens a chunk, KV budget {result['kv_budget']} "
+             f"a session, {result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
+             "| streams | precision | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy | peak GB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        c, k = r["caption_latency_s"], r["chunk_ms"]
+        lines.append(f"| {r['streams']} | {r['precision']} | {c['p50']} / {c['p95']} / {c['max']} | {r['skipped_chunks']} "
+                     f"| {k['p50']} / {k['p95']} | {r['gpu_busy_fraction']:.0%} | {r['peak_memory_gb']} |")
+    lines += ["", f"Most real-time streams (no skipped chunk, caption p95 <= {CAPTION_P95_S} s): "
+              + ", ".join(f"{p} {n}" for p, n in result["max_realtime_streams"].items()) + "."]
+    if "single_stream_chunk_p50_ms" in result:
+        s = result["single_stream_chunk_p50_ms"]
+        lines.append(f"Single stream chunk p50: today's path {s.get('today')} ms, the core {s.get('core')} ms.")
+    if "agreement" in result:
+        a = result["agreement"]
+        lines.append(f"Token agreement, one stream alone vs in a batch of {a['batch']} over {a['seconds']:.0f} s: "
+                     f"{a['identical_comments']} of {a['comments']} comments identical (first difference at chunk "
+                     f"{a['first_difference_chunk']}); random weights amplify rounding differences.")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out: Path, quiet: bool = False) -> None:
+    stamp = f"{result['date']}_{result['device'].replace(' ', '-')}"
+    write_outputs(out, {f"streams_{stamp}.json": json.dumps(result, indent=1), f"streams_{stamp}.md": markdown(result)})
+    if not quiet:
+        print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
