@@ -213,7 +213,7 @@ def decode_step(context: int = 8192) -> dict:
         state = torch.tensor([0, context - 1, context - 1, 0], device="cuda")
         for label, ops in (("fused", runner._ops), ("unfused", None)):
             runner._ops = ops
-            runner._pool = None
+            runner._pool.drop()
             graphs = runner._capture_widths(lambda w: lambda st: runner._decode_eager(st[0:2], st[2:3], w))
             graph = graphs[runner._width(context - 1)]
             graph.inputs[0].copy_(state)

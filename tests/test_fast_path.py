@@ -179,8 +179,8 @@ class _Recorded:
 
     made: list = []
 
-    def __init__(self, fn, inputs, pool, static, warmups):
-        assert inputs == [] and static and warmups == 0  # recorded without running: no warm-up
+    def __init__(self, fn, inputs=(), *, pool, static, warmups):
+        assert list(inputs) == [] and static and warmups == 0  # recorded without running: no warm-up
         self.fn = fn
         _Recorded.made.append(fn)
 
@@ -195,7 +195,7 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
     from engine.runtime import fast
     from engine.runtime.fast import _PiecewisePrefill
 
-    monkeypatch.setattr(fast, "_GraphedStep", _Recorded)
+    monkeypatch.setattr(fast, "CUDAGraphed", _Recorded)
     monkeypatch.setattr(_PiecewisePrefill, "CAPTURES_PER_RUN", 1)
     _Recorded.made.clear()
 

@@ -29,7 +29,7 @@ from engine.model.preprocess import VideoInputs
 from engine.model.quantize import PREFILL_GRAPH_TOKENS, QuantLinear, fuse_quant_rows, prefill_graphs_on
 
 from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
-from .gpu_lock import CAPTURE_LOCK
+from .graphs import CUDAGraphed, GraphPool
 from .quant_kernels import install_quant_kernels
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,9 @@ class StaticRunner:
         if cuda_graphs is None:
             cuda_graphs = weight.device.type == "cuda" and not flags.get("LIVECC_NO_CUDA_GRAPH")
         self.cuda_graphs = cuda_graphs
-        self._decode_graphs: dict[int, _GraphedStep] = {}
-        self._pick_graphs: dict[object, dict[int, _GraphedStep]] = {}
-        self._pool = None
+        self._decode_graphs: dict[int, CUDAGraphed] = {}
+        self._pick_graphs: dict[object, dict[int, CUDAGraphed]] = {}
+        self._pool = GraphPool()  # decode and prefill graphs never run concurrently: they share memory
         self._flash = self._make_flash_decode()
         self._ops = decode_ops(self.device) if fused_on() else None  # the decode step's fused small ops
         self._prefill_warm = weight.device.type != "cuda"
@@ -134,7 +134,7 @@ class StaticRunner:
         self._prefills: dict[int, _PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
         self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._vision_graphs: dict[tuple, _GraphedStep] = {}
+        self._vision_graphs: dict[tuple, CUDAGraphed] = {}
         self._grids_seen: set[tuple] = set()
 
     def _make_flash_decode(self):
@@ -159,7 +159,7 @@ class StaticRunner:
         """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
         self._pick_graphs.clear()
         if not self._decode_graphs and not self._prefills:
-            self._pool = None  # a graph pool dies with its last graph: capturing into it again fails
+            self._pool.drop()
 
     def reset(self) -> None:
         self.cache.length = 0
@@ -302,9 +302,7 @@ class StaticRunner:
         if n not in self._prefill_sizes:
             self._prefill_sizes.add(n)
             return None
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        self._prefills[n] = _PiecewisePrefill(self, n, self._pool)
+        self._prefills[n] = _PiecewisePrefill(self, n, self._pool.handle())
         return self._prefills[n]
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
@@ -370,7 +368,7 @@ class StaticRunner:
         """Every width `_width` can return."""
         return sorted({self._width(slot) for slot in range(0, self.cache.capacity, 1024)})
 
-    def _capture_widths(self, make_step, inputs: list[torch.Tensor] | None = None) -> dict[int, "_GraphedStep"]:
+    def _capture_widths(self, make_step, inputs: list[torch.Tensor] | None = None) -> dict[int, CUDAGraphed]:
         """A graph per attention width (one with flash-decoding), all captured at the rule's first
         use, so a growing context never stalls on a capture. Without `inputs` each graph gets its
         own state buffer; with them, every graph reads those very tensors (the caller fills them
@@ -379,9 +377,7 @@ class StaticRunner:
         warm = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
         if inputs is not None:
             inputs[0][:4].copy_(warm)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()  # decode graphs never run concurrently: share memory
-        return {w: _GraphedStep(make_step(w), inputs or [warm], self._pool, static=inputs is not None)
+        return {w: CUDAGraphed(make_step(w), inputs or [warm], pool=self._pool.handle(), static=inputs is not None)
                 for w in self._widths()}
 
     def _step_state(self, token: int, position: int, step: int) -> torch.Tensor:
@@ -518,7 +514,7 @@ class StaticRunner:
             if grid not in self._grids_seen:  # graph a grid once it repeats (the first chunk's never does)
                 self._grids_seen.add(grid)
                 return self._vision_eager(pixels, cos, sin, grid[0])
-            self._vision_graphs[grid] = _GraphedStep(lambda p: self._vision_eager(p, cos, sin, grid[0]), [pixels])
+            self._vision_graphs[grid] = CUDAGraphed(lambda p: self._vision_eager(p, cos, sin, grid[0]), [pixels])
         return self._vision_graphs[grid](pixels).clone()
 
 
@@ -548,7 +544,7 @@ class _PiecewisePrefill:
         self.base = torch.arange(n, device=device)
         self.slots = torch.empty_like(self.base)  # set by each run before anything reads it
         self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
-        self.graphs: list[_GraphedStep | None] = [None] * len(self.steps)
+        self.graphs: list[CUDAGraphed | None] = [None] * len(self.steps)
 
     def _capture_some(self) -> None:
         if self.pool is None:
@@ -556,7 +552,7 @@ class _PiecewisePrefill:
         todo = [i for i, graph in enumerate(self.graphs) if graph is None][:self.CAPTURES_PER_RUN]
         try:
             for i in todo:
-                self.graphs[i] = _GraphedStep(self.steps[i], [], self.pool, static=True, warmups=0)
+                self.graphs[i] = CUDAGraphed(self.steps[i], pool=self.pool, static=True, warmups=0)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as exc:  # a kernel that cannot be captured: this piece stays eager
@@ -593,40 +589,3 @@ class _PiecewisePrefill:
             if logits is None:
                 self.o.copy_(attend(i, self.q))
         return logits.clone()
-
-
-class _GraphedStep:
-    """A function of fixed-shape tensors captured as a CUDA graph (gpt-fast / moshi style).
-    Calling it copies the inputs into the static buffers and replays; a shape change raises.
-    With `static` the graph reads the example tensors themselves: call it with no inputs after
-    filling them. Warm-ups run on copies, so they change no caller state, and all on one side
-    stream, so the memory they cache is one stream's (a stream per graph held a prefill's
-    temporaries per graph)."""
-
-    _warm_stream: torch.cuda.Stream | None = None
-
-    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None, static: bool = False, warmups: int = 2):
-        self.inputs = list(example_inputs) if static else [t.clone() for t in example_inputs]
-        if _GraphedStep._warm_stream is None:
-            _GraphedStep._warm_stream = torch.cuda.Stream()
-        stream = _GraphedStep._warm_stream
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(warmups):  # outside the graph: allocator, library handles, kernel choice
-                fn(*[t.clone() for t in self.inputs])
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads may allocate meanwhile; the lock keeps GPU samplers
-        # (ChatTTS) from drawing random numbers while the capture holds the CUDA generator.
-        with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"), \
-                torch.inference_mode():
-            self.output = fn(*self.inputs)
-
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        for buf, value in zip(self.inputs, inputs):
-            if buf.shape != value.shape:
-                raise ValueError(f"graphed step got shape {tuple(value.shape)}, captured {tuple(buf.shape)}; "
-                                 "set LIVECC_NO_CUDA_GRAPH=1 to run without graphs")
-            buf.copy_(value, non_blocking=True)
-        self.graph.replay()
-        return self.output
