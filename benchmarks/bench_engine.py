@@ -87,7 +87,7 @@ def decode_replay_ms(runner) -> tuple[float, int] | None:
     start = torch.tensor([5, slot, slot, 1, 0, 0], device=runner.device)
 
     def step():
-        runner._pick_state.copy_(start)
+        runner._pick_state.values.copy_(start)
         graphs[width]()
 
     return timed(step, reps=50), width

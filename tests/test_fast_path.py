@@ -243,3 +243,25 @@ def test_prefill_graphs_once_a_size_repeats(tiny_loaded, monkeypatch):
     assert fast_ids == ref_ids and fast_answer == ref_answer
     monkeypatch.setenv("LIVECC_NO_PREFILL_GRAPH", "1")
     assert not StaticRunner(tiny_loaded.model, 64, cuda_graphs=True)._prefill_graphs
+
+
+def test_decode_state_names_views_over_the_one_tensor_a_graph_reads():
+    """Each name is a view of its slot in the one state tensor: writing it writes the tensor, and
+    `set` clears the greedy step's marks."""
+    from engine.runtime.decode_state import DecodeState
+
+    state = DecodeState.zeros().set(7, 40, 41, 3)
+    assert state.values.tolist() == [7, 40, 41, 3, 0, 0]
+    assert (int(state.token), int(state.slot), int(state.position), int(state.step)) == (7, 40, 41, 3)
+    assert state.token_slot.tolist() == [7, 40] and state.step.dim() == 0
+    state.fed.copy_(state.token)
+    state.was_seen.fill_(1)
+    state.counters.add_(1)
+    assert state.values.tolist() == [7, 41, 42, 4, 7, 1]
+    assert state.set(1, 2, 3, 4).values.tolist() == [1, 2, 3, 4, 0, 0]
+    try:
+        DecodeState(torch.zeros(4, dtype=torch.long))
+    except ValueError as exc:
+        assert "(6,)" in str(exc)
+    else:
+        raise AssertionError("a state of the wrong size was accepted")

@@ -29,6 +29,7 @@ from engine.model.preprocess import VideoInputs
 from engine.model.quantize import PREFILL_GRAPH_TOKENS, QuantLinear, fuse_quant_rows, prefill_graphs_on
 
 from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
+from .decode_state import DecodeState
 from .graphs import CUDAGraphed, GraphPool
 from .quant_kernels import install_quant_kernels
 
@@ -123,10 +124,10 @@ class StaticRunner:
         self._ops = decode_ops(self.device) if fused_on() else None  # the decode step's fused small ops
         self._prefill_warm = weight.device.type != "cuda"
         on_gpu = self.device.type == "cuda"
-        self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=on_gpu)  # token, slot, position, step
+        self._state_host = DecodeState.zeros(pin_memory=on_gpu)  # `decode`'s step
         # The greedy run's device state (`_pick_step`), its host staging, and the last two ids read back.
-        self._pick_state = torch.zeros(6, dtype=torch.long, device=self.device)
-        self._pick_host = torch.zeros(6, dtype=torch.long, pin_memory=on_gpu)
+        self._pick_state = DecodeState.zeros(self.device)
+        self._pick_host = DecodeState.zeros(pin_memory=on_gpu)
         self._picked = torch.zeros(2, dtype=torch.long, pin_memory=on_gpu)
         self._pick_done = [torch.cuda.Event() for _ in range(2)] if on_gpu else None
         self._ahead = not flags.get("LIVECC_NO_DECODE_AHEAD")
@@ -374,16 +375,19 @@ class StaticRunner:
         own state buffer; with them, every graph reads those very tensors (the caller fills them
         after the capture). Warm-ups write only the cache's last slot, which real steps overwrite
         before reading."""
-        warm = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
+        warm = DecodeState.zeros(self.device).set(0, self.cache.capacity - 1, 0, 1).values
         if inputs is not None:
-            inputs[0][:4].copy_(warm)
+            inputs[0].copy_(warm)
         return {w: CUDAGraphed(make_step(w), inputs or [warm], pool=self._pool.handle(), static=inputs is not None)
                 for w in self._widths()}
 
-    def _step_state(self, token: int, position: int, step: int) -> torch.Tensor:
+    def _step_state(self, token: int, position: int, step: int) -> DecodeState:
+        """The host state of one step feeding `token` at `position` into the next cache slot."""
         self.cache.room_for(1)
-        self._state_host.copy_(torch.tensor([token, self.cache.length, position, step]))
-        return self._state_host
+        return self._state_host.set(token, self.cache.length, position, step)
+
+    def _decode_state(self, state: DecodeState, width: int) -> torch.Tensor:
+        return self._decode_eager(state.token_slot, state.position, width)
 
     @torch.inference_mode()
     def decode(self, token: int, position: int) -> torch.Tensor:
@@ -393,11 +397,10 @@ class StaticRunner:
         if self.cuda_graphs:
             if not self._decode_graphs:
                 self._decode_graphs = self._capture_widths(
-                    lambda w: lambda st: self._decode_eager(st[0:2], st[2:3], w))
-            logits = self._decode_graphs[width](state)
+                    lambda w: lambda values: self._decode_state(DecodeState(values), w))
+            logits = self._decode_graphs[width](state.values)
         else:
-            state = state.to(self.device)
-            logits = self._decode_eager(state[0:2], state[2:3], width)
+            logits = self._decode_state(DecodeState(state.values.to(self.device)), width)
         self.cache.length += 1
         return logits
 
@@ -416,8 +419,8 @@ class StaticRunner:
         self.cache.room_for(count)
         steps = self._pick_steps(key, choose, seen)  # captured first: a capture rewrites the state
         start = self.cache.length
-        self._pick_host.copy_(torch.tensor([token, start, position, step, 0, 0]))
-        self._pick_state.copy_(self._pick_host, non_blocking=True)
+        self._pick_host.set(token, start, position, step)
+        self._pick_state.values.copy_(self._pick_host.values, non_blocking=True)
         launched = read = 0
 
         def launch() -> None:
@@ -443,7 +446,7 @@ class StaticRunner:
         finally:
             if launched > read:  # the step queued ahead fed the last id yielded: unmark it
                 state = self._pick_state
-                seen.index_put_((state[4:5],), state[5:6].bool())
+                seen.index_put_((state.fed,), state.was_seen.bool())
 
     def _pick_steps(self, key, choose, seen: torch.Tensor):
         """A function of the attention width that runs one `_pick_step` on the run's state."""
@@ -451,21 +454,22 @@ class StaticRunner:
             return lambda width: self._pick_step(self._pick_state, seen, width, choose)
         if key not in self._pick_graphs:
             self._pick_graphs[key] = self._capture_widths(
-                lambda w: lambda state, marks: self._pick_step(state, marks, w, choose), [self._pick_state, seen])
+                lambda w: lambda values, marks: self._pick_step(DecodeState(values), marks, w, choose),
+                [self._pick_state.values, seen])
         graphs = self._pick_graphs[key]
         return lambda width: graphs[width]()
 
-    def _pick_step(self, state: torch.Tensor, seen: torch.Tensor, width: int, choose) -> torch.Tensor:
-        """One greedy step on `state` = [token, slot, position, step, token fed, whether it was
-        seen before]: mark the token in `seen`, decode it, choose the next and advance the state
-        to feed that one. Device tensors only (what the graph captures)."""
-        fed = state[0:1]
-        state[4:5].copy_(fed)
-        state[5:6].copy_(seen.index_select(0, fed))
+    def _pick_step(self, state: DecodeState, seen: torch.Tensor, width: int, choose) -> torch.Tensor:
+        """One greedy step on `state`: mark its token in `seen` (keeping what it was in `fed` and
+        `was_seen`, so a step run ahead can be undone), decode it, choose the next and advance the
+        state to feed that one. Device tensors only (what the graph captures)."""
+        fed = state.token
+        state.fed.copy_(fed)
+        state.was_seen.copy_(seen.index_select(0, fed))
         seen.index_fill_(0, fed, True)
-        chosen = choose(self._decode_eager(state[0:2], state[2:3], width), state[3])
-        state[0].copy_(chosen)
-        state[1:4] += 1
+        chosen = choose(self._decode_state(state, width), state.step)
+        state.token.copy_(chosen)
+        state.counters.add_(1)
         return chosen
 
     # -- vision ----------------------------------------------------------------------------
