@@ -26,7 +26,8 @@ from torch.nn.attention.bias import causal_lower_right
 
 from engine import flags
 from engine.model.preprocess import VideoInputs
-from engine.model.quantize import PREFILL_GRAPH_TOKENS, QuantLinear, fuse_quant_rows, prefill_graphs_on
+from engine.model.memory_plan import PREFILL_GRAPH_TOKENS, prefill_graphs_on
+from engine.model.quantize import QuantLinear, fuse_quant_rows
 
 from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
 from .decode_state import DecodeState
