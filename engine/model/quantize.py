@@ -194,15 +194,19 @@ def quantized_bytes(model: torch.nn.Module) -> int:
 # -- the load hook ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QuantRequest:
-    """What the user asked for: --quantize, --kv-budget, and whether ChatTTS shares the GPU."""
+    """What the user asked for: --quantize, --kv-budget, whether ChatTTS shares the GPU, and how
+    many sessions run at once."""
 
     precision: str = "none"
     kv_budget: int = KV_BUDGET
     speech_on_gpu: bool = False
+    sessions: int = 1  # concurrent sessions the memory plan sizes the KV pool for
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise QuantizeError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.sessions < 1:
+            raise QuantizeError(f"{self.sessions} concurrent sessions asked for", "ask for at least 1")
 
 
 def check_supported(precision: str, device: torch.device, triton_ok: bool | None = None) -> None:
