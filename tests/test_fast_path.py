@@ -192,11 +192,11 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
     """The graphed prefill's steps give the plain layer loop's logits and cache, with video, at
     three cache offsets, while its steps are captured a few per run (here one: a recorded stand-in
     for the CUDA graph, which replays exactly these steps)."""
-    from engine.runtime import fast
-    from engine.runtime.fast import _PiecewisePrefill
+    from engine.runtime import prefill_graphs
+    from engine.runtime.prefill_graphs import PiecewisePrefill
 
-    monkeypatch.setattr(fast, "CUDAGraphed", _Recorded)
-    monkeypatch.setattr(_PiecewisePrefill, "CAPTURES_PER_RUN", 1)
+    monkeypatch.setattr(prefill_graphs, "CUDAGraphed", _Recorded)
+    monkeypatch.setattr(PiecewisePrefill, "CAPTURES_PER_RUN", 1)
     _Recorded.made.clear()
 
     frames = [synthetic_frame(t, 112, 84) for t in (0.0, 0.5)]
@@ -208,7 +208,7 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
     embeds = plain.encode_video(video)
     for runner in (plain, piecewise):
         runner.prefill(torch.tensor([9, 10, 11]), torch.arange(3).expand(3, -1), None)
-    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, pool="a pool")
+    piece = piecewise._prefills[n] = PiecewisePrefill(piecewise, n, pool="a pool")
     steps = len(piece.steps)
     assert steps == len(tiny_loaded.model.model.language_model.layers) + 1
     for run, offset in enumerate((3, 3 + n, 3 + 2 * n)):  # its slots follow the cache length
