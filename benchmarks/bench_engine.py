@@ -79,7 +79,7 @@ def decode_replay_ms(runner) -> tuple[float, int] | None:
     """The graphed greedy decode step alone (GPU time only, median ms) at slot 8127, and its
     attention width; None without graphs. Each replay advances the run's state, so each starts
     from the same state again (one 48-byte device copy)."""
-    graphs = next(iter(getattr(runner, "_pick_graphs", {}).values()), None)
+    graphs = next(iter(runner._pick_graphs.values()), None) if runner.supports_picks else None
     if not graphs:
         return None
     slot = min(8127, runner.cache.capacity - 1)
@@ -367,6 +367,7 @@ class ShadowRunner:
     forcing) and records how far the second's logits land from the first's."""
 
     name = "shadow"
+    supports_picks = supports_prefill_graphs = False  # feeds both runners token by token
 
     def __init__(self, lead, shadow):
         self.lead, self.shadow = lead, shadow

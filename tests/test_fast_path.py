@@ -265,3 +265,16 @@ def test_decode_state_names_views_over_the_one_tensor_a_graph_reads():
         assert "(6,)" in str(exc)
     else:
         raise AssertionError("a state of the wrong size was accepted")
+
+
+def test_both_runners_meet_the_runner_protocol_and_declare_what_they_support(tiny_loaded):
+    """A session asks `supports_picks` / `supports_prefill_graphs` instead of probing for methods:
+    each runner's declaration matches the methods it has."""
+    from engine.runtime import Runner
+
+    for runner in (StaticRunner(tiny_loaded.model, 64), EagerRunner(tiny_loaded.model)):
+        assert isinstance(runner, Runner)
+        assert runner.supports_picks == callable(getattr(runner, "picks", None))
+        assert runner.supports_prefill_graphs == callable(getattr(runner, "drop_prefill_graphs", None))
+    assert StaticRunner.supports_picks and StaticRunner.supports_prefill_graphs
+    assert not (EagerRunner.supports_picks or EagerRunner.supports_prefill_graphs)

@@ -6,6 +6,7 @@ from engine._exports import lazy_exports
 _EXPORTS = {
     "EagerRunner": ".reference", "make_runner": ".reference", "shares_runner": ".reference",
     "StaticRunner": ".fast",
+    "Runner": ".runner", "PicksRunner": ".runner", "PrefillGraphsRunner": ".runner",
     "CAPTURE_LOCK": ".gpu_lock", "CUDAGraphed": ".graphs", "GraphPool": ".graphs",
 }
 __all__ = sorted(_EXPORTS)

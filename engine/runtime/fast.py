@@ -42,6 +42,8 @@ class StaticRunner:
     """Drop-in for EagerRunner: same interface, static cache, graphed decode on CUDA."""
 
     name = "static"
+    supports_picks = True  # engine/runtime/runner.py: `picks`, `drop_prefill_graphs`
+    supports_prefill_graphs = True
 
     def __init__(self, model: torch.nn.Module, max_tokens: int, cuda_graphs: bool | None = None):
         self.model = model
