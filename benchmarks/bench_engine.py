@@ -80,7 +80,7 @@ def decode_replay_ms(runner) -> tuple[float, int] | None:
     """The graphed greedy decode step alone (GPU time only, median ms) at slot 8127, and its
     attention width; None without graphs. Each replay advances the run's state, so each starts
     from the same state again (one 48-byte device copy)."""
-    graphs = next(iter(getattr(runner, "_pick_graphs", {}).values()), None)
+    graphs = next(iter(runner._pick_graphs.values()), None) if runner.supports_picks else None
     if not graphs:
         return None
     slot = min(8127, runner.cache.capacity - 1)
@@ -88,7 +88,7 @@ def decode_replay_ms(runner) -> tuple[float, int] | None:
     start = torch.tensor([5, slot, slot, 1, 0, 0], device=runner.device)
 
     def step():
-        runner._pick_state.copy_(start)
+        runner._pick_state.values.copy_(start)
         graphs[width]()
 
     return timed(step, reps=50), width
@@ -368,6 +368,7 @@ class ShadowRunner:
     forcing) and records how far the second's logits land from the first's."""
 
     name = "shadow"
+    supports_picks = supports_prefill_graphs = False  # feeds both runners token by token
 
     def __init__(self, lead, shadow):
         self.lead, self.shadow = lead, shadow

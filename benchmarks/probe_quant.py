@@ -202,6 +202,7 @@ def decode_step(context: int = 8192) -> dict:
     slots, per precision, with the fused small ops and with the separate torch ops."""
     from bench_engine import _free, build_random, timed
     from engine.model.quantize import quantize_model
+    from engine.runtime.decode_state import DecodeState
     from engine.runtime.fast import StaticRunner
 
     out = {}
@@ -210,11 +211,11 @@ def decode_step(context: int = 8192) -> dict:
         quantize_model(loaded.model, precision)
         _free()
         runner = StaticRunner(loaded.model, context + 8)
-        state = torch.tensor([0, context - 1, context - 1, 0], device="cuda")
+        state = DecodeState.zeros("cuda").set(0, context - 1, context - 1, 0).values
         for label, ops in (("fused", runner._ops), ("unfused", None)):
             runner._ops = ops
-            runner._pool = None
-            graphs = runner._capture_widths(lambda w: lambda st: runner._decode_eager(st[0:2], st[2:3], w))
+            runner._pool.drop()
+            graphs = runner._capture_widths(lambda w: lambda st: runner._decode_state(DecodeState(st), w))
             graph = graphs[runner._width(context - 1)]
             graph.inputs[0].copy_(state)
             out[f"{precision} {label}"] = timed(graph.graph.replay, reps=50)

@@ -56,9 +56,9 @@ def main() -> None:
 
     frames = [synthetic_frame(t, 1920, 1080) for t in (0.0, 0.5)]
     video = preprocess_frames(frames, "cuda")
-    cos, sin = runner._rope_for(video)
+    cos, sin = runner.vision.rope_for(video)
     pixels = video.pixel_values_videos
-    profile("vision (2 frames, eager)", lambda: runner._vision_eager(pixels, cos, sin, 1))
+    profile("vision (2 frames, eager)", lambda: runner.vision.run_eager(pixels, cos, sin, 1))
     embeds = runner.encode_video(video)
     turn = session.prompt.chunk_turn(100.0, 101.0, video.num_tokens, None, first=False)
     ids = torch.tensor(turn, device="cuda")

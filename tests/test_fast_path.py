@@ -179,8 +179,8 @@ class _Recorded:
 
     made: list = []
 
-    def __init__(self, fn, inputs, pool, static, warmups):
-        assert inputs == [] and static and warmups == 0  # recorded without running: no warm-up
+    def __init__(self, fn, inputs=(), *, pool, static, warmups):
+        assert list(inputs) == [] and static and warmups == 0  # recorded without running: no warm-up
         self.fn = fn
         _Recorded.made.append(fn)
 
@@ -192,11 +192,11 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
     """The graphed prefill's steps give the plain layer loop's logits and cache, with video, at
     three cache offsets, while its steps are captured a few per run (here one: a recorded stand-in
     for the CUDA graph, which replays exactly these steps)."""
-    from engine.runtime import fast
-    from engine.runtime.fast import _PiecewisePrefill
+    from engine.runtime import prefill_graphs
+    from engine.runtime.prefill_graphs import PiecewisePrefill
 
-    monkeypatch.setattr(fast, "_GraphedStep", _Recorded)
-    monkeypatch.setattr(_PiecewisePrefill, "CAPTURES_PER_RUN", 1)
+    monkeypatch.setattr(prefill_graphs, "CUDAGraphed", _Recorded)
+    monkeypatch.setattr(PiecewisePrefill, "CAPTURES_PER_RUN", 1)
     _Recorded.made.clear()
 
     frames = [synthetic_frame(t, 112, 84) for t in (0.0, 0.5)]
@@ -208,7 +208,7 @@ def test_piecewise_prefill_equals_the_layer_loop(tiny_loaded, monkeypatch):
     embeds = plain.encode_video(video)
     for runner in (plain, piecewise):
         runner.prefill(torch.tensor([9, 10, 11]), torch.arange(3).expand(3, -1), None)
-    piece = piecewise._prefills[n] = _PiecewisePrefill(piecewise, n, pool="a pool")
+    piece = piecewise._prefills[n] = PiecewisePrefill(piecewise, n, pool="a pool")
     steps = len(piece.steps)
     assert steps == len(tiny_loaded.model.model.language_model.layers) + 1
     for run, offset in enumerate((3, 3 + n, 3 + 2 * n)):  # its slots follow the cache length
@@ -243,3 +243,38 @@ def test_prefill_graphs_once_a_size_repeats(tiny_loaded, monkeypatch):
     assert fast_ids == ref_ids and fast_answer == ref_answer
     monkeypatch.setenv("LIVECC_NO_PREFILL_GRAPH", "1")
     assert not StaticRunner(tiny_loaded.model, 64, cuda_graphs=True)._prefill_graphs
+
+
+def test_decode_state_names_views_over_the_one_tensor_a_graph_reads():
+    """Each name is a view of its slot in the one state tensor: writing it writes the tensor, and
+    `set` clears the greedy step's marks."""
+    from engine.runtime.decode_state import DecodeState
+
+    state = DecodeState.zeros().set(7, 40, 41, 3)
+    assert state.values.tolist() == [7, 40, 41, 3, 0, 0]
+    assert (int(state.token), int(state.slot), int(state.position), int(state.step)) == (7, 40, 41, 3)
+    assert state.token_slot.tolist() == [7, 40] and state.step.dim() == 0
+    state.fed.copy_(state.token)
+    state.was_seen.fill_(1)
+    state.counters.add_(1)
+    assert state.values.tolist() == [7, 41, 42, 4, 7, 1]
+    assert state.set(1, 2, 3, 4).values.tolist() == [1, 2, 3, 4, 0, 0]
+    try:
+        DecodeState(torch.zeros(4, dtype=torch.long))
+    except ValueError as exc:
+        assert "(6,)" in str(exc)
+    else:
+        raise AssertionError("a state of the wrong size was accepted")
+
+
+def test_both_runners_meet_the_runner_protocol_and_declare_what_they_support(tiny_loaded):
+    """A session asks `supports_picks` / `supports_prefill_graphs` instead of probing for methods:
+    each runner's declaration matches the methods it has."""
+    from engine.runtime import Runner
+
+    for runner in (StaticRunner(tiny_loaded.model, 64), EagerRunner(tiny_loaded.model)):
+        assert isinstance(runner, Runner)
+        assert runner.supports_picks == callable(getattr(runner, "picks", None))
+        assert runner.supports_prefill_graphs == callable(getattr(runner, "drop_prefill_graphs", None))
+    assert StaticRunner.supports_picks and StaticRunner.supports_prefill_graphs
+    assert not (EagerRunner.supports_picks or EagerRunner.supports_prefill_graphs)

@@ -14,6 +14,7 @@ class ScriptedRunner:
     """Stands in for the network: logits that pick the scripted replies, token by token."""
 
     name = "scripted"
+    supports_picks = supports_prefill_graphs = False
 
     def __init__(self, vocab: int, hidden: int, replies: list[list[int]]):
         self.vocab, self.hidden, self.replies = vocab, hidden, [list(r) for r in replies]

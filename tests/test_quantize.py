@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from livecc.cli.main import build_parser, main
-from engine.model import quantize as quant
+from engine.model import memory_plan, quantize as quant
 from engine.model.loading import load_model
-from engine.model.quantize import MemoryPlan, ModelShape, QuantizeError, QuantLinear, QuantRequest, plan_memory
+from engine.model.memory_plan import MemoryPlan, ModelShape, plan_memory
+from engine.model.quantize import QuantizeError, QuantLinear, QuantRequest
 from engine.runtime.fast import StaticRunner
 from engine.runtime.reference import EagerRunner
 from test_fast_path import run_tokens
@@ -119,8 +120,8 @@ def test_the_session_runs_with_the_budget_the_plan_sized(tiny_loaded):
 
 def test_a_budget_that_cannot_fit_exits_2_with_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
     video = write_video(tmp_path / "clip.mp4", seconds=1.0)
-    monkeypatch.setattr(quant, "free_memory", lambda device: 64 * 1024 ** 2)  # a card with 64 MB free
-    monkeypatch.setattr(quant, "ModelShape", _SevenB)
+    monkeypatch.setattr(memory_plan, "free_memory", lambda device: 64 * 1024 ** 2)  # a card with 64 MB free
+    monkeypatch.setattr(memory_plan, "ModelShape", _SevenB)
     code = main(["narrate", str(video), "--model", str(tiny_model_dir), "--device", "cpu", "--quantize", "auto"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--quantize int4" in err and "Traceback" not in err
@@ -133,8 +134,8 @@ def test_a_budget_that_cannot_fit_exits_2_with_one_line(tiny_model_dir, tmp_path
 def test_the_load_note_says_which_precision_auto_chose_and_why(free, says, tiny_model_dir, tmp_path, monkeypatch,
                                                                capsys):
     video = write_video(tmp_path / "clip.mp4", seconds=1.0)
-    monkeypatch.setattr(quant, "free_memory", lambda device: free)  # the 7B plan on a card with this much free
-    monkeypatch.setattr(quant, "ModelShape", _SevenB)
+    monkeypatch.setattr(memory_plan, "free_memory", lambda device: free)  # the 7B plan on a card with this much free
+    monkeypatch.setattr(memory_plan, "ModelShape", _SevenB)
     monkeypatch.setenv("LIVECC_QUANT_CACHE", str(tmp_path / "cache"))
     assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--device", "cpu", "--max-pixels", "20000"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("livecc: precision")]

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from engine.runtime import CAPTURE_LOCK
+from engine.runtime import CUDAGraphed, GraphPool
 
 LOG = logging.getLogger(__name__)
 CAPACITY = 2048  # cached positions: prompt + new code tokens (a sentence is a few hundred)
@@ -175,8 +175,8 @@ class ChatTTSCodeGenerator:
         with torch.inference_mode():  # the weight-normed heads, materialised once: (num_vq * vocab, hidden)
             self._heads = torch.cat([call.__self__.weight.float() for call in gpt.head_code])  # bound __call__s
         self._llama: StaticLlama | None = None
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self._pool = None
+        self._graphs: dict[tuple, CUDAGraphed] = {}  # by sampling key: each returns the next probabilities
+        self._pool = GraphPool()  # the graphs never run at once: one memory pool
         self.capture_error: str | None = None  # set when a capture failed: ChatTTS' generate from then on
         self.runs = self.handed_over = 0  # generations run here / given to ChatTTS' generate
         self._busy = False  # a generation is using the static cache
@@ -266,7 +266,7 @@ class ChatTTSCodeGenerator:
         self._ids = torch.zeros(self.capacity, self.num_vq, dtype=torch.long, device=device)
         self._hiddens = torch.zeros(self.capacity, self._heads.shape[1], dtype=torch.float, device=device)
 
-    def _capture(self, sampling: Sampling) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    def _capture(self, sampling: Sampling) -> CUDAGraphed:
         """One graph of `_step` per sampling rule, on the caller's stream (the synth's low-priority
         side stream) unless that is the default one. Warm-ups write only the last cache slot and
         hidden row, which a generation overwrites before it reads them."""
@@ -274,19 +274,8 @@ class ChatTTSCodeGenerator:
         self._state.copy_(torch.tensor([self.capacity - 1, 0, self.capacity - 1, 0]))
         current = torch.cuda.current_stream(device)
         stream = current if current != torch.cuda.default_stream(device) else torch.cuda.Stream(device)
-        stream.wait_stream(current)
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # outside the graph: kernel selection, library handles, allocator
-                self._step(sampling)
-        current.wait_stream(stream)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()  # the graphs never run at once: one memory pool
-        graph = torch.cuda.CUDAGraph()
-        with CAPTURE_LOCK, torch.cuda.graph(graph, pool=self._pool, stream=stream,
-                                            capture_error_mode="thread_local"):
-            probs = self._step(sampling)
-        current.wait_stream(stream)
-        return graph, probs
+        return CUDAGraphed(lambda: self._step(sampling), pool=self._pool.handle(), static=True, stream=stream,
+                           off_switch="LIVECC_TTS_NO_CUDA_GRAPH", enabled=True)
 
     # -- the step ----------------------------------------------------------------------------
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -346,7 +335,7 @@ class ChatTTSCodeGenerator:
         # ensure_non_empty: ChatTTS redraws a first step that ended; masking EOS there is the same draw
         hold = torch.tensor(r.min_new > 0 or r.ensure_non_empty, device=hidden.device)
         probs = self._probs(hidden, r.sampling, hold)
-        step = self._replay(r.sampling) if not self.eager else lambda: self._step(r.sampling)
+        step = self._graphs[r.sampling.key] if not self.eager else lambda: self._step(r.sampling)
         generator = None if r.seed is None else self.gpt.generator
         produced = 0  # tokens before the first EOS: ChatTTS' end_idx and stream_iter for one sequence
         for i in range(r.max_new):
@@ -374,15 +363,6 @@ class ChatTTSCodeGenerator:
         host = self._state_host
         host[0], host[1], host[2], host[3] = position, slot, row, int(hold_eos)
         self._state.copy_(host, non_blocking=True)  # the previous step's sync finished the last copy
-
-    def _replay(self, sampling: Sampling) -> Callable[[], torch.Tensor]:
-        graph, probs = self._graphs[sampling.key]
-
-        def step() -> torch.Tensor:
-            graph.replay()
-            return probs
-
-        return step
 
     def _output(self, n: int, return_hidden: bool):
         hiddens = [self._hiddens[:n].clone()] if return_hidden else []

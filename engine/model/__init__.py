@@ -9,8 +9,9 @@ _EXPORTS = {
     "preprocess_frames": ".preprocess", "VideoInputs": ".preprocess",
     "PromptBuilder": ".prompt", "DEFAULT_QUERY": "engine.defaults",
     "segment_positions": ".rope",
-    "QuantRequest": ".quantize", "QuantLinear": ".quantize", "QuantizeError": ".quantize", "MemoryPlan": ".quantize",
-    "plan_memory": ".quantize", "quantize_model": ".quantize", "PRECISIONS": ".quantize",
+    "QuantRequest": ".quantize", "QuantLinear": ".quantize", "QuantizeError": ".quantize", "quantize_model": ".quantize",
+    "PRECISIONS": ".quantize",
+    "MemoryPlan": ".memory_plan", "ModelShape": ".memory_plan", "plan_memory": ".memory_plan",
     "quiet_third_parties": ".quiet",
 }
 __all__ = sorted(_EXPORTS)

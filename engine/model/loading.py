@@ -22,6 +22,7 @@ from engine import flags
 from engine.defaults import DEFAULT_MODEL
 from engine.errors import DeviceError, ModelLoadError, OutOfMemoryError
 
+from . import memory_plan
 from . import quantize as quant
 from .hub import looks_like_path
 
@@ -38,7 +39,7 @@ class LoadedModel:
     name: str
     notes: list[str] = field(default_factory=list)
     precision: str = "none"  # none | int8 | int4 (engine/model/quantize.py)
-    plan: "quant.MemoryPlan | None" = None  # the memory plan on CUDA: its kv_budget caps the session's
+    plan: "memory_plan.MemoryPlan | None" = None  # the memory plan on CUDA: its kv_budget caps the session's
 
     def describe(self) -> str:
         dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
@@ -268,7 +269,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device: str | None = None,
     dev = resolve_device(device)
     folder = _find_folder(name_or_path, progress)
     _check_folder(folder)
-    precision, plan = quant.plan_for_folder(folder, dev, quantize)
+    precision, plan = memory_plan.plan_for_folder(folder, dev, quantize)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     notes = [f"attention: {attention_implementation(dev)}", apply_liger(dev)]
     if progress:

@@ -1,5 +1,5 @@
 """Weight-only quantization of the model's linear layers (int8 per output channel, int4 in groups
-of 128) and the memory plan that picks a precision for the card before anything is loaded.
+of 128); the memory plan that picks a precision for the card is engine/model/memory_plan.py.
 
 What is quantized: every linear of the language model and the lm_head at the chosen precision;
 the vision tower's linears at int8 whenever the language model is quantized (it is compute bound,
@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ import torch.nn.functional as F
 from engine import flags
 from engine.defaults import KV_BUDGET, PRECISIONS
 from engine.errors import LiveCCError
+
+if TYPE_CHECKING:
+    from .memory_plan import MemoryPlan
 
 GROUP = 128  # int4 scale group along the input dimension (torchao / tinygemm default)
 VISION_BITS = 8  # the vision tower's precision whenever the language model is quantized
@@ -187,139 +191,22 @@ def quantized_bytes(model: torch.nn.Module) -> int:
     return sum(m.nbytes() for m in model.modules() if isinstance(m, QuantLinear))
 
 
-# -- the memory plan -------------------------------------------------------------------------
-PREFILL_GRAPH_TOKENS = 1024  # the longest prefill piece the fast runner graphs (longer ones are rare)
-
-@dataclass(frozen=True)
-class ModelShape:
-    """Parameter counts that decide memory, read from a Qwen2-VL config before loading."""
-
-    lm_linear: int  # language-model linears + lm_head
-    embed: int
-    vision: int
-    kv_bytes_per_token: int  # bf16 K and V over every layer
-    vision_act_bytes: int  # one chunk's vision activations at the default frame size
-    prefill_act_bytes: int  # one prefill piece's MLP activations
-    graph_act_bytes: int  # the MLP activations of the longest graphed prefill piece (held by its graphs)
-    gate_up_bytes: int  # the largest linear (fused gate/up) in bf16: a quantized prefill dequantizes it
-
-    @classmethod
-    def from_config(cls, config, chunk_patches: int = 1456, prefill_piece: int = 2048,
-                    graph_piece: int = PREFILL_GRAPH_TOKENS) -> "ModelShape":
-        t, v = config.text_config, config.vision_config
-        h, inter, layers = t.hidden_size, t.intermediate_size, t.num_hidden_layers
-        head_dim = h // t.num_attention_heads
-        kv_dim = t.num_key_value_heads * head_dim
-        per_layer = h * (h + 2 * kv_dim) + h * h + 3 * h * inter
-        e = v.embed_dim
-        merged = e * v.spatial_merge_size ** 2
-        vision = v.depth * (4 * e * e + 2 * e * int(e * v.mlp_ratio)) + merged * merged + merged * v.hidden_size
-        return cls(lm_linear=layers * per_layer + t.vocab_size * h, embed=t.vocab_size * h, vision=vision,
-                   kv_bytes_per_token=2 * layers * kv_dim * 2,
-                   vision_act_bytes=chunk_patches * int(e * v.mlp_ratio) * 2 * 6,
-                   prefill_act_bytes=prefill_piece * 2 * inter * 2 * 3,
-                   graph_act_bytes=graph_piece * 2 * inter * 2 * 3, gate_up_bytes=2 * inter * h * 2)
-
-    def prefill_graph_bytes(self, precision: str) -> int:
-        """What the prefill's CUDA graphs hold (their pool): a piece's activations, and with quantized
-        weights one dequantized linear (this counts the longest piece graphed; measured sizes in
-        docs/quantization.md)."""
-        return self.graph_act_bytes + (self.gate_up_bytes if precision != "none" else 0)
-
-    def weight_bytes(self, precision: str) -> int:
-        """bf16 for none; packed bytes plus bf16 scales for int8 / int4; vision int8 when quantized."""
-        if precision == "none":
-            return 2 * (self.lm_linear + self.embed + self.vision)
-        lm = self.lm_linear * (1 + 2 / 3584) if precision == "int8" else self.lm_linear * (0.5 + 2 / GROUP)
-        return int(lm + 2 * self.embed + self.vision * (1 + 2 / 1280))
-
-
-OVERHEAD_BYTES = int(0.9 * GiB)  # CUDA context, cuBLAS workspace, decode graphs, the allocator's slack
-SPEECH_BYTES = int(1.6 * GiB)  # ChatTTS weights and its sampling state on the GPU
-MIN_KV_TOKENS = 4096  # below this the compacted context no longer holds its 16 s of video
-
-
-@dataclass(frozen=True)
-class MemoryPlan:
-    precision: str  # none | int8 | int4
-    kv_budget: int  # tokens: the request, or what fits
-    weights_gb: float
-    kv_gb: float
-    activations_gb: float
-    speech_gb: float
-    free_gb: float
-    reason: str
-    prefill_graphs: bool = True  # False: no room for the prefill's CUDA graphs, it runs eagerly
-
-    def describe(self) -> str:
-        return f"precision {self.precision}: {self.sizes()} ({self.why()})"
-
-    def sizes(self) -> str:
-        speech = f" + speech {self.speech_gb:.1f}" if self.speech_gb else ""
-        return (f"weights {self.weights_gb:.1f} GB + KV {self.kv_gb:.1f} GB ({self.kv_budget} tokens) + "
-                f"activations {self.activations_gb:.1f} GB{speech} of {self.free_gb:.1f} GB free")
-
-    def why(self) -> str:
-        return self.reason + ("" if self.prefill_graphs else "; prefill without CUDA graphs, to keep the KV budget")
-
-
-def prefill_graphs_on() -> bool:
-    """LIVECC_NO_PREFILL_GRAPH=1: the fast runner prefills eagerly (engine/runtime/fast.py), and the plan
-    does not count its graphs."""
-    return not flags.get("LIVECC_NO_PREFILL_GRAPH")
-
-
-def _fixed(shape: ModelShape, precision: str, speech: bool, graphs: bool) -> int:
-    """Everything but the KV cache."""
-    fixed = shape.weight_bytes(precision) + shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES
-    return fixed + (SPEECH_BYTES if speech else 0) + (shape.prefill_graph_bytes(precision) if graphs else 0)
-
-
-def plan_memory(shape: ModelShape, precision: str, free_bytes: int, kv_budget: int, speech_on_gpu: bool) -> MemoryPlan:
-    """`auto` takes the first of none, int8, int4 whose weights fit with the whole KV budget (and
-    speech); otherwise the smallest precision with the KV budget cut to what fits. The prefill's
-    CUDA graphs come last: they are dropped before any precision or KV is given up for them.
-    Raises QuantizeError when not even MIN_KV_TOKENS fit."""
-    candidates = ("none", "int8", "int4") if precision == "auto" else (precision,)
-    kv = kv_budget * shape.kv_bytes_per_token
-    for p in candidates:
-        for graphs in (True, False) if prefill_graphs_on() else (False,):
-            if _fixed(shape, p, speech_on_gpu, graphs) + kv <= free_bytes:
-                why = "asked for" if precision != "auto" else ("bf16 fits" if p == "none" else
-                                                               f"{'bf16' if p == 'int8' else 'int8'} does not fit")
-                return _plan(shape, p, kv_budget, free_bytes, speech_on_gpu, f"{why}, with the whole KV budget", graphs)
-    p = candidates[-1]
-    fixed = _fixed(shape, p, speech_on_gpu, graphs=False)
-    fits = int((free_bytes - fixed) // shape.kv_bytes_per_token) // 1024 * 1024
-    if fits < min(MIN_KV_TOKENS, kv_budget):
-        raise QuantizeError(
-            f"the model does not fit in {free_bytes / GiB:.1f} GB of free GPU memory at {p} "
-            f"(needs {(fixed + MIN_KV_TOKENS * shape.kv_bytes_per_token) / GiB:.1f} GB): use --quantize int4, "
-            "a lower --max-pixels, a smaller --kv-budget, speech on the CPU, or --device cpu")
-    return _plan(shape, p, fits, free_bytes, speech_on_gpu, f"KV budget cut from {kv_budget} to {fits} tokens to fit",
-                 graphs=False)
-
-
-def _plan(shape: ModelShape, precision: str, kv: int, free: int, speech: bool, reason: str, graphs: bool) -> MemoryPlan:
-    activations = shape.vision_act_bytes + shape.prefill_act_bytes + OVERHEAD_BYTES
-    activations += shape.prefill_graph_bytes(precision) if graphs else 0
-    return MemoryPlan(precision, kv, shape.weight_bytes(precision) / GiB, kv * shape.kv_bytes_per_token / GiB,
-                      activations / GiB, SPEECH_BYTES / GiB if speech else 0.0, free / GiB, reason,
-                      graphs)
-
-
 # -- the load hook ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QuantRequest:
-    """What the user asked for: --quantize, --kv-budget, and whether ChatTTS shares the GPU."""
+    """What the user asked for: --quantize, --kv-budget, whether ChatTTS shares the GPU, and how
+    many sessions run at once."""
 
     precision: str = "none"
     kv_budget: int = KV_BUDGET
     speech_on_gpu: bool = False
+    sessions: int = 1  # concurrent sessions the memory plan sizes the KV pool for
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise QuantizeError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.sessions < 1:
+            raise QuantizeError(f"{self.sessions} concurrent sessions asked for", "ask for at least 1")
 
 
 def check_supported(precision: str, device: torch.device, triton_ok: bool | None = None) -> None:
@@ -334,30 +221,6 @@ def check_supported(precision: str, device: torch.device, triton_ok: bool | None
     if device.type == "cuda" and not triton_ok:
         raise QuantizeError(f"--quantize {precision} on the GPU needs Triton: pip install triton "
                             "(it ships with Linux CUDA builds of PyTorch), or use --quantize none")
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Free bytes on a CUDA device; None elsewhere (the CPU has no plan: `auto` means none there)."""
-    if device.type != "cuda":
-        return None
-    free, _ = torch.cuda.mem_get_info(device)
-    return free
-
-
-def plan_for_folder(folder, device: torch.device, request: QuantRequest | None) -> tuple[str, MemoryPlan | None]:
-    """The load hook, before any weight is read: (precision to load at, the plan or None)."""
-    request = request or QuantRequest()
-    free = free_memory(device)
-    if free is None:
-        precision = "none" if request.precision == "auto" else request.precision
-        check_supported(precision, device)
-        return precision, None
-    from transformers import AutoConfig
-
-    plan = plan_memory(ModelShape.from_config(AutoConfig.from_pretrained(folder)), request.precision, free,
-                       request.kv_budget, request.speech_on_gpu)
-    check_supported(plan.precision, device)
-    return plan.precision, plan
 
 
 def staging_device(precision: str, device: torch.device) -> torch.device:

@@ -6,7 +6,8 @@ from engine._exports import lazy_exports
 _EXPORTS = {
     "EagerRunner": ".reference", "make_runner": ".reference", "shares_runner": ".reference",
     "StaticRunner": ".fast",
-    "CAPTURE_LOCK": ".gpu_lock",
+    "Runner": ".runner", "PicksRunner": ".runner", "PrefillGraphsRunner": ".runner",
+    "CAPTURE_LOCK": ".gpu_lock", "CUDAGraphed": ".graphs", "GraphPool": ".graphs",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

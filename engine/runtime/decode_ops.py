@@ -23,6 +23,12 @@ def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
     return norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
 
 
+def fold_sign(sin: torch.Tensor) -> torch.Tensor:
+    """sin with rotate_half's sign folded in, computed once per step for every layer."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """x*cos + rotate_half(x)*sin as swap-halves, mul, addcmul (signed_sin: sin with
     rotate_half's sign folded in)."""

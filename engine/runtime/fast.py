@@ -1,5 +1,6 @@
-"""The fast path: a preallocated KV cache, a CUDA-graphed one-token decode step and a vision
-tower that attends per temporal patch in one batched call.
+"""The fast path: a preallocated KV cache (kv_cache.py), a CUDA-graphed one-token decode step,
+graphed prefill pieces (prefill_graphs.py) and a vision tower that attends per temporal patch in
+one batched call (vision.py), over fused projections (fused_linear.py).
 
 It runs the model's own modules and weights (norms, projections, MLPs, rotary embedding); only
 the attention over the static cache and the vision attention are written here. `EagerRunner` is
@@ -11,12 +12,11 @@ replaces the Triton flash-decoding attention by batched GEMMs (one graph per 1k 
 LIVECC_NO_FUSED=1 runs the decode step's norms, rotary, cache writes and activations as separate
 torch ops (`_layer`) instead of the fused kernels (`_layer_fused`); LIVECC_NO_DECODE_AHEAD=1 reads
 each greedy token back before queuing the next step (`picks`); LIVECC_NO_PREFILL_GRAPH=1 prefills
-without CUDA graphs (`_PiecewisePrefill`).
+without CUDA graphs (`PiecewisePrefill`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 
@@ -25,84 +25,31 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from engine import flags
+from engine.model.memory_plan import PREFILL_GRAPH_TOKENS, prefill_graphs_on
 from engine.model.preprocess import VideoInputs
-from engine.model.quantize import PREFILL_GRAPH_TOKENS, QuantLinear, fuse_quant_rows, prefill_graphs_on
 
-from .decode_ops import apply_rope, decode_ops, fused_on, rms_norm, silu_mul
-from .gpu_lock import CAPTURE_LOCK
+from .decode_ops import apply_rope, decode_ops, fold_sign, fused_on, rms_norm, silu_mul
+from .decode_state import DecodeState
+from .fused_linear import fuse_layer, gated, linear, linear_add
+from .graphs import CUDAGraphed, GraphPool
+from .kv_cache import StaticKVCache
+from .prefill_graphs import PiecewisePrefill
 from .quant_kernels import install_quant_kernels
+from .vision import FastVision
 
-log = logging.getLogger(__name__)
-
-
-def _signed(sin: torch.Tensor) -> torch.Tensor:
-    """sin with rotate_half's sign folded in, computed once per step for every layer."""
-    half = sin.shape[-1] // 2
-    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-
-
-def _fuse_rows(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Concatenate the weights (and biases) of linears sharing an input, then make each linear's
-    parameters views into the fused tensor: one matmul instead of several. The originals are
-    freed, so once done the model holds one copy (a layer's worth extra while fusing)."""
-    weight = torch.cat([lin.weight.data for lin in linears])
-    has_bias = all(lin.bias is not None for lin in linears)
-    bias = torch.cat([lin.bias.data for lin in linears]) if has_bias else None
-    row = 0
-    for lin in linears:
-        n = lin.weight.shape[0]
-        lin.weight.data = weight[row:row + n]
-        if has_bias:
-            lin.bias.data = bias[row:row + n]
-        row += n
-    return weight, bias
-
-
-def _linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A fused projection: a bf16 weight tensor, or a QuantLinear (its kernel picks the path)."""
-    return weight(x) if isinstance(weight, QuantLinear) else F.linear(x, weight, bias)
-
-
-def _linear_add(residual: torch.Tensor, x: torch.Tensor, linear: torch.nn.Module, fused: bool = False) -> torch.Tensor:
-    """residual + linear(x): one addmm for bf16 (the add fused into the GEMM); quantized, two ops,
-    or with `fused` one GEMV that adds the residual (one token on the GPU)."""
-    if isinstance(linear, QuantLinear):
-        return linear(x, residual=residual) if fused else residual + linear(x)
-    return torch.addmm(residual, x, linear.weight.t())
-
-
-def _gated(x: torch.Tensor, gate_up, silu_mul) -> torch.Tensor:
-    """SiLU(gate) * up of fused gate/up rows: in the quantized GEMV's epilogue, else after the GEMM."""
-    if isinstance(gate_up, QuantLinear):
-        return gate_up(x, glu=True)
-    return silu_mul(F.linear(x, gate_up))
-
-
-class StaticKVCache:
-    """K and V for every layer in one preallocated tensor each: (layers, kv_heads, capacity, head_dim)."""
-
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int, dtype, device):
-        shape = (layers, kv_heads, capacity, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.capacity = capacity
-        self.length = 0
-
-    def room_for(self, n: int) -> None:
-        if self.length + n > self.capacity:
-            raise RuntimeError(f"KV cache full ({self.length}+{n} > {self.capacity}): the context budget "
-                               "must keep the session below the cache capacity")
+_signed = fold_sign  # the name engine/core/batched.py imports
 
 
 class StaticRunner:
     """Drop-in for EagerRunner: same interface, static cache, graphed decode on CUDA."""
 
     name = "static"
+    supports_picks = True  # engine/runtime/runner.py: `picks`, `drop_prefill_graphs`
+    supports_prefill_graphs = True
 
     def __init__(self, model: torch.nn.Module, max_tokens: int, cuda_graphs: bool | None = None):
         self.model = model
         self.lm = model.model.language_model
-        self.visual = model.model.visual
         cfg = model.config.text_config
         self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
@@ -111,31 +58,29 @@ class StaticRunner:
         install_quant_kernels()
         self.cache = StaticKVCache(len(self.lm.layers), self.n_kv, self.head_dim, max_tokens, weight.dtype, weight.device)
         # Fused once per model: a second runner reuses the views instead of concatenating again.
-        self.fused = getattr(model, "_livecc_fused", None) or [self._fuse_layer(layer) for layer in self.lm.layers]
+        self.fused = getattr(model, "_livecc_fused", None) or [fuse_layer(layer) for layer in self.lm.layers]
         model._livecc_fused = self.fused
         if cuda_graphs is None:
             cuda_graphs = weight.device.type == "cuda" and not flags.get("LIVECC_NO_CUDA_GRAPH")
         self.cuda_graphs = cuda_graphs
-        self._decode_graphs: dict[int, _GraphedStep] = {}
-        self._pick_graphs: dict[object, dict[int, _GraphedStep]] = {}
-        self._pool = None
+        self._decode_graphs: dict[int, CUDAGraphed] = {}
+        self._pick_graphs: dict[object, dict[int, CUDAGraphed]] = {}
+        self._pool = GraphPool()  # decode and prefill graphs never run concurrently: they share memory
         self._flash = self._make_flash_decode()
         self._ops = decode_ops(self.device) if fused_on() else None  # the decode step's fused small ops
         self._prefill_warm = weight.device.type != "cuda"
         on_gpu = self.device.type == "cuda"
-        self._state_host = torch.zeros(4, dtype=torch.long, pin_memory=on_gpu)  # token, slot, position, step
+        self._state_host = DecodeState.zeros(pin_memory=on_gpu)  # `decode`'s step
         # The greedy run's device state (`_pick_step`), its host staging, and the last two ids read back.
-        self._pick_state = torch.zeros(6, dtype=torch.long, device=self.device)
-        self._pick_host = torch.zeros(6, dtype=torch.long, pin_memory=on_gpu)
+        self._pick_state = DecodeState.zeros(self.device)
+        self._pick_host = DecodeState.zeros(pin_memory=on_gpu)
         self._picked = torch.zeros(2, dtype=torch.long, pin_memory=on_gpu)
         self._pick_done = [torch.cuda.Event() for _ in range(2)] if on_gpu else None
         self._ahead = not flags.get("LIVECC_NO_DECODE_AHEAD")
         self._prefill_graphs = cuda_graphs and prefill_graphs_on()
-        self._prefills: dict[int, _PiecewisePrefill] = {}  # by token count
+        self._prefills: dict[int, PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
-        self._vision_rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._vision_graphs: dict[tuple, _GraphedStep] = {}
-        self._grids_seen: set[tuple] = set()
+        self.vision = FastVision(model, cuda_graphs)
 
     def _make_flash_decode(self):
         if self.device.type != "cuda" or flags.get("LIVECC_NO_TRITON"):
@@ -159,7 +104,7 @@ class StaticRunner:
         """A new session brings its own sampler: drop the decode graphs that captured the old one's."""
         self._pick_graphs.clear()
         if not self._decode_graphs and not self._prefills:
-            self._pool = None  # a graph pool dies with its last graph: capturing into it again fails
+            self._pool.drop()
 
     def reset(self) -> None:
         self.cache.length = 0
@@ -173,16 +118,6 @@ class StaticRunner:
         """Forget every cached token from `length` on: the slots are overwritten by what comes next."""
         self.cache.length = min(self.cache.length, length)
 
-    @staticmethod
-    def _fuse_layer(layer) -> tuple:
-        attn, mlp = layer.self_attn, layer.mlp
-        if isinstance(attn.q_proj, QuantLinear):  # fused QuantLinears carry their own bias
-            return (fuse_quant_rows(attn.q_proj, attn.k_proj, attn.v_proj), None,
-                    fuse_quant_rows(mlp.gate_proj, mlp.up_proj))
-        qkv_w, qkv_b = _fuse_rows(attn.q_proj, attn.k_proj, attn.v_proj)
-        gate_up_w, _ = _fuse_rows(mlp.gate_proj, mlp.up_proj)
-        return qkv_w, qkv_b, gate_up_w
-
     # -- language model --------------------------------------------------------------------
     def _layer(self, i: int, x: torch.Tensor, cos, signed_sin, write, attend) -> torch.Tensor:
         return self._post_attention(i, x, attend(i, self._pre_attention(i, x, cos, signed_sin, write)))
@@ -192,7 +127,7 @@ class StaticRunner:
         layer = self.lm.layers[i]
         qkv_w, qkv_b, _ = self.fused[i]
         b, n, _ = x.shape
-        qkv = _linear(rms_norm(x, layer.input_layernorm), qkv_w, qkv_b)
+        qkv = linear(rms_norm(x, layer.input_layernorm), qkv_w, qkv_b)
         nqk = (self.n_heads + self.n_kv) * self.head_dim
         qk = qkv[..., :nqk].view(b, n, self.n_heads + self.n_kv, self.head_dim).transpose(1, 2)
         qk = apply_rope(qk, cos, signed_sin)  # q and k rotated together
@@ -205,9 +140,9 @@ class StaticRunner:
         """Layer i from its attention output `out` (n, heads * head_dim) on: o_proj, residual, MLP."""
         layer = self.lm.layers[i]
         b, n, _ = x.shape
-        h = _linear_add(x.view(n, -1), out, layer.self_attn.o_proj)
-        gated = silu_mul(_linear(rms_norm(h, layer.post_attention_layernorm), self.fused[i][2]))
-        return _linear_add(h, gated, layer.mlp.down_proj).view(b, n, -1)
+        h = linear_add(x.view(n, -1), out, layer.self_attn.o_proj)
+        act = silu_mul(linear(rms_norm(h, layer.post_attention_layernorm), self.fused[i][2]))
+        return linear_add(h, act, layer.mlp.down_proj).view(b, n, -1)
 
     def _layer_fused(self, i: int, x: torch.Tensor, cos, signed_sin, slot: torch.Tensor, attend) -> torch.Tensor:
         """`_layer` for one decode token in fewer kernels: norm, rotary + cache write, residual adds
@@ -215,11 +150,11 @@ class StaticRunner:
         layer, ops = self.lm.layers[i], self._ops
         qkv_w, qkv_b, gate_up_w = self.fused[i]
         h = x.view(1, -1)
-        qkv = _linear(ops.rms_norm(h, layer.input_layernorm), qkv_w, qkv_b)
+        qkv = linear(ops.rms_norm(h, layer.input_layernorm), qkv_w, qkv_b)
         q = ops.rope_write(qkv, cos, signed_sin, self.cache.k[i], self.cache.v[i], slot, self.n_heads, self.n_kv)
-        h = _linear_add(h, attend(i, q), layer.self_attn.o_proj, fused=True)
-        gated = _gated(ops.rms_norm(h, layer.post_attention_layernorm), gate_up_w, ops.silu_mul)
-        return _linear_add(h, gated, layer.mlp.down_proj, fused=True).view(x.shape)
+        h = linear_add(h, attend(i, q), layer.self_attn.o_proj, fused=True)
+        act = gated(ops.rms_norm(h, layer.post_attention_layernorm), gate_up_w, ops.silu_mul)
+        return linear_add(h, act, layer.mlp.down_proj, fused=True).view(x.shape)
 
     def _grouped(self, q: torch.Tensor) -> torch.Tensor:
         """(heads, n, d) -> (kv_heads, groups * n, d): GQA as plain attention per KV head."""
@@ -266,7 +201,7 @@ class StaticRunner:
             mask = (ids == self.video_token_id)[None, :, None].expand_as(x)
             x = x.masked_scatter(mask, video_embeds.to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, positions[:, None, :])
-        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
+        cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
         end = start + n
         causal = causal_lower_right(n, end)  # new tokens see the whole cache and each other causally
 
@@ -291,7 +226,7 @@ class StaticRunner:
 
     PREFILL_GRAPH_SIZES = 4  # token counts with graphed prefills (a stream's chunk turns come in a few sizes)
 
-    def _piecewise(self, n: int) -> "_PiecewisePrefill | None":
+    def _piecewise(self, n: int) -> PiecewisePrefill | None:
         """The graphed prefill for a piece of `n` tokens, made when n comes the second time (a
         stream's chunk turns come in a few sizes, set by their time stamps and by how the previous
         reply closed); None: eager."""
@@ -302,9 +237,7 @@ class StaticRunner:
         if n not in self._prefill_sizes:
             self._prefill_sizes.add(n)
             return None
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        self._prefills[n] = _PiecewisePrefill(self, n, self._pool)
+        self._prefills[n] = PiecewisePrefill(self, n, self._pool.handle())
         return self._prefills[n]
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
@@ -314,7 +247,7 @@ class StaticRunner:
         token, slot = token_slot[:1], token_slot[1:2]
         x = self.lm.embed_tokens(token[None])
         cos, sin = self._text_rope(position, x.dtype)
-        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
+        cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
         attend = self._attend_flash(slot) if self._flash is not None else self._attend_gemm(slot, width, x.dtype)
 
         def write(i, k, v):
@@ -370,24 +303,25 @@ class StaticRunner:
         """Every width `_width` can return."""
         return sorted({self._width(slot) for slot in range(0, self.cache.capacity, 1024)})
 
-    def _capture_widths(self, make_step, inputs: list[torch.Tensor] | None = None) -> dict[int, "_GraphedStep"]:
+    def _capture_widths(self, make_step, inputs: list[torch.Tensor] | None = None) -> dict[int, CUDAGraphed]:
         """A graph per attention width (one with flash-decoding), all captured at the rule's first
         use, so a growing context never stalls on a capture. Without `inputs` each graph gets its
         own state buffer; with them, every graph reads those very tensors (the caller fills them
         after the capture). Warm-ups write only the cache's last slot, which real steps overwrite
         before reading."""
-        warm = torch.tensor([0, self.cache.capacity - 1, 0, 1], dtype=torch.long, device=self.device)
+        warm = DecodeState.zeros(self.device).set(0, self.cache.capacity - 1, 0, 1).values
         if inputs is not None:
-            inputs[0][:4].copy_(warm)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()  # decode graphs never run concurrently: share memory
-        return {w: _GraphedStep(make_step(w), inputs or [warm], self._pool, static=inputs is not None)
+            inputs[0].copy_(warm)
+        return {w: CUDAGraphed(make_step(w), inputs or [warm], pool=self._pool.handle(), static=inputs is not None)
                 for w in self._widths()}
 
-    def _step_state(self, token: int, position: int, step: int) -> torch.Tensor:
+    def _step_state(self, token: int, position: int, step: int) -> DecodeState:
+        """The host state of one step feeding `token` at `position` into the next cache slot."""
         self.cache.room_for(1)
-        self._state_host.copy_(torch.tensor([token, self.cache.length, position, step]))
-        return self._state_host
+        return self._state_host.set(token, self.cache.length, position, step)
+
+    def _decode_state(self, state: DecodeState, width: int) -> torch.Tensor:
+        return self._decode_eager(state.token_slot, state.position, width)
 
     @torch.inference_mode()
     def decode(self, token: int, position: int) -> torch.Tensor:
@@ -397,11 +331,10 @@ class StaticRunner:
         if self.cuda_graphs:
             if not self._decode_graphs:
                 self._decode_graphs = self._capture_widths(
-                    lambda w: lambda st: self._decode_eager(st[0:2], st[2:3], w))
-            logits = self._decode_graphs[width](state)
+                    lambda w: lambda values: self._decode_state(DecodeState(values), w))
+            logits = self._decode_graphs[width](state.values)
         else:
-            state = state.to(self.device)
-            logits = self._decode_eager(state[0:2], state[2:3], width)
+            logits = self._decode_state(DecodeState(state.values.to(self.device)), width)
         self.cache.length += 1
         return logits
 
@@ -420,8 +353,8 @@ class StaticRunner:
         self.cache.room_for(count)
         steps = self._pick_steps(key, choose, seen)  # captured first: a capture rewrites the state
         start = self.cache.length
-        self._pick_host.copy_(torch.tensor([token, start, position, step, 0, 0]))
-        self._pick_state.copy_(self._pick_host, non_blocking=True)
+        self._pick_host.set(token, start, position, step)
+        self._pick_state.values.copy_(self._pick_host.values, non_blocking=True)
         launched = read = 0
 
         def launch() -> None:
@@ -447,7 +380,7 @@ class StaticRunner:
         finally:
             if launched > read:  # the step queued ahead fed the last id yielded: unmark it
                 state = self._pick_state
-                seen.index_put_((state[4:5],), state[5:6].bool())
+                seen.index_put_((state.fed,), state.was_seen.bool())
 
     def _pick_steps(self, key, choose, seen: torch.Tensor):
         """A function of the attention width that runs one `_pick_step` on the run's state."""
@@ -455,178 +388,32 @@ class StaticRunner:
             return lambda width: self._pick_step(self._pick_state, seen, width, choose)
         if key not in self._pick_graphs:
             self._pick_graphs[key] = self._capture_widths(
-                lambda w: lambda state, marks: self._pick_step(state, marks, w, choose), [self._pick_state, seen])
+                lambda w: lambda values, marks: self._pick_step(DecodeState(values), marks, w, choose),
+                [self._pick_state.values, seen])
         graphs = self._pick_graphs[key]
         return lambda width: graphs[width]()
 
-    def _pick_step(self, state: torch.Tensor, seen: torch.Tensor, width: int, choose) -> torch.Tensor:
-        """One greedy step on `state` = [token, slot, position, step, token fed, whether it was
-        seen before]: mark the token in `seen`, decode it, choose the next and advance the state
-        to feed that one. Device tensors only (what the graph captures)."""
-        fed = state[0:1]
-        state[4:5].copy_(fed)
-        state[5:6].copy_(seen.index_select(0, fed))
+    def _pick_step(self, state: DecodeState, seen: torch.Tensor, width: int, choose) -> torch.Tensor:
+        """One greedy step on `state`: mark its token in `seen` (keeping what it was in `fed` and
+        `was_seen`, so a step run ahead can be undone), decode it, choose the next and advance the
+        state to feed that one. Device tensors only (what the graph captures)."""
+        fed = state.token
+        state.fed.copy_(fed)
+        state.was_seen.copy_(seen.index_select(0, fed))
         seen.index_fill_(0, fed, True)
-        chosen = choose(self._decode_eager(state[0:2], state[2:3], width), state[3])
-        state[0].copy_(chosen)
-        state[1:4] += 1
+        chosen = choose(self._decode_state(state, width), state.step)
+        state.token.copy_(chosen)
+        state.counters.add_(1)
         return chosen
-
-    # -- vision ----------------------------------------------------------------------------
-    def _rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """The vision rotary (cos, sin) exactly as the model computes it for this grid, captured
-        once per grid from the model's own forward (robust across transformers versions)."""
-        grid = video.grid
-        if grid not in self._vision_rope:
-            captured = {}
-
-            def grab(_module, _args, kwargs):
-                captured["rope"] = kwargs["position_embeddings"]
-
-            handle = self.visual.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
-            try:
-                self.model.model.get_video_features(video.pixel_values_videos, video.video_grid_thw)
-            finally:
-                handle.remove()
-            self._vision_rope[grid] = tuple(t.clone() for t in captured["rope"])
-        return self._vision_rope[grid]
-
-    def _vision_eager(self, pixels: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, frames: int) -> torch.Tensor:
-        """The vision tower with attention batched per temporal patch: Qwen2-VL attends within
-        each temporal patch, and every patch of a chunk has the same size."""
-        x = self.visual.patch_embed(pixels.to(self.visual.patch_embed.proj.weight.dtype))
-        n, dim = x.shape
-        heads = self.visual.blocks[0].attn.num_heads
-        cos32, sin32 = cos.float()[:, None, None, :], _signed(sin.float())[:, None, None, :]
-        for block in self.visual.blocks:
-            qkv = block.attn.qkv(block.norm1(x)).reshape(n, 3, heads, -1)
-            qk = apply_rope(qkv[:, :2].float(), cos32, sin32).to(qkv.dtype)  # float32 rotary, as the model
-            q, k, v = (t.reshape(frames, n // frames, heads, -1).transpose(1, 2) for t in (qk[:, 0], qk[:, 1], qkv[:, 2]))
-            o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, dim)
-            x = x + block.attn.proj(o)
-            x = x + block.mlp(block.norm2(x))
-        return self.visual.merger(x)
 
     @torch.inference_mode()
     def encode_video(self, video: VideoInputs) -> torch.Tensor:
-        grid = video.grid
-        cos, sin = self._rope_for(video)
-        pixels = video.pixel_values_videos
-        if not self.cuda_graphs:
-            return self._vision_eager(pixels, cos, sin, grid[0])
-        if grid not in self._vision_graphs:
-            if grid not in self._grids_seen:  # graph a grid once it repeats (the first chunk's never does)
-                self._grids_seen.add(grid)
-                return self._vision_eager(pixels, cos, sin, grid[0])
-            self._vision_graphs[grid] = _GraphedStep(lambda p: self._vision_eager(p, cos, sin, grid[0]), [pixels])
-        return self._vision_graphs[grid](pixels).clone()
+        """(n_tokens, hidden) merged visual embeddings for one chunk (engine/runtime/vision.py)."""
+        return self.vision.encode(video)
 
+    # engine/core/batched.py stacks chunks through the vision tower with these two
+    def _rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vision.rope_for(video)
 
-class _PiecewisePrefill:
-    """A prefill piece of `n` tokens as CUDA graphs between its attentions (vLLM's piecewise
-    graphs): graph 0 runs layer 0 up to its attention, graph i the rest of layer i - 1 and layer i
-    up to its attention, the last the rest of the last layer and the last token's logits. Attention
-    reads the cache's first `end` slots, a length that changes every chunk, so it runs eagerly in
-    between (one SDPA call and a copy per layer instead of a layer's ~20 launches: the prefill was
-    bound by the host's launches). The steps read and write static buffers and write K and V to
-    the cache slots in `slots`. Each run captures up to CAPTURES_PER_RUN more steps (the rest run
-    eagerly, on the same buffers), so no single chunk pays for a whole capture; a capture records
-    without running (this size already ran eagerly: kernels compiled and tuned), so it needs no
-    warm-up and changes no buffer. With `pool` None nothing is captured (the CPU tests)."""
-
-    CAPTURES_PER_RUN = 8
-
-    def __init__(self, runner: StaticRunner, n: int, pool=None):
-        self.runner, self.pool = runner, pool
-        dtype, device = runner.cache.k.dtype, runner.device
-        heads, d = runner.n_heads, runner.head_dim
-        self.x = torch.zeros(1, n, runner.lm.config.hidden_size, dtype=dtype, device=device)
-        self.cos = torch.zeros(1, 1, n, d, dtype=dtype, device=device)
-        self.sin = torch.zeros_like(self.cos)
-        self.q = torch.zeros(heads, n, d, dtype=dtype, device=device)
-        self.o = torch.zeros(n, heads * d, dtype=dtype, device=device)
-        self.base = torch.arange(n, device=device)
-        self.slots = torch.empty_like(self.base)  # set by each run before anything reads it
-        self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
-        self.graphs: list[_GraphedStep | None] = [None] * len(self.steps)
-
-    def _capture_some(self) -> None:
-        if self.pool is None:
-            return
-        todo = [i for i, graph in enumerate(self.graphs) if graph is None][:self.CAPTURES_PER_RUN]
-        try:
-            for i in todo:
-                self.graphs[i] = _GraphedStep(self.steps[i], [], self.pool, static=True, warmups=0)
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError as exc:  # a kernel that cannot be captured: this piece stays eager
-            log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
-            self.pool, self.graphs = None, [None] * len(self.steps)
-            self.runner._prefill_graphs = False
-
-    def _step(self, i: int):
-        runner, last = self.runner, len(self.runner.lm.layers)
-
-        def write(j, k, v):
-            runner.cache.k[j].index_copy_(1, self.slots, k)
-            runner.cache.v[j].index_copy_(1, self.slots, v)
-
-        def step():
-            if i > 0:
-                self.x.copy_(runner._post_attention(i - 1, self.x, self.o))
-            if i < last:
-                self.q.copy_(runner._pre_attention(i, self.x, self.cos, self.sin, write))
-                return None
-            return runner.model.lm_head(rms_norm(self.x[:, -1:], runner.lm.norm))[0, 0].float()
-
-        return step
-
-    def run(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, start: int, attend) -> torch.Tensor:
-        """The last token's logits (a copy: the graph's buffer is rewritten by the next prefill)."""
-        self.x.copy_(x)
-        self.cos.copy_(cos)
-        self.sin.copy_(signed_sin)
-        torch.add(self.base, start, out=self.slots)
-        self._capture_some()
-        for i, (step, graph) in enumerate(zip(self.steps, self.graphs)):
-            logits = (graph or step)()
-            if logits is None:
-                self.o.copy_(attend(i, self.q))
-        return logits.clone()
-
-
-class _GraphedStep:
-    """A function of fixed-shape tensors captured as a CUDA graph (gpt-fast / moshi style).
-    Calling it copies the inputs into the static buffers and replays; a shape change raises.
-    With `static` the graph reads the example tensors themselves: call it with no inputs after
-    filling them. Warm-ups run on copies, so they change no caller state, and all on one side
-    stream, so the memory they cache is one stream's (a stream per graph held a prefill's
-    temporaries per graph)."""
-
-    _warm_stream: torch.cuda.Stream | None = None
-
-    def __init__(self, fn, example_inputs: list[torch.Tensor], pool=None, static: bool = False, warmups: int = 2):
-        self.inputs = list(example_inputs) if static else [t.clone() for t in example_inputs]
-        if _GraphedStep._warm_stream is None:
-            _GraphedStep._warm_stream = torch.cuda.Stream()
-        stream = _GraphedStep._warm_stream
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(warmups):  # outside the graph: allocator, library handles, kernel choice
-                fn(*[t.clone() for t in self.inputs])
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads may allocate meanwhile; the lock keeps GPU samplers
-        # (ChatTTS) from drawing random numbers while the capture holds the CUDA generator.
-        with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"), \
-                torch.inference_mode():
-            self.output = fn(*self.inputs)
-
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        for buf, value in zip(self.inputs, inputs):
-            if buf.shape != value.shape:
-                raise ValueError(f"graphed step got shape {tuple(value.shape)}, captured {tuple(buf.shape)}; "
-                                 "set LIVECC_NO_CUDA_GRAPH=1 to run without graphs")
-            buf.copy_(value, non_blocking=True)
-        self.graph.replay()
-        return self.output
+    def _vision_eager(self, pixels: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, frames: int) -> torch.Tensor:
+        return self.vision.run_eager(pixels, cos, sin, frames)

@@ -19,6 +19,8 @@ class EagerRunner:
     """Vision encode, prefill and one-token decode over a persistent KV cache."""
 
     name = "eager"
+    supports_picks = False  # engine/runtime/runner.py: the capabilities a session may ask for
+    supports_prefill_graphs = False
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

@@ -1,0 +1,90 @@
+"""The fast runner's graphed prefill: a piece of a fixed token count as CUDA graphs between its
+attentions, captured a few per run (LIVECC_NO_PREFILL_GRAPH=1: never)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from .decode_ops import rms_norm
+from .graphs import CUDAGraphed
+
+if TYPE_CHECKING:
+    from .fast import StaticRunner
+
+log = logging.getLogger(__name__)
+
+
+class PiecewisePrefill:
+    """A prefill piece of `n` tokens as CUDA graphs between its attentions (vLLM's piecewise
+    graphs): graph 0 runs layer 0 up to its attention, graph i the rest of layer i - 1 and layer i
+    up to its attention, the last the rest of the last layer and the last token's logits. Attention
+    reads the cache's first `end` slots, a length that changes every chunk, so it runs eagerly in
+    between (one SDPA call and a copy per layer instead of a layer's ~20 launches: the prefill was
+    bound by the host's launches). The steps read and write static buffers and write K and V to
+    the cache slots in `slots`. Each run captures up to CAPTURES_PER_RUN more steps (the rest run
+    eagerly, on the same buffers), so no single chunk pays for a whole capture; a capture records
+    without running (this size already ran eagerly: kernels compiled and tuned), so it needs no
+    warm-up and changes no buffer. With `pool` None nothing is captured (the CPU tests)."""
+
+    CAPTURES_PER_RUN = 8
+
+    def __init__(self, runner: StaticRunner, n: int, pool=None):
+        self.runner, self.pool = runner, pool
+        dtype, device = runner.cache.k.dtype, runner.device
+        heads, d = runner.n_heads, runner.head_dim
+        self.x = torch.zeros(1, n, runner.lm.config.hidden_size, dtype=dtype, device=device)
+        self.cos = torch.zeros(1, 1, n, d, dtype=dtype, device=device)
+        self.sin = torch.zeros_like(self.cos)
+        self.q = torch.zeros(heads, n, d, dtype=dtype, device=device)
+        self.o = torch.zeros(n, heads * d, dtype=dtype, device=device)
+        self.base = torch.arange(n, device=device)
+        self.slots = torch.empty_like(self.base)  # set by each run before anything reads it
+        self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
+        self.graphs: list[CUDAGraphed | None] = [None] * len(self.steps)
+
+    def _capture_some(self) -> None:
+        if self.pool is None:
+            return
+        todo = [i for i, graph in enumerate(self.graphs) if graph is None][:self.CAPTURES_PER_RUN]
+        try:
+            for i in todo:
+                self.graphs[i] = CUDAGraphed(self.steps[i], pool=self.pool, static=True, warmups=0)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # a kernel that cannot be captured: this piece stays eager
+            log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
+            self.pool, self.graphs = None, [None] * len(self.steps)
+            self.runner._prefill_graphs = False
+
+    def _step(self, i: int):
+        runner, last = self.runner, len(self.runner.lm.layers)
+
+        def write(j, k, v):
+            runner.cache.k[j].index_copy_(1, self.slots, k)
+            runner.cache.v[j].index_copy_(1, self.slots, v)
+
+        def step():
+            if i > 0:
+                self.x.copy_(runner._post_attention(i - 1, self.x, self.o))
+            if i < last:
+                self.q.copy_(runner._pre_attention(i, self.x, self.cos, self.sin, write))
+                return None
+            return runner.model.lm_head(rms_norm(self.x[:, -1:], runner.lm.norm))[0, 0].float()
+
+        return step
+
+    def run(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, start: int, attend) -> torch.Tensor:
+        """The last token's logits (a copy: the graph's buffer is rewritten by the next prefill)."""
+        self.x.copy_(x)
+        self.cos.copy_(cos)
+        self.sin.copy_(signed_sin)
+        torch.add(self.base, start, out=self.slots)
+        self._capture_some()
+        for i, (step, graph) in enumerate(zip(self.steps, self.graphs)):
+            logits = (graph or step)()
+            if logits is None:
+                self.o.copy_(attend(i, self.q))
+        return logits.clone()
