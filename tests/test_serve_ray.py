@@ -193,6 +193,37 @@ def connect_when_free(url: str, tries: int = 300) -> RemoteSession:
     pytest.fail("a slot stayed taken after its client left")
 
 
+def test_autoscaling_targets_the_sessions_of_a_replica(monkeypatch):
+    import ray
+
+    from livecc.server import ray_app
+
+    settings = ServerSettings("m", sessions=3)
+    fixed = ray_app.LiveCCDeployment.options(**ray_app.deployment_options(settings, 2))
+    assert (fixed.num_replicas, fixed.max_ongoing_requests) == (2, 3)
+    scaled = ray_app.LiveCCDeployment.options(**ray_app.deployment_options(settings, 1, max_replicas=4))
+    config = scaled._deployment_config.autoscaling_config
+    assert (config.min_replicas, config.max_replicas, config.target_ongoing_requests) == (1, 4, 3)
+    assert scaled.max_ongoing_requests == 3  # Serve never sends a replica more sessions than it holds
+    deployed = {}
+
+    def deploy(settings, replicas, host, port, num_gpus=0.0, max_replicas=None):
+        deployed.update(sessions=settings.sessions, replicas=replicas, max_replicas=max_replicas)
+        raise KeyboardInterrupt  # what a stop signal raises while `livecc serve` waits
+
+    monkeypatch.setattr(ray_app, "init_ray", lambda **options: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # the module's cluster may be running here
+    monkeypatch.setattr(ray_app, "deploy", deploy)
+    assert main(["serve", "--model", "m", "--sessions-per-replica", "3", "--max-replicas", "4"]) == 0
+    assert deployed == {"sessions": 3, "replicas": 1, "max_replicas": 4}
+
+
+@pytest.mark.parametrize("args", [["--replicas", "3", "--max-replicas", "2"], ["--no-ray", "--max-replicas", "2"]])
+def test_max_replicas_needs_ray_and_at_least_the_replicas(args, capsys):
+    assert main(["serve", "--model", "m", *args]) == 2
+    assert capsys.readouterr().err.strip().endswith("give at least --replicas, without --no-ray")
+
+
 def test_a_killed_replica_tells_its_sessions_and_the_others_go_on(cluster, videos, tiny_model_dir, tmp_path,
                                                                    monkeypatch, capsys):
     import ray

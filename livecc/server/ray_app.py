@@ -117,14 +117,20 @@ def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
             time.sleep(0.5)
 
 
-def deployment_options(settings: ServerSettings, replicas: int, num_gpus: float = 0.0, num_cpus: float = 1.0) -> dict:
-    """The deployment's Serve options: exactly K sessions a replica."""
-    return {"num_replicas": replicas, "max_ongoing_requests": settings.sessions, "graceful_shutdown_timeout_s": 5,
-            "ray_actor_options": {"num_gpus": num_gpus, "num_cpus": num_cpus}}
+def deployment_options(settings: ServerSettings, replicas: int, max_replicas: int | None = None,
+                       num_gpus: float = 0.0, num_cpus: float = 1.0) -> dict:
+    """The deployment's Serve options: K sessions a replica, and Serve's autoscaling between `replicas`
+    and `max_replicas` (when larger) on the number of sessions, K a replica."""
+    options = {"max_ongoing_requests": settings.sessions, "graceful_shutdown_timeout_s": 5,
+               "ray_actor_options": {"num_gpus": num_gpus, "num_cpus": num_cpus}}
+    if max_replicas is None or max_replicas <= replicas:
+        return options | {"num_replicas": replicas}
+    return options | {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
+                                             "target_ongoing_requests": settings.sessions}}
 
 
 def deploy(settings: ServerSettings, replicas: int, host: str, port: int, num_gpus: float = 0.0,
-           num_cpus: float = 1.0):
+           num_cpus: float = 1.0, max_replicas: int | None = None):
     """Start Serve on `host:port` and run the deployment; returns the drain control actor."""
     control = Control.options(name=CONTROL, namespace=NAMESPACE, get_if_exists=True).remote()
     http = {"host": host, "port": port}
@@ -135,13 +141,20 @@ def deploy(settings: ServerSettings, replicas: int, host: str, port: int, num_gp
     except TimeoutError:  # Serve gives its HTTP proxy 60 s to start; a loaded node can take longer
         serve.start(http_options=http)  # the controller is up: this connects to it
         _wait_for_port(host, port, PROXY_START_S)
-    options = deployment_options(settings, replicas, num_gpus, num_cpus)
+    options = deployment_options(settings, replicas, max_replicas, num_gpus, num_cpus)
     serve.run(LiveCCDeployment.options(**options).bind(settings), name=APP_NAME, route_prefix="/")
     return control
 
 
-def drain(control, replicas: int, timeout: float = 20.0) -> None:
+def drain(control, timeout: float = 20.0) -> None:
     """Tell every replica to drain, wait (at most `timeout`) until they have, then remove the app."""
+    replicas = running_replicas()
     ray.get(control.stop.remote())
     ray.get(control.wait_drained.remote(replicas, timeout))
     serve.delete(APP_NAME)
+
+
+def running_replicas() -> int:
+    """How many replicas run now (autoscaling changes it)."""
+    deployment = serve.status().applications[APP_NAME].deployments[LiveCCDeployment.name]
+    return deployment.replica_states.get("RUNNING", 0)
