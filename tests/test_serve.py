@@ -258,3 +258,79 @@ def test_the_client_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def through_gate(app, scope_type: str = "websocket", client_leaves: bool = False) -> list[dict]:
+    """What reaches the client when Ray Serve's proxy runs `app` behind the gate (livecc/server/gate.py)."""
+    from livecc.server.gate import PlacementGate
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if client_leaves:
+            return {"type": "websocket.disconnect", "code": 1000}
+        await asyncio.Event().wait()  # a client that says nothing
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(PlacementGate(app, place_s=0.01)({"type": scope_type, "path": wire.PATH}, receive, send))
+    return sent
+
+
+def texts(sent: list[dict]) -> list[dict]:
+    return [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+
+
+def test_the_gate_refuses_what_serve_cannot_place():
+    """Every replica full: Serve would queue the connection; the gate cancels it and says busy."""
+    cancelled = []
+
+    async def queued(scope, receive, send):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(scope["type"])
+            raise
+
+    sent = through_gate(queued)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert texts(sent) == [wire.closed("busy")] and sent[-1]["code"] == wire.TRY_LATER
+    reply = through_gate(queued, "http")
+    assert reply[0]["status"] == 503 and (b"retry-after", b"5") in reply[0]["headers"]
+    assert json.loads(reply[1]["body"])["status"] == "busy"
+    assert cancelled == ["websocket", "http"]  # out of Serve's queue, so it never takes a slot later
+
+
+def test_the_gate_tells_a_session_its_replica_is_lost():
+    """Serve ends the call without the app's close when the replica dies."""
+    async def dies(scope, receive, send):
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": wire.dumps({"type": "session.created"})})
+
+    sent = through_gate(dies)
+    assert [m["type"] for m in texts(sent)] == ["session.created", "error"]
+    error = texts(sent)[-1]["error"]
+    assert (error["type"], error["code"]) == ("server_error", "replica_lost") and "replica" in error["message"]
+    assert sent[-1] == {"type": "websocket.close", "code": wire.SERVER_ERROR, "reason": "replica lost"}
+
+
+def test_the_gate_adds_nothing_to_a_session_that_ends_as_usual():
+    async def closes(scope, receive, send):
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": wire.NORMAL, "reason": "stream ended"})
+
+    async def client_left(scope, receive, send):
+        await send({"type": "websocket.accept"})
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    assert [m["type"] for m in through_gate(closes)] == ["websocket.accept", "websocket.close"]
+    assert [m["type"] for m in through_gate(client_left, client_leaves=True)] == ["websocket.accept"]
+
+
+def test_a_lost_replica_is_one_line_for_the_client():
+    from livecc.server.gate import REPLICA_LOST
+
+    remote = RemoteSession(None, {"session": {"settings": {}}})
+    with pytest.raises(RemoteError, match="replica holding this session stopped"):
+        remote._handle(wire.error(*REPLICA_LOST, kind="server_error"))

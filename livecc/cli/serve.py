@@ -22,6 +22,9 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--token", default=flags.get("LIVECC_SERVER_TOKEN"),
                    help="clients must send this token (default $LIVECC_SERVER_TOKEN)")
     s.add_argument("--replicas", type=int, default=1, help="model replicas, one GPU each when CUDA is there")
+    s.add_argument("--max-replicas", type=int, default=None,
+                   help="autoscale between --replicas and this many replicas on the number of sessions "
+                        "(Ray Serve's autoscaling, --sessions-per-replica a replica; default: no autoscaling)")
     s.add_argument("--sessions-per-replica", type=int, default=1, help="live sessions a replica holds at once")
     s.add_argument("--address", default=None, help="join this Ray cluster (default: start Ray here)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs a local Ray may use (default: all)")
@@ -39,6 +42,8 @@ def server_settings(args):
     check_bind(args.host, args.token)
     if args.replicas < 1 or not 0 <= args.port < 65536:
         raise bad_option("--replicas must be 1 or more and --port in 0..65535")
+    if args.max_replicas is not None and (args.no_ray or args.max_replicas < args.replicas):
+        raise bad_option("--max-replicas autoscales Ray Serve replicas: give at least --replicas, without --no-ray")
     return ServerSettings(args.model, token=args.token or None, sessions=args.sessions_per_replica,
                           idle_timeout_s=args.idle_timeout, max_frames_per_s=args.max_frames_per_s, device=args.device)
 
@@ -77,14 +82,14 @@ def _serve_ray(args, settings) -> int:
     signal.signal(signal.SIGTERM, ours)  # ray.init puts its own exit there: SIGTERM must drain first
     control = None
     try:
-        control = deploy(settings, args.replicas, args.host, args.port, num_gpus=gpus)
+        control = deploy(settings, args.replicas, args.host, args.port, num_gpus=gpus, max_replicas=args.max_replicas)
         _ready(args, "ray")
         threading.Event().wait()  # until a stop signal (livecc.cli.signals raises it here)
     except KeyboardInterrupt:  # a stop signal: drain, then a clean exit
         pass
     finally:
         if control is not None:
-            drain(control, args.replicas)
+            drain(control)
         ray.shutdown()
     return 0
 

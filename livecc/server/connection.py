@@ -121,7 +121,8 @@ class Connection:
     def _description(self) -> dict:
         limits = {name: getattr(self.settings, name) for name in
                   ("max_message_bytes", "max_frames_per_s", "idle_timeout_s", "kv_budget")}
-        return {"id": self.id, "model": self.replica.model_name, "settings": self._settings(), "limits": limits}
+        return {"id": self.id, "model": self.replica.model_name, "replica": self.replica.name,
+                "settings": self._settings(), "limits": limits}
 
     def _settings(self) -> dict:
         from .settings import CLIENT_SETTINGS

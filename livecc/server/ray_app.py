@@ -1,10 +1,12 @@
 """The ASGI app as a Ray Serve deployment: each replica loads the model once and holds up to K
 sessions; one WebSocket stays on the replica that accepted it.
 
-Routing: a replica takes K + 1 connections (`max_ongoing_requests`), so the one past K reaches a
-replica and is refused there at once ("busy, try later") instead of waiting in Ray's queue behind
-streams that must stay real-time. Draining: the driver tells a small named actor to stop; every
-replica waits on it, tells its sessions "server stopping", and reports back.
+Routing: a replica takes exactly K connections (`max_ongoing_requests`). Serve's router only sends a
+request to a replica that accepts it, so a session always lands on a free slot if there is one, and
+none is ever over-assigned. With every slot taken Serve would queue the connection: the gate in
+Serve's proxy (gate.py) refuses it as busy instead. Autoscaling, when asked, targets K sessions a
+replica. Draining: the driver tells a small named actor to stop; every replica waits on it, tells
+its sessions "server stopping", and reports back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ray import serve
 
 from engine.errors import LiveCCError
 
+from .gate import CALLBACK
 from .settings import ServerSettings
 
 LOG = logging.getLogger(__name__)
@@ -30,11 +33,14 @@ PROXY_START_S = 240.0  # after Serve's own 60 s: a loaded 2-core node was seen t
 # Serve kills a proxy that has not answered its ready check 5 s after starting; on a loaded node a
 # new Python worker takes longer than that, and the proxy never comes up. Read by Ray's processes.
 RAY_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
+# Serve's proxy runs the gate (busy refusals, a clear error when a replica dies); read by the proxy.
+PROXY_ENV = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": CALLBACK}
 
 
 def init_ray(**options) -> None:
-    """ray.init with Serve's start-up checks lengthened (a setting already in the environment wins)."""
-    for name, value in RAY_DEFAULTS.items():
+    """ray.init with Serve's start-up checks lengthened and the gate in its proxy (a setting already in
+    the environment wins; a local Ray's processes inherit these)."""
+    for name, value in (RAY_DEFAULTS | PROXY_ENV).items():
         os.environ.setdefault(name, value)
     ray.init(**options)
 
@@ -76,7 +82,7 @@ class LiveCCDeployment:
         from .replica import Replica
 
         logging.basicConfig(level=logging.WARNING)
-        self.replica = Replica(settings)
+        self.replica = Replica(settings, name=ray.get_runtime_context().get_actor_name())
         self._watch: asyncio.Task | None = None
 
     def __serve_build_asgi_app__(self):
@@ -111,24 +117,44 @@ def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
             time.sleep(0.5)
 
 
+def deployment_options(settings: ServerSettings, replicas: int, max_replicas: int | None = None,
+                       num_gpus: float = 0.0, num_cpus: float = 1.0) -> dict:
+    """The deployment's Serve options: K sessions a replica, and Serve's autoscaling between `replicas`
+    and `max_replicas` (when larger) on the number of sessions, K a replica."""
+    options = {"max_ongoing_requests": settings.sessions, "graceful_shutdown_timeout_s": 5,
+               "ray_actor_options": {"num_gpus": num_gpus, "num_cpus": num_cpus}}
+    if max_replicas is None or max_replicas <= replicas:
+        return options | {"num_replicas": replicas}
+    return options | {"autoscaling_config": {"min_replicas": replicas, "max_replicas": max_replicas,
+                                             "target_ongoing_requests": settings.sessions}}
+
+
 def deploy(settings: ServerSettings, replicas: int, host: str, port: int, num_gpus: float = 0.0,
-           num_cpus: float = 1.0):
+           num_cpus: float = 1.0, max_replicas: int | None = None):
     """Start Serve on `host:port` and run the deployment; returns the drain control actor."""
     control = Control.options(name=CONTROL, namespace=NAMESPACE, get_if_exists=True).remote()
+    http = {"host": host, "port": port}
+    # On a cluster started elsewhere, the proxies get the gate from the controller's environment.
+    controller = {"runtime_env": {"env_vars": PROXY_ENV}}
     try:
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options=http, controller_options=controller)
     except TimeoutError:  # Serve gives its HTTP proxy 60 s to start; a loaded node can take longer
-        serve.start(http_options={"host": host, "port": port})  # the controller is up: this connects to it
+        serve.start(http_options=http)  # the controller is up: this connects to it
         _wait_for_port(host, port, PROXY_START_S)
-    app = LiveCCDeployment.options(num_replicas=replicas, max_ongoing_requests=settings.sessions + 1,
-                                   ray_actor_options={"num_gpus": num_gpus, "num_cpus": num_cpus},
-                                   graceful_shutdown_timeout_s=5).bind(settings)
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    options = deployment_options(settings, replicas, max_replicas, num_gpus, num_cpus)
+    serve.run(LiveCCDeployment.options(**options).bind(settings), name=APP_NAME, route_prefix="/")
     return control
 
 
-def drain(control, replicas: int, timeout: float = 20.0) -> None:
+def drain(control, timeout: float = 20.0) -> None:
     """Tell every replica to drain, wait (at most `timeout`) until they have, then remove the app."""
+    replicas = running_replicas()
     ray.get(control.stop.remote())
     ray.get(control.wait_drained.remote(replicas, timeout))
     serve.delete(APP_NAME)
+
+
+def running_replicas() -> int:
+    """How many replicas run now (autoscaling changes it)."""
+    deployment = serve.status().applications[APP_NAME].deployments[LiveCCDeployment.name]
+    return deployment.replica_states.get("RUNNING", 0)

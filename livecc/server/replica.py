@@ -17,11 +17,12 @@ class Replica:
     sessions share one runner (the GPU's fast runner) serves one session at a time; on the CPU each
     session gets its own eager runner, so K sessions share the weights."""
 
-    def __init__(self, settings: ServerSettings, loaded=None):
+    def __init__(self, settings: ServerSettings, loaded=None, name: str = "local"):
         from engine.model.loading import load_model
         from engine.runtime import shares_runner
 
         self.settings = settings
+        self.name = name  # where a session runs, as the operator sees it (on Ray Serve: the replica's actor)
         self.loaded = loaded if loaded is not None else load_model(settings.model, device=settings.device)
         if settings.sessions > 1 and shares_runner(self.loaded.model):
             raise ServerConfigError(f"--sessions-per-replica {settings.sessions}: a GPU replica holds one session "
