@@ -123,8 +123,8 @@ def test_help_explains_every_flag():
     proc = subprocess.run([sys.executable, "-m", "livecc.cli", "narrate", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0
-    for flag in ["--srt", "--vtt", "--jsonl", "--query", "--model", "--realtime", "--max-pixels",
-                 "--repetition-penalty"]:
+    for flag in ["--srt", "--vtt", "--jsonl", "--out-dir", "--sessions", "--query", "--model", "--realtime",
+                 "--max-pixels", "--repetition-penalty"]:
         assert flag in proc.stdout
 
 

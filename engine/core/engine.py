@@ -174,12 +174,19 @@ class EngineCore:
         self._reap()
         return advanced or ran
 
+    def step_or_wait(self) -> bool:
+        """One step; when it found nothing to do, block until a buffer or a command pokes a session
+        (for a caller that steps the core in its own loop). Returns what step() returned."""
+        self._wake.clear()  # before the step: a poke that comes during it is not lost
+        if self.step():
+            return True
+        self._wake.wait(timeout=0.5)  # the timeout is a safety net
+        return False
+
     def run_until_done(self) -> None:
         """Step in this thread until every session opened so far has ended."""
         while self.sessions:
-            self._wake.clear()
-            if not self.step():
-                self._wake.wait(timeout=0.5)  # a buffer or command pokes it; the timeout is a safety net
+            self.step_or_wait()
 
     def start(self) -> None:
         """Step on a background engine thread until close() (for front ends that stay open)."""
@@ -188,9 +195,7 @@ class EngineCore:
 
     def _serve(self) -> None:
         while not self._closing:
-            self._wake.clear()
-            if not self.step():
-                self._wake.wait(timeout=0.5)
+            self.step_or_wait()
 
     def close(self) -> None:
         """Stop every session and the engine thread."""

@@ -1,13 +1,17 @@
 """Narrate a video file: a file source at the model's frame size feeds a session, and every comment
 reaches the subtitle and JSONL files as it comes. `livecc narrate` and the desktop app's "Narrate to
-subtitles" both run `narrate_file`, so the same file gives the same SRT either way."""
+subtitles" both run `narrate_file`, so the same file gives the same SRT either way. `narrate_files`
+runs many files as sessions of one engine core, each writing what it would write alone."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import LiveCCError, OutOfMemoryError
 from engine.output.jsonl import JsonlLog
 from engine.output.subtitles import LiveSubtitles
 from engine.session.events import Commentary, Event, Stats, event_to_record
@@ -81,3 +85,99 @@ def narrate_file(session, video: str | Path, info, files: NarrationFiles, realti
             yield event
     finally:
         source.stop()
+
+
+@dataclass
+class Narration:
+    """One file of a many-file narration: the video (probed as `info`) and where it stands. Its
+    files open when its turn comes and close when it ends, so a long list never holds them all open."""
+
+    video: Path
+    info: object
+    name: str = ""  # what its outputs are called (the CLI's DIR/NAME.srt), distinct among the files
+    files: NarrationFiles | None = None
+    source: object = None
+    ended: bool = False
+    error: BaseException | None = None
+    closed: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.ended:
+            return "failed" if self.error is not None else "done"
+        return "waiting" if self.files is None else "running"
+
+    def close(self) -> None:
+        """Stop the source, then close the files (each even when the other fails); once."""
+        if self.closed:
+            return
+        self.closed = True
+        with ExitStack() as stack:
+            if self.files is not None:
+                stack.callback(self.files.close)
+            if self.source is not None:
+                stack.callback(self.source.stop)
+
+
+def narration_core(loaded, config, sessions: int):
+    """An engine core for `sessions` files at once, its KV slabs as long as one session's budget
+    (the memory plan may have cut it, as it does for a session alone)."""
+    import torch
+
+    from engine.core import EngineCore
+
+    plan = getattr(loaded, "plan", None)
+    budget = min(config.kv_budget, plan.kv_budget) if plan is not None else config.kv_budget
+    try:
+        return EngineCore(loaded, sessions=sessions, kv_budget=budget)
+    except torch.OutOfMemoryError:
+        raise OutOfMemoryError(f"the GPU has no room for the KV caches of {sessions} sessions",
+                               "narrate fewer files at once (--sessions), lower --kv-budget, or use --quantize int4"
+                               ) from None
+
+
+def narrate_files(core, narrations: list[Narration], config, open_files: Callable[[Narration], NarrationFiles],
+                  realtime: bool = False) -> Iterator[tuple[Narration, Event | None]]:
+    """Narrate each file as a session of `core`, as many at once as it has slots (the rest wait for
+    one). A file's events reach its files (opened by `open_files` when its turn comes) before they
+    are yielded as (narration, event); its end is yielded as (narration, None), its files closed and
+    its failure, if any, in `narration.error`: a failure ends that file only. However the loop
+    ends, every source stops and every file is closed."""
+    waiting, ready = deque(narrations), deque()
+    running: list[Narration] = []
+    try:
+        while waiting or running:
+            while waiting and len(running) < core.pool.slabs:
+                running.append(waiting.popleft())
+                _begin(core, running[-1], config, open_files, realtime, ready)
+            if any(not n.ended for n in running):
+                core.step_or_wait()
+            while ready:
+                narration, event = ready.popleft()
+                if event is None:
+                    running.remove(narration)
+                    narration.close()
+                yield narration, event
+    finally:
+        with ExitStack() as stack:
+            for narration in narrations:
+                stack.callback(narration.close)
+
+
+def _begin(core, narration: Narration, config, open_files, realtime: bool, ready: deque) -> None:
+    """Start the file's source, open its files and its session. A file that cannot start ends at once."""
+    def on_event(event: Event) -> None:
+        narration.files.on_event(event)  # on disk before anyone shows it
+        ready.append((narration, event))
+
+    def on_end(error: BaseException | None) -> None:
+        narration.ended, narration.error = True, error
+        ready.append((narration, None))
+
+    narration.source, buffer = file_capture(narration.video, narration.info, config, realtime=realtime)
+    try:
+        narration.source.start(buffer)
+        narration.files = open_files(narration)
+        core.open(buffer, config, on_event, on_end)
+    except LiveCCError as exc:  # this file's problem (it cannot be opened): the others go on
+        on_end(exc)

@@ -4,6 +4,7 @@ values, the video's shape, and every output path. Each command (narrate, ask, ev
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 from collections.abc import Iterable
@@ -15,10 +16,20 @@ from engine.errors import ConfigValueError, LiveCCError, show_value
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
 MAX_ANSWER_TOKENS = 8192
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything longer or thinner
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class OutputError(LiveCCError):
     """An output file cannot be written where it was asked for (or would overwrite an input)."""
+
+
+def error_message(exc: BaseException) -> str | None:
+    """What a user-caused error says (bad input, a full disk), or None for a bug, which keeps its traceback."""
+    if isinstance(exc, LiveCCError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return f"cannot write {exc.filename or 'a file'} ({exc.strerror}): free some disk space and run again"
+    return None
 
 
 def bad_option(message: str) -> LiveCCError:

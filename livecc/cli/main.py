@@ -9,7 +9,6 @@ finished and the exit status is 128 + the signal number (130, 143, 129).
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import signal
 import sys
@@ -20,15 +19,15 @@ from engine.errors import LiveCCError
 from engine.model.quiet import quiet_third_parties
 
 from .ask import cmd_ask
-from .checks import video_time
+from .checks import error_message, video_time
 from .eval import add_eval_parser, cmd_eval
+from .many import MAX_SESSIONS
 from .narrate import cmd_narrate
 from .options import add_memory_arguments, add_model_arguments, add_remote_arguments, add_speech_arguments
 from .serve import add_serve_parser, cmd_serve
 from .signals import ignore_stop_signals, stop_signals
 
 EXIT_BAD_INPUT = 2
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def package_version() -> str:
@@ -56,12 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"livecc {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
-    n = sub.add_parser("narrate", help="comment on a video file, second by second, into subtitles",
-                       description="Stream a video file through LiveCC at 2 fps and write its running commentary.")
-    n.add_argument("video", help="video file (anything OpenCV/FFmpeg reads: mp4, mkv, webm, ...)")
+    n = sub.add_parser("narrate", help="comment on video files, second by second, into subtitles",
+                       description="Stream a video file through LiveCC at 2 fps and write its running commentary. "
+                                   "With --out-dir, narrate several files at once as sessions of one engine: "
+                                   "each writes DIR/NAME.srt, .vtt and .jsonl, what narrating it alone writes.")
+    n.add_argument("video", nargs="+", help="video file(s) (anything OpenCV/FFmpeg reads: mp4, mkv, webm, ...); "
+                                            "more than one needs --out-dir")
     n.add_argument("--srt", type=Path, help="write SubRip subtitles here")
     n.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
     n.add_argument("--jsonl", type=Path, help="write one JSON record per chunk here (appended as it goes)")
+    n.add_argument("--out-dir", type=Path, metavar="DIR",
+                   help="write NAME.srt, NAME.vtt and NAME.jsonl here for each video NAME.mp4 (several videos "
+                        "run at once; a name given twice becomes NAME-2)")
+    n.add_argument("--sessions", type=int, metavar="N",
+                   help=f"with --out-dir: videos narrated at once, the rest wait for a turn (default: all of them, "
+                        f"up to {MAX_SESSIONS})")
     n.add_argument("--realtime", action="store_true",
                    help="pace the file to wall-clock time like a live source (skips ahead if the model falls behind)")
     add_model_arguments(n)
@@ -125,14 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals():
             return COMMANDS[args.command](args)
-    except LiveCCError as exc:
-        print(f"livecc: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:
-        if exc.errno not in DISK_FULL:
+    except (LiveCCError, OSError) as exc:
+        message = error_message(exc)
+        if message is None:
             raise
-        print(f"livecc: error: cannot write {exc.filename or 'a file'} ({exc.strerror}): free some disk space "
-              f"and run again", file=sys.stderr)
+        print(f"livecc: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)

@@ -13,6 +13,8 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import LiveCCError
+
 from .checks import check_outputs, check_video_shape
 from .options import config_fields, load, session_config
 from .signals import held
@@ -22,6 +24,11 @@ def video_clock(seconds: float) -> str:
     """mm:ss.s, how the CLI prints video times."""
     m, s = divmod(seconds, 60)
     return f"{int(m):02d}:{s:04.1f}"
+
+
+def comment_line(comment) -> str:
+    """How a comment is printed: its span of video, then its text."""
+    return f"[{video_clock(comment.start)}-{video_clock(comment.end)}] {comment.text}"
 
 
 @dataclass
@@ -34,23 +41,36 @@ class Summary:
     skipped_s: float = 0.0
     files: list[Path] = field(default_factory=list)
 
-    def line(self) -> str:
+    def count(self, event, chunk_s: float) -> None:
+        """Follow the run's events: a chunk's commentary counts it, its stats say what was skipped."""
+        from engine.session.events import Commentary, Stats
+
+        if isinstance(event, Commentary):
+            self.chunks += 1
+            self.comments += bool(event.text)
+        elif isinstance(event, Stats):
+            self.skipped_s = event.chunks_skipped * chunk_s
+
+    def body(self) -> str:
         wrote = ", ".join(str(p) for p in self.files) if self.files else "no files"
-        return (f"livecc: {self.chunks} chunks, {self.comments} comments, {self.skipped_s:.0f} s skipped; "
-                f"wrote {wrote}")
+        return f"{self.chunks} chunks, {self.comments} comments, {self.skipped_s:.0f} s skipped; wrote {wrote}"
+
+    def line(self) -> str:
+        return f"livecc: {self.body()}"
 
 
 class ProgressBar:
     """tqdm over video seconds, with context use and compactions beside it. A file whose content
     runs past its stated duration stretches the bar instead of breaking it."""
 
-    def __init__(self, duration: float, desc: str = "narrating"):
+    def __init__(self, duration: float, desc: str = "narrating", quiet: bool = False):
         from tqdm import tqdm
 
         self._tqdm = tqdm
         fmt = "{desc} {bar} {n:.1f}/{total:.1f}s [{elapsed}<{remaining}]{postfix}" if duration > 0 else \
             "{desc} {n:.1f}s [{elapsed}]{postfix}"
-        self.bar = tqdm(total=round(duration, 1) or None, unit="s", desc=desc, file=sys.stderr, bar_format=fmt)
+        self.bar = tqdm(total=round(duration, 1) or None, unit="s", desc=desc, file=sys.stderr, bar_format=fmt,
+                        disable=quiet)
 
     def follow(self, event) -> None:
         """Move with the session's events: a chunk's commentary advances it, its stats annotate it."""
@@ -67,12 +87,16 @@ class ProgressBar:
         self.bar.update(round(end - self.bar.n, 1))
 
     def show(self, stats) -> None:
-        self.bar.set_postfix_str(f"context {stats.cache_tokens}/{stats.budget_tokens}, "
-                                 f"{stats.compactions} compactions, memory {stats.memory_key_frames} key frames "
-                                 f"{stats.memory_mb:.0f} MB", refresh=True)
+        self.note(f"context {stats.cache_tokens}/{stats.budget_tokens}, {stats.compactions} compactions, "
+                  f"memory {stats.memory_key_frames} key frames {stats.memory_mb:.0f} MB")
 
-    def write(self, text: str) -> None:
-        self._tqdm.write(text, file=sys.stdout)
+    def note(self, text: str) -> None:
+        """The text beside the bar."""
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def write(self, text: str, err: bool = False) -> None:
+        """A line above the bar: on stdout (a comment), or on stderr (`err`: a warning or an error)."""
+        self._tqdm.write(text, file=sys.stderr if err else sys.stdout)
 
     def close(self) -> None:
         self.bar.close()
@@ -86,6 +110,14 @@ def _output_flags(args) -> list[tuple[str, Path | None]]:
 def cmd_narrate(args) -> int:
     from engine.capture.sources import probe_video
 
+    if args.out_dir is not None or len(args.video) > 1:
+        from .many import cmd_narrate_many
+
+        return cmd_narrate_many(args)
+    if args.sessions is not None:
+        raise LiveCCError("--sessions sets how many videos run at once with --out-dir",
+                          "add --out-dir DIR, or drop --sessions")
+    args.video = args.video[0]
     info = probe_video(args.video)  # fail fast, before the model loads
     check_video_shape(info.width, info.height, info.path)
     args.realtime = args.realtime or _speaks_aloud(args)  # speech plays at the video's pace
@@ -113,7 +145,7 @@ def _narrate(args, info, begin) -> int:
     """The run. `begin()` readies the session (the model here, or a server's session) and returns
     `(run, chunk seconds)`; `run(files)` yields its events, each already in the files; the progress
     bar, the summary and speech follow them."""
-    from engine.session.events import Commentary, Stats
+    from engine.session.events import Commentary
 
     summary = Summary()
     with ExitStack() as cleanup:  # each step runs even if an earlier one failed; the last prints the summary
@@ -122,7 +154,7 @@ def _narrate(args, info, begin) -> int:
         if sink is not None:
             cleanup.callback(_close_speech, sink, summary)
         run, chunk_s = begin()
-        files = _open_files(args)
+        files = open_files(args.srt, args.vtt, args.jsonl)
         summary.files += files.paths
         summary.started = True
         cleanup.callback(files.close)
@@ -130,27 +162,25 @@ def _narrate(args, info, begin) -> int:
         cleanup.callback(bar.close)
         events = cleanup.enter_context(closing(run(files)))
         for event in events:
-            if isinstance(event, Commentary):
-                summary.chunks += 1
-                if event.text:
-                    summary.comments += 1
-                    bar.write(f"[{video_clock(event.start)}-{video_clock(event.end)}] {event.text}")
-            elif isinstance(event, Stats):
-                summary.skipped_s = event.chunks_skipped * chunk_s
+            summary.count(event, chunk_s)
+            if isinstance(event, Commentary) and event.text:
+                bar.write(comment_line(event))
             bar.follow(event)
             if sink is not None:
                 sink.on_event(event)  # after the files: speech never stands between a comment and the disk
     return 0
 
 
-def _open_files(args):
-    """The narration's files; a torn JSONL tail left by an interrupted run is cut, and said."""
+def open_files(srt: Path | None, vtt: Path | None, jsonl: Path | None, warn=None):
+    """A narration's files; a torn JSONL tail left by an interrupted run is cut, and said (by
+    `warn(line)`, or on stderr)."""
     from engine.output.narrate import NarrationFiles
 
-    files = NarrationFiles(args.srt, args.vtt, args.jsonl, guard=held)  # a stop signal waits for a whole cue
+    files = NarrationFiles(srt, vtt, jsonl, guard=held)  # a stop signal waits for a whole cue
     if files.log is not None and files.log.repaired:
-        print(f"livecc: warning: {args.jsonl} ended in a torn line (an interrupted run); removed its "
-              f"{files.log.repaired} bytes before appending", file=sys.stderr)
+        line = (f"livecc: warning: {jsonl} ended in a torn line (an interrupted run); removed its "
+                f"{files.log.repaired} bytes before appending")
+        (warn or (lambda text: print(text, file=sys.stderr)))(line)
     return files
 
 
