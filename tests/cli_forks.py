@@ -39,7 +39,7 @@ def small_disk() -> None:
 GATES = {
     "printed": (livecc.cli.narrate.ProgressBar, "write"),  # just after a comment reached the terminal
     "prefill": (engine.session.session.StreamingSession, "_prefill"),  # a chunk's frames going into the model
-    "decode": (engine.session.session.StreamingSession, "_decode"),  # a comment being generated
+    "decode": (engine.session.session.StreamingSession, "_reply"),  # a comment being generated
 }
 
 

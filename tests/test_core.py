@@ -169,3 +169,16 @@ def test_a_full_pool_refuses_one_more_session(tiny_loaded):
     core.run_until_done()
     assert core.pool.free == 2
     core.open(Scenario("z", 2.0).buffer(), Scenario("z", 2.0).config())  # a slot came back
+
+
+def test_the_pool_is_refused_in_one_line_when_the_gpu_cannot_hold_it(tiny_loaded, monkeypatch):
+    import engine.core.engine as core_module
+    from engine.errors import OutOfMemoryError
+    from engine.model.memory_plan import ModelShape
+
+    each = ModelShape.from_config(tiny_loaded.model.config).session_bytes(1024 + core_module.CACHE_MARGIN)
+    monkeypatch.setattr(core_module, "free_memory", lambda device: core_module.WORK_BYTES + int(2.5 * each))
+    with pytest.raises(OutOfMemoryError, match="3 sessions of 1032 KV tokens need .* at most 2 fit") as refused:
+        EngineCore(tiny_loaded, sessions=3, kv_budget=1024)
+    assert "use at most 2 sessions" in str(refused.value) and "\n" not in str(refused.value)
+    assert EngineCore(tiny_loaded, sessions=2, kv_budget=1024).pool.slabs == 2

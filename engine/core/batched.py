@@ -23,8 +23,8 @@ from torch.nn.attention.bias import causal_lower_right
 
 from engine import flags
 from engine.model.preprocess import VideoInputs
-from engine.runtime.decode_ops import rms_norm
-from engine.runtime.fast import StaticRunner, _signed
+from engine.runtime.decode_ops import fold_sign, rms_norm
+from engine.runtime.fast import StaticRunner
 
 from .kv import KVPool, Slab
 
@@ -74,10 +74,10 @@ class BatchedRunner:
         for i, video in enumerate(videos):
             by_grid.setdefault(video.grid, []).append(i)
         for grid, rows in by_grid.items():
-            cos, sin = self.net._rope_for(videos[rows[0]])
+            cos, sin = self.net.vision.rope_for(videos[rows[0]])
             pixels = torch.cat([videos[i].pixel_values_videos for i in rows])
             n = len(rows)
-            merged = self.net._vision_eager(pixels, cos.repeat(n, 1), sin.repeat(n, 1), grid[0] * n)
+            merged = self.net.vision.run_eager(pixels, cos.repeat(n, 1), sin.repeat(n, 1), grid[0] * n)
             for i, part in zip(rows, merged.chunk(n)):
                 out[i] = part
         return out
@@ -95,7 +95,7 @@ class BatchedRunner:
             mask = (ids == self.video_token_id)[None, :, None].expand_as(x)
             x = x.masked_scatter(mask, torch.cat(video).to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, torch.cat([p.positions for p in pieces], dim=1)[:, None, :])
-        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
+        cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
         spans = self._spans([p.ids.numel() for p in pieces])
         starts = [p.slab.length for p in pieces]
 
@@ -140,7 +140,7 @@ class BatchedRunner:
         tokens, positions, index, slots = host.to(self.device).unbind(1)
         x = self.lm.embed_tokens(tokens[None])
         cos, sin = self.net._text_rope(positions, x.dtype)
-        cos, sin = cos.unsqueeze(1), _signed(sin).unsqueeze(1)
+        cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
         ends = [slab.length + 1 for slab in slabs]
 
         def write(i, k, v):  # k, v: (kv_heads, rows, head_dim), row b to slot slots[b] of slab index[b]

@@ -23,6 +23,7 @@ from engine.capture.frames import RingBuffer
 from engine.defaults import KV_BUDGET
 from engine.errors import LiveCCError, OutOfMemoryError
 from engine.model.loading import LoadedModel
+from engine.model.memory_plan import GiB, ModelShape, free_memory
 from engine.session.config import SessionConfig
 from engine.session.events import Answer, Commentary, Event
 from engine.session.session import StreamingSession
@@ -34,6 +35,7 @@ from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, Prefi
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
 CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
+WORK_BYTES = 3 * GiB  # a step's activations beside the pool: a prefill step's MLP, a vision batch
 _END = object()
 
 
@@ -97,12 +99,27 @@ class Stream:
             yield item
 
 
+def check_room(loaded: LoadedModel, sessions: int, slab_tokens: int) -> None:
+    """Refuse, in one line, a pool of `sessions` slabs that the GPU's free memory cannot hold (beside
+    the weights, already loaded, and a step's work); the CPU has no plan."""
+    free = free_memory(loaded.device)
+    if free is None:
+        return
+    each = ModelShape.from_config(loaded.model.config).session_bytes(slab_tokens)
+    fit = max(0, int((free - WORK_BYTES) // each))
+    if sessions > fit:
+        raise OutOfMemoryError(f"{sessions} sessions of {slab_tokens} KV tokens need {sessions * each / GiB:.1f} GB "
+                               f"and {free / GiB:.1f} GB of GPU memory is free: at most {fit} fit",
+                               f"use at most {fit} sessions, a lower --kv-budget, or --quantize int4")
+
+
 class EngineCore:
     """Sessions of one loaded model, stepped together."""
 
     def __init__(self, loaded: LoadedModel, sessions: int = 8, kv_budget: int = KV_BUDGET,
                  step_tokens: int = STEP_TOKENS):
         self.loaded, self.kv_budget, self.step_tokens = loaded, kv_budget, step_tokens
+        check_room(loaded, sessions, kv_budget + CACHE_MARGIN)
         self.pool = KVPool.for_model(loaded.model, kv_budget + CACHE_MARGIN, sessions)
         self.runner = BatchedRunner(loaded.model, self.pool)
         self.load = Load()

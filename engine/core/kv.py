@@ -24,6 +24,8 @@ class Slab:
     (`length`, `reset`, `crop`): the model work itself goes through the engine core."""
 
     name = "core"
+    supports_picks = False  # engine/runtime/runner.py: the core decodes every session in one batched step
+    supports_prefill_graphs = False
 
     def __init__(self, pool: "KVPool", index: int):
         self.pool, self.index = pool, index

@@ -37,7 +37,6 @@ from .prefill_graphs import PiecewisePrefill
 from .quant_kernels import install_quant_kernels
 from .vision import FastVision
 
-_signed = fold_sign  # the name engine/core/batched.py imports
 
 
 class StaticRunner:
@@ -410,10 +409,3 @@ class StaticRunner:
     def encode_video(self, video: VideoInputs) -> torch.Tensor:
         """(n_tokens, hidden) merged visual embeddings for one chunk (engine/runtime/vision.py)."""
         return self.vision.encode(video)
-
-    # engine/core/batched.py stacks chunks through the vision tower with these two
-    def _rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.vision.rope_for(video)
-
-    def _vision_eager(self, pixels: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, frames: int) -> torch.Tensor:
-        return self.vision.run_eager(pixels, cos, sin, frames)

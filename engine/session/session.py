@@ -55,7 +55,7 @@ class StreamingSession(QuestionSteps):
         self.device = loaded.device
         self.prompt = PromptBuilder(loaded.tokenizer, self.config.system_prompt)
         self.runner = runner or make_runner(self.model, self.config.kv_budget + 8)  # compaction keeps it <= budget
-        if plan is not None and not plan.prefill_graphs and hasattr(self.runner, "drop_prefill_graphs"):
+        if plan is not None and not plan.prefill_graphs and self.runner.supports_prefill_graphs:
             self.runner.drop_prefill_graphs()  # the card has no room for their memory
         self.runner.reset()
         vocab = self.model.lm_head.out_features  # also when lm_head is quantized
@@ -415,10 +415,9 @@ class StreamingSession(QuestionSteps):
         """The fast runner's greedy run from `token` (engine/runtime/fast.py `picks`: it feeds each
         token, marks it seen and picks the next on the GPU, one step ahead of the host), or None
         for the eager loop: the reference runner, sampling, or a logit trace."""
-        picks = getattr(self.runner, "picks", None)
-        if picks is None or self.trace is not None or not self.sampler.config.greedy:
+        if not self.runner.supports_picks or self.trace is not None or not self.sampler.config.greedy:
             return None
-        return picks(token, self.state.next_pos, 1, count, lambda lg, k: self.sampler.choose(lg, rule, k), rule,
+        return self.runner.picks(token, self.state.next_pos, 1, count, lambda lg, k: self.sampler.choose(lg, rule, k), rule,
                      self.sampler.seen)
 
     def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None) -> Iterator:
