@@ -95,7 +95,7 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list) -> dict
         source.start(buffer)
         listeners.append(listener)
     for listener in listeners:
-        listener.done.wait(timeout=seconds + 120)
+        listener.done.wait(timeout=seconds + 30)
     elapsed = time.monotonic() - t0
     core.close()
     errors = [repr(x.error) for x in listeners if x.error is not None]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from engine.capture.frames import Frame, RingBuffer
 from engine.core.engine import EngineCore
@@ -182,3 +183,14 @@ def test_the_pool_is_refused_in_one_line_when_the_gpu_cannot_hold_it(tiny_loaded
         EngineCore(tiny_loaded, sessions=3, kv_budget=1024)
     assert "use at most 2 sessions" in str(refused.value) and "\n" not in str(refused.value)
     assert EngineCore(tiny_loaded, sessions=2, kv_budget=1024).pool.slabs == 2
+
+
+def test_a_session_never_picks_a_video_slot_token(tiny_loaded):
+    """A picked <|video_pad|> would be taken for a video slot when a compaction prefills the reply again."""
+    session = StreamingSession(tiny_loaded, Scenario("v", 2.0).config())
+    pad = session.prompt.ids.video_pad
+    logits = torch.zeros(session.sampler.seen.numel())
+    logits[pad] = 100.0
+    for commentary in (True, False):
+        rule = session._select_rule(commentary, session.prompt.ids.stops)
+        assert int(session.sampler.choose(logits, rule, 0)) != pad

@@ -92,8 +92,11 @@ class BatchedRunner:
         x = self.lm.embed_tokens(ids[None])
         video = [p.embeds for p in pieces if p.embeds is not None and p.embeds.numel()]
         if video:
-            mask = (ids == self.video_token_id)[None, :, None].expand_as(x)
-            x = x.masked_scatter(mask, torch.cat(video).to(x.dtype))
+            is_video = ids == self.video_token_id
+            embeds = torch.cat(video)
+            if int(is_video.sum()) != embeds.shape[0]:  # on CUDA, masked_scatter would read past the embeddings
+                raise RuntimeError(f"{int(is_video.sum())} video slots for {embeds.shape[0]} visual embeddings")
+            x = x.masked_scatter(is_video[None, :, None].expand_as(x), embeds.to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, torch.cat([p.positions for p in pieces], dim=1)[:, None, :])
         cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
         spans = self._spans([p.ids.numel() for p in pieces])
@@ -137,7 +140,7 @@ class BatchedRunner:
         for slab in slabs:
             slab.room_for(1)
         host = torch.tensor([[token, position, slab.index, slab.length] for slab, token, position in rows])
-        tokens, positions, index, slots = host.to(self.device).unbind(1)
+        tokens, positions, index, slots = host.t().contiguous().to(self.device)  # the kernel reads dense rows
         x = self.lm.embed_tokens(tokens[None])
         cos, sin = self.net._text_rope(positions, x.dtype)
         cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)

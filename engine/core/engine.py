@@ -211,8 +211,14 @@ class EngineCore:
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._closing:
-            self.step_or_wait()
+        try:
+            while not self._closing:
+                self.step_or_wait()
+        except BaseException as exc:  # the engine itself failed: every session ends with it, none hangs
+            for lane in self.lanes + self._incoming:
+                lane.session.stop()
+                self._end(lane, exc)
+            raise
 
     def close(self) -> None:
         """Stop every session and the engine thread."""

@@ -406,7 +406,9 @@ class StreamingSession(QuestionSteps):
 
     def _select_rule(self, commentary: bool, stops: frozenset[int]) -> SelectRule:
         cfg = self.config
-        banned = tuple(sorted(stops)) if cfg.ignore_eos else ()
+        # A generated <|video_pad|> would be read as a video slot when the reply is prefilled again
+        # (after a compaction): never pick it. Random weights do, now and then; real ones never should.
+        banned = tuple(sorted((stops if cfg.ignore_eos else frozenset()) | {self.prompt.ids.video_pad}))
         if commentary:
             return SelectRule(self.prompt.ids.stream_continues, cfg.eos_base, cfg.eos_step, banned)
         return SelectRule(banned=banned)
