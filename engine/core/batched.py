@@ -25,10 +25,12 @@ from engine import flags
 from engine.model.preprocess import VideoInputs
 from engine.runtime.decode_ops import fold_sign, rms_norm
 from engine.runtime.fast import StaticRunner
+from engine.runtime.graphs import CUDAGraphed, GraphPool
 
 from .kv import KVPool, Slab
 
 NET_CACHE = 16  # tokens of the layer runner's own cache, which the core never uses (slabs hold the KV)
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)  # decode batch sizes with a CUDA graph each (rows padded up)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,12 @@ class BatchedRunner:
         self.model, self.lm, self.pool = model, self.net.lm, pool
         self.video_token_id = model.config.video_token_id
         self.n_layers = len(self.lm.layers)
+        self.buckets = [b for b in BUCKETS if b < pool.slabs] + [next(b for b in BUCKETS + (pool.slabs,)
+                                                                      if b >= pool.slabs)]
         self._flash = self._make_flash()
+        self._graphs: dict[int, CUDAGraphed] = {}
+        self._graph_on = self._flash is not None and not flags.get("LIVECC_NO_CUDA_GRAPH")
+        self._pool = GraphPool()
 
     def _make_flash(self):
         """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
@@ -59,7 +66,7 @@ class BatchedRunner:
 
         net = self.net
         return FlashDecode(net.n_kv, net.n_heads // net.n_kv, net.head_dim, self.pool.capacity, self.device,
-                           rows=self.pool.slabs)
+                           rows=self.buckets[-1])
 
     @property
     def device(self) -> torch.device:
@@ -139,25 +146,44 @@ class BatchedRunner:
         slabs = [slab for slab, _, _ in rows]
         for slab in slabs:
             slab.room_for(1)
-        host = torch.tensor([[token, position, slab.index, slab.length] for slab, token, position in rows])
-        tokens, positions, index, slots = host.t().contiguous().to(self.device)  # the kernel reads dense rows
+        state = torch.tensor([[token, position, slab.index, slab.length] for slab, token, position in rows])
+        state = state.t().contiguous()  # rows of (token, position, slab, slot): the kernel reads dense rows
+        if self._flash is None:
+            logits = self._step(state.to(self.device), self._attend_rows(slabs, [s.length + 1 for s in slabs]))
+        elif self._graph_on:
+            logits = self._replay(state)
+        else:
+            logits = self._step(state.to(self.device))
+        for slab in slabs:
+            slab.length += 1
+        return logits
+
+    def _replay(self, state: torch.Tensor) -> torch.Tensor:
+        """The step as the CUDA graph of the next bucket size up; padded rows feed token 0 into
+        the scratch slab. (LIVECC_NO_CUDA_GRAPH=1: eager.)"""
+        rows = state.shape[1]
+        size = next(b for b in self.buckets if b >= rows)
+        padded = torch.zeros(4, size, dtype=torch.long)
+        padded[2] = self.pool.scratch
+        padded[:, :rows] = state
+        if size not in self._graphs:
+            self._graphs[size] = CUDAGraphed(self._step, [padded.to(self.device)], pool=self._pool.handle())
+        return self._graphs[size](padded.to(self.device))[:rows].clone()  # the graph rewrites its output
+
+    def _step(self, state: torch.Tensor, attend=None) -> torch.Tensor:
+        """One decode step on device `state` (4, rows): device tensors only, so a graph can hold it."""
+        tokens, positions, index, slots = state
         x = self.lm.embed_tokens(tokens[None])
         cos, sin = self.net._text_rope(positions, x.dtype)
         cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
-        ends = [slab.length + 1 for slab in slabs]
 
         def write(i, k, v):  # k, v: (kv_heads, rows, head_dim), row b to slot slots[b] of slab index[b]
             self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
             self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
 
-        if self._flash is not None:
-            attend = self._attend_flash(index, slots + 1)
-        else:
-            attend = self._attend_rows(slabs, ends)
+        attend = attend or self._attend_flash(index, slots + 1)
         for i in range(self.n_layers):
             x = self.net._layer(i, x, cos, sin, write, attend)
-        for slab in slabs:
-            slab.length += 1
         return self.model.lm_head(rms_norm(x[0], self.lm.norm)).float()
 
     def _attend_flash(self, index: torch.Tensor, lengths: torch.Tensor):

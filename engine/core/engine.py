@@ -106,7 +106,7 @@ def check_room(loaded: LoadedModel, sessions: int, slab_tokens: int) -> None:
     if free is None:
         return
     each = ModelShape.from_config(loaded.model.config).session_bytes(slab_tokens)
-    fit = max(0, int((free - WORK_BYTES) // each))
+    fit = max(0, int((free - WORK_BYTES) // each) - 1)  # the pool's scratch slab takes one
     if sessions > fit:
         raise OutOfMemoryError(f"{sessions} sessions of {slab_tokens} KV tokens need {sessions * each / GiB:.1f} GB "
                                f"and {free / GiB:.1f} GB of GPU memory is free: at most {fit} fit",

@@ -54,10 +54,11 @@ class KVPool:
     """`slabs` session caches of `capacity` tokens each, allocated once."""
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int, slabs: int, dtype, device):
-        shape = (layers, slabs, kv_heads, capacity, head_dim)
+        shape = (layers, slabs + 1, kv_heads, capacity, head_dim)  # + a scratch slab: padded rows write there
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.capacity, self.slabs = capacity, slabs
+        self.scratch = slabs  # the index of the slab no session holds
         self._free = list(range(slabs - 1, -1, -1))  # slab 0 first
 
     @classmethod
