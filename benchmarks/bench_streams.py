@@ -36,6 +36,7 @@ from bench_engine import SyntheticSource, build_random, device_label, pct, quant
 from bench_live import PERIOD, PacedSource  # noqa: E402
 from engine.capture.frames import RingBuffer  # noqa: E402
 from engine.core.engine import EngineCore  # noqa: E402
+from engine.core.scheduler import STEP_TOKENS  # noqa: E402
 from engine.session.events import Commentary, Stats  # noqa: E402
 from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
 from videos import synthetic_frame  # noqa: E402
@@ -79,10 +80,10 @@ def images(smoke: bool) -> list:
     return [synthetic_frame(t * 0.37, w, h) for t in range(16)]
 
 
-def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list) -> dict:
+def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_tokens: int = STEP_TOKENS) -> dict:
     """N paced live streams through one core; the row of the results table."""
     _free()
-    core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET)
+    core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET, step_tokens=step_tokens)
     core.start()
     listeners = []
     t0 = time.monotonic()
@@ -182,6 +183,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--agreement-seconds", type=float, default=None, help="default 300 (smoke: 6)")
     ap.add_argument("--kv-budget", type=int, default=KV_BUDGET, help="tokens of KV cache a session")
+    ap.add_argument("--step-tokens", type=int, default=STEP_TOKENS, help="tokens an engine step computes at most")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -199,7 +201,8 @@ def main() -> None:
             result["single_stream_chunk_p50_ms"] = {"today": today_p50(loaded, args.seconds, args.smoke, pictures)}
         best = 0
         for n in map(int, args.streams.split(",")):
-            row = run_row(loaded, n, args.seconds, args.smoke, pictures)
+            row = run_row(loaded, n, args.seconds, args.smoke, pictures, args.step_tokens)
+            row["step_tokens"] = args.step_tokens
             result["rows"].append(row)
             write(result, args.out, quiet=True)  # what a crash later in the run must not lose
             if precision == "bf16" and n == 1:

@@ -143,3 +143,24 @@ def test_the_license_file_is_the_one_pyproject_names():
     assert declared == "Apache-2.0"
     assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
     assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) == 201
+
+
+MAX_CLASS_LINES = 400
+
+
+def long_classes(paths) -> list[str]:
+    """Classes over MAX_CLASS_LINES lines: a class that long holds several concerns."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                found.append(f"{path.relative_to(path.parents[1])}: {node.name}")
+    return found
+
+
+def test_no_class_is_over_400_lines(tmp_path):
+    assert long_classes(_sources()) == []
+    planted = tmp_path / "pkg" / "big.py"
+    planted.parent.mkdir()
+    planted.write_text("class Big:\n" + "    x = 1\n" * MAX_CLASS_LINES)
+    assert long_classes([planted]) == ["pkg/big.py: Big"]

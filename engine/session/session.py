@@ -30,9 +30,10 @@ from engine.model.rope import demo_positions, segment_positions
 from engine.runtime.reference import make_runner
 
 from .config import SessionConfig
-from .context import BoundedContext, CompactContext, ContextBudgetError, KeptChunk
+from .compaction import CompactionSteps
+from .context import BoundedContext, KeptChunk
 from .decoding import SelectRule, TokenSampler
-from .events import Commentary, Compaction, Event, Seek, Stats, StreamEnded
+from .events import Commentary, Event, Seek, Stats, StreamEnded
 from .questions import QuestionSteps
 from .recall import Recall, thumbnail
 from .state import ConversationState, PreparedChunk
@@ -41,7 +42,7 @@ from .steps import IDLE, Decode, Encode, Prefill, drive
 __all__ = ["SessionConfig", "StreamingSession", "FrameSampler"]
 
 
-class StreamingSession(QuestionSteps):
+class StreamingSession(CompactionSteps, QuestionSteps):
     """Streams video chunks through LiveCC with a persistent KV cache and emits typed events."""
 
     def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None,
@@ -299,18 +300,6 @@ class StreamingSession(QuestionSteps):
         compaction re-uses for the chunk."""
         return bool(self.state.tokens) and self.query == self.state.query_sent
 
-    def _turn_with_room(self, build, max_new: int, now: float) -> Iterator[Compaction]:
-        """Build a turn; when it and its reply would overflow the budget, compact (yielding the event)
-        and build it again, since a turn depends on what the cache holds. Returns the turn."""
-        turn = build()
-        compaction = yield from self._make_room(len(self._segment(turn)), max_new, now)
-        if compaction is None:
-            return turn
-        yield compaction
-        turn = build()
-        self._check_fits(len(self._segment(turn)), max_new)
-        return turn
-
     def _remember(self, chunk: Chunk, video: VideoInputs, plain: list[int] | None, embeds: torch.Tensor,
                   reply: list[int], text: str) -> None:
         """Keep the chunk in the video window (a compaction re-prefills it from there, without the
@@ -321,36 +310,6 @@ class StreamingSession(QuestionSteps):
         thumb = thumbnail(chunk.frames[-1].image) if self.recall is not None else None
         self.context.window.add(KeptChunk(chunk.index, chunk.start, chunk.end, plain, grid, embeds, reply, thumb))
         self.context.memory.add(chunk.start, text, chunk.index)
-
-    # -- bounded context -------------------------------------------------------------------
-    def _make_room(self, segment_tokens: int, max_new: int, now: float) -> Iterator:
-        """Compact when the next step would push the cache past the budget. Returns the Compaction,
-        or None when it fits."""
-        if self.context.fits(self.runner.length, segment_tokens, max_new):
-            return None
-        t0 = self._sync()
-        before = self.runner.length
-        yield from self._compact(self.context.plan(self.query, now, segment_tokens + max_new))
-        ms = (self._sync() - t0) * 1e3
-        return Compaction(now, before, self.runner.length, ms)
-
-    def _compact(self, plan: CompactContext) -> Iterator:
-        """Rebuild the cache as a fresh prefill of the compact conversation (positions from 0)."""
-        ids, pending = plan.token_ids(self.prompt)
-        self.runner.reset()
-        self.sampler.reset()
-        self.state.reset()
-        if self.trace is not None:
-            self.trace.clear()  # trace indices refer to the conversation in the cache: a new one starts
-        if ids:
-            yield from self._prefill(ids, plan.grids, plan.video_embeds())
-            self.state.pending, self.state.query_sent = pending, plan.query
-        self.state.compactions += 1
-
-    def _check_fits(self, segment_tokens: int, max_new: int) -> None:
-        if not self.context.fits(self.runner.length, segment_tokens, max_new):
-            raise ContextBudgetError(f"a step of {segment_tokens} + {max_new} tokens does not fit in the KV budget "
-                                     f"of {self.config.kv_budget} tokens: raise --kv-budget or lower --max-pixels")
 
     def _segment(self, turn: list[int]) -> list[int]:
         """The pending token, the tokens closing its turn, then the new turn."""
