@@ -194,3 +194,18 @@ def test_a_session_never_picks_a_video_slot_token(tiny_loaded):
     for commentary in (True, False):
         rule = session._select_rule(commentary, session.prompt.ids.stops)
         assert int(session.sampler.choose(logits, rule, 0)) != pad
+
+
+def test_closing_the_core_ends_every_stream_and_frees_its_slot(tiny_loaded):
+    """A live buffer that never closes: its consumer sees the end once the core closes."""
+    core = EngineCore(tiny_loaded, sessions=2, kv_budget=1024)
+    buffer = RingBuffer(8)
+    stream = core.open(buffer, Scenario("w", 1.0).config())
+    core.close()  # never started: the session is still waiting to be stepped
+    assert list(stream.events()) == []
+    assert core.pool.free == 2 and core.sessions == 0
+    started = EngineCore(tiny_loaded, sessions=1, kv_budget=1024)
+    started.start()
+    live = started.open(RingBuffer(8), Scenario("w", 1.0).config())
+    started.close()
+    assert list(live.events()) == [] and started.pool.free == 1

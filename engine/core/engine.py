@@ -221,7 +221,7 @@ class EngineCore:
             raise
 
     def close(self) -> None:
-        """Stop every session and the engine thread."""
+        """Stop every session and the engine thread; a session that has not ended by then ends here."""
         with self._lock:
             lanes = self.lanes + self._incoming
         for lane in lanes:
@@ -230,6 +230,14 @@ class EngineCore:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        with self._lock:
+            self.lanes += self._incoming
+            self._incoming.clear()
+        for lane in self.lanes:
+            if not lane.ended:  # stopped, but not stepped since
+                lane.steps.close()
+                self._end(lane, None)
+        self._reap()
 
     def _advance(self, lane: Lane) -> None:
         """Run the session's generator to its next request or IDLE, delivering its events."""
