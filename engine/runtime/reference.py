@@ -81,7 +81,7 @@ class EagerRunner:
 
 def shares_runner(model: torch.nn.Module) -> bool:
     """Whether `make_runner` gives every session of `model` the same cached fast runner, so the model
-    serves one session at a time (a server sizes its replicas by it)."""
+    serves one single-stream session at a time (many sessions go through the engine core instead)."""
     if flags.get("LIVECC_NO_FAST"):
         return False
     return model.model.language_model.embed_tokens.weight.device.type == "cuda" or flags.get("LIVECC_FAST")

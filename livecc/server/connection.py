@@ -1,4 +1,5 @@
-"""One WebSocket connection = one StreamingSession, run on its own engine thread.
+"""One WebSocket connection = one session of the replica's engine core (engine/core), batched with the
+replica's other sessions on the core's engine thread.
 
 The receive loop turns client messages into frames (into the session's RingBuffer) and commands;
 the engine thread's events go back through a bounded queue and a writer task. Whoever ends the
@@ -25,6 +26,10 @@ LOG = logging.getLogger(__name__)
 _ENGINE_DONE = object()
 
 
+class _Refused(Exception):
+    """The core had no room for this session: the connection is already closing as busy."""
+
+
 class Connection:
     def __init__(self, ws, replica, stopping: asyncio.Event):
         self.ws, self.replica, self.settings = ws, replica, replica.settings
@@ -34,7 +39,7 @@ class Connection:
         self.config = replica.base_config()
         self.session = None
         self.buffer = None
-        self.thread: threading.Thread | None = None
+        self.engine_done = threading.Event()  # the core ended this session: its slab is free
         self.outgoing: asyncio.Queue = asyncio.Queue()
         self.encoder = wire.EventEncoder()
         self.ended: asyncio.Future = self.loop.create_future()  # (close code, reason, last messages)
@@ -110,13 +115,12 @@ class Connection:
             LOG.debug("session %s: close after the client left", self.id, exc_info=True)
 
     async def _stop_engine(self) -> None:
-        """Stop the engine thread and wait for it, so the slot is free only once the model is."""
+        """Stop the session and wait until the core has ended it, so the slot is free only once its slab is."""
         if self.buffer is not None:
             self.buffer.close()
         if self.session is not None:
             self.session.stop()
-        if self.thread is not None:
-            await asyncio.to_thread(self.thread.join)
+            await asyncio.to_thread(self.engine_done.wait)
 
     def _description(self) -> dict:
         limits = {name: getattr(self.settings, name) for name in
@@ -179,6 +183,8 @@ class Connection:
             await self._handle(message)
         except LiveCCError as exc:
             self._send(wire.error(exc.code, str(exc), message.get("event_id")))
+        except _Refused:
+            return
 
     async def _handle(self, message: dict) -> None:
         kind = message["type"]
@@ -239,31 +245,38 @@ class Connection:
         resize = _resizer(image.shape[0], image.shape[1], self.config.max_pixels, self.config.min_pixels)
         return resize(image) if resize is not None else image
 
-    # -- the engine thread --------------------------------------------------------------------
+    # -- the engine core ----------------------------------------------------------------------
     async def _engine(self):
-        """The session, started on the first frame or command with the settings then in force."""
+        """The session, opened in the replica's core on the first frame or command with the settings
+        then in force. A core with no room for one more live stream refuses it: the client is told busy."""
         if self.session is None:
-            from engine.output.narrate import RING_BYTES, RING_SLOTS
             from engine.capture.frames import RingBuffer
+            from engine.core import BusyError, PoolFullError
+            from engine.output.narrate import RING_BYTES, RING_SLOTS
 
-            self.session = await asyncio.to_thread(self.replica.new_session, self.config)
-            self.buffer = RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=self.config.first_chunk_frames)
-            self.thread = threading.Thread(target=self._pump, name=f"livecc-session-{self.id}", daemon=True)
-            self.thread.start()
+            buffer = RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=self.config.first_chunk_frames)
+            try:
+                stream = await asyncio.to_thread(self.replica.open, buffer, self.config, self._from_engine,
+                                                 self._engine_ended)
+            except (BusyError, PoolFullError):
+                self.finish(wire.TRY_LATER, wire.BUSY_REASON, [wire.closed("busy")])
+                raise _Refused from None
+            self.buffer, self.session = buffer, stream.session
         return self.session
 
-    def _pump(self) -> None:
-        try:
-            for event in self.session.run(self.buffer):
-                self.loop.call_soon_threadsafe(self._on_event, event)
-        except LiveCCError as exc:
-            self.loop.call_soon_threadsafe(self._on_event, wire.error(exc.code, str(exc), kind="server_error"))
-        except Exception:
-            LOG.exception("session %s: engine error", self.id)
-            self.loop.call_soon_threadsafe(self._on_event, wire.error("engine", "the engine failed: see the server "
-                                                                      "log", kind="server_error"))
-        finally:
-            self.loop.call_soon_threadsafe(self._on_event, _ENGINE_DONE)
+    def _from_engine(self, event) -> None:
+        """On the core's engine thread: hand the event to the event loop."""
+        self.loop.call_soon_threadsafe(self._on_event, event)
+
+    def _engine_ended(self, error: BaseException | None) -> None:
+        """On the core's engine thread: the session ended, by the stream's end, a stop or an error."""
+        if isinstance(error, LiveCCError):
+            self._from_engine(wire.error(error.code, str(error), kind="server_error"))
+        elif error is not None:
+            LOG.error("session %s: engine error", self.id, exc_info=error)
+            self._from_engine(wire.error("engine", "the engine failed: see the server log", kind="server_error"))
+        self._from_engine(_ENGINE_DONE)
+        self.engine_done.set()
 
     def _on_event(self, event) -> None:
         if self.ended.done():

@@ -7,26 +7,34 @@ import logging
 import threading
 from dataclasses import replace
 
+from engine.errors import LiveCCError
+
 from .settings import ServerConfigError, ServerSettings
 
 LOG = logging.getLogger(__name__)
 
 
 class Replica:
-    """Holds the model; hands out session slots. Until the batched engine core lands, a model whose
-    sessions share one runner (the GPU's fast runner) serves one session at a time; on the CPU each
-    session gets its own eager runner, so K sessions share the weights."""
+    """Holds the model and one engine core (engine/core) whose K session slabs are this replica's
+    sessions, batched together; hands out the slots."""
 
     def __init__(self, settings: ServerSettings, loaded=None, name: str = "local"):
+        from engine.core import EngineCore
+        from engine.defaults import KV_BUDGET
         from engine.model.loading import load_model
-        from engine.runtime import shares_runner
 
         self.settings = settings
         self.name = name  # where a session runs, as the operator sees it (on Ray Serve: the replica's actor)
         self.loaded = loaded if loaded is not None else load_model(settings.model, device=settings.device)
-        if settings.sessions > 1 and shares_runner(self.loaded.model):
-            raise ServerConfigError(f"--sessions-per-replica {settings.sessions}: a GPU replica holds one session "
-                                    "until the batched engine core lands; use 1 and more --replicas")
+        budget = min(KV_BUDGET, settings.kv_budget or KV_BUDGET)
+        plan = getattr(self.loaded, "plan", None)
+        if plan is not None:  # the memory plan may have cut it to fit the card
+            budget = min(budget, plan.kv_budget)
+        try:
+            self.core = EngineCore(self.loaded, sessions=settings.sessions, kv_budget=budget)
+        except LiveCCError as exc:
+            raise ServerConfigError(f"--sessions-per-replica {settings.sessions}: {exc}") from None
+        self.core.start()
         self._lock = threading.Lock()
         self._active: set[int] = set()
         self._ids = itertools.count(1)
@@ -61,7 +69,9 @@ class Replica:
         budget = self.settings.kv_budget
         return replace(config, kv_budget=budget) if budget is not None and budget < config.kv_budget else config
 
-    def new_session(self, config):
-        from engine.session.session import StreamingSession
+    def open(self, buffer, config, on_event, on_end):
+        """A session of this replica's engine core reading `buffer` (engine/core/engine.py `open`)."""
+        return self.core.open(buffer, config, on_event, on_end)
 
-        return StreamingSession(self.loaded, config)
+    def close(self) -> None:
+        self.core.close()
