@@ -45,15 +45,22 @@ def without_torch(args: list[str], cwd: Path, **env) -> subprocess.CompletedProc
                           env=dict(os.environ, PYTHONPATH=str(ROOT), **env), timeout=300)
 
 
-def test_a_client_without_torch_narrates_and_asks_as_a_local_run(server, tiny_model_dir, video, tmp_path, capsys):
+def test_a_client_without_torch_narrates_and_asks_as_a_local_run(server, tiny_model_dir, tmp_path, capsys):
+    """Without torch the client sends frames at the file's size and the server resizes them: with PNG,
+    the model input, and so the SRT and the answer, are still a local run's."""
+    from engine.model.preprocess import frame_resizer
+
+    video = write_video(tmp_path / "wide.mp4", seconds=6, fps=30, width=240, height=160)
+    size = ["--max-pixels", "18816"]  # 112x168: 240x160 frames need the capture-side resize
+    assert frame_resizer(160, 240, 18816, 18816) is not None
     url, running = server
     model = ["--model", str(tiny_model_dir)]
-    assert main(["narrate", str(video), *model, "--srt", str(tmp_path / "local.srt"), *SMALL]) == 0
+    assert main(["narrate", str(video), *model, "--srt", str(tmp_path / "local.srt"), *size]) == 0
     capsys.readouterr()
     assert main(["ask", str(video), "What is it?", *model, "--max-answer-tokens", "8",
-                 "--jsonl", str(tmp_path / "local.jsonl"), *SMALL]) == 0
+                 "--jsonl", str(tmp_path / "local.jsonl"), *size]) == 0
     local_answer = capsys.readouterr().out
-    remote = ["--server", url, "--token", TOKEN, "--frames", "png", *SMALL]
+    remote = ["--server", url, "--token", TOKEN, "--frames", "png", *size]
     narrated = without_torch(["narrate", str(video), "--srt", "remote.srt", *remote], tmp_path)
     assert narrated.returncode == 0, narrated.stderr
     assert "livecc: 4 chunks, 4 comments, 0 s skipped; wrote " in narrated.stderr
