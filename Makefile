@@ -43,7 +43,7 @@ $(STAMP): $(VENV)/bin/python pyproject.toml Makefile tts/install.py
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PY) -m pip install -q torch; \
 	else $(PY) -m pip install -q torch==2.13.0; fi
-	$(PY) -m pip install -q -e ".[test,serve]"
+	$(PY) -m pip install -q -e ".[engine,test,serve]"
 	@# Speech: ChatTTS' pure-Python deps, then ChatTTS itself without CUDA torchaudio (tts/install.py says why)
 	$(PY) -m pip install -q -e ".[speech]"
 	$(PY) -m tts.install

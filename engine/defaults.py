@@ -15,6 +15,17 @@ COMMENT_TOKENS = 16  # new tokens per 1-second comment (LiveCC: 16, its evaluati
 ANSWER_TOKENS = 512  # new tokens per answer
 KV_BUDGET = 16384  # tokens of KV cache before a compaction; docs/bounded-context.md says why
 
+# SessionConfig's defaults and choices that the CLI's flags show: here, so `livecc --help` and a
+# client-only install (no torch) build the same flags as the engine.
+POSITION_RULES = ("exact", "demo")  # engine/model/rope.py
+POSITIONS = "exact"
+VIDEO_WINDOW_S = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
+MEMORY_TOKENS = 512  # text memory of earlier comments and answers kept by a compaction
+ROUTER_STRATEGIES = ("cos_sim_coarse", "cos_sim_fine", "recent", "none")  # engine/session/router.py
+ROUTER_STRATEGY = "cos_sim_fine"
+RECALL_K = 8  # key frames recalled per question at most
+MEMORY_MB = 1024.0  # pinned host memory for key frames; engine/session/memory.py says why
+
 
 def min_pixels_for(max_pixels: int) -> int:
     """The smallest frame size for a pixel budget: Qwen2-VL's floor, never above the budget."""

@@ -99,7 +99,7 @@ def test_make_test_and_make_run_do_what_the_readme_says():
         assert proc.returncode == 0, proc.stderr
         plans[target] = proc.stdout
         assert "python3 -m venv .venv" in proc.stdout
-        assert '.venv/bin/python -m pip install -q -e ".[test,serve]"' in proc.stdout
+        assert '.venv/bin/python -m pip install -q -e ".[engine,test,serve]"' in proc.stdout
     assert "QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest" in plans["test"]
     assert plans["run"].strip().splitlines()[-1] == ".venv/bin/livecc-desktop"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

@@ -22,7 +22,7 @@ def quiet_third_parties() -> None:
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    if "transformers" in sys.modules:  # imported already (tests): its verbosity was read at import
+    if sys.modules.get("transformers") is not None:  # imported already (tests): its verbosity was read at import
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-POSITION_RULES = ("exact", "demo")
+from engine.defaults import POSITION_RULES  # noqa: F401  (defined there: the CLI reads it without torch)
 
 
 def segment_positions(ids: torch.Tensor, video_grids: list[tuple[int, int, int]], start: int,

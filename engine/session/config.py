@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_QUERY,
-                             KV_BUDGET, REPETITION_PENALTY)
+                             KV_BUDGET, MEMORY_MB, MEMORY_TOKENS, POSITION_RULES, POSITIONS, RECALL_K,
+                             REPETITION_PENALTY, ROUTER_STRATEGY, VIDEO_WINDOW_S)
 from engine.errors import ConfigValueError
-from engine.model.rope import POSITION_RULES
 
 from .decoding import SamplingConfig
-from .memory import DEFAULT_MATCH_RATIO, DEFAULT_MAX_KEY_FRAMES, DEFAULT_MEMORY_MB
+from .memory import DEFAULT_MATCH_RATIO, DEFAULT_MAX_KEY_FRAMES
 from .recall import check_memory_config
 
 
@@ -34,17 +34,17 @@ class SessionConfig:
     live: bool = False  # live sources skip to the newest frames when behind
     max_backlog_s: float = 2.0
     kv_budget: int = KV_BUDGET  # tokens in the KV cache; why this default: docs/bounded-context.md
-    video_window_s: float = 16.0  # seconds of video a compaction keeps (StreamingVLM keeps 16 s)
-    memory_tokens: int = 512  # text memory of earlier comments and answers kept by a compaction
+    video_window_s: float = VIDEO_WINDOW_S  # seconds of video a compaction keeps
+    memory_tokens: int = MEMORY_TOKENS  # text memory of earlier comments and answers kept by a compaction
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
-    positions: str = "exact"  # "demo": LiveCC demo's 1-D positions once the cache holds anything (engine/model/rope.py)
+    positions: str = POSITIONS  # "demo": LiveCC demo's 1-D positions once the cache holds anything (model/rope.py)
     # Visual memory (engine/session/memory.py); the knob names are the key-frame-memory system's.
     memory: bool = True  # keep key frames of the video that left the window; recall them for questions
-    memory_mb: float = DEFAULT_MEMORY_MB  # pinned host memory for key frames
+    memory_mb: float = MEMORY_MB  # pinned host memory for key frames
     key_frame_buffer_size: int = DEFAULT_MAX_KEY_FRAMES  # most key frames kept
     key_frame_match_ratio: float = DEFAULT_MATCH_RATIO  # pooled cosine at which a chunk joins the key frame
-    topk: int = 8  # key frames recalled per question at most
-    router_strategy: str = "cos_sim_fine"
+    topk: int = RECALL_K  # key frames recalled per question at most
+    router_strategy: str = ROUTER_STRATEGY
 
     def __post_init__(self):
         if self.positions not in POSITION_RULES:

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.defaults import MEMORY_MB as DEFAULT_MEMORY_MB
+
 from .context import KeptChunk
 
-DEFAULT_MEMORY_MB = 1024.0
 DEFAULT_MAX_KEY_FRAMES = 1024  # `key_frame_buffer_size`: a count bound for small frames, where bytes bind late
 DEFAULT_MATCH_RATIO = 0.9  # `key_frame_match_ratio`: pooled cosine at which a chunk joins the current key frame
 SUMMARY_SIDE = 4  # the fine-routing summary: the token grid pooled to 4 x 4

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.defaults import ROUTER_STRATEGIES as STRATEGIES
+
 from .memory import KeyFrame, KeyFrameMemory, unit
 
-STRATEGIES = ("cos_sim_coarse", "cos_sim_fine", "recent", "none")
 TIME_WINDOW_S = 15.0  # key frames within this distance of a named time come first
 
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 from engine.errors import LiveCCError
 
 from .checks import bad_option, check_outputs, check_video_shape
 from .narrate import ProgressBar, video_clock
-from .options import load, session_config
+from .options import config_fields, load, session_config
 
 
 def cmd_ask(args) -> int:
     from engine.capture.sources import probe_video
-    from engine.output.narrate import file_capture
-    from engine.session.events import Answer
-    from engine.session.session import StreamingSession
 
     if not args.question.strip():
         raise bad_option("the question is empty: quote it, e.g. livecc ask video.mp4 \"What is happening?\"")
@@ -25,29 +24,69 @@ def cmd_ask(args) -> int:
     at = info.duration if args.at is None else args.at
     if not at >= 0 or (info.duration > 0 and at > info.duration + 0.5):  # NaN fails >= 0; duration 0: unknown
         raise LiveCCError(f"--at {args.at:g} s is outside the video (0 to {info.duration:.1f} s): give a time inside it")
+    with closing(_events(args, info, at)) as events:  # the source (or the connection) ends however the run does
+        _report(_print_answer(_watched(events, at)), args.jsonl)
+    return 0
+
+
+def _events(args, info, at: float) -> Iterator:
+    """Once every check has passed and the session is ready (the model loaded, or the server's
+    session open): the events of watching the file up to `at` (the last: StreamEnded), then the answer's."""
+    outputs = [("--jsonl", args.jsonl)]
+    if args.server:
+        from .remote import remote_ask_events
+
+        fields = config_fields(args, live=False, answer_max_new_tokens=args.max_answer_tokens, local=False)
+        check_outputs(outputs, inputs=[Path(args.video)])
+        return remote_ask_events(args, info, at, fields)
+    from engine.session.session import StreamingSession
+
     config = session_config(args, live=False, answer_max_new_tokens=args.max_answer_tokens)
-    check_outputs([("--jsonl", getattr(args, "jsonl", None))], inputs=[Path(args.video)])
-    loaded = load(args)
-    session = StreamingSession(loaded, config)
-    source, buffer = file_capture(args.video, info, config, end=at)
-    bar = ProgressBar(at, desc="watching")
+    check_outputs(outputs, inputs=[Path(args.video)])
+    return _local_events(StreamingSession(load(args), config), args, info, at)
+
+
+def _local_events(session, args, info, at: float) -> Iterator:
+    from engine.output.narrate import file_capture
+
+    source, buffer = file_capture(args.video, info, session.config, end=at)
     try:
         source.start(buffer)
-        for event in session.run(buffer):
-            bar.follow(event)  # no comment is printed: only the answer is
+        yield from session.run(buffer)
     finally:
         source.stop()
+    yield from session.answer(args.question)
+
+
+def _watched(events: Iterator, at: float) -> Iterator:
+    """The events after the watching (a progress bar follows it; no comment is printed, only the answer)."""
+    from engine.session.events import StreamEnded
+
+    bar, event = ProgressBar(at, desc="watching"), None
+    try:
+        for event in events:
+            bar.follow(event)
+            if isinstance(event, StreamEnded):
+                break
+    finally:
         bar.close()
-    _warn_if_short(session.frames.next_time, at)
+    if isinstance(event, StreamEnded):
+        _warn_if_short(event.time, at)
+    yield from events
+
+
+def _print_answer(events: Iterator):
+    """Stream the answer to stdout as it is decoded; returns its last event."""
+    from engine.session.events import Answer
+
     shown, final = "", None
-    for answer in session.answer(args.question):
+    for answer in events:
         if not isinstance(answer, Answer):
             continue  # a Compaction before the answer
         print(answer.text[len(shown):], end="", flush=True)
         shown, final = answer.text, answer
     print()
-    _report(final, args.jsonl)
-    return 0
+    return final
 
 
 def _warn_if_short(watched: float, at: float) -> None:

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--jsonl", type=Path, help="write the answer record here (with the recalled moments)")
     add_model_arguments(a)
     add_memory_arguments(a)
+    add_remote_arguments(a)
 
     add_eval_parser(sub)
     add_serve_parser(sub)

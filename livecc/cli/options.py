@@ -7,7 +7,8 @@ import sys
 
 from engine import flags
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUERY,
-                             KV_BUDGET, PRECISIONS, REPETITION_PENALTY, min_pixels_for)
+                             KV_BUDGET, MEMORY_MB, MEMORY_TOKENS, POSITION_RULES, POSITIONS, PRECISIONS, RECALL_K,
+                             REPETITION_PENALTY, ROUTER_STRATEGIES, ROUTER_STRATEGY, VIDEO_WINDOW_S, min_pixels_for)
 from engine.errors import ConfigValueError, LiveCCError
 
 from .checks import config_option_error, validate_model_args
@@ -39,30 +40,24 @@ DESIGN_FIELDS = ("positions", "video_window_s", "memory_tokens")
 
 def add_design_arguments(p: argparse.ArgumentParser) -> None:
     """The switches that change what the model sees, so evaluation runs can compare them."""
-    from engine.model.rope import POSITION_RULES
-    from engine.session.session import SessionConfig as C
-
-    p.add_argument("--positions", choices=POSITION_RULES, default=C.positions,
+    p.add_argument("--positions", choices=POSITION_RULES, default=POSITIONS,
                    help="M-RoPE positions: exact 3-D for every chunk (default), or demo = LiveCC demo's 1-D "
                         "positions after the first chunk")
-    p.add_argument("--video-window", dest="video_window_s", type=float, default=C.video_window_s, metavar="S",
+    p.add_argument("--video-window", dest="video_window_s", type=float, default=VIDEO_WINDOW_S, metavar="S",
                    help="seconds of video a compaction keeps (default %(default)s)")
-    p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=C.memory_tokens,
+    p.add_argument("--memory-tokens", dest="memory_tokens", type=int, default=MEMORY_TOKENS,
                    help="text memory of earlier comments and answers a compaction keeps (default %(default)s)")
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
     """Visual memory flags (engine/session/memory.py); `memory_options` turns them into SessionConfig fields."""
-    from engine.session.router import STRATEGIES
-    from engine.session.session import SessionConfig as C
-
-    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=C.memory,
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="keep key frames of video older than the context and recall them for questions (default on)")
-    p.add_argument("--router", default=C.router_strategy, choices=STRATEGIES,
+    p.add_argument("--router", default=ROUTER_STRATEGY, choices=ROUTER_STRATEGIES,
                    help="how a question picks key frames (default %(default)s)")
-    p.add_argument("--recall-k", type=int, default=C.topk,
+    p.add_argument("--recall-k", type=int, default=RECALL_K,
                    help="key frames recalled per question at most (default %(default)s)")
-    p.add_argument("--memory-mb", type=float, default=C.memory_mb,
+    p.add_argument("--memory-mb", type=float, default=MEMORY_MB,
                    help="pinned host memory for key frames, MB (default %(default)s)")
 
 

@@ -1,5 +1,6 @@
-"""`livecc narrate FILE --server ws://host:port`: the same run with the session on a server. A wrong
-token, an unreachable or a busy server is one line (RemoteError) and exit 2."""
+"""`livecc narrate|ask FILE --server ws://host:port`: the same run with the session on a server. A
+wrong token, an unreachable or a busy server is one line (RemoteError) and exit 2. Nothing here
+imports torch: a client-only install runs it."""
 
 from __future__ import annotations
 
@@ -8,23 +9,53 @@ import sys
 SERVER_ONLY = ("query", "memory_mb")  # the query goes as the instruction; host memory is the server's to set
 
 
-def remote_begin(args, info, fields: dict):
-    """Connect, send the settings a local run would use; returns `(run, chunk seconds)` as `begin` does."""
-    from livecc.client.narrate import remote_narrate
+def connect(args, fields: dict):
+    """A session on the server with the settings a local run would use."""
     from livecc.client.session import RemoteSession
 
     remote = RemoteSession.connect(args.server, args.token)
     try:
-        settings = remote.update(fields["query"], {k: v for k, v in fields.items() if k not in SERVER_ONLY})
+        remote.update(fields["query"], {k: v for k, v in fields.items() if k not in SERVER_ONLY})
     except BaseException:
         remote.close()
         raise
+    return remote
+
+
+def _warn(line: str) -> None:
+    print(f"livecc: warning: {line}", file=sys.stderr)
+
+
+def _server_warnings(remote) -> None:
+    for warning in remote.warnings:
+        _warn(f"the server said: {warning}")
+
+
+def remote_begin(args, info, fields: dict):
+    """Connect, send the settings a local run would use; returns `(run, chunk seconds)` as `begin` does."""
+    from livecc.client.narrate import remote_narrate
+
+    remote = connect(args, fields)
 
     def run(files):
         try:
             yield from remote_narrate(remote, args.video, info, files, fmt=args.frames, realtime=args.realtime)
         finally:
-            for warning in remote.warnings:
-                print(f"livecc: warning: the server said: {warning}", file=sys.stderr)
+            _server_warnings(remote)
 
-    return run, settings["chunk_frames"] / settings["fps"]
+    return run, remote.settings["chunk_frames"] / remote.settings["fps"]
+
+
+def remote_ask_events(args, info, at: float, fields: dict):
+    """Connect and set up (errors here come before any output); the events of `livecc ask` over the server."""
+    from livecc.client.ask import remote_ask
+
+    remote = connect(args, fields)
+
+    def events():
+        try:
+            yield from remote_ask(remote, args.video, info, args.question, at, fmt=args.frames, warn=_warn)
+        finally:
+            _server_warnings(remote)
+
+    return events()

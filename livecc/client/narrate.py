@@ -5,10 +5,11 @@ local run writes (engine/output/narrate.py NarrationFiles)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.capture.frames import Frame
 from engine.session.events import Event, StreamEnded
 
 from livecc import protocol as wire
@@ -24,10 +25,12 @@ class CaptureSettings:
     max_pixels: int
     min_pixels: int
     first_chunk_frames: int
+    chunk_frames: int
 
     @classmethod
     def of(cls, settings: dict) -> CaptureSettings:
-        return cls(settings["fps"], settings["max_pixels"], settings["min_pixels"], settings["first_chunk_frames"])
+        return cls(*(settings[name] for name in ("fps", "max_pixels", "min_pixels", "first_chunk_frames",
+                                                  "chunk_frames")))
 
 
 def client_resizer(height: int, width: int, max_pixels: int, min_pixels: int):
@@ -41,11 +44,15 @@ def client_resizer(height: int, width: int, max_pixels: int, min_pixels: int):
 
 
 class FrameSender:
-    """Sends the buffer's frames in order on its own thread, then `input_video_buffer.end`."""
+    """Sends the buffer's frames in order on its own thread; once the buffer is closed and sent,
+    `input_video_buffer.end` (`end_stream`) and `done`. `on_sent(frame)` follows each frame sent."""
 
-    def __init__(self, remote: RemoteSession, buffer, fmt: str):
+    def __init__(self, remote: RemoteSession, buffer, fmt: str, end_stream: bool = True,
+                 on_sent: Callable[[Frame], None] | None = None):
         self.remote, self.buffer, self.fmt = remote, buffer, fmt
+        self.end_stream, self.on_sent = end_stream, on_sent
         self.error: BaseException | None = None
+        self.done = threading.Event()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="livecc-frame-sender", daemon=True)
 
@@ -61,6 +68,8 @@ class FrameSender:
             self._send_all()
         except Exception as exc:  # the socket closed under us: the reader reports why
             self.error = exc
+        finally:
+            self.done.set()
 
     def _send_all(self) -> None:
         last = None
@@ -69,10 +78,13 @@ class FrameSender:
             for frame in frames:
                 self.remote.send(wire.frame_message(frame.image, frame.timestamp, frame.duration, self.fmt))
                 last = frame.timestamp
+                if self.on_sent is not None:
+                    self.on_sent(frame)
             if frames:
                 self.buffer.discard_before(last + 1e-6)  # sent: room for the source's next frames
             elif self.buffer.closed:
-                self.remote.end()
+                if self.end_stream:
+                    self.remote.end()
                 return
             else:
                 self.buffer.wait(timeout=1.0, newer_than=last)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 from engine.errors import LiveCCError
 from engine.session.events import Event
 
 from livecc import protocol as wire
+
+WAKE_S = 0.5  # how often a wait for events looks at its `until` condition
 
 
 class RemoteError(LiveCCError):
@@ -56,8 +58,13 @@ class RemoteSession:
         return cls(ws, first)
 
     def send(self, message: dict) -> None:
-        with self._lock:
-            self.ws.send(wire.dumps(message))
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            with self._lock:
+                self.ws.send(wire.dumps(message))
+        except ConnectionClosed as exc:
+            raise _ended(exc) from None
 
     def update(self, instructions: str | None = None, settings: dict | None = None) -> dict:
         """Set the instruction and settings (before the first frame); returns the session's settings."""
@@ -76,20 +83,21 @@ class RemoteSession:
         """No more frames: the server narrates what it has, then ends the stream."""
         self.send({"type": "input_video_buffer.end"})
 
-    def events(self) -> Iterator[Event]:
-        """The engine's events as the server sends them, until the session closes. An error the session
+    def events(self, until: Callable[[], bool] | None = None) -> Iterator[Event]:
+        """The engine's events as the server sends them, until the session closes (or `until()` is
+        true: it is checked between events, and every WAKE_S while none comes). An error the session
         goes on after is kept in `warnings`; one that ends it raises RemoteError."""
         from websockets.exceptions import ConnectionClosed
 
-        while True:
+        while until is None or not until():
             try:
-                message = json.loads(self.ws.recv())
+                message = json.loads(self.ws.recv(None if until is None else WAKE_S))
+            except TimeoutError:
+                continue
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == wire.NORMAL:
                     return
-                reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
-                raise RemoteError(f"the server ended the session ({reason or 'no reason given'}): run again "
-                                  "when it is back") from None
+                raise _ended(exc) from None
             event = self._handle(message)
             if event is not None:
                 yield event
@@ -107,6 +115,12 @@ class RemoteSession:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def _ended(exc) -> RemoteError:
+    """The connection closed under a session: the server's reason, if it gave one."""
+    reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
+    return RemoteError(f"the server ended the session ({reason or 'no reason given'}): run again when it is back")
 
 
 def _receive(ws, timeout: float | None = None) -> dict:
