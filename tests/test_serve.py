@@ -46,6 +46,7 @@ def running_server(loaded, model_dir, **limits):
     finally:
         server.should_exit = True
         thread.join(30)
+    assert not replica.core.running, "the replica's engine thread outlived the server"
 
 
 def wait_idle(server, timeout: float = 60) -> None:
@@ -208,8 +209,12 @@ def test_a_client_that_stops_reading_is_dropped(tiny_loaded, tiny_model_dir):
             await connection._write()
         return connection.ended.result()[:2]
 
-    for fill in (True, False):
-        assert asyncio.run(scenario(fill)) == (wire.POLICY, "client is not reading")
+    try:
+        for fill in (True, False):
+            assert asyncio.run(scenario(fill)) == (wire.POLICY, "client is not reading")
+    finally:
+        replica.close()
+    assert not replica.core.running
 
 
 def test_sigterm_drains_with_server_stopping(tiny_model_dir):

@@ -210,6 +210,11 @@ class EngineCore:
         self._thread = threading.Thread(target=self._serve, name="livecc-engine-core", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the background engine thread (start()) is stepping."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _serve(self) -> None:
         try:
             while not self._closing:

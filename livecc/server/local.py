@@ -14,9 +14,9 @@ class DrainingServer(uvicorn.Server):
     """uvicorn, whose first stop signal drains the sessions before the usual shutdown; a second
     signal stops at once."""
 
-    def __init__(self, config: uvicorn.Config, hub, on_ready=None):
+    def __init__(self, config: uvicorn.Config, hub, on_ready=None, replica=None):
         super().__init__(config)
-        self.hub = hub
+        self.hub, self.replica = hub, replica
         self.on_ready = on_ready  # called with the bound port once the server listens
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -29,6 +29,11 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
         if self.on_ready is not None and self.started:
             self.on_ready(self.servers[0].sockets[0].getsockname()[1])
+
+    async def shutdown(self, sockets=None) -> None:
+        await super().shutdown(sockets)
+        if self.replica is not None:
+            await asyncio.to_thread(self.replica.close)  # the engine core's thread ends with the server
 
     def handle_exit(self, sig, frame) -> None:
         if self._draining or self._loop is None:
@@ -48,4 +53,4 @@ def uvicorn_server(replica, host: str, port: int, ssl_certfile=None, ssl_keyfile
     # The socket layer allows twice the app's limit, so an oversized message gets the app's error event.
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=2 * limit + 1024, log_level="warning",
                             timeout_graceful_shutdown=5, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
-    return DrainingServer(config, app.state.hub, on_ready)
+    return DrainingServer(config, app.state.hub, on_ready, replica)
