@@ -209,3 +209,30 @@ def test_closing_the_core_ends_every_stream_and_frees_its_slot(tiny_loaded):
     live = started.open(RingBuffer(8), Scenario("w", 1.0).config())
     started.close()
     assert list(live.events()) == [] and started.pool.free == 1
+
+
+def test_batched_picks_equal_each_sessions_own_pick():
+    """The core picks every decoding session's token in one batch (choose_rows); each pick must be
+    the one that session's sampler makes alone: its own seen set, rule, step and banned ids, with
+    the ' ...' threshold deciding some rows either way."""
+    from engine.session.decoding import SamplingConfig, SelectRule, TokenSampler, choose_rows
+
+    vocab, stream = 50, 7
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, vocab, generator=gen) * 3
+    logits[:, stream] = torch.tensor([30.0, 0.0, 2.0, 2.0, 30.0, -1.0])  # confident, unconfident, low
+    logits[1, stream] = logits[1].max() + 0.5  # the best, but far from the 0.85 its step asks
+    samplers = [TokenSampler(vocab, torch.device("cpu"), SamplingConfig(repetition_penalty=1.3)) for _ in range(6)]
+    for i, sampler in enumerate(samplers):
+        sampler.observe(torch.randint(0, vocab, (5 + i,), generator=gen))
+    commentary = SelectRule(stream, eos_base=0.05, eos_step=0.2, banned=(3, 11))
+    rules = [commentary, commentary, commentary, SelectRule(banned=(3,)), SelectRule(), commentary]
+    steps = [0, 4, 1, 2, 0, 3]
+    choices = list(zip(samplers, rules, steps))
+    alone = [int(s.choose(row, rule, step)) for row, (s, rule, step) in zip(logits, choices)]
+    assert choose_rows(logits, choices).tolist() == alone
+    assert alone[0] == stream and alone[1] != stream  # the threshold decided rows either way
+    sampled = [(TokenSampler(vocab, torch.device("cpu"), SamplingConfig(temperature=0.7, seed=1)), SelectRule(), 0)]
+    reference = int(TokenSampler(vocab, torch.device("cpu"), SamplingConfig(temperature=0.7, seed=1)).choose(
+        logits[0], SelectRule(), 0))
+    assert choose_rows(logits[:1], sampled).tolist() == [reference]  # sampling rows keep their own generator

@@ -23,7 +23,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from engine import flags
 from engine.model.preprocess import VideoInputs
-from engine.runtime.decode_ops import fold_sign, rms_norm
+from engine.runtime.decode_ops import fold_sign, rms_norm, upload
 from engine.runtime.fast import StaticRunner
 from engine.runtime.graphs import CUDAGraphed, GraphPool
 
@@ -41,6 +41,7 @@ class Piece:
     ids: torch.Tensor
     positions: torch.Tensor
     embeds: torch.Tensor | None
+    video_slots: int | None = None  # video tokens among `ids`, counted on the host (None: count on the device)
 
 
 class BatchedRunner:
@@ -101,35 +102,47 @@ class BatchedRunner:
         if video:
             is_video = ids == self.video_token_id
             embeds = torch.cat(video)
-            if int(is_video.sum()) != embeds.shape[0]:  # on CUDA, masked_scatter would read past the embeddings
-                raise RuntimeError(f"{int(is_video.sum())} video slots for {embeds.shape[0]} visual embeddings")
+            slots = self._video_slots(pieces, is_video)
+            if slots != embeds.shape[0]:  # on CUDA, masked_scatter would read past the embeddings
+                raise RuntimeError(f"{slots} video slots for {embeds.shape[0]} visual embeddings")
             x = x.masked_scatter(is_video[None, :, None].expand_as(x), embeds.to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, torch.cat([p.positions for p in pieces], dim=1)[:, None, :])
         cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
         spans = self._spans([p.ids.numel() for p in pieces])
         starts = [p.slab.length for p in pieces]
+        index, slots = [], []  # each token's slab and slot: one scattered write a layer for all pieces
+        for p, start in zip(pieces, starts):
+            index += [p.slab.index] * p.ids.numel()
+            slots += range(start, start + p.ids.numel())
+        index, slots = upload([index, slots], self.device)
 
-        def write(i, k, v):
-            for p, (lo, hi), start in zip(pieces, spans, starts):
-                p.slab.k[i, :, start:start + hi - lo] = k[:, lo:hi]
-                p.slab.v[i, :, start:start + hi - lo] = v[:, lo:hi]
+        def write(i, k, v):  # k, v: (kv_heads, tokens, head_dim)
+            self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
+            self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
+
+        # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
+        views = [(p.slab, lo, hi, start + hi - lo, causal_lower_right(hi - lo, start + hi - lo))
+                 for p, (lo, hi), start in zip(pieces, spans, starts)]
 
         def attend(i, q):
             outs = []
-            for p, (lo, hi), start in zip(pieces, spans, starts):
-                n, end = hi - lo, start + hi - lo  # new tokens see the whole slab and each other causally
-                o = F.scaled_dot_product_attention(q[None, :, lo:hi], p.slab.k[None, i, :, :end],
-                                                   p.slab.v[None, i, :, :end], attn_mask=causal_lower_right(n, end),
-                                                   enable_gqa=True)
-                outs.append(o[0].transpose(0, 1).reshape(n, -1))
+            for slab, lo, hi, end, mask in views:
+                o = F.scaled_dot_product_attention(q[None, :, lo:hi], slab.k[None, i, :, :end], slab.v[None, i, :, :end],
+                                                   attn_mask=mask, enable_gqa=True)
+                outs.append(o[0].transpose(0, 1).reshape(hi - lo, -1))
             return torch.cat(outs)
 
         for i in range(self.n_layers):
             x = self.net._layer(i, x, cos, sin, write, attend)
-        last = x[0, [hi - 1 for _, hi in spans]]
+        last = x[0, upload([hi - 1 for _, hi in spans], self.device)]
         for p in pieces:
             p.slab.length += p.ids.numel()
         return self.model.lm_head(rms_norm(last, self.lm.norm)).float()
+
+    def _video_slots(self, pieces: list[Piece], is_video: torch.Tensor) -> int:
+        if all(p.video_slots is not None for p in pieces):
+            return sum(p.video_slots for p in pieces)
+        return int(is_video.sum())  # a read back: the step waits for the GPU here
 
     @staticmethod
     def _spans(sizes: list[int]) -> list[tuple[int, int]]:
@@ -166,9 +179,10 @@ class BatchedRunner:
         padded = torch.zeros(4, size, dtype=torch.long)
         padded[2] = self.pool.scratch
         padded[:, :rows] = state
+        padded = padded.pin_memory().to(self.device, non_blocking=True)  # without waiting for the GPU
         if size not in self._graphs:
-            self._graphs[size] = CUDAGraphed(self._step, [padded.to(self.device)], pool=self._pool.handle())
-        return self._graphs[size](padded.to(self.device))[:rows].clone()  # the graph rewrites its output
+            self._graphs[size] = CUDAGraphed(self._step, [padded], pool=self._pool.handle())
+        return self._graphs[size](padded)[:rows].clone()  # the graph rewrites its output
 
     def _step(self, state: torch.Tensor, attend=None) -> torch.Tensor:
         """One decode step on device `state` (4, rows): device tensors only, so a graph can hold it."""

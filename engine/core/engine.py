@@ -25,6 +25,8 @@ from engine.errors import LiveCCError, OutOfMemoryError
 from engine.model.loading import LoadedModel
 from engine.model.memory_plan import GiB, ModelShape, free_memory
 from engine.session.config import SessionConfig
+from engine.runtime.decode_ops import upload
+from engine.session.decoding import choose_rows
 from engine.session.events import Answer, Commentary, Event
 from engine.session.session import StreamingSession
 from engine.session.steps import IDLE, Decode, Encode, Prefill
@@ -144,7 +146,7 @@ class EngineCore:
                                 "try again later, or use another GPU")
             slab = self.pool.take()
         try:
-            session = StreamingSession(self.loaded, config, runner=slab, overlap=False)
+            session = StreamingSession(self.loaded, config, runner=slab, overlap=False, timed=False)
         except BaseException:
             with self._lock:
                 self.pool.give(slab)
@@ -298,12 +300,47 @@ class EngineCore:
         if not (decodes or prefills or encodes):
             return False
         t0 = sync_time(self.runner.device)
-        self._batch(decodes, lambda: self.runner.decode(
-            [(lane.slab, lane.waiting.token, lane.waiting.position) for lane in decodes]))
+        decoded = self._launch_decode(decodes)
         self._prefill(prefills, self.step_tokens - len(decodes))
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
+        self._collect_decode(decoded)
         self.load.add(sync_time(self.runner.device) - t0)
         return True
+
+    def _launch_decode(self, lanes: list[Lane]):
+        """Queue one decode step for every lane and the picks of the lanes whose requests carry a
+        choice (all at once: engine/session/decoding.py choose_rows); nothing is read back yet, so
+        the step's prefill and vision launches queue behind it. Returns what _collect_decode reads."""
+        if not lanes:
+            return None
+        try:
+            logits = self.runner.decode([(lane.slab, lane.waiting.token, lane.waiting.position) for lane in lanes])
+            rows = [i for i, lane in enumerate(lanes) if lane.waiting.choice is not None]
+            choices = [(c.sampler, c.rule, c.step) for c in (lanes[i].waiting.choice for i in rows)]
+            subset = logits if len(rows) == len(lanes) else logits[upload(rows, logits.device)]
+            picked = choose_rows(subset, choices) if rows else None
+        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
+            for lane in lanes:
+                lane.resolve(error=exc)
+            return None
+        return lanes, logits, rows, picked
+
+    @staticmethod
+    def _collect_decode(launched) -> None:
+        """Hand each decoding lane its picked token (one read back for all) or its logits."""
+        if launched is None:
+            return
+        lanes, logits, rows, picked = launched
+        results = list(logits)
+        try:
+            for i, token in zip(rows, picked.tolist() if picked is not None else []):
+                results[i] = token
+        except Exception as exc:  # noqa: BLE001 - an asynchronous failure of the step, raised in each session
+            for lane in lanes:
+                lane.resolve(error=exc)
+            return
+        for lane, result in zip(lanes, results):
+            lane.resolve(result)
 
     @staticmethod
     def _batch(lanes: list[Lane], run) -> None:

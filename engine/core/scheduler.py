@@ -57,12 +57,14 @@ class PrefillJob:
         lo, hi = self.done_tokens, self.done_tokens + self.next_size()
         req = self.request
         embeds = None
+        n_video = req.id_list[lo:hi].count(self.video_token) if req.id_list is not None else None
         if req.embeds is not None:
-            n_video = int((req.ids[lo:hi] == self.video_token).sum())
+            if n_video is None:
+                n_video = int((req.ids[lo:hi] == self.video_token).sum())  # a read back: a sync
             embeds = req.embeds[self.done_video:self.done_video + n_video]
             self.done_video += n_video
         self.done_tokens = hi
-        return Piece(self.slab, req.ids[lo:hi], req.positions[:, lo:hi], embeds)
+        return Piece(self.slab, req.ids[lo:hi], req.positions[:, lo:hi], embeds, n_video)
 
 
 def plan_prefill(jobs: list[PrefillJob], budget: int) -> list[tuple[PrefillJob, Piece]]:

@@ -17,6 +17,15 @@ def fused_on() -> bool:
     return not flags.get("LIVECC_NO_FUSED")
 
 
+def upload(values, device: torch.device | str, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """Host values as a tensor on `device` without waiting for the GPU: a plain copy to CUDA first
+    synchronizes the stream; this one goes through pinned memory, asynchronously."""
+    host = torch.tensor(values, dtype=dtype)
+    if torch.device(device).type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
     """Qwen2VLRMSNorm's arithmetic: the fused kernel keeps float32 statistics and rounds once to
     x's dtype, as the module does; the weight multiplies after the rounding, as in the module."""

@@ -14,6 +14,7 @@ import torch
 
 from engine.defaults import REPETITION_PENALTY
 from engine.errors import ConfigValueError
+from engine.runtime.decode_ops import upload
 
 # Sampling bounds where the arithmetic stays finite in float32 and bf16: scores are divided by the
 # penalty and then the temperature, so 1e-300 would turn a logit into inf and softmax into NaN.
@@ -72,7 +73,10 @@ class TokenSampler:
         self._banned: dict[tuple[int, ...], torch.Tensor] = {}
 
     def observe(self, ids: torch.Tensor | list[int]) -> None:
-        self.seen[torch.as_tensor(ids, device=self.seen.device)] = True
+        if isinstance(ids, list) and len(ids) == 1:
+            self.seen[ids[0]] = True  # one fill, no upload: each decode step marks its token
+        else:
+            self.seen[torch.as_tensor(ids, device=self.seen.device)] = True
 
     def reset(self) -> None:
         self.seen.zero_()
@@ -112,3 +116,48 @@ class TokenSampler:
     def choose(self, logits: torch.Tensor, rule: SelectRule, step: int | torch.Tensor) -> torch.Tensor:
         """The next token (0-d tensor). Reads `seen` but changes nothing: safe to capture in a graph."""
         return self.pick(self.scores(logits, rule, step))
+
+
+def choose_rows(logits: torch.Tensor, choices: list[tuple[TokenSampler, SelectRule, int]]) -> torch.Tensor:
+    """`choose` for every row of `logits` (rows, vocab) by its own (sampler, rule, step), as a batch:
+    the engine core's decode step picks for all its sessions in a few launches and one read back,
+    where row-by-row picking would launch and wait per session. The arithmetic per row is `choose`'s
+    (the same scalar penalty, softmax and -inf fills), so each pick equals the row-by-row one.
+    Sampling rows, or rows whose penalties differ, are picked one by one. Returns the ids on the
+    device (rows,): nothing is read back here."""
+    samplers = [sampler for sampler, _, _ in choices]
+    penalties = {s.config.repetition_penalty for s in samplers}
+    if len(penalties) > 1 or not all(s.config.greedy for s in samplers):
+        return torch.stack([s.choose(row, rule, step) for row, (s, rule, step) in zip(logits, choices)]).reshape(-1)
+    scores = _penalize_rows(logits, torch.stack([s.seen for s in samplers]), penalties.pop())
+    scores = _eos_thresholds(scores, choices)
+    by_ban: dict[tuple[int, ...], list[int]] = {}
+    for i, (_, rule, _) in enumerate(choices):
+        if rule.banned:
+            by_ban.setdefault(rule.banned, []).append(i)
+    for banned, rows in by_ban.items():
+        index = upload(banned, scores.device)
+        scores[upload(rows, scores.device)[:, None], index[None, :]] = float("-inf")
+    return scores.argmax(dim=-1)
+
+
+def _penalize_rows(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    if penalty == 1.0:
+        return logits.clone()
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalized, logits)
+
+
+def _eos_thresholds(scores: torch.Tensor, choices: list[tuple[TokenSampler, SelectRule, int]]) -> torch.Tensor:
+    """Ban each thresholded row's stream token where its probability is at most the row's threshold."""
+    rows = [i for i, (_, rule, _) in enumerate(choices) if rule.thresholds]
+    if not rows:
+        return scores
+    device = scores.device
+    tokens = upload([choices[i][1].stream_token for i in rows], device)
+    limits = upload([choices[i][1].eos_base + choices[i][1].eos_step * choices[i][2] for i in rows], device,
+                    scores.dtype)
+    index = upload(rows, device)
+    prob = torch.softmax(scores, dim=-1)[index, tokens]
+    scores[index, tokens] = torch.where(prob <= limits, torch.full_like(prob, float("-inf")), scores[index, tokens])
+    return scores

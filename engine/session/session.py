@@ -37,7 +37,7 @@ from .events import Commentary, Event, Seek, Stats, StreamEnded
 from .questions import QuestionSteps
 from .recall import Recall, thumbnail
 from .state import ConversationState, PreparedChunk
-from .steps import IDLE, Decode, Encode, Prefill, drive
+from .steps import IDLE, Choice, Decode, Encode, Prefill, drive
 
 __all__ = ["SessionConfig", "StreamingSession", "FrameSampler"]
 
@@ -46,8 +46,11 @@ class StreamingSession(CompactionSteps, QuestionSteps):
     """Streams video chunks through LiveCC with a persistent KV cache and emits typed events."""
 
     def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None,
-                 overlap: bool | None = None):
+                 overlap: bool | None = None, timed: bool = True):
         self.loaded = loaded
+        # Stats time each stage by synchronizing around it; in the engine core one step runs the
+        # stages of many sessions, so a session's sync would stall them all (timed=False).
+        self._timed = timed
         self.config = config or SessionConfig()
         plan = getattr(loaded, "plan", None)
         if plan is not None and self.config.kv_budget > plan.kv_budget:  # the memory plan cut it to fit the card
@@ -204,7 +207,7 @@ class StreamingSession(CompactionSteps, QuestionSteps):
     # -- one chunk -------------------------------------------------------------------------
     def _sync(self) -> float:
         """Wait for this stream's work (not the side stream's) and read the clock."""
-        if self.device.type == "cuda":
+        if self._timed and self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
         return time.perf_counter()
 
@@ -326,7 +329,7 @@ class StreamingSession(CompactionSteps, QuestionSteps):
             positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad,
                                                     self._merge)
         ids_t = torch.tensor(ids, device=self.device)
-        logits = yield Prefill(ids_t, positions.to(self.device), embeds)
+        logits = yield Prefill(ids_t, positions.to(self.device), embeds, ids)
         self.sampler.observe(ids_t)
         self.state.tokens.extend(ids)
         self.state.next_pos, self.state.pending = next_pos, None
@@ -391,6 +394,8 @@ class StreamingSession(CompactionSteps, QuestionSteps):
         if picks is not None:
             return next(picks)
         self.sampler.observe([token])
+        if self.trace is None:  # the driver picks: the engine core picks for all its sessions at once
+            return (yield Decode(token, position, Choice(self.sampler, rule, step)))
         logits = yield Decode(token, position)
         self._record(logits)
         return int(self.sampler.choose(logits, rule, step))

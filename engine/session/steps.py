@@ -16,6 +16,8 @@ import torch
 
 from engine.model.preprocess import VideoInputs
 
+from .decoding import SelectRule, TokenSampler
+
 
 @dataclass(frozen=True)
 class Encode:
@@ -27,19 +29,35 @@ class Encode:
 @dataclass(frozen=True)
 class Prefill:
     """Append a segment at its M-RoPE positions (3, n) to the session's cache; the result is the float
-    logits of its last token."""
+    logits of its last token. `id_list`: the ids on the host too, so a driver can count video slots
+    without reading the device."""
 
     ids: torch.Tensor
     positions: torch.Tensor
     embeds: torch.Tensor | None
+    id_list: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How the token after a Decode is picked: `sampler` under `rule` at step `step` of the reply."""
+
+    sampler: TokenSampler
+    rule: SelectRule
+    step: int
+
+    def pick(self, logits: torch.Tensor) -> int:
+        return int(self.sampler.choose(logits, self.rule, self.step))
 
 
 @dataclass(frozen=True)
 class Decode:
-    """Feed one token at `position`; the result is the float logits that follow it."""
+    """Feed one token at `position`; the result is the float logits that follow it or, with a
+    `choice`, the token it picks from them (the engine core picks for many sessions at once)."""
 
     token: int
     position: int
+    choice: Choice | None = None
 
 
 Request = Encode | Prefill | Decode
@@ -58,7 +76,8 @@ IDLE = Idle()
 def execute(runner, request: Request):
     """Run one request on a runner now."""
     if isinstance(request, Decode):
-        return runner.decode(request.token, request.position)
+        logits = runner.decode(request.token, request.position)
+        return logits if request.choice is None else request.choice.pick(logits)
     if isinstance(request, Prefill):
         return runner.prefill(request.ids, request.positions, request.embeds)
     return runner.encode_video(request.video)
