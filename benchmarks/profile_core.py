@@ -1,0 +1,225 @@
+"""Where the engine core's time goes with N paced live streams: the engine thread's wall time split
+into the sessions' own Python (advance: preprocessing, token choice, events) and the batched
+decode, prefill and vision launches (each timed from a synchronize to a synchronize), with
+counts per step; then the top kernels and host ops of a short window under torch.profiler.
+
+    python benchmarks/profile_core.py [--streams 24,32] [--seconds 12]
+
+Random LiveCC-7B weights (bench_engine.build_random), the sources of bench_streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+import bench_streams as streams  # noqa: E402
+
+from bench_live import PacedSource  # noqa: E402
+from engine.capture.frames import RingBuffer  # noqa: E402
+from engine.core.engine import EngineCore  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+SMOKE = not torch.cuda.is_available()
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class PhaseClock:
+    """Wall seconds and calls of each timed phase on the engine thread (synchronized at both ends)."""
+
+    def __init__(self):
+        self.seconds = collections.Counter()
+        self.calls = collections.Counter()
+        self.rows = collections.Counter()
+
+    def wrap(self, owner, name: str, label: str, rows=None) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                sync()
+                self.seconds[label] += time.perf_counter() - t0
+                self.calls[label] += 1
+                if rows is not None:
+                    self.rows[label] += rows(*args)
+
+        setattr(owner, name, timed)
+
+    def report(self, wall: float) -> dict:
+        return {k: {"s_per_s": round(v / wall, 3), "calls_per_s": round(self.calls[k] / wall, 1),
+                    "ms_per_call": round(1e3 * v / max(1, self.calls[k]), 2),
+                    "rows_per_call": round(self.rows[k] / max(1, self.calls[k]), 1)}
+                for k, v in self.seconds.items()}
+
+
+def run(loaded, n: int, seconds: float, pictures: list, profile_s: float, out: Path) -> dict:
+    streams._free()
+    core = EngineCore(loaded, sessions=n, kv_budget=streams.KV_BUDGET)
+    clock = PhaseClock()
+    clock.wrap(core, "_advance", "advance (sessions' Python)")
+    clock.wrap(core.runner, "decode", "decode", rows=lambda rows: len(rows))
+    clock.wrap(core.runner, "prefill", "prefill", rows=lambda pieces: len(pieces))
+    clock.wrap(core.runner, "encode", "vision", rows=lambda videos: len(videos))
+    clock.wrap(core, "step", "step")
+    core.start()
+    listeners = []
+    t0 = time.monotonic()
+    for k in range(n):
+        time.sleep(max(0.0, t0 + k / n - time.monotonic()))
+        buffer = RingBuffer(64)
+        source = PacedSource(seconds, pictures[k % len(pictures):] + pictures[:k % len(pictures)])
+        listener = streams.Listener(source)
+        core.open(buffer, streams.config(SMOKE), listener.on_event, listener.on_end)
+        source.start(buffer)
+        listeners.append(listener)
+    time.sleep(streams.WARM_S)
+    clock.seconds.clear(), clock.calls.clear(), clock.rows.clear()
+    w0 = time.monotonic()
+    time.sleep(max(0.0, seconds - streams.WARM_S - profile_s - 2))
+    wall = time.monotonic() - w0
+    phases = clock.report(wall)
+    tables = profile_window(profile_s, n, out) if profile_s > 0 else {}
+    for listener in listeners:
+        listener.done.wait(timeout=seconds + 30)
+    core.close()
+    latency = [v for x in listeners for v in x.latencies()]
+    row = {"streams": n, "phases": phases, "caption_latency_s": streams.spread(latency),
+           "skipped": sum(x.stats[-1].chunks_skipped for x in listeners if x.stats), **tables}
+    print(json.dumps(row, indent=1), flush=True)
+    return row
+
+
+def profile_window(seconds: float, n: int, out: Path) -> dict:
+    """Over `seconds` of the running core: the top kernels (torch.profiler sees every thread's
+    kernels) and where the engine thread's host time goes (its Python stack, sampled every ms:
+    torch.profiler records host ops of the thread that started it only)."""
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if not SMOKE else [])
+    engine = next(t.ident for t in threading.enumerate() if t.name == "livecc-engine-core")
+    with torch.profiler.profile(activities=acts) as prof:
+        samples = sample_stacks(engine, seconds)
+    events = prof.key_averages()
+    by_gpu = sorted(events, key=lambda e: -e.self_device_time_total)[:30]
+    gpu = [f"{e.self_device_time_total / 1e3 / seconds:8.1f} ms/s {e.count / seconds:8.1f}/s  {e.key[:100]}" for e in by_gpu]
+    total_gpu = sum(e.self_device_time_total for e in events) / 1e3 / seconds
+    total = sum(samples["leaf"].values())
+    lines = [f"N={n}: kernels {total_gpu:.1f} ms per second", "-- kernels by GPU time", *gpu]
+    for kind in ("leaf", "ours", "path"):
+        lines.append(f"-- engine thread, share of {total} samples by {kind}")
+        lines += [f"{c / total:6.1%}  {key}" for key, c in samples[kind].most_common(40)]
+    text = "\n".join(lines)
+    (out / f"profile_core_{n}.txt").write_text(text + "\n")
+    print(text, flush=True)
+    return {"kernel_ms_per_s": round(total_gpu, 1)}
+
+
+def sample_stacks(thread_id: int, seconds: float, every_s: float = 0.001) -> dict:
+    """Counts of the thread's innermost frame, innermost frame in this repository, and its repository
+    call path (outermost 6 of our frames), sampled every `every_s`."""
+    counts = {"leaf": collections.Counter(), "ours": collections.Counter(), "path": collections.Counter()}
+    root = str(Path(__file__).resolve().parent.parent)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        frame = sys._current_frames().get(thread_id)
+        stack = []
+        while frame is not None:
+            stack.append(frame)
+            frame = frame.f_back
+        if stack:
+            name = lambda f: f"{Path(f.f_code.co_filename).name}:{f.f_code.co_name}"  # noqa: E731
+            counts["leaf"][name(stack[0])] += 1
+            ours = [f for f in stack if f.f_code.co_filename.startswith(root)]
+            counts["ours"][name(ours[0]) if ours else "-"] += 1
+            counts["path"][" < ".join(name(f) for f in ours[:6])] += 1
+        time.sleep(every_s)
+    return counts
+
+
+def timed_ms(fn, reps: int = 10) -> float:
+    fn()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) * 1e3 / reps
+
+
+def micro(loaded, pictures: list) -> dict:
+    """Isolated costs on an idle GPU: one chunk's preprocessing (host wall, upload included), vision
+    of 1, 4 and 16 chunks in one pass and its patch embedding, a graphed decode step of 1, 16 and 32
+    rows at 4k context, and a prefill of 1, 8 and 16 pieces of one chunk turn."""
+    from engine.model.preprocess import preprocess_frames
+
+    streams._free()
+    core = EngineCore(loaded, sessions=33, kv_budget=streams.KV_BUDGET)
+    runner, res = core.runner, {}
+    frames = pictures[:2]
+    res["preprocess_ms"] = timed_ms(lambda: preprocess_frames(frames, DEVICE))
+    video = preprocess_frames(frames, DEVICE)
+    with torch.inference_mode():
+        for n in (1, 4, 16):
+            res[f"vision_{n}_ms_per_chunk"] = timed_ms(lambda: runner.encode([video] * n), 5) / n
+        pixels = torch.cat([video.pixel_values_videos] * 16)
+        embed = runner.net.vision.visual.patch_embed
+        res["patch_embed_16_ms_per_chunk"] = timed_ms(lambda: embed(pixels.to(embed.proj.weight.dtype)), 5) / 16
+        embeds = runner.encode([video])[0]
+    slabs = [core.pool.take() for _ in range(32)]
+    for slab in slabs:
+        slab.length = 4096
+    for n in (1, 16, 32):
+        def step(n=n):
+            runner.decode([(slab, 5, 5000) for slab in slabs[:n]])
+            for slab in slabs[:n]:
+                slab.length = 4096
+        res[f"decode_{n}_rows_ms"] = timed_ms(step)
+    from engine.core.batched import Piece
+    vid = loaded.model.config.video_token_id
+    ids = torch.tensor([vid] * embeds.shape[0] + [5] * 20, device=DEVICE)
+    positions = torch.arange(ids.numel(), device=DEVICE).expand(3, -1) + 5000
+    for n in (1, 8, 16):
+        def prefill(n=n):
+            runner.prefill([Piece(slab, ids, positions, embeds) for slab in slabs[:n]])
+            for slab in slabs[:n]:
+                slab.length = 4096
+        res[f"prefill_{n}x{ids.numel()}_ms"] = timed_ms(prefill, 5)
+    res = {k: round(v, 2) for k, v in res.items()}
+    print(json.dumps(res, indent=1), flush=True)
+    del core
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--streams", default="24,32")
+    ap.add_argument("--seconds", type=float, default=14.0)
+    ap.add_argument("--profile-seconds", type=float, default=2.0)
+    args = ap.parse_args()
+    out = Path(os.environ.get("OUT", "/tmp/profile_core"))
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = streams.build("bf16", SMOKE)
+    pictures = streams.images(SMOKE)
+    result = {"micro": micro(loaded, pictures), "rows": []}
+    for n in map(int, args.streams.split(",")):
+        result["rows"].append(run(loaded, n, args.seconds, pictures, args.profile_seconds, out))
+        (out / "profile_core.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
