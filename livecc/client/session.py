@@ -77,6 +77,9 @@ class RemoteSession:
         reply = _receive(self.ws)
         if reply.get("type") == "error":
             raise RemoteError(f"the server refused the settings: {reply['error']['message']}")
+        if reply.get("type") != "session.updated":  # e.g. closed for being idle before the update
+            raise RemoteError(f"the server ended the session ({reply.get('reason', reply.get('type'))})",
+                              "run again", "server-ended")
         self.settings = reply["session"]
         return self.settings
 
