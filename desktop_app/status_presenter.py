@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QStatusBar
 
 from desktop_app.about import describe_model
+from desktop_app.settings import SERVER
 from desktop_app.status_fields import StatusFields
 from engine import Compaction, Stats
 
@@ -24,6 +25,8 @@ FIELDS = (  # key, initial text, the widest text it shows (longer is elided), to
                                                               "and a text memory", 3, False),
     ("memory", "Memory –", "Memory 999 key frames · 999 MB",
      "Visual memory: key frames of older video that questions can recall, and the host memory they use", 3, False),
+    ("server", "Server –", "Server 9999 ms", "Round trip to the server (Settings > Engine), from its last ping",
+     4, False),
     ("voice", "Voice –", "Voice +9.9 s", "How far behind its video the voice starts (last phrases)", 2, False),
     ("model", "Model: not loaded", "Model: tiny-qwen2-vl on CPU (float32)", "Model and compute device", 5, True),
     ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4, True),
@@ -57,6 +60,8 @@ class StatusPresenter:
     def model_loading(self, name: str, precision: str = "auto") -> None:
         wanted = "" if precision == "auto" else f" ({'full precision' if precision == 'none' else precision})"
         text = f"Model: loading {Path(name).name or name}{wanted}…"
+        if precision == SERVER:  # Settings > Engine > Server: "loading" is connecting to it
+            text = f"Model: connecting to {name}…"
         self.fields["model"].setText(text)
         self.fields["model"].setToolTip(text)
         self.message(text[len("Model: "):].capitalize(), 0)
