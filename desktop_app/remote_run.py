@@ -145,4 +145,7 @@ class RoundTrip(QObject):
 
     def update(self) -> None:
         ms = getattr(self._session(), "round_trip_ms", None)
-        self.label.setText(f"Server {ms:.0f} ms" if ms is not None else "Server –")
+        if ms is None:
+            self.label.setText("Server –")
+        else:  # on a LAN or loopback it is under a millisecond: a tenth shows it is measured
+            self.label.setText(f"Server {ms:.1f} ms" if ms < 10 else f"Server {ms:.0f} ms")
