@@ -18,6 +18,7 @@ from livecc.client.live import RemoteStream, ServerAddress
 from livecc.client.session import session_url
 
 ROUND_TRIP_EVERY_MS = 1000
+SERVER_FIELD_TIP = "Round trip to the server (Settings > Engine), from the connection's last ping"
 
 # How the app words the fix of a server's errors (their codes: livecc/client/session.py).
 SERVER_FIXES = {
@@ -111,7 +112,8 @@ class EngineChoice(QObject):
         super().__init__(parent)
         self._settings, self._model_name, self.presenter = settings, model_name, presenter
         self.loader = ModelLoader(parent, load_fn=self._load)
-        self.round_trip = RoundTrip(presenter.fields["server"], lambda: getattr(run(), "session", None), self)
+        self._run = run
+        self.round_trip: RoundTrip | None = None
         self.show()
 
     @property
@@ -119,7 +121,13 @@ class EngineChoice(QObject):
         return self._settings().engine == SERVER
 
     def show(self) -> None:
-        self.presenter.fields.want("server", self.server)
+        """The status bar's round-trip field, while the engine is a server (added the first time)."""
+        fields = self.presenter.fields
+        if self.server and self.round_trip is None:
+            label = fields.add("server", "Server –", "Server 9999 ms", SERVER_FIELD_TIP, priority=4)
+            self.round_trip = RoundTrip(label, lambda: getattr(self._run(), "session", None), self)
+        if self.round_trip is not None:
+            fields.want("server", self.server)
 
     def model_choice(self) -> tuple[str, str]:
         s = self._settings()

@@ -25,8 +25,6 @@ FIELDS = (  # key, initial text, the widest text it shows (longer is elided), to
                                                               "and a text memory", 3, False),
     ("memory", "Memory –", "Memory 999 key frames · 999 MB",
      "Visual memory: key frames of older video that questions can recall, and the host memory they use", 3, False),
-    ("server", "Server –", "Server 9999 ms", "Round trip to the server (Settings > Engine), from its last ping",
-     4, False),
     ("voice", "Voice –", "Voice +9.9 s", "How far behind its video the voice starts (last phrases)", 2, False),
     ("model", "Model: not loaded", "Model: tiny-qwen2-vl on CPU (float32)", "Model and compute device", 5, True),
     ("speech", "Speech: off", "Speech: speaking (espeak-ng)", "Speech output", 4, True),
