@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from desktop_app.live_run import STOP_TIMEOUT_S, EndedRun, LiveRun
 from desktop_app.model_loader import ModelLoader
+from desktop_app.remote_run import EngineChoice, ServerEngine
 from desktop_app.source_picker import SourceSpec
 from engine import LiveCCError
 
@@ -72,6 +73,8 @@ def join_stragglers(timeout_s: float) -> None:
 
 
 def default_session_factory(loaded, config):
+    if isinstance(loaded, ServerEngine):
+        return loaded.session(config)  # the model runs on the server: no torch here
     from engine import StreamingSession  # torch loads here, not with the window
 
     return StreamingSession(loaded, config)
@@ -138,6 +141,8 @@ class AppController(QObject):
 
     def narration_blocker(self) -> str | None:
         """Why a file cannot be narrated now, or None."""
+        if isinstance(self.loaded, ServerEngine):
+            return EngineChoice.NARRATE_HERE
         return "the model is not loaded yet" if self.loaded is None else self.busy_reason()
 
     @property
@@ -158,6 +163,8 @@ class AppController(QObject):
         if isinstance(self.queued, Reload):
             self.queued = None
         self.forget_ended()  # its context belongs to the model that goes
+        if isinstance(self.loaded, ServerEngine):
+            self.loaded.close()
         self.loaded = None
         name, quantize = self._model_choice()
         self._move(State.LOADING_MODEL)
@@ -265,7 +272,7 @@ class AppController(QObject):
     def _end_run(self, keep: bool) -> None:
         """The run's thread has ended: a file that reached its end keeps its session for questions."""
         run, self.run = self.run, None
-        if run is not None and keep and run.reached_end:
+        if run is not None and keep and run.reached_end and getattr(run.session, "keeps_context", True):
             self.ended = EndedRun(run.session, self)
             self.ended.event.connect(self._on_event)
             self.ended.errored.connect(self._on_run_error)

@@ -26,6 +26,7 @@ from desktop_app.narration import Narration, NarrationController
 from desktop_app.panels import InputsPanel, TranscriptPanel
 from desktop_app.playback import PlaybackBar, PlaybackController
 from desktop_app.recent import RecentFiles
+from desktop_app.remote_run import EngineChoice, engine_key, remote_config
 from desktop_app.session_keeper import SessionKeeper
 from desktop_app.session_view import SessionView
 from desktop_app.settings import AppSettings
@@ -66,9 +67,10 @@ class MainWindow(QMainWindow):
         self.recent = RecentFiles(store)
         self._tasks: list[BackgroundTask] = []
         self.dialogs = FileDialogs(self, store)
-        self.controller = AppController(lambda: (self.model_name, self.settings.quantize), self._session_config,
-                                        session_factory, consent=lambda: self.model_ui.wanted(), parent=self)
         self.presenter = StatusPresenter(self.statusBar())
+        self.engine = EngineChoice(lambda: self.settings, lambda: self.model_name, self.presenter, lambda: self.run, self)
+        self.controller = AppController(self.engine.model_choice, self._session_config, session_factory,
+                                        consent=self._model_wanted, loader=self.engine.loader, parent=self)
         self.status = self.status_fields = self.presenter.fields  # status["lag"] is the lag field's QLabel
         self.message_bar = MessageBar()
         self.model_ui = ModelUi(self, self.controller, self.presenter, self.message_bar, store,
@@ -95,7 +97,7 @@ class MainWindow(QMainWindow):
         self._update_controls()
         if probe_devices:
             self.refresh_devices()
-        if autoload and self.model_ui.wanted():
+        if autoload and self._model_wanted():
             self.load_model()
 
     # what the rest of the app and the tests read
@@ -222,6 +224,10 @@ class MainWindow(QMainWindow):
     def model_name(self) -> str:
         return self.model_override or self.settings.model
 
+    def _model_wanted(self) -> bool:
+        """False while a model to download waits for consent (a server needs none)."""
+        return self.engine.server or self.model_ui.wanted()
+
     def load_model(self) -> None:
         """Load the chosen model (with the chosen precision); while the model is busy, once it is free."""
         why = self.controller.load_model()
@@ -299,9 +305,11 @@ class MainWindow(QMainWindow):
         self._update_controls()
 
     def _session_config(self, spec: SourceSpec | None):
+        s = self.settings
+        if self.engine.server:
+            return remote_config(s, self.instruction_edit.text().strip() or s.instruction)
         from engine import SessionConfig
 
-        s = self.settings
         return SessionConfig(query=self.instruction_edit.text().strip() or s.instruction,
                              max_new_tokens=s.max_new_tokens, repetition_penalty=s.repetition_penalty,
                              max_pixels=s.max_pixels, min_pixels=min_pixels_for(s.max_pixels),
@@ -364,7 +372,8 @@ class MainWindow(QMainWindow):
         if new.instruction != old.instruction:
             self.instruction_edit.setText(new.instruction)
             self.apply_instruction()
-        if (new.model, new.quantize) != (old.model, old.quantize):
+        self.engine.show()
+        if engine_key(new) != engine_key(old):
             if new.model != old.model:
                 self.model_override = None
             self.load_model()  # never two models at once: while a run is busy it loads when the run has ended

@@ -9,7 +9,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from desktop_app.workers import BackgroundTask
 
 
-def _load(name: str, report, quantize: str = "auto"):
+def load_here(name: str, report, quantize: str = "auto"):
     from engine import load_model  # torch and transformers load here, off the GUI thread
     from engine.model import QuantRequest
 
@@ -37,7 +37,7 @@ class ModelLoader(QObject):
     loaded = Signal(object)  # LoadedModel
     failed = Signal(object)  # the exception (ModelLoadError, DeviceError, ...)
 
-    def __init__(self, parent: QObject | None = None, load_fn=_load):
+    def __init__(self, parent: QObject | None = None, load_fn=load_here):
         super().__init__(parent)
         self._load_fn = load_fn
         self._task: BackgroundTask | None = None

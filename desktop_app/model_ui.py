@@ -82,8 +82,7 @@ class ModelUi(QObject):
         self.progress.close()
         self.presenter.model_missing()
         text = user_message(exc)
-        self.messages.show_message(text, "error", key="model", actions=[
-            ("Choose local folder…", self._choose_folder),
-            ("Retry", self._load),
-        ])
+        remote = getattr(exc, "code", "").startswith("server-")  # Settings > Engine names the fix
+        folder = [] if remote else [("Choose local folder…", self._choose_folder)]
+        self.messages.show_message(text, "error", key="model", actions=[*folder, ("Retry", self._load)])
         self.presenter.message(text, 10000)

@@ -14,6 +14,8 @@ from engine.defaults import (COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIX
                              REPETITION_PENALTY)
 from engine.defaults import DEFAULT_QUERY as DEFAULT_INSTRUCTION
 
+LOCAL, SERVER = "local", "server"  # Settings > Engine: the model runs on this computer, or on a `livecc serve`
+
 
 @dataclass
 class AppSettings:
@@ -28,6 +30,9 @@ class AppSettings:
     audio_device: str = ""  # "" = the system default output
     screen_region: str = ""  # "left,top,width,height" or "" for the whole monitor
     quantize: str = "auto"  # weight precision: auto picks what fits the GPU (engine/model/quantize.py)
+    engine: str = LOCAL
+    server_url: str = ""  # ws://host:port of a `livecc serve`, used when engine is SERVER
+    server_token: str = ""
 
     def __post_init__(self):
         if self.max_pixels < DEFAULT_MIN_PIXELS:
@@ -38,6 +43,8 @@ class AppSettings:
             raise ValueError("max_new_tokens must be between 1 and 256")
         if self.quantize not in PRECISIONS:
             raise ValueError(f"quantize must be one of {', '.join(PRECISIONS)}")
+        if self.engine not in (LOCAL, SERVER):
+            raise ValueError(f"engine must be {LOCAL} or {SERVER}")
 
     @classmethod
     def load(cls, store: QSettings) -> "AppSettings":

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
+from desktop_app.engine_settings import EngineGroup
 from desktop_app.settings import AppSettings
 from engine.defaults import DEFAULT_MODEL, PIXEL_UNIT, PRECISIONS
 
@@ -33,6 +34,8 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Settings")
         self.setMinimumWidth(520)
         layout = QVBoxLayout(self)
+        self.engine = EngineGroup(settings)
+        layout.addWidget(self.engine)
         layout.addWidget(self._model_group(settings))
         layout.addWidget(self._commentary_group(settings))
         layout.addWidget(self._speech_group(settings, output_devices() if devices is None else devices))
@@ -126,7 +129,12 @@ class SettingsDialog(QDialog):
         form.addRow(note)
         return box
 
+    def accept(self) -> None:
+        if self.engine.check():  # a bad server URL keeps the dialog open, saying what to fix
+            super().accept()
+
     def _fill(self, s: AppSettings) -> None:
+        self.engine.fill(s)
         self.model_edit.setText(s.model)
         self.max_pixels.setValue(s.max_pixels // PIXEL_UNIT)
         self.quantize.setCurrentText(s.quantize)
@@ -156,6 +164,7 @@ class SettingsDialog(QDialog):
             audio_device=self.audio_device.currentData() or "",
             screen_region=self._region,
             quantize=self.quantize.currentText(),
+            **self.engine.values(),
         )
 
 

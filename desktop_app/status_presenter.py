@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QStatusBar
 
 from desktop_app.about import describe_model
+from desktop_app.settings import SERVER
 from desktop_app.status_fields import StatusFields
 from engine import Compaction, Stats
 
@@ -57,6 +58,8 @@ class StatusPresenter:
     def model_loading(self, name: str, precision: str = "auto") -> None:
         wanted = "" if precision == "auto" else f" ({'full precision' if precision == 'none' else precision})"
         text = f"Model: loading {Path(name).name or name}{wanted}…"
+        if precision == SERVER:  # Settings > Engine > Server: "loading" is connecting to it
+            text = f"Model: connecting to {name}…"
         self.fields["model"].setText(text)
         self.fields["model"].setToolTip(text)
         self.message(text[len("Model: "):].capitalize(), 0)

@@ -98,7 +98,9 @@ def user_message(exc: BaseException, advice: str = RUN_ADVICE) -> str:
     """One line for the window: the engine's own message for user errors, a plain summary else
     (followed by `advice`: what to do next, which depends on what failed)."""
     if isinstance(exc, LiveCCError):
-        return str(exc)
+        from desktop_app.remote_run import SERVER_FIXES  # the server's errors name the app's fix
+
+        return exc.worded(SERVER_FIXES)
     if _is_out_of_memory(exc):
         return str(OutOfMemoryError(
             "The GPU ran out of memory: lower 'Max pixels' in Settings or close other GPU programs, then Start again."))

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from engine.errors import LiveCCError
-from engine.session.events import Answer, Commentary, Compaction, Event, Stats, StreamEnded
+from engine.session.events import Answer, Commentary, Compaction, Event, Seek, Stats, StreamEnded
 
 PROTOCOL = "livecc.realtime.v1"
 PATH = "/v1/realtime"
@@ -154,6 +154,8 @@ class EventEncoder:
             return [{"type": "compaction", "compaction": _fields(event)}]
         if isinstance(event, StreamEnded):
             return [{"type": "input_video_buffer.ended", "time": event.time}]
+        if isinstance(event, Seek):
+            return [{"type": "input_video_buffer.cleared", "time": event.time}]
         return []
 
     def _answer(self, event: Answer) -> list[dict]:
@@ -196,4 +198,6 @@ def message_event(message: dict) -> Event | None:
         return Compaction(**message["compaction"])
     if kind == "input_video_buffer.ended":
         return StreamEnded(message["time"])
+    if kind == "input_video_buffer.cleared":
+        return Seek(message["time"])
     return None

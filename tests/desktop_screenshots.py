@@ -115,3 +115,26 @@ w2 = MainWindow(store2, model_override=str(tiny), sessions_dir=Path("/tmp/shots/
 w2.resize(1280, 760); w2.show(); w2.speak_action.trigger(); pump(0.5)
 save(w2.grab(), "desktop-speech-consent.png")
 w2.close()
+# 8: Settings > Engine > Server
+from desktop_app.settings import AppSettings
+from desktop_app.settings_dialog import SettingsDialog
+dialog = SettingsDialog(AppSettings(engine="server", server_url="ws://gpu-box.local:8000", server_token="s3cret",
+                                    model=str(tiny)), devices=[])
+dialog.show(); pump(0.3)
+save(dialog.grab(), "desktop-settings-engine.png")
+dialog.close()
+# 9: captioning over a server: `livecc serve`'s app under uvicorn here, with the tiny model (its words are random)
+from engine.model.loading import load_model
+from servers import running_server
+store3 = QSettings("/tmp/shots/s3.ini", QSettings.IniFormat); store3.clear()
+with running_server(load_model(str(tiny)), tiny) as (url, _):
+    AppSettings(engine="server", server_url=url, max_pixels=200 * 28 * 28).save(store3)
+    w3 = MainWindow(store3, sessions_dir=Path("/tmp/shots/sessions"), probe_devices=False)
+    w3.resize(1280, 760); w3.show()
+    w3.open_file(str(video))
+    while len([e for e in w3.transcript.entries if e.kind == "commentary"]) < 6: pump(0.2)
+    w3.question_edit.setText("What is chasing the ball?"); w3.ask_question()
+    while not any(e.kind == "answer" and e.done for e in w3.transcript.entries): pump(0.2)
+    pump(2.5); w3.statusBar().clearMessage(); pump(0.2)
+    save(w3.grab(), "desktop-server.png")
+    w3.close()

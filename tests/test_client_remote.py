@@ -16,7 +16,7 @@ import pytest
 
 from livecc.cli.main import build_parser, main
 from livecc.client.session import RemoteSession
-from test_serve import running_server, wait_idle
+from servers import running_server, wait_idle
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,48 +11,22 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from engine.session.events import Commentary, Seek
 from livecc import protocol as wire
 from livecc.cli.main import main
 from livecc.client.session import RemoteError, RemoteSession
 from livecc.server.settings import FrameRate, ServerConfigError, ServerSettings, check_bind
+from servers import running_server, wait_idle
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--max-pixels", "20000"]
-
-
-@contextmanager
-def running_server(loaded, model_dir, **limits):
-    """The app under uvicorn on a free loopback port, in a thread; yields (url, hub)."""
-    from livecc.server.local import uvicorn_server
-    from livecc.server.replica import Replica
-
-    ready = threading.Event()
-    port: list[int] = []
-    replica = Replica(ServerSettings(str(model_dir), **limits), loaded=loaded)
-    server = uvicorn_server(replica, "127.0.0.1", 0, on_ready=lambda p: (port.append(p), ready.set()))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert ready.wait(60), "the server did not start"
-    try:
-        yield f"ws://127.0.0.1:{port[0]}", server
-    finally:
-        server.should_exit = True
-        thread.join(30)
-    assert not replica.core.running, "the replica's engine thread outlived the server"
-
-
-def wait_idle(server, timeout: float = 60) -> None:
-    """Until every session on the server has closed (its slot released, its engine thread ended)."""
-    loop = server._loop
-    asyncio.run_coroutine_threadsafe(asyncio.wait_for(server.hub.idle.wait(), timeout), loop).result()
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +135,29 @@ def test_a_question_gets_a_streamed_answer(server, video):
     answers = [e for e in remote.events() if type(e).__name__ == "Answer"]
     assert answers and answers[-1].done and answers[-1].question == "What is there?"
     assert all(not a.done for a in answers[:-1])
+    wait_idle(running)
+
+
+def test_a_seek_restarts_the_conversation_where_the_client_says(server):
+    """`input_video_buffer.clear` with a `time`: the server answers `cleared`, and the frames sent
+    right after it (the new position's) are all narrated from that time on."""
+    url, running = server
+    remote = RemoteSession.connect(url, "s3cret")
+    remote.update("Describe it.", {"max_pixels": 20000, "min_pixels": 20000})
+    frame = wire.frame_message(np.full((112, 160, 3), 90, np.uint8), 0.0, 0.5, "png")
+    for i in range(6):
+        remote.send(frame | {"timestamp": i * 0.5})
+    events = remote.events()
+    first = next(e for e in events if isinstance(e, Commentary))
+    remote.seek(10.0)
+    for i in range(6):
+        remote.send(frame | {"timestamp": 10.0 + i * 0.5})
+    remote.end()
+    after = list(events)
+    assert first.start == 0.0
+    assert Seek(10.0) in after
+    comments = [e for e in after[after.index(Seek(10.0)):] if isinstance(e, Commentary)]
+    assert [(c.start, c.end) for c in comments] == [(10.0, 13.0)]
     wait_idle(running)
 
 

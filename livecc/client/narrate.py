@@ -45,15 +45,18 @@ def client_resizer(height: int, width: int, max_pixels: int, min_pixels: int):
 
 class FrameSender:
     """Sends the buffer's frames in order on its own thread; once the buffer is closed and sent,
-    `input_video_buffer.end` (`end_stream`) and `done`. `on_sent(frame)` follows each frame sent."""
+    `input_video_buffer.end` (`end_stream`) and `done`. `on_sent(frame)` follows each frame sent;
+    `shrink(image)` makes a frame's image the size that goes up (the model's)."""
 
     def __init__(self, remote: RemoteSession, buffer, fmt: str, end_stream: bool = True,
-                 on_sent: Callable[[Frame], None] | None = None):
+                 on_sent: Callable[[Frame], None] | None = None, shrink: Callable | None = None):
         self.remote, self.buffer, self.fmt = remote, buffer, fmt
-        self.end_stream, self.on_sent = end_stream, on_sent
+        self.end_stream, self.on_sent, self.shrink = end_stream, on_sent, shrink
         self.error: BaseException | None = None
         self.done = threading.Event()
         self._stop = threading.Event()
+        self._seek_lock = threading.Lock()
+        self._seek: tuple[float, Callable[[float], object] | None] | None = None
         self.thread = threading.Thread(target=self._run, name="livecc-frame-sender", daemon=True)
 
     def start(self) -> None:
@@ -61,6 +64,14 @@ class FrameSender:
 
     def stop(self) -> None:
         self._stop.set()
+        self.buffer.wake()
+
+    def seek(self, seconds: float, reposition: Callable[[float], object] | None = None) -> None:
+        """Continue from `seconds` (a player's seek). Done on the sender's thread between two frames:
+        the server hears of it first, then `reposition(seconds)` moves the source, so no frame of the
+        old position follows the message."""
+        with self._seek_lock:
+            self._seek = (seconds, reposition)
         self.buffer.wake()
 
     def _run(self) -> None:
@@ -74,12 +85,12 @@ class FrameSender:
     def _send_all(self) -> None:
         last = None
         while not self._stop.is_set():
+            if self._apply_seek():
+                last = None  # the new position's frames may be older than the last one sent
             frames = [f for f in self.buffer.snapshot() if last is None or f.timestamp > last]
             for frame in frames:
-                self.remote.send(wire.frame_message(frame.image, frame.timestamp, frame.duration, self.fmt))
+                self._send(frame)
                 last = frame.timestamp
-                if self.on_sent is not None:
-                    self.on_sent(frame)
             if frames:
                 self.buffer.discard_before(last + 1e-6)  # sent: room for the source's next frames
             elif self.buffer.closed:
@@ -88,6 +99,24 @@ class FrameSender:
                 return
             else:
                 self.buffer.wait(timeout=1.0, newer_than=last)
+
+    def _send(self, frame: Frame) -> None:
+        image = frame.image if self.shrink is None else self.shrink(frame.image)
+        self.remote.send(wire.frame_message(image, frame.timestamp, frame.duration, self.fmt))
+        if self.on_sent is not None:
+            self.on_sent(frame)
+
+    def _apply_seek(self) -> bool:
+        with self._seek_lock:
+            seek, self._seek = self._seek, None
+        if seek is None:
+            return False
+        seconds, reposition = seek
+        self.remote.seek(seconds)
+        self.buffer.clear()  # frees a source blocked on a full buffer, so it can take the seek
+        if reposition is not None:
+            reposition(seconds)
+        return True
 
 
 def remote_narrate(remote: RemoteSession, video: str | Path, info, files, fmt: str = "jpeg",

@@ -26,7 +26,8 @@ def session_url(server: str) -> str:
     """ws://host:port (or wss://) -> the realtime route; a URL with a path is taken as is."""
     parts = urlsplit(server)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise RemoteError(f"--server {server!r} is not a ws:// or wss:// URL: give e.g. ws://127.0.0.1:8000")
+        raise RemoteError(f"--server {server!r} is not a ws:// or wss:// URL", "give e.g. ws://127.0.0.1:8000",
+                          "server-url")
     return server if parts.path not in ("", "/") else server.rstrip("/") + wire.PATH
 
 
@@ -40,17 +41,20 @@ class RemoteSession:
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, server: str, token: str | None = None, timeout: float = 10.0) -> RemoteSession:
+    def connect(cls, server: str, token: str | None = None, timeout: float = 10.0,
+                ping_interval: float | None = 20.0) -> RemoteSession:
+        """`ping_interval`: seconds between keepalive pings; each pong updates `round_trip_ms`."""
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
         url = session_url(server)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            ws = connect(url, additional_headers=headers, open_timeout=timeout, max_size=None, legacy=True)
+            ws = connect(url, additional_headers=headers, open_timeout=timeout, max_size=None, legacy=True,
+                         ping_interval=ping_interval)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            raise RemoteError(f"cannot reach the server at {server} ({exc}): check --server and that "
-                              "`livecc serve` is running there") from None
+            raise RemoteError(f"cannot reach the server at {server} ({exc})",
+                              "check --server and that `livecc serve` is running there", "server-unreachable") from None
         first = _receive(ws, timeout)
         if first.get("type") != "session.created":
             ws.close()
@@ -73,11 +77,28 @@ class RemoteSession:
         reply = _receive(self.ws)
         if reply.get("type") == "error":
             raise RemoteError(f"the server refused the settings: {reply['error']['message']}")
+        if reply.get("type") != "session.updated":  # e.g. closed for being idle before the update
+            raise RemoteError(f"the server ended the session ({reply.get('reason', reply.get('type'))})",
+                              "run again", "server-ended")
         self.settings = reply["session"]
         return self.settings
 
     def ask(self, question: str) -> None:
         self.send(wire.question_message(question))
+
+    def instruct(self, instructions: str) -> None:
+        """A new commentary instruction mid-stream (its `session.updated` reply is read with the events)."""
+        self.send({"type": "session.update", "session": {"instructions": instructions}})
+
+    def seek(self, seconds: float) -> None:
+        """A new conversation from `seconds` (a player's seek): send the new position's frames after it."""
+        self.send({"type": "input_video_buffer.clear", "time": seconds})
+
+    @property
+    def round_trip_ms(self) -> float | None:
+        """The last ping's round trip to the server, None before the first pong."""
+        latency = self.ws.latency
+        return latency * 1e3 if latency else None
 
     def end(self) -> None:
         """No more frames: the server narrates what it has, then ends the stream."""
@@ -106,11 +127,12 @@ class RemoteSession:
         if message.get("type") == "error":
             error = message["error"]
             if error.get("type") == "server_error":
-                raise RemoteError(f"the server failed: {error['message']}")
+                raise RemoteError(f"the server failed: {error['message']}", code="server-ended")
             self.warnings.append(error["message"])
             return None
         if message.get("type") == "session.closed" and message.get("reason") != "stream ended":
-            raise RemoteError(f"the server ended the session: {message.get('reason')}; run again later")
+            raise RemoteError(f"the server ended the session: {message.get('reason')}", "run again later",
+                              "server-ended")
         return wire.message_event(message)
 
     def close(self) -> None:
@@ -120,7 +142,8 @@ class RemoteSession:
 def _ended(exc) -> RemoteError:
     """The connection closed under a session: the server's reason, if it gave one."""
     reason = exc.rcvd.reason if exc.rcvd is not None else "connection lost"
-    return RemoteError(f"the server ended the session ({reason or 'no reason given'}): run again when it is back")
+    return RemoteError(f"the server ended the session ({reason or 'no reason given'})", "run again when it is back",
+                       "server-ended")
 
 
 def _receive(ws, timeout: float | None = None) -> dict:
@@ -129,15 +152,17 @@ def _receive(ws, timeout: float | None = None) -> dict:
     try:
         return json.loads(ws.recv(timeout))
     except (ConnectionClosed, TimeoutError) as exc:
-        raise RemoteError(f"the server closed the connection before the session started ({exc})") from None
+        raise RemoteError(f"the server closed the connection before the session started ({exc})",
+                          code="server-ended") from None
 
 
 def _refusal(message: dict, server: str) -> RemoteError:
     if message.get("type") == "error" and message["error"].get("code") == "bad_token":
-        return RemoteError(f"{server} refused the token: pass the server's token with --token "
-                           "(or LIVECC_SERVER_TOKEN)")
+        return RemoteError(f"{server} refused the token", "pass the server's token with --token "
+                           "(or LIVECC_SERVER_TOKEN)", "server-token")
     if message.get("type") == "session.closed" and message.get("reason") == "busy":
-        return RemoteError(f"{server} is busy (every session slot is taken): try later")
+        return RemoteError(f"{server} is busy (every session slot is taken)", "try later", "server-busy")
     if message.get("type") == "session.closed":
-        return RemoteError(f"{server} refused the session: {message.get('reason')}")
-    return RemoteError(f"{server} answered with {message.get('type')!r}, not a LiveCC session: check --server")
+        return RemoteError(f"{server} refused the session: {message.get('reason')}", code="server-ended")
+    return RemoteError(f"{server} answered with {message.get('type')!r}, not a LiveCC session", "check --server",
+                       "server-url")

@@ -201,10 +201,27 @@ class Connection:
             (await self._engine())
             self.buffer.close()
         elif kind == "input_video_buffer.clear":
-            if self.session is not None:
-                self.session.reset()
+            await self._clear(message.get("time"))
         else:
             raise LiveCCError(f"unknown message type {kind!r}: see docs/protocol.md")
+
+    async def _clear(self, seconds: object) -> None:
+        """Forget the conversation; with `time` (a player's seek) the next one starts there, and the
+        frames sent after this message are read only once the engine has emptied the buffer of older ones."""
+        if seconds is None:
+            if self.session is not None:
+                self.session.reset()
+            return
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+            raise LiveCCError("input_video_buffer.clear `time` must be a number of seconds >= 0")
+        session = await self._engine()
+        moved = self.loop.create_future()
+
+        def on_engine_thread(_seconds: float) -> None:
+            self.loop.call_soon_threadsafe(lambda: moved.done() or moved.set_result(None))
+
+        session.seek(float(seconds), on_engine_thread)
+        await asyncio.wait([moved, self.ended], return_when=asyncio.FIRST_COMPLETED)
 
     def _update(self, body: object) -> None:
         if not isinstance(body, dict):

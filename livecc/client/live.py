@@ -1,0 +1,139 @@
+"""A live source (camera, screen, a file played in real time) watched by a session on a server, with
+the local `StreamingSession`'s face: `run(buffer)` yields the engine's events while the buffer's
+frames go up; `ask`, `set_query`, `seek` and `stop` may come from any thread. A front end that runs
+a local session runs this one the same way (the desktop app does). Imports no torch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from engine.session.events import Event
+
+from .narrate import CaptureSettings, FrameSender, client_resizer
+from .session import RemoteError, RemoteSession
+
+PING_INTERVAL_S = 2.0  # how often the round trip to the server is measured
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where the session runs: a ws:// or wss:// URL and the server's token ("" for none)."""
+
+    url: str
+    token: str = ""
+
+    def connect(self, timeout: float = 10.0) -> RemoteSession:
+        return RemoteSession.connect(self.url, self.token or None, timeout, ping_interval=PING_INTERVAL_S)
+
+
+class ModelSize:
+    """Shrinks each image to the model's size before it goes up (the engine's own resize where torch
+    is installed; without it frames go at their size and the server resizes them the same way)."""
+
+    def __init__(self, capture: CaptureSettings):
+        self.capture = capture
+        self._resizers: dict[tuple[int, int], Callable | None] = {}
+
+    def __call__(self, image):
+        shape = image.shape[:2]
+        if shape not in self._resizers:  # a camera or screen keeps its size: one resizer each
+            self._resizers[shape] = client_resizer(*shape, self.capture.max_pixels, self.capture.min_pixels)
+        resize = self._resizers[shape]
+        return image if resize is None else resize(image)
+
+
+class RemoteStream:
+    """`settings`: the session settings a local run would use (docs/protocol.md), `instructions` the
+    commentary instruction. The connection opens in `run`, on the caller's (engine) thread."""
+
+    keeps_context = False  # the server ends the session with the stream: no questions after the end
+
+    def __init__(self, server: ServerAddress, instructions: str, settings: dict, fmt: str = "jpeg",
+                 spare: RemoteSession | None = None):
+        self.server, self.instructions, self.settings, self.fmt = server, instructions, settings, fmt
+        self._spare = spare  # a connection already admitted (e.g. the app's check of the server), used first
+        self.remote: RemoteSession | None = None
+        self._sender: FrameSender | None = None
+        self._stopped = threading.Event()
+        self._pending: list[tuple[str, object]] = []  # commands given before the connection opened
+        self._lock = threading.Lock()
+
+    @property
+    def round_trip_ms(self) -> float | None:
+        remote = self.remote
+        return remote.round_trip_ms if remote is not None else None
+
+    def run(self, buffer) -> Iterator[Event]:
+        """Connect, send the buffer's frames, yield the server's events until the stream ends or stop()."""
+        if self._stopped.is_set():
+            return
+        remote = self._open()
+        try:
+            sender = FrameSender(remote, buffer, self.fmt, shrink=ModelSize(CaptureSettings.of(remote.settings)))
+            with self._lock:
+                self.remote, self._sender = remote, sender
+                pending, self._pending = self._pending, []
+            for kind, payload in pending:
+                self._apply(kind, payload)
+            sender.start()
+            yield from remote.events(until=self._stopped.is_set)
+            if sender.error is not None and not self._stopped.is_set():
+                raise sender.error
+        finally:
+            if self._sender is not None:
+                self._sender.stop()
+            remote.close()
+
+    def _open(self) -> RemoteSession:
+        """An admitted session with this run's settings: the spare connection while the server still
+        holds it (it closes one left idle), else a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                spare.update(self.instructions, self.settings)
+                return spare
+            except RemoteError:
+                spare.close()
+        remote = self.server.connect()
+        try:
+            remote.update(self.instructions, self.settings)
+        except BaseException:
+            remote.close()
+            raise
+        return remote
+
+    # -- commands (any thread) ------------------------------------------------------------------
+    def ask(self, question: str) -> None:
+        self._command("ask", question)
+
+    def set_query(self, text: str) -> None:
+        self._command("query", text)
+
+    def seek(self, seconds: float, reposition: Callable[[float], object] | None = None) -> None:
+        """A new conversation at `seconds`: the frame sender tells the server, then moves the source."""
+        self._command("seek", (seconds, reposition))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._sender is not None:
+            self._sender.stop()
+
+    def _command(self, kind: str, payload) -> None:
+        with self._lock:
+            if self.remote is None:
+                self._pending.append((kind, payload))
+                return
+        self._apply(kind, payload)
+
+    def _apply(self, kind: str, payload) -> None:
+        try:
+            if kind == "ask":
+                self.remote.ask(payload)
+            elif kind == "query":
+                self.remote.instruct(payload)
+            elif kind == "seek":
+                self._sender.seek(*payload)
+        except RemoteError:  # the connection is gone: the event loop reports why
+            pass

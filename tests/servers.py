@@ -1,0 +1,37 @@
+"""A `livecc serve` for tests: the ASGI app under uvicorn in this process, on a free loopback port,
+with the tiny model (no Ray: the Ray cluster tests have their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextlib import contextmanager
+
+from livecc.server.settings import ServerSettings
+
+
+@contextmanager
+def running_server(loaded, model_dir, **limits):
+    """The app under uvicorn on a free loopback port, in a thread; yields (url, hub)."""
+    from livecc.server.local import uvicorn_server
+    from livecc.server.replica import Replica
+
+    ready = threading.Event()
+    port: list[int] = []
+    replica = Replica(ServerSettings(str(model_dir), **limits), loaded=loaded)
+    server = uvicorn_server(replica, "127.0.0.1", 0, on_ready=lambda p: (port.append(p), ready.set()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert ready.wait(60), "the server did not start"
+    try:
+        yield f"ws://127.0.0.1:{port[0]}", server
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert not replica.core.running, "the replica's engine thread outlived the server"
+
+
+def wait_idle(server, timeout: float = 60) -> None:
+    """Until every session on the server has closed (its slot released, its engine thread ended)."""
+    loop = server._loop
+    asyncio.run_coroutine_threadsafe(asyncio.wait_for(server.hub.idle.wait(), timeout), loop).result()

@@ -1,0 +1,182 @@
+"""The desktop app as a client of `livecc serve` (issue 22, acceptance 2): Settings > Engine > Server,
+then start, captions, a question, a seek and stop over a real server (the ASGI app under uvicorn in
+this process, tiny model), and each way the server can fail as one line in the message bar."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QLineEdit
+
+from desktop_app.controller import State
+from desktop_app.main_window import MainWindow
+from desktop_app.settings import LOCAL, SERVER, AppSettings
+from desktop_app.settings_dialog import SettingsDialog
+from livecc.client.session import RemoteSession
+from servers import running_server, wait_idle
+from test_desktop_app import (WAIT_MS, app, commentary, engine_threads_alive,  # noqa: F401
+                              make_window, store_settings)
+from videos import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_loaded, tiny_model_dir):
+    with running_server(tiny_loaded, tiny_model_dir, sessions=2, token=TOKEN) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("remote") / "match.mp4", seconds=30, fps=10, width=320, height=180)
+
+
+def close_client(window: MainWindow) -> None:
+    """but the server's own threads (its engine core) live in this process too."""
+    server_threads = {name for name in engine_threads_alive() if name.startswith("livecc-engine-core")}
+    run = window.run
+    window.close()
+    assert window.run is None and (run is None or not run.running)
+    assert set(engine_threads_alive()) == server_threads
+
+
+def short_remote_answers(loaded, config):
+    """The server's session, with answers capped so the random tiny model does not ramble."""
+    config.settings["answer_max_new_tokens"] = 24
+    return loaded.session(config)
+
+
+def server_window(make_window, tmp_path, url: str, token: str = TOKEN, **kwargs) -> MainWindow:
+    store_settings(tmp_path, engine=SERVER, server_url=url, server_token=token, max_pixels=100 * 28 * 28)
+    return make_window(session_factory=short_remote_answers, model_override=None, **kwargs)
+
+
+def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtbot, server, video, tmp_path):
+    url, running = server
+    window = server_window(make_window, tmp_path, url)
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)  # "loading" is connecting
+    assert window.status["model"].text() == f"Model: {Path(window.loaded.model).name} on {url[5:]} (server)"
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 2, timeout=WAIT_MS)
+    assert commentary(window)[-1].text in " ".join(window.video_view.captions.texts())
+    assert all(e.text in line for e, line in zip(commentary(window), window.transcript_view.entries_text()))
+    qtbot.waitUntil(lambda: re.fullmatch(r"Server \d+(\.\d)? ms", window.status["server"].text()) is not None,
+                    timeout=WAIT_MS)  # the round trip, from the connection's pings
+
+    window.question_edit.setText("What is moving?")
+    window.ask_question()
+    qtbot.waitUntil(lambda: any(e.kind == "answer" and e.done for e in window.transcript.entries), timeout=WAIT_MS)
+    assert window.video_view.captions.answer.question == "What is moving?"
+
+    window.playback.seek(20.0)
+    qtbot.waitUntil(lambda: any(e.kind == "seek" for e in window.transcript.entries), timeout=WAIT_MS)
+    mark = next(i for i, e in enumerate(window.transcript.entries) if e.kind == "seek")
+    qtbot.waitUntil(lambda: any(e.kind == "commentary" for e in window.transcript.entries[mark:]), timeout=WAIT_MS)
+    after = [e for e in window.transcript.entries[mark:] if e.kind == "commentary"]
+    assert after[0].start == pytest.approx(20.0) and all(e.start >= 20.0 for e in after)
+
+    window.stop()
+    qtbot.waitUntil(lambda: window.controller.state is State.IDLE, timeout=WAIT_MS)
+    assert window.transcript.entries and window.message_bar.text == ""
+    close_client(window)
+    wait_idle(running)
+
+
+@pytest.mark.parametrize("case", ["wrong token", "unreachable", "busy"])
+def test_a_server_that_refuses_is_one_line_in_the_message_bar(make_window, qtbot, server, tmp_path, case):
+    url, running = server
+    held = [RemoteSession.connect(url, TOKEN) for _ in range(2)] if case == "busy" else []
+    try:
+        window = server_window(make_window, tmp_path, "ws://127.0.0.1:9" if case == "unreachable" else url,
+                               token="wrong" if case == "wrong token" else TOKEN)
+        qtbot.waitUntil(lambda: window.message_bar.text != "", timeout=WAIT_MS)
+    finally:
+        for remote in held:
+            remote.close()
+    text = window.message_bar.text
+    assert "\n" not in text and "Traceback" not in text and "--" not in text  # the app's words, not the CLI's
+    assert {"wrong token": "enter the server's token in Settings > Engine",
+            "unreachable": "check the URL in Settings > Engine",
+            "busy": "is busy (every session slot is taken); press Start again later"}[case] in text
+    assert window.loaded is None and window.controller.state is State.IDLE
+    window.close()
+    wait_idle(running)
+
+
+def test_a_server_stopping_mid_run_keeps_the_transcript(make_window, qtbot, tiny_loaded, tiny_model_dir, video,
+                                                        tmp_path):
+    with running_server(tiny_loaded, tiny_model_dir, sessions=1) as (url, running):
+        window = server_window(make_window, tmp_path, url, token="")
+        window.open_file(str(video))
+        qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)
+        asyncio.run_coroutine_threadsafe(running.hub.drain(), running._loop).result(60)
+        qtbot.waitUntil(lambda: window.controller.state is State.IDLE, timeout=WAIT_MS)
+    assert "server stopping" in window.message_bar.text and "press Start when the server is back" in \
+        window.message_bar.text
+    assert commentary(window)  # the transcript is kept
+    close_client(window)
+
+
+def test_the_engine_settings_refuse_a_bad_url_and_are_remembered(make_window, qtbot, server, tmp_path):
+    url, running = server
+    window = make_window(autoload=False)
+    assert window.settings.engine == LOCAL and "server" not in window.presenter.fields.fields
+    dialog = SettingsDialog(window.settings, window, devices=[])
+    dialog.show()
+    engine = dialog.engine
+    assert engine.token.echoMode() == QLineEdit.Password and not engine.url.isEnabled()
+    engine.choice.setCurrentIndex(engine.choice.findData(SERVER))
+    engine.url.setText("http://127.0.0.1:8000")
+    engine.token.setText(TOKEN)
+    dialog.accept()
+    assert dialog.isVisible() and dialog.result() == 0  # refused: the dialog stays open and says why
+    assert not engine.problem.isHidden() and "ws://127.0.0.1:8000 in Settings > Engine" in engine.problem.text()
+    engine.url.setText(url)
+    dialog.accept()
+    assert not dialog.isVisible() and dialog.result() == 1
+    window.apply_settings(dialog.result_settings())  # a new engine: connect now
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+    assert window.presenter.fields.fields["server"].wanted
+    window.close()
+
+    again = make_window(autoload=False)
+    assert (again.settings.engine, again.settings.server_url, again.settings.server_token) == (SERVER, url, TOKEN)
+    again.close()
+    wait_idle(running)
+
+
+def test_the_app_runs_over_the_server_without_torch(server, video, tmp_path):
+    """A client-only install: the window, Settings > Engine > Server, a run's first captions, with
+    `import torch` failing."""
+    url, running = server
+    store_settings(tmp_path, engine=SERVER, server_url=url, server_token=TOKEN, max_pixels=100 * 28 * 28)
+    script = f"""
+import sys, time
+sys.modules["torch"] = sys.modules["transformers"] = None
+from pathlib import Path
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+from desktop_app.main import create_application
+from desktop_app.main_window import MainWindow
+app = create_application()
+window = MainWindow(QSettings({str(tmp_path / 'settings.ini')!r}, QSettings.IniFormat), sessions_dir=Path({str(tmp_path)!r}),
+                    probe_devices=False)
+window.open_file({str(video)!r})
+deadline = time.monotonic() + 90
+while not any(e.kind == "commentary" for e in window.transcript.entries) and time.monotonic() < deadline:
+    app.processEvents(); time.sleep(0.05)
+print("commentary" if any(e.kind == "commentary" for e in window.transcript.entries) else window.message_bar.text)
+window.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), QT_QPA_PLATFORM="offscreen"))
+    assert done.returncode == 0 and done.stdout.strip().endswith("commentary"), done.stdout + done.stderr
+    wait_idle(running)
