@@ -106,11 +106,13 @@ def test_bad_messages_get_errors_and_the_session_goes_on(server, video):
     bad = ["{not json", json.dumps([1, 2]), "x" * (4 * 2**20 + 1), json.dumps({"type": "nonsense"}),
            json.dumps({"type": "input_video_buffer.append", "format": "jpeg", "timestamp": 0, "frame": png}),
            json.dumps({"type": "input_video_buffer.append", "format": "jpeg", "timestamp": 0, "frame": "@@"}),
-           json.dumps({"type": "session.update", "session": {"settings": {"memory_mb": 1e6}}})]
+           json.dumps({"type": "session.update", "session": {"settings": {"memory_mb": 1e6}}}),
+           '{"type": "input_video_buffer.clear", "time": NaN}', '{"type": "input_video_buffer.clear", "time": -1}',
+           '{"type": "input_video_buffer.clear", "time": "soon"}']
     for text in bad:
         ws.send(text)
     assert errors_of(ws, len(bad)) == ["bad_json", "bad_message", "message_too_large", "error", "bad_frame",
-                                       "bad_frame", "error"]
+                                       "bad_frame", "error", "error", "error", "error"]
     for remote in (ws, other):  # both sessions still narrate: frames in, commentary out
         frame = wire.frame_message(np.full((112, 160, 3), 90, np.uint8), 0.0, 0.5, "png")
         for i in range(6):

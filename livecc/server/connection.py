@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import uuid
 from dataclasses import replace
@@ -212,7 +213,7 @@ class Connection:
             if self.session is not None:
                 self.session.reset()
             return
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
             raise LiveCCError("input_video_buffer.clear `time` must be a number of seconds >= 0")
         session = await self._engine()
         moved = self.loop.create_future()
