@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import threading
 import time
@@ -81,6 +80,16 @@ def make_window(app, qtbot, tmp_path, tiny_model_dir):
 
 def commentary(window: MainWindow):
     return [e for e in window.transcript.entries if e.kind == "commentary"]
+
+
+def seek_and_comment(qtbot, window: MainWindow, seconds: float) -> tuple[int, list]:
+    """Seek the player and wait for the Seek entry and a comment after it: (the entry's index, the
+    comments since)."""
+    window.playback.seek(seconds)
+    qtbot.waitUntil(lambda: any(e.kind == "seek" for e in window.transcript.entries), timeout=WAIT_MS)
+    mark = next(i for i, e in enumerate(window.transcript.entries) if e.kind == "seek")
+    qtbot.waitUntil(lambda: any(e.kind == "commentary" for e in window.transcript.entries[mark:]), timeout=WAIT_MS)
+    return mark, [e for e in window.transcript.entries[mark:] if e.kind == "commentary"]
 
 
 def grab_array(widget) -> np.ndarray:

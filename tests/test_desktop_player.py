@@ -27,7 +27,7 @@ from engine import flags
 from engine.session.events import Answer, Commentary
 from engine.session.session import StreamingSession
 from test_desktop_app import (RESOURCES, WAIT_MS, app, close_and_check, commentary, grab_array,  # noqa: F401
-                              make_window, short_answers)
+                              make_window, seek_and_comment, short_answers)
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,11 +295,7 @@ def test_pause_and_seek_in_the_window(make_window, qtbot, videos, artifacts_dir,
     window.playback.pause_action.trigger()
     assert window.run.source.paused and window.playback.pause_action.text() == "&Resume"
     window.playback.pause_action.trigger()
-    window.playback.seek(10.0)
-    qtbot.waitUntil(lambda: any(e.kind == "seek" for e in window.transcript.entries), timeout=WAIT_MS)
-    mark = next(i for i, e in enumerate(window.transcript.entries) if e.kind == "seek")
-    qtbot.waitUntil(lambda: any(e.kind == "commentary" for e in window.transcript.entries[mark:]), timeout=WAIT_MS)
-    after = [e for e in window.transcript.entries[mark:] if e.kind == "commentary"]
+    mark, after = seek_and_comment(qtbot, window, 10.0)
     assert after[0].start == pytest.approx(10.0) and all(e.start >= 10.0 for e in after)
     assert "Jumped to 0:10" in window.transcript_view.entries_text()[mark]
     qtbot.waitUntil(lambda: window.playback_bar.position.text() >= "0:11", timeout=WAIT_MS)

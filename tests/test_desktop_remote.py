@@ -16,12 +16,12 @@ from PySide6.QtWidgets import QLineEdit
 
 from desktop_app.controller import State
 from desktop_app.main_window import MainWindow
-from desktop_app.settings import LOCAL, SERVER, AppSettings
+from desktop_app.settings import LOCAL, SERVER
 from desktop_app.settings_dialog import SettingsDialog
 from livecc.client.session import RemoteSession
 from servers import running_server, wait_idle
 from test_desktop_app import (WAIT_MS, app, commentary, engine_threads_alive,  # noqa: F401
-                              make_window, store_settings)
+                              make_window, seek_and_comment, store_settings)
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +76,7 @@ def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtb
     qtbot.waitUntil(lambda: any(e.kind == "answer" and e.done for e in window.transcript.entries), timeout=WAIT_MS)
     assert window.video_view.captions.answer.question == "What is moving?"
 
-    window.playback.seek(20.0)
-    qtbot.waitUntil(lambda: any(e.kind == "seek" for e in window.transcript.entries), timeout=WAIT_MS)
-    mark = next(i for i, e in enumerate(window.transcript.entries) if e.kind == "seek")
-    qtbot.waitUntil(lambda: any(e.kind == "commentary" for e in window.transcript.entries[mark:]), timeout=WAIT_MS)
-    after = [e for e in window.transcript.entries[mark:] if e.kind == "commentary"]
+    _, after = seek_and_comment(qtbot, window, 20.0)
     assert after[0].start == pytest.approx(20.0) and all(e.start >= 20.0 for e in after)
 
     window.stop()
