@@ -398,14 +398,26 @@ class FileSource(VideoSource):
                 raise _EndOfStream
             if self._wanted(t):
                 break
-        ok, bgr = self._cap.retrieve()
-        if not ok or bgr is None:
+        bgr = self._retrieve()
+        if bgr is None:
             return None
         if self.transform is not None:
             bgr = self.transform(bgr)  # per channel, so BGR is fine; smaller before the colour conversion
         if self.realtime and not self._sleep_until(t - self.start_s):
             return None  # stop() during the wait: the loop sees the stop flag
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t, self._period())
+
+    def _retrieve(self) -> np.ndarray | None:
+        """The grabbed frame's image. A failed retrieve is tried again on the same grabbed frame
+        (a file must lose no frame: a failed read would move on to the next one), up to
+        max_failed_reads times; None after that."""
+        for _ in range(self.max_failed_reads):
+            ok, bgr = self._cap.retrieve()
+            if ok and bgr is not None:
+                return bgr
+            if self._stop_event.wait(self.retry_delay_s):
+                break
+        return None
 
     def _period(self) -> float:
         """One frame's time on screen, from the container's rate."""
