@@ -272,7 +272,7 @@ class AppController(QObject):
     def _end_run(self, keep: bool) -> None:
         """The run's thread has ended: a file that reached its end keeps its session for questions."""
         run, self.run = self.run, None
-        if run is not None and keep and run.reached_end and getattr(run.session, "keeps_context", True):
+        if run is not None and keep and run.reached_end and run.answers_after_end:
             self.ended = EndedRun(run.session, self)
             self.ended.event.connect(self._on_event)
             self.ended.errored.connect(self._on_run_error)

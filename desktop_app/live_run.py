@@ -61,6 +61,11 @@ class LiveRun(QObject):
     def set_query(self, text: str) -> None:
         self.session.set_query(text)
 
+    @property
+    def answers_after_end(self) -> bool:
+        """Whether the session answers questions once its video has ended (a server's ends with it)."""
+        return getattr(self.session, "keeps_context", True)
+
     # -- player controls: files only (a live source has no position) --------------------------
     @property
     def seekable(self) -> bool:

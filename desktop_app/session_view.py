@@ -34,6 +34,7 @@ class SessionView(QObject):
         self.keeper, self.transcript_view, self.video_view = keeper, transcript_view, video_view
         self.playback, self.speech, self.presenter, self.messages = playback, speech, presenter, messages
         self._set_title = set_title
+        self._answers_after_end = True  # the run's session answers questions once its video has ended
 
     def begin(self, run, model: str, instruction: str) -> None:
         """A run starts: a new transcript and session file, the video from its preview tap."""
@@ -47,6 +48,7 @@ class SessionView(QObject):
         self.video_view.clear("Opening " + spec.title() + "…")
         self.playback.attach(run)
         self.speech.begin_run()
+        self._answers_after_end = run.answers_after_end
         self._set_title(spec.title())
         self.presenter.message(f"Watching {spec.title()}", 4000)
 
@@ -83,7 +85,7 @@ class SessionView(QObject):
         elif isinstance(event, Compaction):
             self.presenter.compaction(event)
         elif isinstance(event, StreamEnded):
-            self.presenter.stream_ended(event.time)
+            self.presenter.stream_ended(event.time, self._answers_after_end)
         elif isinstance(event, Seek):
             self.video_view.captions.clear()
 

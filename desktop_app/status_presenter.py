@@ -99,8 +99,10 @@ class StatusPresenter:
         self.fields["context"].setText(f"Context {fraction:.0%}" +
                                        (f" · {n} compaction{'s' if n != 1 else ''}" if n else ""))
 
-    def stream_ended(self, time_s: float) -> None:
-        self.message(f"End of video at {time_s:.1f} s: questions are still answered", 8000)
+    def stream_ended(self, time_s: float, answers: bool = True) -> None:
+        """`answers`: the session goes on answering after the end (a server ends it with the stream)."""
+        after = "questions are still answered" if answers else "the server has closed the session"
+        self.message(f"End of video at {time_s:.1f} s: {after}", 8000)
 
     # -- speech -----------------------------------------------------------------------------------
     def speech(self, state: str, engine: str, voice: str, device: str) -> None:

@@ -86,6 +86,22 @@ def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtb
     wait_idle(running)
 
 
+def test_the_end_of_a_video_over_the_server_says_the_session_is_closed(make_window, qtbot, server, tmp_path):
+    """A server ends the session with the stream: the status line must not promise answers."""
+    url, running = server
+    short = write_video(tmp_path / "short.mp4", seconds=4, fps=10, width=160, height=112)
+    window = server_window(make_window, tmp_path, url)
+    qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+    shown: list[str] = []
+    window.statusBar().messageChanged.connect(shown.append)  # every message, however briefly it shows
+    window.open_file(str(short))
+    qtbot.waitUntil(lambda: any(m.startswith("End of video") for m in shown), timeout=WAIT_MS)
+    assert next(m for m in shown if m.startswith("End of video")).endswith("the server has closed the session")
+    assert commentary(window)  # the transcript is kept
+    close_client(window)
+    wait_idle(running)
+
+
 @pytest.mark.parametrize("case", ["wrong token", "unreachable", "busy"])
 def test_a_server_that_refuses_is_one_line_in_the_message_bar(make_window, qtbot, server, tmp_path, case):
     url, running = server
