@@ -24,8 +24,8 @@ from engine.defaults import KV_BUDGET
 from engine.errors import LiveCCError, OutOfMemoryError
 from engine.model.loading import LoadedModel
 from engine.model.memory_plan import GiB, ModelShape, free_memory
-from engine.session.config import SessionConfig
 from engine.runtime.decode_ops import upload
+from engine.session.config import SessionConfig
 from engine.session.decoding import choose_rows
 from engine.session.events import Answer, Commentary, Event
 from engine.session.session import StreamingSession

@@ -70,7 +70,6 @@ class TokenSampler:
         self.generator = None
         if config.seed is not None and not config.greedy:
             self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self._banned: dict[tuple[int, ...], torch.Tensor] = {}
 
     def observe(self, ids: torch.Tensor | list[int]) -> None:
         if isinstance(ids, list) and len(ids) == 1:
@@ -82,11 +81,7 @@ class TokenSampler:
         self.seen.zero_()
 
     def penalize(self, logits: torch.Tensor) -> torch.Tensor:
-        p = self.config.repetition_penalty
-        if p == 1.0:
-            return logits
-        penalized = torch.where(logits > 0, logits / p, logits * p)
-        return torch.where(self.seen, penalized, logits)
+        return penalize(logits, self.seen, self.config.repetition_penalty)
 
     def scores(self, logits: torch.Tensor, rule: SelectRule, step: int | torch.Tensor) -> torch.Tensor:
         scores = self.penalize(logits)
@@ -96,10 +91,8 @@ class TokenSampler:
             unconfident = prob <= rule.eos_base + rule.eos_step * step
             scores = scores.clone()
             scores[tok] = torch.where(unconfident, torch.full_like(prob, float("-inf")), scores[tok])
-        if rule.banned:
-            if rule.banned not in self._banned:  # built on first (eager) use, before any graph capture
-                self._banned[rule.banned] = torch.tensor(rule.banned, device=logits.device)
-            scores = scores.index_fill(0, self._banned[rule.banned], float("-inf"))
+        if rule.banned:  # the index is built on first (eager) use, before any graph capture
+            scores = scores.index_fill(0, banned_index(rule.banned, logits.device), float("-inf"))
         return scores
 
     def pick(self, scores: torch.Tensor) -> torch.Tensor:
@@ -129,23 +122,36 @@ def choose_rows(logits: torch.Tensor, choices: list[tuple[TokenSampler, SelectRu
     penalties = {s.config.repetition_penalty for s in samplers}
     if len(penalties) > 1 or not all(s.config.greedy for s in samplers):
         return torch.stack([s.choose(row, rule, step) for row, (s, rule, step) in zip(logits, choices)]).reshape(-1)
-    scores = _penalize_rows(logits, torch.stack([s.seen for s in samplers]), penalties.pop())
+    scores = penalize(logits, torch.stack([s.seen for s in samplers]), penalties.pop())
+    scores = scores.clone() if scores is logits else scores  # the bans below write in place
     scores = _eos_thresholds(scores, choices)
     by_ban: dict[tuple[int, ...], list[int]] = {}
     for i, (_, rule, _) in enumerate(choices):
         if rule.banned:
             by_ban.setdefault(rule.banned, []).append(i)
     for banned, rows in by_ban.items():
-        index = upload(banned, scores.device)
-        scores[upload(rows, scores.device)[:, None], index[None, :]] = float("-inf")
+        scores[upload(rows, scores.device)[:, None], banned_index(banned, scores.device)[None, :]] = float("-inf")
     return scores.argmax(dim=-1)
 
 
-def _penalize_rows(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """`generate()`'s repetition penalty on the ids marked in `seen` (the same shape as `logits`'
+    last dimensions); the logits themselves when the penalty is 1."""
     if penalty == 1.0:
-        return logits.clone()
+        return logits
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalized, logits)
+
+
+_BANNED: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+
+
+def banned_index(banned: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The ids of a rule's `banned` on `device`, uploaded once per tuple and device."""
+    key = (banned, torch.device(device))
+    if key not in _BANNED:
+        _BANNED[key] = torch.tensor(banned, device=device)
+    return _BANNED[key]
 
 
 def _eos_thresholds(scores: torch.Tensor, choices: list[tuple[TokenSampler, SelectRule, int]]) -> torch.Tensor:
