@@ -2,24 +2,19 @@
 
 The engine consumes frames from the `RingBuffer` at 2 fps and discards what it has used, so
 the view cannot read the buffer's contents to show the source at its own frame rate. A
-`PreviewBuffer` is a RingBuffer that also keeps the newest frame in a slot with a sequence
-number: the source writes once, the engine and the view each read at their own pace.
-
-The engine samples 2 fps, so only frames on a finer grid (`keep_fps`, default 8) enter the ring
-itself: a 1080p 30 fps camera then costs 4 s of frames in 32 slots, not 128. The frame kept for a
-grid tick is the one on screen at it (the engine's rule, engine/capture/sampler.py `on_screen`).
+`PreviewBuffer` is the engine's `GridBuffer` (only frames on an 8 fps grid enter the ring) that
+also keeps the newest frame in a slot with a sequence number: the source writes once, the engine
+and the view each read at their own pace.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
 
-from engine import Frame, RingBuffer
+from engine import Frame, GridBuffer
 
 
 def first_frame(path: str | Path) -> Frame | None:
@@ -39,45 +34,18 @@ def frame_at(path: str | Path, seconds: float) -> Frame | None:
         cap.release()
 
 
-class PreviewBuffer(RingBuffer):
+class PreviewBuffer(GridBuffer):
     def __init__(self, capacity: int = 32, keep_fps: float | None = 8.0):
-        super().__init__(capacity)
+        super().__init__(capacity, keep_fps)
         self._slot_lock = threading.Lock()
         self._newest: Frame | None = None
         self._seq = 0
-        self._keep_period = 1.0 / keep_fps if keep_fps else 0.0
-        self._next_keep = 0.0
-        self._held: Frame | None = None  # a live frame, until the next one says how long it was on screen
 
     def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
         with self._slot_lock:  # shown at once, even if the engine's side must wait for room
             self._newest = frame
             self._seq += 1
-            kept = self._on_grid(frame) if self._keep_period else frame
-        return True if kept is None else super().put(kept, block=block, timeout=timeout)
-
-    def _on_grid(self, frame: Frame) -> Frame | None:
-        """The frame to keep for the next grid tick, if this one settles it. A file's frame knows its
-        duration: kept when its end reaches the tick. A live frame's end is the next frame's start:
-        the previous frame is kept, with that duration, once a frame after the tick arrives."""
-        if frame.duration > 0:
-            return self._keep_until(frame, frame.timestamp + frame.duration)
-        held, self._held = self._held, frame
-        if held is None or frame.timestamp < self._next_keep - 1e-6:
-            return None  # replaced before the tick: never on screen at one
-        return self._keep_until(replace(held, duration=frame.timestamp - held.timestamp), frame.timestamp)
-
-    def _keep_until(self, frame: Frame, end: float) -> Frame | None:
-        if end + 1e-6 < self._next_keep:
-            return None  # gone before the tick: the engine would never pick it
-        self._next_keep = (math.floor((end + 1e-6) / self._keep_period) + 1) * self._keep_period
-        return frame
-
-    def clear(self) -> None:
-        """A seek: the keep grid restarts, since the next frames may be earlier than the last."""
-        with self._slot_lock:
-            self._next_keep, self._held = 0.0, None
-        super().clear()
+        return super().put(frame, block=block, timeout=timeout)
 
     def preview(self) -> tuple[int, Frame | None]:
         """(sequence number, newest frame); the number changes whenever a frame arrives."""

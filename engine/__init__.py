@@ -6,9 +6,9 @@ The front ends (livecc, desktop_app) import the names below; docs/architecture.m
 from engine._exports import lazy_exports
 
 _EXPORTS = {
-    "Frame": ".capture", "RingBuffer": ".capture", "FileSource": ".capture", "WebcamSource": ".capture",
-    "ScreenSource": ".capture", "VideoSource": ".capture", "list_monitors": ".capture", "list_webcams": ".capture",
-    "probe_video": ".capture",
+    "Frame": ".capture", "RingBuffer": ".capture", "GridBuffer": ".capture", "FileSource": ".capture",
+    "WebcamSource": ".capture", "ScreenSource": ".capture", "VideoSource": ".capture", "list_monitors": ".capture",
+    "list_webcams": ".capture", "probe_video": ".capture",
     "load_model": ".model", "LoadedModel": ".model", "DEFAULT_MODEL": ".defaults",
     "StreamingSession": ".session", "SessionConfig": ".session",
     "Event": ".session", "Answer": ".session", "Commentary": ".session", "Compaction": ".session", "Stats": ".session",

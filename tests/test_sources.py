@@ -30,6 +30,7 @@ from engine.capture.sources import (
     list_webcams,
     probe_video,
 )
+from fake_devices import FakeCamera, FakeScreen
 from videos import write_video
 
 FPS, SECONDS, WIDTH, HEIGHT = 30.0, 2.0, 160, 112
@@ -479,33 +480,6 @@ def test_screen_with_a_dead_display_fails_with_the_same_fix(monkeypatch):
     assert time.monotonic() - began < 2.0
 
 
-class FakeScreen:
-    """An mss stand-in: two monitors side by side; every grab is a BGRA image with B=1, G=2,
-    R=3 whose size is the requested box; grabs after `works_for` raise ScreenShotError."""
-
-    def __init__(self, works_for: int = 10**9):
-        self.monitors = [
-            {"left": 0, "top": 0, "width": 400, "height": 200},
-            {"left": 0, "top": 0, "width": 200, "height": 200},
-            {"left": 200, "top": 0, "width": 200, "height": 100},
-        ]
-        self.boxes: list[dict] = []
-        self.works_for = works_for
-
-    def grab(self, box: dict) -> np.ndarray:
-        import mss
-
-        self.boxes.append(dict(box))
-        if len(self.boxes) > self.works_for:
-            raise mss.ScreenShotError("XGetImage() failed")
-        image = np.empty((box["height"], box["width"], 4), np.uint8)
-        image[...] = (1, 2, 3, 255)
-        return image
-
-    def close(self) -> None:
-        pass
-
-
 def test_screen_converts_bgra_to_rgb_and_offsets_the_region(monkeypatch):
     screen = FakeScreen()
     monkeypatch.setattr(sources, "_new_mss", lambda: screen)
@@ -528,6 +502,22 @@ def test_screen_grab_failures_end_the_stream_with_a_read_error(monkeypatch):
     assert isinstance(source.error, SourceReadError) and buffer.error is source.error
     assert "screen 0 stopped delivering frames" in str(source.error)
     assert len(screen.boxes) == 3 + source.max_failed_reads
+
+
+def test_a_live_source_with_a_duration_ends_there_as_a_file_ends(monkeypatch):
+    monkeypatch.setattr(sources, "_new_mss", lambda: FakeScreen())
+    frames, buffer = run_to_end(ScreenSource(monitor=1, fps=50, duration=0.2))
+    assert frames and max(times(frames)) < 0.2
+    assert buffer.closed and buffer.error is None
+
+
+def test_check_opens_and_lets_go_of_the_camera(monkeypatch):
+    camera = FakeCamera()
+    monkeypatch.setattr(sources, "_camera_exists", lambda index: True)
+    monkeypatch.setattr(WebcamSource, "_open_capture", lambda self: camera)
+    source = WebcamSource(2)
+    source.check()
+    assert camera.released and not source.running
 
 
 @pytest.mark.parametrize("kwargs", [dict(fps=0), dict(region=(0, 0, 0, 10))])

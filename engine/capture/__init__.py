@@ -4,7 +4,7 @@ Imports nothing of ours but `engine.errors`."""
 from engine._exports import lazy_exports
 
 _EXPORTS = {
-    "Frame": ".frames", "RingBuffer": ".frames",
+    "Frame": ".frames", "RingBuffer": ".frames", "GridBuffer": ".frames",
     "FileSource": ".sources", "WebcamSource": ".sources", "ScreenSource": ".sources", "VideoSource": ".sources",
     "list_monitors": ".sources", "list_webcams": ".sources", "probe_video": ".sources",
     "Chunk": ".sampler", "FrameSampler": ".sampler",

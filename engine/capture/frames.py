@@ -3,9 +3,10 @@ thread to the engine thread."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -174,3 +175,44 @@ class RingBuffer:
     def __len__(self) -> int:
         with self._cond:
             return len(self._frames)
+
+
+class GridBuffer(RingBuffer):
+    """A RingBuffer that keeps only the frames on a `keep_fps` grid: for each tick, the frame on
+    screen at it (the engine's rule, engine/capture/sampler.py `on_screen`). The engine samples
+    2 fps, so a 1080p 30 fps camera costs 4 s of frames in 32 slots at 8 fps, not 128."""
+
+    def __init__(self, capacity: int = 32, keep_fps: float | None = 8.0, **ring_options):
+        super().__init__(capacity, **ring_options)
+        self._grid_lock = threading.Lock()
+        self._keep_period = 1.0 / keep_fps if keep_fps else 0.0
+        self._next_keep = 0.0
+        self._held: Frame | None = None  # a live frame, until the next one says how long it was on screen
+
+    def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
+        with self._grid_lock:
+            kept = self._on_grid(frame) if self._keep_period else frame
+        return True if kept is None else super().put(kept, block=block, timeout=timeout)
+
+    def _on_grid(self, frame: Frame) -> Frame | None:
+        """The frame to keep for the next grid tick, if this one settles it. A file's frame knows its
+        duration: kept when its end reaches the tick. A live frame's end is the next frame's start:
+        the previous frame is kept, with that duration, once a frame after the tick arrives."""
+        if frame.duration > 0:
+            return self._keep_until(frame, frame.timestamp + frame.duration)
+        held, self._held = self._held, frame
+        if held is None or frame.timestamp < self._next_keep - 1e-6:
+            return None  # replaced before the tick: never on screen at one
+        return self._keep_until(replace(held, duration=frame.timestamp - held.timestamp), frame.timestamp)
+
+    def _keep_until(self, frame: Frame, end: float) -> Frame | None:
+        if end + 1e-6 < self._next_keep:
+            return None  # gone before the tick: the engine would never pick it
+        self._next_keep = (math.floor((end + 1e-6) / self._keep_period) + 1) * self._keep_period
+        return frame
+
+    def clear(self) -> None:
+        """A seek: the keep grid restarts, since the next frames may be earlier than the last."""
+        with self._grid_lock:
+            self._next_keep, self._held = 0.0, None
+        super().clear()

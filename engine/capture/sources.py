@@ -61,14 +61,16 @@ class _EndOfStream(Exception):
 class VideoSource(ABC):
     """A frame producer. `start(buffer)` opens it (raising `SourceOpenError`) and starts a daemon
     thread that puts `Frame`s into `buffer`; when capture ends for any reason (end of file,
-    `stop()`, or `max_failed_reads` consecutive failed reads) the thread closes the buffer,
+    `duration` seconds of capture, `stop()`, or `max_failed_reads` consecutive failed reads) the
+    thread closes the buffer,
     passing the `SourceReadError` if there was one."""
 
     live: bool = True
     max_failed_reads: int = 5
     retry_delay_s: float = 0.05
 
-    def __init__(self) -> None:
+    def __init__(self, duration: float | None = None) -> None:
+        self.duration = duration  # a live source ends after this many seconds, as a file ends (None: at stop())
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._buffer: RingBuffer | None = None
@@ -101,6 +103,11 @@ class VideoSource(ABC):
         """Called at a clean end of stream; a subclass may raise SourceReadError (truncated file)."""
 
     # -- public API ----------------------------------------------------------------------
+    def check(self) -> None:
+        """Open and let go at once: a missing device raises SourceOpenError now, before a slow model load."""
+        self._open()
+        self._release()
+
     def start(self, buffer: RingBuffer) -> None:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError(f"{self.describe()} is already running")
@@ -168,6 +175,8 @@ class VideoSource(ABC):
                 self._stop_event.wait(self.retry_delay_s)  # give a flaky device a moment
                 continue
             failures = 0
+            if self.duration is not None and frame.timestamp >= self.duration:
+                return
             self._deliver(frame)
 
     def _deliver(self, frame: Frame) -> None:
@@ -507,8 +516,9 @@ class WebcamSource(VideoSource):
 
     live = True
 
-    def __init__(self, index: int = 0, width: int | None = None, height: int | None = None, fps: float | None = None):
-        super().__init__()
+    def __init__(self, index: int = 0, width: int | None = None, height: int | None = None,
+                 fps: float | None = None, duration: float | None = None):
+        super().__init__(duration)
         self.index, self.width, self.height, self.fps = index, width, height, fps
         self._cap: cv2.VideoCapture | None = None
 
@@ -589,8 +599,9 @@ class ScreenSource(VideoSource):
 
     live = True
 
-    def __init__(self, monitor: int = 1, region: tuple[int, int, int, int] | None = None, fps: float = 10.0):
-        super().__init__()
+    def __init__(self, monitor: int = 1, region: tuple[int, int, int, int] | None = None, fps: float = 10.0,
+                 duration: float | None = None):
+        super().__init__(duration)
         if not fps > 0:
             raise SourceOpenError(f"screen capture fps must be > 0, got {fps}: pass e.g. 10")
         if region is not None and (region[2] <= 0 or region[3] <= 0):

@@ -1,7 +1,8 @@
-"""Narrate a video file: a file source at the model's frame size feeds a session, and every comment
-reaches the subtitle and JSONL files as it comes. `livecc narrate` and the desktop app's "Narrate to
-subtitles" both run `narrate_file`, so the same file gives the same SRT either way. `narrate_files`
-runs many files as sessions of one engine core, each writing what it would write alone."""
+"""Narrate a video file (or a camera, the screen): a file source at the model's frame size feeds a
+session, and every comment reaches the subtitle and JSONL files as it comes. `livecc narrate` and
+the desktop app's "Narrate to subtitles" both run `narrate_file`, so the same file gives the same
+SRT either way. `narrate_files` runs many files as sessions of one engine core, each writing what
+it would write alone."""
 
 from __future__ import annotations
 
@@ -78,11 +79,27 @@ def narrate_file(session, video: str | Path, info, files: NarrationFiles, realti
     """Stream `video` (probed as `info`) through `session`, writing each event to `files` before it is
     yielded. The source stops however the loop ends; the caller closes `files`."""
     source, buffer = file_capture(video, info, session.config, realtime=realtime)
+    yield from narrate_source(session, source, buffer, files)
+
+
+def narrate_live(session, source, files: NarrationFiles) -> Iterator[Event]:
+    """`narrate_file` for a camera or the screen: until the source ends (its `duration`) or the caller
+    stops. `session` is anything with `run(buffer)`: a StreamingSession or a server's RemoteStream."""
+    from engine.capture.frames import GridBuffer
+
+    yield from narrate_source(session, source, GridBuffer(), files)
+
+
+def narrate_source(session, source, buffer, files: NarrationFiles) -> Iterator[Event]:
+    """Start `source` into `buffer` and run `session` on it, each event in `files` before it is yielded.
+    A source that broke off raises its error once every frame before it is narrated."""
     try:
         source.start(buffer)
         for event in session.run(buffer):
             files.on_event(event)  # on disk before anyone shows it
             yield event
+        if buffer.error is not None:
+            raise buffer.error  # a server's session ends without it; a local one has raised it already
     finally:
         source.stop()
 

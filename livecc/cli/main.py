@@ -1,5 +1,5 @@
-"""`livecc`: the parser and dispatch for narrate (subtitles), ask (a question), eval (benchmarks) and
-make-tiny-model.
+"""`livecc`: the parser and dispatch for narrate (subtitles of files, a camera or the screen), ask
+(a question), eval (benchmarks), serve and make-tiny-model.
 
 Bad input (missing or corrupt video, unusable model, no GPU, an output that cannot be written)
 prints one line and exits 2. SIGINT, SIGTERM and SIGHUP all stop a run the same way: the files are
@@ -55,18 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"livecc {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
-    n = sub.add_parser("narrate", help="comment on video files, second by second, into subtitles",
+    n = sub.add_parser("narrate", help="comment on video files, a camera or the screen, second by second, "
+                                       "into subtitles",
                        description="Stream a video file through LiveCC at 2 fps and write its running commentary. "
                                    "With --out-dir, narrate several files at once as sessions of one engine: "
-                                   "each writes DIR/NAME.srt, .vtt and .jsonl, what narrating it alone writes.")
-    n.add_argument("video", nargs="+", help="video file(s) (anything OpenCV/FFmpeg reads: mp4, mkv, webm, ...); "
+                                   "each writes DIR/NAME.srt, .vtt and .jsonl, what narrating it alone writes. "
+                                   "With --webcam or --screen instead of files, narrate a camera or the screen "
+                                   "live until --duration or Ctrl-C.")
+    n.add_argument("video", nargs="*", help="video file(s) (anything OpenCV/FFmpeg reads: mp4, mkv, webm, ...); "
                                             "more than one needs --out-dir")
+    live = n.add_mutually_exclusive_group()
+    live.add_argument("--webcam", nargs="?", const="0", metavar="INDEX",
+                      help="narrate a camera instead of files (default camera 0)")
+    live.add_argument("--screen", nargs="?", const="1", metavar="SCREEN",
+                      help="narrate the screen instead of files: N = monitor N (default 1, 0 = all of them), "
+                           "X,Y,W,H = that region of monitor 1, N:X,Y,W,H = that region of monitor N")
+    n.add_argument("--duration", type=video_time, metavar="TIME",
+                   help="with --webcam or --screen: stop after this long (seconds, m:ss or h:mm:ss; "
+                        "default: until Ctrl-C)")
     n.add_argument("--srt", type=Path, help="write SubRip subtitles here")
     n.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
     n.add_argument("--jsonl", type=Path, help="write one JSON record per chunk here (appended as it goes)")
     n.add_argument("--out-dir", type=Path, metavar="DIR",
                    help="write NAME.srt, NAME.vtt and NAME.jsonl here for each video NAME.mp4 (several videos "
-                        "run at once; a name given twice becomes NAME-2)")
+                        "run at once; a name given twice becomes NAME-2); a camera or screen is named after it "
+                        "and the start time (webcam0-20260105-143000)")
     n.add_argument("--sessions", type=int, metavar="N",
                    help=f"with --out-dir: videos narrated at once, the rest wait for a turn (default: all of them, "
                         f"up to {MAX_SESSIONS})")

@@ -1,4 +1,5 @@
-"""`livecc narrate`: stream a video file through the session into SRT, WebVTT and JSONL.
+"""`livecc narrate`: stream a video file (or a camera, the screen: live.py) through the session into
+SRT, WebVTT and JSONL.
 
 Every output path is checked before the model loads. The files are written as the run goes (each
 comment reaches every file before it is printed), so whatever stops the run (the end, an error,
@@ -109,7 +110,19 @@ def _output_flags(args) -> list[tuple[str, Path | None]]:
 
 def cmd_narrate(args) -> int:
     from engine.capture.sources import probe_video
+    from engine.output.narrate import narrate_file, narrate_live
 
+    from .live import live_source, name_outputs
+    from .remote import remote_begin, remote_live_begin
+
+    source = live_source(args)  # fail fast, before the model loads
+    if source is not None:
+        name_outputs(args)
+        return _narrate_one(args, True, args.duration or 0.0, [],
+                            lambda session, files: narrate_live(session, source, files),
+                            lambda fields: remote_live_begin(args, source, fields))
+    if not args.video:
+        raise LiveCCError("nothing to narrate", "give a video file, --webcam or --screen")
     if args.out_dir is not None or len(args.video) > 1:
         from .many import cmd_narrate_many
 
@@ -121,27 +134,32 @@ def cmd_narrate(args) -> int:
     info = probe_video(args.video)  # fail fast, before the model loads
     check_video_shape(info.width, info.height, info.path)
     args.realtime = args.realtime or _speaks_aloud(args)  # speech plays at the video's pace
-    if args.server:
-        from .remote import remote_begin
+    return _narrate_one(args, args.realtime, info.duration, [Path(args.video)],
+                        lambda session, files: narrate_file(session, args.video, info, files, realtime=args.realtime),
+                        lambda fields: remote_begin(args, info, fields))
 
-        fields = config_fields(args, live=args.realtime, local=False)
-        check_outputs(_output_flags(args), inputs=[Path(args.video)])
-        return _narrate(args, info, lambda: remote_begin(args, info, fields))
-    config = session_config(args, live=args.realtime)
-    check_outputs(_output_flags(args), inputs=[Path(args.video)])
+
+def _narrate_one(args, live: bool, duration: float, inputs: list[Path], local, remote) -> int:
+    """One stream, here or on --server: `local(session, files)` runs it on a session of the model
+    loaded here, `remote(fields)` connects to the server and returns `(run, chunk seconds)`. Every
+    check runs before the model loads or the server is asked."""
+    if args.server:
+        fields = config_fields(args, live=live, local=False)
+        check_outputs(_output_flags(args), inputs=inputs)
+        return _narrate(args, duration, lambda: remote(fields))
+    config = session_config(args, live=live)
+    check_outputs(_output_flags(args), inputs=inputs)
 
     def begin():
-        from engine.output.narrate import narrate_file
         from engine.session.session import StreamingSession
 
         session = StreamingSession(load(args), config)
-        run = lambda files: narrate_file(session, args.video, info, files, realtime=args.realtime)  # noqa: E731
-        return run, config.chunk_frames / config.fps
+        return (lambda files: local(session, files)), config.chunk_frames / config.fps
 
-    return _narrate(args, info, begin)
+    return _narrate(args, duration, begin)
 
 
-def _narrate(args, info, begin) -> int:
+def _narrate(args, duration: float, begin) -> int:
     """The run. `begin()` readies the session (the model here, or a server's session) and returns
     `(run, chunk seconds)`; `run(files)` yields its events, each already in the files; the progress
     bar, the summary and speech follow them."""
@@ -150,7 +168,7 @@ def _narrate(args, info, begin) -> int:
     summary = Summary()
     with ExitStack() as cleanup:  # each step runs even if an earlier one failed; the last prints the summary
         cleanup.callback(lambda: summary.started and print(summary.line(), file=sys.stderr))
-        sink = _speech_sink(args, info.duration)
+        sink = _speech_sink(args, duration)
         if sink is not None:
             cleanup.callback(_close_speech, sink, summary)
         run, chunk_s = begin()
@@ -158,7 +176,7 @@ def _narrate(args, info, begin) -> int:
         summary.files += files.paths
         summary.started = True
         cleanup.callback(files.close)
-        bar = ProgressBar(info.duration)
+        bar = ProgressBar(duration)
         cleanup.callback(bar.close)
         events = cleanup.enter_context(closing(run(files)))
         for event in events:

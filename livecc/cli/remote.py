@@ -1,6 +1,6 @@
-"""`livecc narrate|ask FILE --server ws://host:port`: the same run with the session on a server. A
-wrong token, an unreachable or a busy server is one line (RemoteError) and exit 2. Nothing here
-imports torch: a client-only install runs it."""
+"""`livecc narrate|ask FILE --server ws://host:port` (and `narrate --webcam/--screen`): the same run
+with the session on a server. A wrong token, an unreachable or a busy server is one line
+(RemoteError) and exit 2. Nothing here imports torch: a client-only install runs it."""
 
 from __future__ import annotations
 
@@ -15,11 +15,16 @@ def connect(args, fields: dict):
 
     remote = RemoteSession.connect(args.server, args.token)
     try:
-        remote.update(fields["query"], {k: v for k, v in fields.items() if k not in SERVER_ONLY})
+        remote.update(fields["query"], server_settings(fields))
     except BaseException:
         remote.close()
         raise
     return remote
+
+
+def server_settings(fields: dict) -> dict:
+    """The session settings the server takes from a client."""
+    return {k: v for k, v in fields.items() if k not in SERVER_ONLY}
 
 
 def _warn(line: str) -> None:
@@ -41,6 +46,25 @@ def remote_begin(args, info, fields: dict):
         try:
             yield from remote_narrate(remote, args.video, info, files, fmt=args.frames, realtime=args.realtime)
         finally:
+            _server_warnings(remote)
+
+    return run, remote.settings["chunk_frames"] / remote.settings["fps"]
+
+
+def remote_live_begin(args, source, fields: dict):
+    """`remote_begin` for a camera or the screen: its frames go up as the desktop app's do (RemoteStream)."""
+    from engine.output.narrate import narrate_live
+    from livecc.client.live import RemoteStream, ServerAddress
+
+    remote = connect(args, fields)  # a refusal is one line, before any file opens
+    stream = RemoteStream(ServerAddress(args.server, args.token or ""), fields["query"], server_settings(fields),
+                          args.frames, spare=remote)
+
+    def run(files):
+        try:
+            yield from narrate_live(stream, source, files)
+        finally:
+            remote.close()  # when the source failed to start, the stream never took the connection
             _server_warnings(remote)
 
     return run, remote.settings["chunk_frames"] / remote.settings["fps"]
