@@ -8,8 +8,47 @@ import torch.nn.functional as F
 
 from engine.model.preprocess import VideoInputs
 
-from .decode_ops import apply_rope, fold_sign
+from .decode_ops import apply_rope, fold_sign, fused_on
 from .graphs import CUDAGraphed
+
+
+class TorchVisionOps:
+    """The tower's rotary and MLP in torch ops (the CPU, and LIVECC_NO_FUSED=1)."""
+
+    @staticmethod
+    def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int) -> torch.Tensor:
+        cos32, sin32 = cos.float()[:, None, None, :], fold_sign(sin.float())[:, None, None, :]
+        qk = qkv.reshape(qkv.shape[0], 3, heads, -1)[:, :2]
+        return apply_rope(qk.float(), cos32, sin32).to(qkv.dtype)  # float32 rotary, as the model
+
+    @staticmethod
+    def mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return mlp(x)
+
+
+class TritonVisionOps:
+    """The same with each elementwise chain as one Triton kernel (engine/runtime/triton_vision.py)."""
+
+    def __init__(self, kernels):
+        self.k = kernels
+
+    def rope_qk(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int) -> torch.Tensor:
+        return self.k.rope_qk(qkv, cos, sin, heads)
+
+    def mlp(self, mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return mlp.fc2(self.k.quick_gelu(mlp.fc1(x)))
+
+
+def vision_ops(visual: torch.nn.Module, device: torch.device):
+    """Triton kernels on CUDA for Qwen2-VL's tower (QuickGELU MLP), else the torch ops."""
+    mlp = visual.blocks[0].mlp
+    if device.type != "cuda" or not fused_on() or type(getattr(mlp, "act", None)).__name__ != "QuickGELUActivation":
+        return TorchVisionOps()
+    try:
+        from . import triton_vision
+    except ImportError:
+        return TorchVisionOps()
+    return TritonVisionOps(triton_vision)
 
 
 class FastVision:
@@ -23,6 +62,7 @@ class FastVision:
         self._rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._graphs: dict[tuple, CUDAGraphed] = {}
         self._grids_seen: set[tuple] = set()
+        self.ops = vision_ops(self.visual, self.visual.patch_embed.proj.weight.device)
 
     def rope_for(self, video: VideoInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The vision rotary (cos, sin) exactly as the model computes it for this grid, captured
@@ -48,14 +88,14 @@ class FastVision:
         x = self.visual.patch_embed(pixels.to(self.visual.patch_embed.proj.weight.dtype))
         n, dim = x.shape
         heads = self.visual.blocks[0].attn.num_heads
-        cos32, sin32 = cos.float()[:, None, None, :], fold_sign(sin.float())[:, None, None, :]
         for block in self.visual.blocks:
-            qkv = block.attn.qkv(block.norm1(x)).reshape(n, 3, heads, -1)
-            qk = apply_rope(qkv[:, :2].float(), cos32, sin32).to(qkv.dtype)  # float32 rotary, as the model
-            q, k, v = (t.reshape(frames, n // frames, heads, -1).transpose(1, 2) for t in (qk[:, 0], qk[:, 1], qkv[:, 2]))
+            qkv = block.attn.qkv(block.norm1(x))
+            qk = self.ops.rope_qk(qkv, cos, sin, heads)
+            v = qkv.reshape(n, 3, heads, -1)[:, 2]
+            q, k, v = (t.reshape(frames, n // frames, heads, -1).transpose(1, 2) for t in (qk[:, 0], qk[:, 1], v))
             o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, dim)
             x = x + block.attn.proj(o)
-            x = x + block.mlp(block.norm2(x))
+            x = x + self.ops.mlp(block.mlp, block.norm2(x))
         return self.visual.merger(x)
 
     @torch.inference_mode()
