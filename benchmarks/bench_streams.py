@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import os
 import sys
 import threading
 import time
@@ -151,10 +152,16 @@ def agreement(loaded, seconds: float, smoke: bool, batch: int = 8) -> dict:
         return said[0]
 
     alone, batched = run(1), run(batch)
+    os.environ["LIVECC_NO_LOOKAHEAD"] = "1"
+    try:
+        unahead = run(1)
+    finally:
+        del os.environ["LIVECC_NO_LOOKAHEAD"]
     same = sum(a == b for a, b in zip(alone, batched))
     first = next((i for i, (a, b) in enumerate(zip(alone, batched)) if a != b), None)
     return {"seconds": seconds, "batch": batch, "comments": len(alone), "identical_comments": same,
-            "fraction": round(same / max(1, len(alone)), 3), "first_difference_chunk": first}
+            "fraction": round(same / max(1, len(alone)), 3), "first_difference_chunk": first,
+            "alone_without_lookahead_identical": unahead == alone}
 
 
 def spread(values: list[float]) -> dict:
@@ -254,6 +261,9 @@ def markdown(result: dict) -> str:
         lines.append(f"Token agreement, one stream alone vs in a batch of {a['batch']} over {a['seconds']:.0f} s: "
                      f"{a['identical_comments']} of {a['comments']} comments identical (first difference at chunk "
                      f"{a['first_difference_chunk']}); random weights amplify rounding differences.")
+        if "alone_without_lookahead_identical" in a:
+            lines.append("One stream alone with and without the decode lookahead (LIVECC_NO_LOOKAHEAD=1): comments "
+                         + ("identical." if a["alone_without_lookahead_identical"] else "DIFFER."))
     return "\n".join(lines) + "\n"
 
 

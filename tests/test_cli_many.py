@@ -63,9 +63,9 @@ def batched_rows(monkeypatch) -> list[int]:
 
     rows, decode = [], BatchedRunner.decode
 
-    def counted(self, batch):
+    def counted(self, batch, *rest):
         rows.append(len(batch))
-        return decode(self, batch)
+        return decode(self, batch, *rest)
 
     monkeypatch.setattr(BatchedRunner, "decode", counted)
     return rows

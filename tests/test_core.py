@@ -80,18 +80,19 @@ class Record:
 
 
 BATCHES: list[tuple[str, int]] = []  # (what, rows) of every batched call of the last run_core
+LAST: dict = {}  # "core": the engine core of the last run_core
 
 
 def counting(name: str, run):
-    def counted(rows):
+    def counted(rows, *rest):
         BATCHES.append((name, len(rows)))
-        return run(rows)
+        return run(rows, *rest)
     return counted
 
 
 def run_core(loaded, scenarios: list[Scenario], sessions: int = 8) -> dict[str, tuple]:
     """Run the scenarios as concurrent sessions of one core; each one's words and final conversation."""
-    core = EngineCore(loaded, sessions=sessions, kv_budget=4096)
+    core = LAST["core"] = EngineCore(loaded, sessions=sessions, kv_budget=4096)
     BATCHES.clear()
     for name in ("decode", "prefill", "encode"):
         setattr(core.runner, name, counting(name, getattr(core.runner, name)))
@@ -138,6 +139,19 @@ def test_each_session_says_what_it_says_alone(tiny_loaded, alone, names):
         assert max(rows for name, rows in BATCHES if name == what) >= 2, what
     for name in names:
         assert together[name] == alone[name], f"session {name} changed in the batch {names}"
+
+
+def test_decode_steps_run_ahead_of_the_host_without_changing_a_word(tiny_loaded, alone, monkeypatch):
+    """Each step is launched from the last one's picks before the host reads them; the sessions take
+    those rows (their replies go on) or leave them (a reply ends), and say what they say alone."""
+    names = "adf"
+    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
+    assert LAST["core"].lookahead.taken >= 20  # most tokens of the replies came from rows run ahead
+    for name in names:
+        assert together[name] == alone[name], name
+    monkeypatch.setenv("LIVECC_NO_LOOKAHEAD", "1")
+    assert run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names]) == together
+    assert LAST["core"].lookahead.taken == 0
 
 
 def test_the_scenarios_cover_what_the_issue_lists(alone):

@@ -154,24 +154,30 @@ class BatchedRunner:
 
     # -- decode --------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, rows: list[tuple[Slab, int, int]]) -> torch.Tensor:
-        """Feed one token to each (slab, token, position); float logits (rows, vocab)."""
+    def decode(self, rows: list[tuple[Slab, int | None, int]],
+               fill: tuple[list[int], torch.Tensor] | None = None) -> torch.Tensor:
+        """Feed one token to each (slab, token, position), written at the slab's `length`; float
+        logits (rows, vocab). The caller moves the lengths (a row run ahead counts only once taken).
+        `fill`: (row indices, device token ids) for rows whose token is None: picks not read yet."""
         slabs = [slab for slab, _, _ in rows]
         for slab in slabs:
             slab.room_for(1)
-        state = torch.tensor([[token, position, slab.index, slab.length] for slab, token, position in rows])
+        state = torch.tensor([[token or 0, position, slab.index, slab.length] for slab, token, position in rows])
         state = state.t().contiguous()  # rows of (token, position, slab, slot): the kernel reads dense rows
         if self._flash is None:
-            logits = self._step(state.to(self.device), self._attend_rows(slabs, [s.length + 1 for s in slabs]))
-        elif self._graph_on:
-            logits = self._replay(state)
-        else:
-            logits = self._step(state.to(self.device))
-        for slab in slabs:
-            slab.length += 1
-        return logits
+            state = self._filled(state.to(self.device), fill)
+            return self._step(state, self._attend_rows(slabs, [s.length + 1 for s in slabs]))
+        if self._graph_on:
+            return self._replay(state, fill)
+        return self._step(self._filled(upload(state, self.device), fill))
 
-    def _replay(self, state: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _filled(state: torch.Tensor, fill: tuple[list[int], torch.Tensor] | None) -> torch.Tensor:
+        if fill is not None:
+            state[0, upload(fill[0], state.device)] = fill[1]
+        return state
+
+    def _replay(self, state: torch.Tensor, fill=None) -> torch.Tensor:
         """The step as the CUDA graph of the next bucket size up; padded rows feed token 0 into
         the scratch slab. (LIVECC_NO_CUDA_GRAPH=1: eager.)"""
         rows = state.shape[1]
@@ -179,7 +185,7 @@ class BatchedRunner:
         padded = torch.zeros(4, size, dtype=torch.long)
         padded[2] = self.pool.scratch
         padded[:, :rows] = state
-        padded = padded.pin_memory().to(self.device, non_blocking=True)  # without waiting for the GPU
+        padded = self._filled(upload(padded, self.device), fill)  # without waiting for the GPU
         if size not in self._graphs:
             self._graphs[size] = CUDAGraphed(self._step, [padded], pool=self._pool.handle())
         return self._graphs[size](padded)[:rows].clone()  # the graph rewrites its output

@@ -24,16 +24,15 @@ from engine.defaults import KV_BUDGET
 from engine.errors import LiveCCError, OutOfMemoryError
 from engine.model.loading import LoadedModel
 from engine.model.memory_plan import GiB, ModelShape, free_memory
-from engine.runtime.decode_ops import upload
 from engine.session.config import SessionConfig
-from engine.session.decoding import choose_rows
 from engine.session.events import Answer, Commentary, Event
 from engine.session.session import StreamingSession
 from engine.session.steps import IDLE, Decode, Encode, Prefill
 
 from .batched import BatchedRunner
+from .lookahead import Lookahead
 from .kv import KVPool, Slab
-from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, plan_prefill, sync_time
+from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, plan_prefill
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
 CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
@@ -57,6 +56,8 @@ class Lane:
     deadline: float | None = None
     job: PrefillJob | None = None
     ended: bool = False
+    row: object = None  # the decode row (lookahead.Row) whose token it waits for
+    ahead: object = None  # the row run ahead for it, until it takes that row or asks for another
 
     def resolve(self, result=None, error: BaseException | None = None) -> None:
         self.waiting, self.result, self.error, self.job = None, result, error, None
@@ -124,7 +125,9 @@ class EngineCore:
         check_room(loaded, sessions, kv_budget + CACHE_MARGIN)
         self.pool = KVPool.for_model(loaded.model, kv_budget + CACHE_MARGIN, sessions)
         self.runner = BatchedRunner(loaded.model, self.pool)
+        self.lookahead = Lookahead(self.runner)
         self.load = Load()
+        self.clock = StepClock(self.runner.device, self.load)
         self.lanes: list[Lane] = []
         self._incoming: list[Lane] = []
         self._lock = threading.Lock()
@@ -184,14 +187,14 @@ class EngineCore:
         with self._lock:
             self.lanes += self._incoming
             self._incoming.clear()
-        advanced = False
-        for lane in self.lanes:
-            if lane.waiting is None or (lane.waiting is IDLE and lane.poked):
-                self._advance(lane)
-                advanced = True
+        ready = [lane for lane in self.lanes if lane.waiting is None or (lane.waiting is IDLE and lane.poked)]
+        # Lanes handed a token go first: their Python runs while the GPU finishes the last step's
+        # prefill and vision; a lane handed logits or embeddings may read the GPU, which waits for it.
+        for lane in sorted(ready, key=lambda lane: isinstance(lane.result, torch.Tensor)):
+            self._advance(lane)
         ran = self._run_requests()
         self._reap()
-        return advanced or ran
+        return bool(ready) or ran
 
     def step_or_wait(self) -> bool:
         """One step; when it found nothing to do, block until a buffer or a command pokes a session
@@ -268,6 +271,7 @@ class EngineCore:
 
     def _wait_on(self, lane: Lane, item) -> None:
         lane.waiting = item
+        self.lookahead.take(lane, item)
         now = time.monotonic()
         if item is IDLE:
             lane.deadline = None
@@ -294,53 +298,19 @@ class EngineCore:
 
     # -- batched model work ------------------------------------------------------------------
     def _run_requests(self) -> bool:
-        decodes = [lane for lane in self.lanes if isinstance(lane.waiting, Decode)]
+        fresh = [lane for lane in self.lanes if Lookahead.fresh(lane)]
         prefills = [lane for lane in self.lanes if isinstance(lane.waiting, Prefill)]
         encodes = [lane for lane in self.lanes if isinstance(lane.waiting, Encode)][:VISION_BATCH]
-        if not (decodes or prefills or encodes):
+        if not (fresh or prefills or encodes or self.lookahead.pending()):
             return False
-        t0 = sync_time(self.runner.device)
-        decoded = self._launch_decode(decodes)
-        self._prefill(prefills, self.step_tokens - len(decodes))
+        mark = self.clock.start()
+        unread = self.lookahead.step(fresh)  # launches this step's decode, reads the last one's picks
+        self._prefill(prefills, self.step_tokens - sum(isinstance(lane.waiting, Decode) for lane in self.lanes))
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
-        self._collect_decode(decoded)
-        self.load.add(sync_time(self.runner.device) - t0)
+        self.clock.stop(mark)
+        if unread is not None:
+            self.lookahead.collect(unread)  # a step that cannot be run ahead of: read it now
         return True
-
-    def _launch_decode(self, lanes: list[Lane]):
-        """Queue one decode step for every lane and the picks of the lanes whose requests carry a
-        choice (all at once: engine/session/decoding.py choose_rows); nothing is read back yet, so
-        the step's prefill and vision launches queue behind it. Returns what _collect_decode reads."""
-        if not lanes:
-            return None
-        try:
-            logits = self.runner.decode([(lane.slab, lane.waiting.token, lane.waiting.position) for lane in lanes])
-            rows = [i for i, lane in enumerate(lanes) if lane.waiting.choice is not None]
-            choices = [(c.sampler, c.rule, c.step) for c in (lanes[i].waiting.choice for i in rows)]
-            subset = logits if len(rows) == len(lanes) else logits[upload(rows, logits.device)]
-            picked = choose_rows(subset, choices) if rows else None
-        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
-            for lane in lanes:
-                lane.resolve(error=exc)
-            return None
-        return lanes, logits, rows, picked
-
-    @staticmethod
-    def _collect_decode(launched) -> None:
-        """Hand each decoding lane its picked token (one read back for all) or its logits."""
-        if launched is None:
-            return
-        lanes, logits, rows, picked = launched
-        results = list(logits)
-        try:
-            for i, token in zip(rows, picked.tolist() if picked is not None else []):
-                results[i] = token
-        except Exception as exc:  # noqa: BLE001 - an asynchronous failure of the step, raised in each session
-            for lane in lanes:
-                lane.resolve(error=exc)
-            return
-        for lane, result in zip(lanes, results):
-            lane.resolve(result)
 
     @staticmethod
     def _batch(lanes: list[Lane], run) -> None:

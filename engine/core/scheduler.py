@@ -112,7 +112,34 @@ class Load:
         return f"the GPU is {self.fraction():.0%} busy with {live_streams} live streams"
 
 
-def sync_time(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
+class StepClock:
+    """Each step's GPU time into a `Load`, without making the host wait: on CUDA a pair of events a
+    step, read once the GPU has passed them (a step's launches overlap the next step's host work);
+    on the CPU, wall time (its ops finish before they return)."""
+
+    def __init__(self, device: torch.device, load: Load):
+        self.cuda, self.load = device.type == "cuda", load
+        self._pending: deque = deque()
+
+    def start(self):
+        if not self.cuda:
+            return time.perf_counter()
+        mark = torch.cuda.Event(enable_timing=True)
+        mark.record()
+        return mark
+
+    def stop(self, mark) -> None:
+        if not self.cuda:
+            self.load.add(time.perf_counter() - mark)
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        self._pending.append((mark, end))
+        self.settle()
+
+    def settle(self, wait: bool = False) -> None:
+        """Count the steps the GPU has finished (`wait`: all of them)."""
+        while self._pending and (wait or self._pending[0][1].query()):
+            mark, end = self._pending.popleft()
+            end.synchronize()
+            self.load.add(mark.elapsed_time(end) / 1e3)

@@ -8,7 +8,6 @@ normalisation, and the (grid_t, grid_h, grid_w) patch layout with temporal patch
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,32 +60,19 @@ class VideoInputs:
         return t * h * w // (MERGE_SIZE * MERGE_SIZE)
 
 
-# (stream, T, H, W, 3) -> pinned buffer and its last upload; a few, least recently used dropped
-_STAGING: OrderedDict[tuple, tuple[torch.Tensor, torch.cuda.Event]] = OrderedDict()
-_STAGING_KEEP = 4
-
-
 def frames_to_tensor(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
     """RGB uint8 frames -> a (T, 3, H, W) uint8 tensor on `device`. On CUDA each frame is copied
-    once into a reused pinned buffer and uploaded asynchronously."""
+    once into pinned memory and uploaded asynchronously."""
     arrays = [f.image if isinstance(f, Frame) else f for f in frames]
     device = torch.device(device)
     if device.type != "cuda":
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    stream = torch.cuda.current_stream(device)
-    key = (stream.cuda_stream, len(arrays), *arrays[0].shape)  # one buffer per stream: uploads never race
-    if key not in _STAGING:
-        while len(_STAGING) >= _STAGING_KEEP:  # new sessions bring new streams; pinned memory is scarce
-            _, (_, done) = _STAGING.popitem(last=False)
-            done.synchronize()
-        _STAGING[key] = torch.empty(key[1:], dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
-    _STAGING.move_to_end(key)
-    staging, uploaded = _STAGING[key]
-    uploaded.synchronize()  # only the previous upload from this buffer, not the stream's other work
+    # Pinned memory from torch's caching host allocator, reused only once its upload has run: no wait
+    # here for the GPU (the engine core's steps run on while the next chunk is prepared).
+    staging = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8, pin_memory=True)
     for i, array in enumerate(arrays):
         staging[i].numpy()[...] = array
     video = staging.to(device, non_blocking=True)
-    uploaded.record(stream)
     return video.permute(0, 3, 1, 2)
 
 

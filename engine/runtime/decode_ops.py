@@ -18,12 +18,29 @@ def fused_on() -> bool:
 
 
 def upload(values, device: torch.device | str, dtype: torch.dtype = torch.long) -> torch.Tensor:
-    """Host values as a tensor on `device` without waiting for the GPU: a plain copy to CUDA first
-    synchronizes the stream; this one goes through pinned memory, asynchronously."""
-    host = torch.tensor(values, dtype=dtype)
+    """Host values (a list or a CPU tensor) as a tensor on `device` without waiting for the GPU: a
+    plain copy to CUDA first synchronizes the stream; this one goes through pinned memory, asynchronously."""
+    host = values.to(dtype) if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
     if torch.device(device).type != "cuda":
         return host
     return host.pin_memory().to(device, non_blocking=True)
+
+
+def read_later(values: torch.Tensor) -> Callable[[], list]:
+    """Start copying device `values` to the host now; the returned call waits for that copy only,
+    not for the work queued after it (a plain read back waits for the whole stream)."""
+    if values.device.type != "cuda":
+        return values.tolist
+    host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    host.copy_(values, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def read() -> list:
+        copied.synchronize()
+        return host.tolist()
+
+    return read
 
 
 def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:

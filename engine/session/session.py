@@ -27,6 +27,7 @@ from engine.model.loading import LoadedModel
 from engine.model.preprocess import VideoInputs, preprocess_frames
 from engine.model.prompt import STREAM_CONTINUES, PromptBuilder
 from engine.model.rope import demo_positions, segment_positions
+from engine.runtime.decode_ops import upload
 from engine.runtime.reference import make_runner
 
 from .config import SessionConfig
@@ -328,8 +329,8 @@ class StreamingSession(CompactionSteps, QuestionSteps):
         else:
             positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad,
                                                     self._merge)
-        ids_t = torch.tensor(ids, device=self.device)
-        logits = yield Prefill(ids_t, positions.to(self.device), embeds, ids)
+        ids_t = upload(ids, self.device)  # no wait for the GPU: the core's steps run on meanwhile
+        logits = yield Prefill(ids_t, upload(positions, self.device), embeds, ids)
         self.sampler.observe(ids_t)
         self.state.tokens.extend(ids)
         self.state.next_pos, self.state.pending = next_pos, None

@@ -1,0 +1,154 @@
+"""The engine core's decode steps, one step ahead of the host (vLLM's asynchronous scheduling, for
+sessions that pick greedily).
+
+A step's picks stay on the GPU: the next step is launched from them before the host reads them, so
+the sessions' Python (reading the picks, stop rules, events, the next chunk's frames) runs while the
+GPU decodes. A session that then feeds the pick, as it does until its reply ends, takes the row run
+ahead for it; one that stops leaves that row unused: its KV write lies at the slab's length, where
+the session's next write lands. A row that samples or wants logits is never run ahead: a step that
+holds one is read before the next is launched. LIVECC_NO_LOOKAHEAD=1: every step is read at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from engine import flags
+from engine.runtime.decode_ops import read_later, upload
+from engine.session.decoding import choose_rows
+from engine.session.steps import Choice, Decode
+
+
+@dataclass(eq=False)
+class Row:
+    """One lane's token in a decode step."""
+
+    lane: object  # engine.Lane: its slab, its request, resolve()
+    position: int
+    choice: Choice | None
+    taken: bool  # the session asked for this row: its own request, or the row run ahead that it took
+    token: int | None = None  # None while it is the previous step's pick, not read yet
+    source: "Row | None" = None  # the row whose pick this one feeds (a row run ahead)
+
+
+@dataclass(eq=False)
+class Flight:
+    """A launched decode step, not read yet."""
+
+    rows: list[Row]
+    logits: torch.Tensor
+    picked: list[int] = field(default_factory=list)  # indices of the rows whose token the core picks
+    picks: torch.Tensor | None = None  # those picks, on the device
+    read: object = None  # () -> the picks on the host, waiting for their copy only
+
+    @property
+    def continues(self) -> bool:
+        """Whether every row the sessions asked for may be run ahead (greedy, picked here)."""
+        return all(r.choice is not None and r.choice.sampler.config.greedy for r in self.rows if r.taken)
+
+
+class Lookahead:
+    """Launches each decode step and hands the lanes their tokens, a step behind when it can."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.on = not flags.get("LIVECC_NO_LOOKAHEAD")
+        self.flight: Flight | None = None  # launched, read at the next step
+        self.taken = 0  # rows run ahead that their sessions took
+
+    @staticmethod
+    def fresh(lane) -> bool:
+        """Whether the lane's Decode request still needs a row (none was run ahead for it)."""
+        return isinstance(lane.waiting, Decode) and lane.row is None
+
+    def take(self, lane, request) -> None:
+        """Give the lane the row run ahead for it when its new `request` is exactly that row."""
+        row, lane.ahead = lane.ahead, None
+        if row is None or row.token is None or not isinstance(request, Decode) or request.choice is None:
+            return
+        want = (row.token, row.position, row.choice.sampler, row.choice.rule, row.choice.step)
+        if (request.token, request.position, request.choice.sampler, request.choice.rule, request.choice.step) == want:
+            row.taken, lane.row = True, row
+            self.taken += 1
+            lane.slab.length += 1  # the row wrote at the length it had then, which nothing has moved since
+
+    def pending(self) -> bool:
+        return self.flight is not None
+
+    def step(self, fresh: list) -> Flight | None:
+        """Launch one decode step: a row run ahead for every lane the last step may continue, and a
+        row for each fresh request. Returns the step to read now, if it cannot be read later."""
+        previous, rows, fill = self.flight, [], None
+        self.flight = None
+        if previous is not None and previous.continues and self.on:
+            rows, fill = self._ahead(previous)
+        rows += [Row(lane, lane.waiting.position, lane.waiting.choice, True, lane.waiting.token) for lane in fresh]
+        launched = self._launch(rows, fill) if rows else None
+        if launched is not None and launched.continues and self.on:
+            self.flight = launched
+            launched = None
+        if previous is not None:
+            self.collect(previous)
+        return launched
+
+    def _ahead(self, previous: Flight) -> tuple[list[Row], tuple[list[int], torch.Tensor]]:
+        rows, index, source = [], [], []
+        for k, i in enumerate(previous.picked):
+            row = previous.rows[i]
+            if not row.taken or row.lane.ended or row.lane.row is not row:
+                continue
+            ahead = Row(row.lane, row.position + 1, replace(row.choice, step=row.choice.step + 1), False, source=row)
+            ahead.choice.sampler.seen.index_fill_(0, previous.picks[k:k + 1], True)  # as the session will observe it
+            row.lane.ahead = ahead
+            index.append(len(rows))
+            source.append(k)
+            rows.append(ahead)
+        if not rows:
+            return [], None
+        return rows, (index, previous.picks[upload(source, previous.picks.device)])
+
+    def _launch(self, rows: list[Row], fill) -> Flight | None:
+        try:
+            logits = self.runner.decode([(r.lane.slab, r.token, r.position) for r in rows], fill)
+            for r in rows:
+                if r.taken:
+                    r.lane.slab.length += 1
+                    r.lane.row = r
+            flight = Flight(rows, logits, [i for i, r in enumerate(rows) if r.choice is not None])
+            if flight.picked:
+                subset = logits if len(flight.picked) == len(rows) else logits[upload(flight.picked, logits.device)]
+                flight.picks = choose_rows(subset, [(r.choice.sampler, r.choice.rule, r.choice.step)
+                                                    for r in (rows[i] for i in flight.picked)])
+                flight.read = read_later(flight.picks)
+        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
+            self._fail(rows, exc)
+            return None
+        return flight
+
+    def collect(self, flight: Flight) -> None:
+        """Hand each lane that still waits on its row the token picked (one read for all) or its logits."""
+        results = list(flight.logits)
+        try:
+            for i, token in zip(flight.picked, flight.read() if flight.read is not None else []):
+                results[i] = token
+        except Exception as exc:  # noqa: BLE001 - an asynchronous failure of the step, raised in each session
+            self._fail(flight.rows, exc)
+            return
+        for row, result in zip(flight.rows, results):
+            lane = row.lane
+            if lane.ahead is not None and lane.ahead.source is row:
+                lane.ahead.token = result  # the row run ahead from this one feeds this pick
+            if row.taken and lane.row is row:
+                lane.row = None
+                lane.resolve(result)
+            elif lane.ahead is row:
+                lane.ahead = None  # run ahead, not taken: the session stopped
+
+    @staticmethod
+    def _fail(rows: list[Row], exc: BaseException) -> None:
+        for row in rows:
+            if row.taken and row.lane.row in (row, None):
+                row.lane.row = None
+                row.lane.resolve(error=exc)
