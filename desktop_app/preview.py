@@ -12,7 +12,6 @@ grid tick is the one on screen at it (the engine's rule, engine/capture/sampler.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import cv2
 
 from engine import Frame, RingBuffer
+from engine.capture import Ticks
 
 
 def first_frame(path: str | Path) -> Frame | None:
@@ -45,15 +45,14 @@ class PreviewBuffer(RingBuffer):
         self._slot_lock = threading.Lock()
         self._newest: Frame | None = None
         self._seq = 0
-        self._keep_period = 1.0 / keep_fps if keep_fps else 0.0
-        self._next_keep = 0.0
+        self._ticks = Ticks(keep_fps) if keep_fps else None
         self._held: Frame | None = None  # a live frame, until the next one says how long it was on screen
 
     def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
         with self._slot_lock:  # shown at once, even if the engine's side must wait for room
             self._newest = frame
             self._seq += 1
-            kept = self._on_grid(frame) if self._keep_period else frame
+            kept = self._on_grid(frame) if self._ticks is not None else frame
         return True if kept is None else super().put(kept, block=block, timeout=timeout)
 
     def _on_grid(self, frame: Frame) -> Frame | None:
@@ -63,20 +62,19 @@ class PreviewBuffer(RingBuffer):
         if frame.duration > 0:
             return self._keep_until(frame, frame.timestamp + frame.duration)
         held, self._held = self._held, frame
-        if held is None or frame.timestamp < self._next_keep - 1e-6:
+        if held is None or frame.timestamp < self._ticks.next - self._ticks.eps:
             return None  # replaced before the tick: never on screen at one
         return self._keep_until(replace(held, duration=frame.timestamp - held.timestamp), frame.timestamp)
 
     def _keep_until(self, frame: Frame, end: float) -> Frame | None:
-        if end + 1e-6 < self._next_keep:
-            return None  # gone before the tick: the engine would never pick it
-        self._next_keep = (math.floor((end + 1e-6) / self._keep_period) + 1) * self._keep_period
-        return frame
+        return frame if self._ticks.keeps(end) else None  # else gone before the tick: the engine never picks it
 
     def clear(self) -> None:
         """A seek: the keep grid restarts, since the next frames may be earlier than the last."""
         with self._slot_lock:
-            self._next_keep, self._held = 0.0, None
+            self._held = None
+            if self._ticks is not None:
+                self._ticks.restart(0.0)
         super().clear()
 
     def preview(self) -> tuple[int, Frame | None]:
