@@ -16,7 +16,7 @@ from engine.capture.frames import Frame, RingBuffer
 from engine.capture.sampler import FrameSampler
 from engine.session.events import Commentary, Event, StreamEnded
 
-from .narrate import CaptureSettings, FrameSender, client_resizer
+from .narrate import CaptureSettings, FrameSender, resizer_for
 from .session import RemoteError, RemoteSession
 
 
@@ -56,7 +56,7 @@ def remote_ask(remote: RemoteSession, video: str | Path, info, question: str, en
     from engine.output.narrate import file_capture
 
     capture = CaptureSettings.of(remote.settings)
-    source, buffer = file_capture(video, info, capture, resizer=client_resizer, end=end)
+    source, buffer = file_capture(video, info, capture, resizer=resizer_for(fmt), end=end)
     counter = ChunkCounter(capture)
     sender = FrameSender(remote, buffer, fmt, end_stream=False, on_sent=counter.add)
     try:
