@@ -63,7 +63,7 @@ class LiveRun(QObject):
 
     @property
     def answers_after_end(self) -> bool:
-        """Whether the session answers questions once its video has ended (a server's ends with it)."""
+        """Whether the session answers questions once its video has ended (local and server sessions do)."""
         return getattr(self.session, "keeps_context", True)
 
     # -- player controls: files only (a live source has no position) --------------------------

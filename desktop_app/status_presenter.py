@@ -100,7 +100,7 @@ class StatusPresenter:
                                        (f" · {n} compaction{'s' if n != 1 else ''}" if n else ""))
 
     def stream_ended(self, time_s: float, answers: bool = True) -> None:
-        """`answers`: the session goes on answering after the end (a server ends it with the stream)."""
+        """`answers`: the session goes on answering after the end (else it has been closed on the server)."""
         after = "questions are still answered" if answers else "the server has closed the session"
         self.message(f"End of video at {time_s:.1f} s: {after}", 8000)
 

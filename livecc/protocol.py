@@ -168,7 +168,8 @@ class EventEncoder:
         if event.done:
             self._open = None
             messages.append({"type": "response.output_text.done", "response": response, "text": event.text,
-                             "recalled": [list(span) for span in event.recalled], "note": event.note})
+                             "recalled": [list(span) for span in event.recalled], "note": event.note,
+                             "thumbnails": [encode_frame(image, "jpeg") for image in event.thumbnails]})
         return messages
 
 
@@ -190,8 +191,9 @@ def message_event(message: dict) -> Event | None:
     if kind in ("response.output_text.delta", "response.output_text.done") and message["response"]["kind"] == "answer":
         response, done = message["response"], kind.endswith(".done")
         recalled = tuple(tuple(span) for span in message.get("recalled", ()))
-        return Answer(response["question"], message["text"], done, response["time"], recalled,
-                      note=message.get("note", ""))
+        thumbnails = tuple(decode_frame(text, "jpeg") for text in message.get("thumbnails", ()))
+        return Answer(response["question"], message["text"], done, response["time"], recalled, thumbnails,
+                      message.get("note", ""))
     if kind == "stats":
         return Stats(**message["stats"])
     if kind == "compaction":

@@ -4,9 +4,12 @@ with the tiny model (no Ray: the Ray cluster tests have their own)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from contextlib import contextmanager
 
+from livecc import protocol as wire
+from livecc.client.session import RemoteSession
 from livecc.server.settings import ServerSettings
 
 
@@ -35,3 +38,17 @@ def wait_idle(server, timeout: float = 60) -> None:
     """Until every session on the server has closed (its slot released, its engine thread ended)."""
     loop = server._loop
     asyncio.run_coroutine_threadsafe(asyncio.wait_for(server.hub.idle.wait(), timeout), loop).result()
+
+
+def record_frames(monkeypatch) -> list[tuple[float, tuple[int, int]]]:
+    """(timestamp, (height, width)) of each frame a RemoteSession sends from now on, the size read
+    from the image's header; filled as the frames go up."""
+    sent, send = [], RemoteSession.send
+
+    def record(self, message):
+        if message["type"] == "input_video_buffer.append":
+            sent.append((message["timestamp"], wire.image_size(base64.b64decode(message["frame"]), message["format"])))
+        send(self, message)
+
+    monkeypatch.setattr(RemoteSession, "send", record)
+    return sent

@@ -12,11 +12,13 @@ import time
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from livecc.cli.main import build_parser, main
 from livecc.client.session import RemoteSession
-from servers import running_server, wait_idle
+from servers import record_frames, running_server, wait_idle
+from test_sources import run_to_end
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +169,42 @@ def test_the_base_install_is_the_client():
     assert not base & {"torch", "transformers", "tokenizers", "safetensors", "huggingface_hub"}
     assert {"torch", "transformers"} <= names(project["optional-dependencies"]["engine"])
     assert '-m pip install -q -e ".[engine,' in (ROOT / "Makefile").read_text()
+
+
+def test_a_live_stream_sends_the_frames_the_session_samples_at_the_models_size(server, tmp_path, monkeypatch):
+    """RemoteStream (the app's session over a server) sends, of a 30 fps file, the frames a local
+    session samples at 2 fps (FileSource(sample_fps=2) picks the same ones), each at the model's size."""
+    from engine.capture.frames import RingBuffer
+    from engine.capture.sources import FileSource
+    from engine.model.sizes import capture_size
+    from livecc.client.live import RemoteStream, ServerAddress
+
+    url, running = server
+    video = write_video(tmp_path / "wide.mp4", seconds=4, fps=30, width=320, height=180)
+    sent = record_frames(monkeypatch)
+    stream = RemoteStream(ServerAddress(url, TOKEN), "Describe it.", {"max_pixels": 20000, "min_pixels": 10000,
+                                                                     "live": False})
+    source, buffer = FileSource(video), RingBuffer(16)
+    source.start(buffer)
+    try:
+        events = list(stream.run(buffer))
+    finally:
+        stream.stop()
+        source.stop()
+    reference, _ = run_to_end(FileSource(video, sample_fps=2))
+    assert type(events[-1]).__name__ == "StreamEnded"
+    assert [t for t, _ in sent] == [f.timestamp for f in reference] and len(sent) == 2 * 4 + 1  # ticks 0 to 4 s
+    assert {size for _, size in sent} == {capture_size(180, 320, 20000, 10000)} == {(84, 168)}
+    wait_idle(running)
+
+
+def test_without_torch_jpeg_frames_are_resized_here_and_lossless_ones_on_the_server(monkeypatch):
+    from engine.model.sizes import capture_size
+    from livecc.client.narrate import client_resizer, resizer_for
+
+    monkeypatch.setitem(sys.modules, "engine.model.preprocess", None)  # `import` fails, as without torch
+    image = np.zeros((180, 320, 3), np.uint8)
+    assert client_resizer(180, 320, 20000, 10000)(image).shape[:2] == capture_size(180, 320, 20000, 10000) == (84, 168)
+    assert client_resizer(180, 320, 20000, 10000, lossless=True) is None  # the server's resize is exact
+    assert resizer_for("png")(180, 320, 20000, 10000) is None and resizer_for("jpeg")(180, 320, 20000, 10000)
+    assert client_resizer(112, 168, 18816, 18816) is None  # already the model's size

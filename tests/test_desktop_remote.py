@@ -18,8 +18,12 @@ from desktop_app.controller import State
 from desktop_app.main_window import MainWindow
 from desktop_app.settings import LOCAL, SERVER
 from desktop_app.settings_dialog import SettingsDialog
+from engine.capture.sources import FileSource
+from engine.defaults import min_pixels_for
+from engine.model.sizes import capture_size
 from livecc.client.session import RemoteSession
-from servers import running_server, wait_idle
+from servers import record_frames, running_server, wait_idle
+from test_sources import run_to_end
 from test_desktop_app import (WAIT_MS, app, commentary, engine_threads_alive,  # noqa: F401
                               make_window, seek_and_comment, store_settings)
 from videos import write_video
@@ -54,13 +58,22 @@ def short_remote_answers(loaded, config):
     return loaded.session(config)
 
 
-def server_window(make_window, tmp_path, url: str, token: str = TOKEN, **kwargs) -> MainWindow:
+def recalling_remote(loaded, config):
+    """Short answers, and a context that compacts within seconds, so that a question recalls key frames."""
+    config.settings.update(kv_budget=600, memory_tokens=16, video_window_s=2.0, max_new_tokens=4)
+    return short_remote_answers(loaded, config)
+
+
+def server_window(make_window, tmp_path, url: str, token: str = TOKEN, factory=short_remote_answers,
+                  **kwargs) -> MainWindow:
     store_settings(tmp_path, engine=SERVER, server_url=url, server_token=token, max_pixels=100 * 28 * 28)
-    return make_window(session_factory=short_remote_answers, model_override=None, **kwargs)
+    return make_window(session_factory=factory, model_override=None, **kwargs)
 
 
-def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtbot, server, video, tmp_path):
+def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtbot, server, video, tmp_path,
+                                                                monkeypatch):
     url, running = server
+    sent = record_frames(monkeypatch)
     window = server_window(make_window, tmp_path, url)
     qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)  # "loading" is connecting
     assert window.status["model"].text() == f"Model: {Path(window.loaded.model).name} on {url[5:]} (server)"
@@ -75,6 +88,11 @@ def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtb
     window.ask_question()
     qtbot.waitUntil(lambda: any(e.kind == "answer" and e.done for e in window.transcript.entries), timeout=WAIT_MS)
     assert window.video_view.captions.answer.question == "What is moving?"
+    # Up go the frames the session samples at 2 fps, not the preview's 8 (FileSource(sample_fps=2) picks them)
+    played = [t for t, _ in sent]
+    reference, _ = run_to_end(FileSource(video, end=played[-1], sample_fps=2))
+    assert played == [f.timestamp for f in reference]
+    assert len(played) <= 2 * (played[-1] + 0.1) + 1  # a tick each 0.5 s to the last frame's end (10 fps file)
 
     _, after = seek_and_comment(qtbot, window, 20.0)
     assert after[0].start == pytest.approx(20.0) and all(e.start >= 20.0 for e in after)
@@ -86,20 +104,28 @@ def test_a_run_over_the_server_captions_answers_seeks_and_stops(make_window, qtb
     wait_idle(running)
 
 
-def test_the_end_of_a_video_over_the_server_says_the_session_is_closed(make_window, qtbot, server, tmp_path):
-    """A server ends the session with the stream: the status line must not promise answers."""
+def test_after_the_end_of_a_video_the_server_answers_with_its_moments(make_window, qtbot, server, tmp_path):
+    """As a local run: the session outlives its video for questions, and an answer shows a thumbnail
+    of each moment it recalled; closing the window ends the session on the server."""
     url, running = server
-    short = write_video(tmp_path / "short.mp4", seconds=4, fps=10, width=160, height=112)
-    window = server_window(make_window, tmp_path, url)
+    clip = write_video(tmp_path / "clip.mp4", seconds=12, fps=10, width=160, height=112)
+    window = server_window(make_window, tmp_path, url, factory=recalling_remote)
     qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
     shown: list[str] = []
     window.statusBar().messageChanged.connect(shown.append)  # every message, however briefly it shows
-    window.open_file(str(short))
-    qtbot.waitUntil(lambda: any(m.startswith("End of video") for m in shown), timeout=WAIT_MS)
-    assert next(m for m in shown if m.startswith("End of video")).endswith("the server has closed the session")
-    assert commentary(window)  # the transcript is kept
+    window.open_file(str(clip))
+    qtbot.waitUntil(lambda: window.controller.state is State.ENDED, timeout=WAIT_MS)
+    assert next(m for m in shown if m.startswith("End of video")).endswith("questions are still answered")
+    assert window.run is None and window.controller.ended is not None
+
+    window.question_edit.setText("What was there at first?")
+    window.ask_question()
+    qtbot.waitUntil(lambda: any(e.kind == "answer" and e.done for e in window.transcript.entries), timeout=WAIT_MS)
+    index, answer = next((i, e) for i, e in enumerate(window.transcript.entries) if e.kind == "answer")
+    assert answer.recalled and len(answer.thumbnails) == len(answer.recalled)
+    assert window.transcript_view.entries_text()[index].count("\ufffc") == len(answer.recalled)  # the pictures
     close_client(window)
-    wait_idle(running)
+    wait_idle(running)  # the kept session closed with the window
 
 
 @pytest.mark.parametrize("case", ["wrong token", "unreachable", "busy"])
@@ -165,11 +191,13 @@ def test_the_engine_settings_refuse_a_bad_url_and_are_remembered(make_window, qt
     wait_idle(running)
 
 
-def test_the_app_runs_over_the_server_without_torch(server, video, tmp_path):
+def test_the_app_runs_over_the_server_without_torch(server, tmp_path):
     """A client-only install: the window, Settings > Engine > Server, a run's first captions, with
-    `import torch` failing."""
+    `import torch` failing; frames go up at the model's size, resized here."""
     url, running = server
-    store_settings(tmp_path, engine=SERVER, server_url=url, server_token=TOKEN, max_pixels=100 * 28 * 28)
+    video = write_video(tmp_path / "wide.mp4", seconds=8, fps=10, width=640, height=360)
+    max_pixels = 160 * 28 * 28
+    store_settings(tmp_path, engine=SERVER, server_url=url, server_token=TOKEN, max_pixels=max_pixels)
     script = f"""
 import sys, time
 sys.modules["torch"] = sys.modules["transformers"] = None
@@ -178,6 +206,15 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 from desktop_app.main import create_application
 from desktop_app.main_window import MainWindow
+from livecc import protocol as wire
+from livecc.client.session import RemoteSession
+import base64
+sizes, send = set(), RemoteSession.send
+def record(self, message):
+    if message["type"] == "input_video_buffer.append":
+        sizes.add(wire.image_size(base64.b64decode(message["frame"]), message["format"]))
+    send(self, message)
+RemoteSession.send = record
 app = create_application()
 window = MainWindow(QSettings({str(tmp_path / 'settings.ini')!r}, QSettings.IniFormat), sessions_dir=Path({str(tmp_path)!r}),
                     probe_devices=False)
@@ -185,10 +222,13 @@ window.open_file({str(video)!r})
 deadline = time.monotonic() + 90
 while not any(e.kind == "commentary" for e in window.transcript.entries) and time.monotonic() < deadline:
     app.processEvents(); time.sleep(0.05)
+print("sizes", sorted(sizes))
 print("commentary" if any(e.kind == "commentary" for e in window.transcript.entries) else window.message_bar.text)
 window.close()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), QT_QPA_PLATFORM="offscreen"))
     assert done.returncode == 0 and done.stdout.strip().endswith("commentary"), done.stdout + done.stderr
+    size = capture_size(360, 640, max_pixels, min_pixels_for(max_pixels))
+    assert size == (252, 448) and f"sizes [{size}]" in done.stdout  # every frame at the model's size
     wait_idle(running)

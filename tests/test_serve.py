@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.session.events import Commentary, Seek
+from engine.session.events import Commentary, Seek, StreamEnded
 from livecc import protocol as wire
 from livecc.cli.main import main
 from livecc.client.session import RemoteError, RemoteSession
@@ -108,11 +109,11 @@ def test_bad_messages_get_errors_and_the_session_goes_on(server, video):
            json.dumps({"type": "input_video_buffer.append", "format": "jpeg", "timestamp": 0, "frame": "@@"}),
            json.dumps({"type": "session.update", "session": {"settings": {"memory_mb": 1e6}}}),
            '{"type": "input_video_buffer.clear", "time": NaN}', '{"type": "input_video_buffer.clear", "time": -1}',
-           '{"type": "input_video_buffer.clear", "time": "soon"}']
+           '{"type": "input_video_buffer.clear", "time": "soon"}', '{"type": "input_video_buffer.end", "keep_open": 1}']
     for text in bad:
         ws.send(text)
     assert errors_of(ws, len(bad)) == ["bad_json", "bad_message", "message_too_large", "error", "bad_frame",
-                                       "bad_frame", "error", "error", "error", "error"]
+                                       "bad_frame", "error", "error", "error", "error", "error"]
     for remote in (ws, other):  # both sessions still narrate: frames in, commentary out
         frame = wire.frame_message(np.full((112, 160, 3), 90, np.uint8), 0.0, 0.5, "png")
         for i in range(6):
@@ -137,6 +138,31 @@ def test_a_question_gets_a_streamed_answer(server, video):
     answers = [e for e in remote.events() if type(e).__name__ == "Answer"]
     assert answers and answers[-1].done and answers[-1].question == "What is there?"
     assert all(not a.done for a in answers[:-1])
+    wait_idle(running)
+
+
+def test_kept_open_the_session_answers_after_the_end_with_recalled_thumbnails(server):
+    """`input_video_buffer.end` with `keep_open`: `ended` comes and the session stays for questions;
+    an answer carries a JPEG thumbnail per recalled span, the picture the engine kept of that moment."""
+    url, running = server
+    remote = RemoteSession.connect(url, "s3cret")
+    remote.update("Describe it.", {"max_pixels": 20000, "min_pixels": 20000, "max_new_tokens": 4,
+                                   "answer_max_new_tokens": 8, "kv_budget": 300, "memory_tokens": 16,
+                                   "video_window_s": 2.0})  # compacts soon: older chunks are recalled
+    shades = [10 * i for i in range(24)]  # one grey a second: a thumbnail says which second it shows
+    for i in range(48):
+        remote.send(wire.frame_message(np.full((112, 160, 3), shades[i // 2], np.uint8), i * 0.5, 0.5, "png"))
+    remote.end(keep_open=True)
+    events = remote.events()
+    ended = next(e for e in events if isinstance(e, StreamEnded))
+    answer = list(remote.answer("What was there at first?"))[-1]
+    assert ended.time == 24.0 and answer.done and answer.recalled
+    assert len(answer.thumbnails) == len(answer.recalled)
+    for (start, end), picture in zip(answer.recalled, answer.thumbnails):
+        assert picture.ndim == 3 and picture.shape[1] <= 96  # a thumbnail, not a frame
+        assert any(abs(int(picture.mean()) - shade) <= 2 for shade in shades[int(start):int(math.ceil(end))])
+    assert running.hub.replica.active == 1  # still open for the next question
+    remote.close()
     wait_idle(running)
 
 

@@ -7,7 +7,7 @@ _EXPORTS = {
     "Frame": ".frames", "RingBuffer": ".frames", "GridBuffer": ".frames",
     "FileSource": ".sources", "WebcamSource": ".sources", "ScreenSource": ".sources", "VideoSource": ".sources",
     "list_monitors": ".sources", "list_webcams": ".sources", "probe_video": ".sources",
-    "Chunk": ".sampler", "FrameSampler": ".sampler",
+    "Chunk": ".sampler", "FrameSampler": ".sampler", "Ticks": ".sampler",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,6 @@ thread to the engine thread."""
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -183,15 +182,16 @@ class GridBuffer(RingBuffer):
     2 fps, so a 1080p 30 fps camera costs 4 s of frames in 32 slots at 8 fps, not 128."""
 
     def __init__(self, capacity: int = 32, keep_fps: float | None = 8.0, **ring_options):
+        from .sampler import Ticks  # the sampler's module imports this one
+
         super().__init__(capacity, **ring_options)
         self._grid_lock = threading.Lock()
-        self._keep_period = 1.0 / keep_fps if keep_fps else 0.0
-        self._next_keep = 0.0
+        self._ticks = Ticks(keep_fps) if keep_fps else None
         self._held: Frame | None = None  # a live frame, until the next one says how long it was on screen
 
     def put(self, frame: Frame, block: bool = False, timeout: float | None = None) -> bool:
         with self._grid_lock:
-            kept = self._on_grid(frame) if self._keep_period else frame
+            kept = self._on_grid(frame) if self._ticks is not None else frame
         return True if kept is None else super().put(kept, block=block, timeout=timeout)
 
     def _on_grid(self, frame: Frame) -> Frame | None:
@@ -199,20 +199,16 @@ class GridBuffer(RingBuffer):
         duration: kept when its end reaches the tick. A live frame's end is the next frame's start:
         the previous frame is kept, with that duration, once a frame after the tick arrives."""
         if frame.duration > 0:
-            return self._keep_until(frame, frame.timestamp + frame.duration)
+            return frame if self._ticks.keeps(frame.timestamp + frame.duration) else None
         held, self._held = self._held, frame
-        if held is None or frame.timestamp < self._next_keep - 1e-6:
+        if held is None or frame.timestamp < self._ticks.next - self._ticks.eps:
             return None  # replaced before the tick: never on screen at one
-        return self._keep_until(replace(held, duration=frame.timestamp - held.timestamp), frame.timestamp)
-
-    def _keep_until(self, frame: Frame, end: float) -> Frame | None:
-        if end + 1e-6 < self._next_keep:
-            return None  # gone before the tick: the engine would never pick it
-        self._next_keep = (math.floor((end + 1e-6) / self._keep_period) + 1) * self._keep_period
-        return frame
+        return replace(held, duration=frame.timestamp - held.timestamp) if self._ticks.keeps(frame.timestamp) else None
 
     def clear(self) -> None:
         """A seek: the keep grid restarts, since the next frames may be earlier than the last."""
         with self._grid_lock:
-            self._next_keep, self._held = 0.0, None
+            self._held = None
+            if self._ticks is not None:
+                self._ticks.restart(0.0)
         super().clear()

@@ -33,6 +33,30 @@ def on_screen(frames: list[Frame], t: float) -> Frame:
     return frames[-1]
 
 
+class Ticks:
+    """Keeps, of frames that arrive in time order, the one on screen at each tick of a 1/fps grid
+    from `origin`: the first frame whose end (its start plus its time on screen) reaches the next
+    tick, as `on_screen` chooses; the next tick is then the first past that end. Without `fps`,
+    every frame from `next` on is kept."""
+
+    def __init__(self, fps: float | None, origin: float = 0.0, eps: float = _TIME_EPS):
+        self.fps, self.eps = fps, eps
+        self.restart(origin)
+
+    def restart(self, at: float, origin: float | None = None) -> None:
+        """The next tick is `at` (a start or a seek); the grid runs from `origin`, by default `at`."""
+        self.next = at
+        self.origin = at if origin is None else origin
+
+    def keeps(self, end: float) -> bool:
+        """Whether the frame that ends at `end` is on screen at a tick (and then moves past it)."""
+        if end < self.next - self.eps:
+            return False
+        if self.fps:
+            self.next = self.origin + (math.floor((end - self.origin + self.eps) * self.fps) + 1) / self.fps
+        return True
+
+
 class FrameSampler:
     """Takes frames from the ring buffer at a fixed rate and groups them into chunks."""
 

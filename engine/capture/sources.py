@@ -25,6 +25,7 @@ from engine.errors import SourceError, SourceOpenError, SourceReadError
 
 from .files import path_problem
 from .frames import Frame, RingBuffer
+from .sampler import Ticks
 
 # Frames whose timestamps differ by less than this are "the same time" (tick and end matching).
 _TIME_EPS = 1e-4
@@ -315,7 +316,7 @@ class FileSource(VideoSource):
         self.info: VideoInfo | None = None
         self._cap: cv2.VideoCapture | None = None
         self._prev_t: float | None = None
-        self._next_tick = start
+        self._ticks = Ticks(sample_fps, start, _TIME_EPS)
         self._control = threading.Condition()  # pause, resume and seek requests from other threads
         self._paused_at: float | None = None  # time.monotonic() when paused; None while playing
         self._seek_to: tuple[float, threading.Event] | None = None
@@ -367,7 +368,8 @@ class FileSource(VideoSource):
     def _apply_seek(self, seconds: float, done: threading.Event) -> None:
         assert self._cap is not None and self._buffer is not None
         self._cap.set(cv2.CAP_PROP_POS_MSEC, seconds * 1000.0)  # frames before it are skipped by _wanted
-        self._prev_t, self._next_tick = None, seconds
+        self._prev_t = None
+        self._ticks.restart(seconds, origin=self.start_s)
         now = time.monotonic()
         self._t0 = now - (seconds - self.start_s)  # real time restarts at the new position
         if self._paused_at is not None:
@@ -388,7 +390,8 @@ class FileSource(VideoSource):
         if self.start_s > 0:
             cap.set(cv2.CAP_PROP_POS_MSEC, self.start_s * 1000.0)  # frames before start are still skipped below
         self.info, self._cap = info, cap
-        self._prev_t, self._next_tick = None, self.start_s
+        self._prev_t = None
+        self._ticks.restart(self.start_s)
 
     def _release(self) -> None:
         if self._cap is not None:
@@ -433,17 +436,10 @@ class FileSource(VideoSource):
         return 1.0 / ((self.info.fps if self.info else 0.0) or _DEFAULT_FPS)
 
     def _wanted(self, t: float) -> bool:
-        """Start/sample_fps filter; advances the sampling tick past the kept frame. With sample_fps
-        each tick takes the frame on screen at it: the first whose end (its start plus one frame
-        period) reaches the tick, as LiveCC's livecc-utils matches targets against frame end times."""
-        if self.sample_fps is None:
-            return t >= self._next_tick - _TIME_EPS
-        end = t + self._period()
-        if end < self._next_tick - _TIME_EPS:
-            return False
-        ticks = math.floor((end - self.start_s + _TIME_EPS) * self.sample_fps) + 1
-        self._next_tick = self.start_s + ticks / self.sample_fps
-        return True
+        """Start/sample_fps filter. With sample_fps each tick takes the frame on screen at it: the
+        first whose end (its start plus one frame period) reaches the tick, as LiveCC's livecc-utils
+        matches targets against frame end times. Without it, every frame from the start on."""
+        return self._ticks.keeps(t + self._period() if self.sample_fps else t)
 
     def _read_error(self) -> SourceReadError:
         where = f" after {self._prev_t:.1f} s" if self._prev_t is not None else ""

@@ -7,7 +7,6 @@ normalisation, and the (grid_t, grid_h, grid_w) patch layout with temporal patch
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,31 +16,11 @@ import torch.nn.functional as F
 
 from engine.capture.frames import Frame
 from engine.defaults import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from engine.model.sizes import MERGE_SIZE, PATCH_SIZE, capture_size, smart_resize
 
-PATCH_SIZE = 14
-MERGE_SIZE = 2
 TEMPORAL_PATCH = 2
-FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = DEFAULT_MIN_PIXELS,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Target (height, width): multiples of `factor`, area in [min_pixels, max_pixels], aspect kept."""
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio over 200 is not supported: {width}x{height}")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 @dataclass(frozen=True)
@@ -90,8 +69,8 @@ def frame_resizer(height: int, width: int, max_pixels: int = DEFAULT_MAX_PIXELS,
     """A capture-side resize of (H, W, 3) uint8 frames to the size the model takes, done exactly as
     `preprocess_frames` would (so the tokens do not change), or None when no resize is needed. Per
     channel: it works on BGR as on RGB. Sources that use it hold frames at model size, not at 4K."""
-    size = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-    if size == (height, width) or smart_resize(*size, min_pixels=min_pixels, max_pixels=max_pixels) != size:
+    size = capture_size(height, width, max_pixels, min_pixels)
+    if size is None:
         return None  # nothing to do, or a size preprocess would resize again: leave it all to preprocess
 
     def resize(image: np.ndarray) -> np.ndarray:

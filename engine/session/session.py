@@ -76,6 +76,7 @@ class StreamingSession(CompactionSteps, QuestionSteps):
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._buffer: RingBuffer | None = None
         self._stopped = False
+        self._keep_open = False  # after the stream's end, `steps` answers questions until stop()
         self._started = time.monotonic()  # when run() began: the non-live lag is measured from it
         self._ahead: PreparedChunk | None = None
         # The next chunk's preprocessing and vision run on a low-priority side stream while this
@@ -114,6 +115,11 @@ class StreamingSession(CompactionSteps, QuestionSteps):
         self._stopped = True
         self._command("stop", None)
 
+    def keep_open(self) -> None:
+        """Call before closing the buffer: after StreamEnded, `steps` goes on answering questions
+        until stop() (a server's session, whose client asks after the end as a local one does)."""
+        self._keep_open = True
+
     def _command(self, kind: str, payload) -> None:
         self._commands.put((kind, payload))
         if self._buffer is not None:
@@ -139,10 +145,12 @@ class StreamingSession(CompactionSteps, QuestionSteps):
 
     def steps(self, buffer: RingBuffer) -> Iterator:
         """The session's work on `buffer` as a generator of events, model requests and IDLE (see
-        engine/session/steps.py), until the buffer is closed and drained, or stop()."""
+        engine/session/steps.py), until the buffer is closed and drained (after keep_open(): until
+        stop()), or stop()."""
         self._buffer = buffer
         self._started = time.monotonic()
         cfg = self.config
+        ended = False
         while True:
             yield from self._apply_commands()
             if self._stopped:
@@ -155,9 +163,12 @@ class StreamingSession(CompactionSteps, QuestionSteps):
             if buffer.closed:
                 if buffer.error is not None:
                     raise buffer.error
-                yield StreamEnded(self.frames.next_time)
-                return
-            yield IDLE
+                if not ended:
+                    yield StreamEnded(self.frames.next_time)
+                    ended = True
+                if not self._keep_open:
+                    return
+            yield IDLE  # for frames, or after the end (keep_open) for questions until stop()
 
     @staticmethod
     def _wait(buffer: RingBuffer) -> None:

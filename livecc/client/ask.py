@@ -14,9 +14,9 @@ from pathlib import Path
 
 from engine.capture.frames import Frame, RingBuffer
 from engine.capture.sampler import FrameSampler
-from engine.session.events import Answer, Commentary, Event, StreamEnded
+from engine.session.events import Commentary, Event, StreamEnded
 
-from .narrate import CaptureSettings, FrameSender, client_resizer
+from .narrate import CaptureSettings, FrameSender, resizer_for
 from .session import RemoteError, RemoteSession
 
 
@@ -56,7 +56,7 @@ def remote_ask(remote: RemoteSession, video: str | Path, info, question: str, en
     from engine.output.narrate import file_capture
 
     capture = CaptureSettings.of(remote.settings)
-    source, buffer = file_capture(video, info, capture, resizer=client_resizer, end=end)
+    source, buffer = file_capture(video, info, capture, resizer=resizer_for(fmt), end=end)
     counter = ChunkCounter(capture)
     sender = FrameSender(remote, buffer, fmt, end_stream=False, on_sent=counter.add)
     try:
@@ -70,8 +70,7 @@ def remote_ask(remote: RemoteSession, video: str | Path, info, question: str, en
         if tail is not None:  # after the StreamEnded: the watching's progress bar has closed
             warn(f"over a server a question waits for whole chunks: the video from {tail[0]:.1f} s to "
                  f"{tail[1]:.1f} s is not seen (ask --at {tail[2]:g} or later to include it)")
-        remote.ask(question)
-        yield from _answer(remote)
+        yield from remote.answer(question)
     finally:
         sender.stop()
         source.stop()
@@ -92,11 +91,3 @@ def _watch(remote: RemoteSession, sender: FrameSender, counter: ChunkCounter) ->
         raise sender.error
     if not complete():
         raise RemoteError("the server ended the session before the question: run again")
-
-
-def _answer(remote: RemoteSession) -> Iterator[Event]:
-    for event in remote.events():
-        yield event
-        if isinstance(event, Answer) and event.done:
-            return
-    raise RemoteError("the server ended the session before answering: run again")

@@ -9,9 +9,9 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from engine.session.events import Event
+from engine.session.events import Event, StreamEnded
 
-from .narrate import CaptureSettings, FrameSender, client_resizer
+from .narrate import CaptureSettings, FrameSender, resizer_for
 from .session import RemoteError, RemoteSession
 
 PING_INTERVAL_S = 2.0  # how often the round trip to the server is measured
@@ -29,26 +29,27 @@ class ServerAddress:
 
 
 class ModelSize:
-    """Shrinks each image to the model's size before it goes up (the engine's own resize where torch
-    is installed; without it frames go at their size and the server resizes them the same way)."""
+    """Shrinks each image to the model's size before it goes up, with `resizer` (`resizer_for`: the
+    engine's own resize where torch is installed; without it OpenCV's, or none for lossless frames)."""
 
-    def __init__(self, capture: CaptureSettings):
-        self.capture = capture
+    def __init__(self, capture: CaptureSettings, resizer: Callable):
+        self.capture, self.resizer = capture, resizer
         self._resizers: dict[tuple[int, int], Callable | None] = {}
 
     def __call__(self, image):
         shape = image.shape[:2]
         if shape not in self._resizers:  # a camera or screen keeps its size: one resizer each
-            self._resizers[shape] = client_resizer(*shape, self.capture.max_pixels, self.capture.min_pixels)
+            self._resizers[shape] = self.resizer(*shape, self.capture.max_pixels, self.capture.min_pixels)
         resize = self._resizers[shape]
         return image if resize is None else resize(image)
 
 
 class RemoteStream:
     """`settings`: the session settings a local run would use (docs/protocol.md), `instructions` the
-    commentary instruction. The connection opens in `run`, on the caller's (engine) thread."""
+    commentary instruction. The connection opens in `run`, on the caller's (engine) thread. At the
+    stream's end the server keeps the session (`keep_open`): `answer` goes on until `stop`."""
 
-    keeps_context = False  # the server ends the session with the stream: no questions after the end
+    keeps_context = True  # questions are answered after the end, as by a local session
 
     def __init__(self, server: ServerAddress, instructions: str, settings: dict, fmt: str = "jpeg",
                  spare: RemoteSession | None = None):
@@ -57,6 +58,7 @@ class RemoteStream:
         self.remote: RemoteSession | None = None
         self._sender: FrameSender | None = None
         self._stopped = threading.Event()
+        self._ended = False  # run() returned at the stream's end, leaving the connection open for answers
         self._pending: list[tuple[str, object]] = []  # commands given before the connection opened
         self._lock = threading.Lock()
 
@@ -71,20 +73,38 @@ class RemoteStream:
             return
         remote = self._open()
         try:
-            sender = FrameSender(remote, buffer, self.fmt, shrink=ModelSize(CaptureSettings.of(remote.settings)))
-            with self._lock:
-                self.remote, self._sender = remote, sender
-                pending, self._pending = self._pending, []
-            for kind, payload in pending:
-                self._apply(kind, payload)
-            sender.start()
-            yield from remote.events(until=self._stopped.is_set)
-            if sender.error is not None and not self._stopped.is_set():
-                raise sender.error
+            self._start_sender(remote, buffer)
+            for event in remote.events(until=self._stopped.is_set):
+                if isinstance(event, StreamEnded):
+                    with self._lock:
+                        self._ended = not self._stopped.is_set()
+                    yield event
+                    return
+                yield event
+            if self._sender.error is not None and not self._stopped.is_set():
+                raise self._sender.error
         finally:
             if self._sender is not None:
                 self._sender.stop()
-            remote.close()
+            if not self._ended:
+                remote.close()
+
+    def _start_sender(self, remote: RemoteSession, buffer) -> None:
+        """Frames go up at the session's rate and the model's size; the end keeps the session open."""
+        capture = CaptureSettings.of(remote.settings)
+        sender = FrameSender(remote, buffer, self.fmt, shrink=ModelSize(capture, resizer_for(self.fmt)),
+                             fps=capture.fps, keep_open=True)
+        with self._lock:
+            self.remote, self._sender = remote, sender
+            pending, self._pending = self._pending, []
+        for kind, payload in pending:
+            self._apply(kind, payload)
+        sender.start()
+
+    def answer(self, question: str) -> Iterator[Event]:
+        """After the stream's end: the answer's events, from the session the server kept."""
+        if self._ended and not self._stopped.is_set():
+            yield from self.remote.answer(question, until=self._stopped.is_set)
 
     def _open(self) -> RemoteSession:
         """An admitted session with this run's settings: the spare connection while the server still
@@ -116,9 +136,14 @@ class RemoteStream:
         self._command("seek", (seconds, reposition))
 
     def stop(self) -> None:
+        """End the run; after the stream's end, close the session the server kept."""
         self._stopped.set()
         if self._sender is not None:
             self._sender.stop()
+        with self._lock:
+            kept = self.remote if self._ended else None
+        if kept is not None:
+            kept.close()
 
     def _command(self, kind: str, payload) -> None:
         with self._lock:

@@ -7,9 +7,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from engine.capture.frames import Frame
+from engine.capture.sampler import Ticks
+from engine.model.sizes import capture_size
 from engine.session.events import Event, StreamEnded
 
 from livecc import protocol as wire
@@ -33,25 +39,50 @@ class CaptureSettings:
                                                   "chunk_frames")))
 
 
-def client_resizer(height: int, width: int, max_pixels: int, min_pixels: int):
-    """The engine's resize where torch is installed (a PNG run then sends exactly a local run's frames);
-    without torch, frames go up at the file's size and the server resizes them the same way."""
+def client_resizer(height: int, width: int, max_pixels: int, min_pixels: int, lossless: bool = False):
+    """The engine's resize where torch is installed (a PNG run then sends exactly a local run's frames).
+    Without torch: JPEG frames go up at the model's size, resized by OpenCV (JPEG is lossy anyway);
+    lossless frames at their own size, for the server to resize them exactly as a local run."""
     try:
         from engine.model.preprocess import frame_resizer
     except ImportError:
-        return None
+        return None if lossless else opencv_resizer(height, width, max_pixels, min_pixels)
     return frame_resizer(height, width, max_pixels, min_pixels)
+
+
+def opencv_resizer(height: int, width: int, max_pixels: int, min_pixels: int):
+    """A resize to the model's size (the engine's arithmetic, torch-free) by OpenCV, or None when the
+    engine would not resize a (height, width) frame at capture."""
+    size = capture_size(height, width, max_pixels, min_pixels)
+    if size is None:
+        return None
+
+    def resize(image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != (height, width):
+            return image  # a stream that changes size mid-way: the server resizes it
+        return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+    return resize
+
+
+def resizer_for(fmt: str) -> Callable:
+    """`client_resizer` for frames sent as `fmt`."""
+    return partial(client_resizer, lossless=fmt == "png")
 
 
 class FrameSender:
     """Sends the buffer's frames in order on its own thread; once the buffer is closed and sent,
-    `input_video_buffer.end` (`end_stream`) and `done`. `on_sent(frame)` follows each frame sent;
-    `shrink(image)` makes a frame's image the size that goes up (the model's)."""
+    `input_video_buffer.end` (`end_stream`; `keep_open`: the session then stays for questions) and
+    `done`. `on_sent(frame)` follows each frame sent; `shrink(image)` makes a frame's image the size
+    that goes up (the model's); with `fps`, only the frames the session samples at that rate go up
+    (the one on screen at each tick, from the start or a seek's position)."""
 
     def __init__(self, remote: RemoteSession, buffer, fmt: str, end_stream: bool = True,
-                 on_sent: Callable[[Frame], None] | None = None, shrink: Callable | None = None):
+                 on_sent: Callable[[Frame], None] | None = None, shrink: Callable | None = None,
+                 fps: float | None = None, keep_open: bool = False):
         self.remote, self.buffer, self.fmt = remote, buffer, fmt
-        self.end_stream, self.on_sent, self.shrink = end_stream, on_sent, shrink
+        self.end_stream, self.keep_open, self.on_sent, self.shrink = end_stream, keep_open, on_sent, shrink
+        self.ticks = Ticks(fps) if fps else None
         self.error: BaseException | None = None
         self.done = threading.Event()
         self._stop = threading.Event()
@@ -89,13 +120,14 @@ class FrameSender:
                 last = None  # the new position's frames may be older than the last one sent
             frames = [f for f in self.buffer.snapshot() if last is None or f.timestamp > last]
             for frame in frames:
-                self._send(frame)
+                if self.ticks is None or self.ticks.keeps(frame.timestamp + frame.duration):
+                    self._send(frame)
                 last = frame.timestamp
             if frames:
-                self.buffer.discard_before(last + 1e-6)  # sent: room for the source's next frames
+                self.buffer.discard_before(last + 1e-6)  # sent or not sampled: room for the source's next frames
             elif self.buffer.closed:
                 if self.end_stream:
-                    self.remote.end()
+                    self.remote.end(self.keep_open)
                 return
             else:
                 self.buffer.wait(timeout=1.0, newer_than=last)
@@ -113,6 +145,8 @@ class FrameSender:
             return False
         seconds, reposition = seek
         self.remote.seek(seconds)
+        if self.ticks is not None:
+            self.ticks.restart(seconds)  # the session samples from the new position
         self.buffer.clear()  # frees a source blocked on a full buffer, so it can take the seek
         if reposition is not None:
             reposition(seconds)
@@ -125,7 +159,7 @@ def remote_narrate(remote: RemoteSession, video: str | Path, info, files, fmt: s
     from engine.output.narrate import file_capture
 
     capture = CaptureSettings.of(remote.settings)
-    source, buffer = file_capture(video, info, capture, resizer=client_resizer, realtime=realtime)
+    source, buffer = file_capture(video, info, capture, resizer=resizer_for(fmt), realtime=realtime)
     sender = FrameSender(remote, buffer, fmt)
     try:
         source.start(buffer)

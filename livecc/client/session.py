@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 from engine.errors import LiveCCError
-from engine.session.events import Event
+from engine.session.events import Answer, Event
 
 from livecc import protocol as wire
 
@@ -86,6 +86,16 @@ class RemoteSession:
     def ask(self, question: str) -> None:
         self.send(wire.question_message(question))
 
+    def answer(self, question: str, until: Callable[[], bool] | None = None) -> Iterator[Event]:
+        """Ask, then the server's events until the answer is done (or `until()`, as in `events`)."""
+        self.ask(question)
+        for event in self.events(until):
+            yield event
+            if isinstance(event, Answer) and event.done:
+                return
+        if until is None or not until():
+            raise RemoteError("the server ended the session before answering: run again")
+
     def instruct(self, instructions: str) -> None:
         """A new commentary instruction mid-stream (its `session.updated` reply is read with the events)."""
         self.send({"type": "session.update", "session": {"instructions": instructions}})
@@ -100,9 +110,10 @@ class RemoteSession:
         latency = self.ws.latency
         return latency * 1e3 if latency else None
 
-    def end(self) -> None:
-        """No more frames: the server narrates what it has, then ends the stream."""
-        self.send({"type": "input_video_buffer.end"})
+    def end(self, keep_open: bool = False) -> None:
+        """No more frames: the server narrates what it has, then ends the session, or with `keep_open`
+        keeps it for questions until the client closes it."""
+        self.send({"type": "input_video_buffer.end"} | ({"keep_open": True} if keep_open else {}))
 
     def events(self, until: Callable[[], bool] | None = None) -> Iterator[Event]:
         """The engine's events as the server sends them, until the session closes (or `until()` is

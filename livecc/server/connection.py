@@ -199,12 +199,21 @@ class Connection:
         elif kind == "session.update":
             self._update(message.get("session"))
         elif kind == "input_video_buffer.end":
-            (await self._engine())
-            self.buffer.close()
+            await self._end(message.get("keep_open", False))
         elif kind == "input_video_buffer.clear":
             await self._clear(message.get("time"))
         else:
             raise LiveCCError(f"unknown message type {kind!r}: see docs/protocol.md")
+
+    async def _end(self, keep_open: object) -> None:
+        """No more frames. With `keep_open` the session stays for questions after its end, until the
+        client closes it or goes idle; without, the stream's end ends it."""
+        if not isinstance(keep_open, bool):
+            raise LiveCCError("input_video_buffer.end `keep_open` must be true or false")
+        session = await self._engine()
+        if keep_open:
+            session.keep_open()
+        self.buffer.close()
 
     async def _clear(self, seconds: object) -> None:
         """Forget the conversation; with `time` (a player's seek) the next one starts there, and the
