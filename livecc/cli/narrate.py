@@ -126,7 +126,7 @@ def cmd_narrate(args) -> int:
 
         fields = config_fields(args, live=args.realtime, local=False)
         check_outputs(_output_flags(args), inputs=[Path(args.video)])
-        return _narrate(args, info, lambda: remote_begin(args, info, fields))
+        return _narrate(args, info, lambda: remote_begin(args, info, fields, speak=_speaks_aloud(args)))
     config = session_config(args, live=args.realtime)
     check_outputs(_output_flags(args), inputs=[Path(args.video)])
 
@@ -200,4 +200,4 @@ def _speech_sink(args, duration: float):
         return None
     from tts.cli_support import speech_sink_from_args
 
-    return speech_sink_from_args(args, video_duration=duration)
+    return speech_sink_from_args(args, video_duration=duration, received=bool(getattr(args, "server", None)))
