@@ -19,9 +19,12 @@ from desktop_app.main_window import MainWindow
 from desktop_app.settings import LOCAL, SERVER
 from desktop_app.settings_dialog import SettingsDialog
 from livecc.client.session import RemoteSession
-from servers import running_server, wait_idle
+from livecc.server.speech import ReplicaVoice
+from servers import TextTone, running_server, wait_idle
 from test_desktop_app import (WAIT_MS, app, commentary, engine_threads_alive,  # noqa: F401
                               make_window, seek_and_comment, store_settings)
+from tts.received import ReceivedVoice
+from tts.scheduler import Kind
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +43,9 @@ def video(tmp_path_factory) -> Path:
 
 
 def close_client(window: MainWindow) -> None:
-    """but the server's own threads (its engine core) live in this process too."""
-    server_threads = {name for name in engine_threads_alive() if name.startswith("livecc-engine-core")}
+    """but the server's own threads (its engine core, its voice) live in this process too."""
+    server_threads = {name for name in engine_threads_alive() if name.startswith(("livecc-engine-core",
+                                                                                   "livecc-server-"))}
     run = window.run
     window.close()
     assert window.run is None and (run is None or not run.running)
@@ -191,4 +195,49 @@ window.close()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), QT_QPA_PLATFORM="offscreen"))
     assert done.returncode == 0 and done.stdout.strip().endswith("commentary"), done.stdout + done.stderr
+    wait_idle(running)
+
+
+def speaking_window(make_window, tmp_path, url: str, token: str) -> MainWindow:
+    store_settings(tmp_path, engine=SERVER, server_url=url, server_token=token, max_pixels=100 * 28 * 28,
+                   speech_enabled=True, voice="chattts")  # a voice that would need a download here
+    return make_window(session_factory=short_remote_answers, model_override=None)
+
+
+def test_over_a_server_the_app_plays_the_server_s_voice(make_window, qtbot, tiny_loaded, tiny_model_dir, video,
+                                                         tmp_path, null_audio, monkeypatch):
+    import tts.factory
+
+    def no_local_voice(*_args, **_kwargs):
+        raise AssertionError("over a server the app needs no synthesizer of its own")
+
+    monkeypatch.setattr(tts.factory, "make_synthesizer", no_local_voice)
+    with running_server(tiny_loaded, tiny_model_dir, voice=ReplicaVoice(TextTone()), sessions=1) as (url, running):
+        window = speaking_window(make_window, tmp_path, url, "")
+        qtbot.waitUntil(lambda: window.status["speech"].text() == "Speech: ready (server)", timeout=WAIT_MS)
+        window.open_file(str(video))
+        qtbot.waitUntil(lambda: window.speech.player is not None and any(
+            s.phrase.kind is Kind.COMMENTARY for s in window.speech.player.started), timeout=WAIT_MS)
+        player = window.speech.player
+        assert isinstance(player.synth, ReceivedVoice)
+        qtbot.waitUntil(lambda: player.stats.blocks_played > 0, timeout=WAIT_MS)  # through the real output stream
+
+        window.speak_action.trigger()  # Speak off: the server stops speaking for this session
+        qtbot.waitUntil(lambda: [c.speech for c in running.hub.connections] == [None], timeout=WAIT_MS)
+        assert window.run is not None and window.message_bar.text == ""
+        close_client(window)
+        wait_idle(running)
+
+
+def test_speak_over_a_server_without_a_voice_is_one_line_and_the_run_goes_on(make_window, qtbot, server, video,
+                                                                             tmp_path, null_audio):
+    url, running = server
+    window = speaking_window(make_window, tmp_path, url, TOKEN)
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: "the server has no speech" in window.message_bar.text, timeout=WAIT_MS)
+    assert "start the server with `livecc serve --speech chattts`, or turn Speak off" in window.message_bar.text
+    assert "\n" not in window.message_bar.text
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)  # the captions go on
+    assert not window.speak_action.isChecked()
+    close_client(window)
     wait_idle(running)
