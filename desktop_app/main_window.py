@@ -389,12 +389,12 @@ class MainWindow(QMainWindow):
 
     def _speech_config(self) -> SpeechConfig:
         s = self.settings
-        return SpeechConfig(enabled=s.speech_enabled and self._speech_allowed(), voice=s.voice, device=s.audio_device)
+        return SpeechConfig(s.speech_enabled and self._speech_allowed(), s.voice, s.audio_device, self.engine.server)
 
-    def _speech_allowed(self) -> bool:
-        return self.model_ui.speech_wanted(self.settings.voice, lambda: self.speak.set_enabled(True),
-                                           lambda: self.apply_settings(dataclasses.replace(
-                                               self.settings, voice="espeak", speech_enabled=True)))
+    def _speech_allowed(self) -> bool:  # over a server, its voice speaks: nothing to download here
+        return self.engine.server or self.model_ui.speech_wanted(
+            self.settings.voice, lambda: self.speak.set_enabled(True),
+            lambda: self.apply_settings(dataclasses.replace(self.settings, voice="espeak", speech_enabled=True)))
 
     def _show_speech_state(self, state: str) -> None:
         self.presenter.speech(state, self.speech.engine_name, self.settings.voice, self.settings.audio_device)

@@ -27,6 +27,7 @@ SERVER_FIXES = {
     "server-token": "enter the server's token in Settings > Engine",
     "server-busy": "press Start again later",
     "server-ended": "press Start when the server is back (the transcript is kept)",
+    "server-speech": "start the server with `livecc serve --speech chattts`, or turn Speak off",
 }
 
 
@@ -43,10 +44,12 @@ def url_problem(url: str) -> str | None:
 
 @dataclass(frozen=True)
 class RemoteConfig:
-    """What a run on the server is given: the commentary instruction and the session settings."""
+    """What a run on the server is given: the commentary instruction, the session settings, and
+    whether the server speaks the replies (Speak is on)."""
 
     instructions: str
     settings: dict
+    speech: bool = False
 
 
 def remote_config(settings, instruction: str) -> RemoteConfig:
@@ -55,7 +58,7 @@ def remote_config(settings, instruction: str) -> RemoteConfig:
                                           repetition_penalty=settings.repetition_penalty,
                                           max_pixels=settings.max_pixels,
                                           min_pixels=min_pixels_for(settings.max_pixels),
-                                          live=True, memory=settings.memory))
+                                          live=True, memory=settings.memory), speech=settings.speech_enabled)
 
 
 class ServerEngine:
@@ -80,7 +83,7 @@ class ServerEngine:
 
     def session(self, config: RemoteConfig) -> RemoteStream:
         spare, self._spare = self._spare, None
-        return RemoteStream(self.address, config.instructions, config.settings, spare=spare)
+        return RemoteStream(self.address, config.instructions, config.settings, spare=spare, speech=config.speech)
 
     def close(self) -> None:
         """Give the server back the slot of a connection no run took."""

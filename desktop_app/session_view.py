@@ -19,6 +19,7 @@ from desktop_app.transcript_view import TranscriptView
 from desktop_app.video_view import VideoView
 from desktop_app.workers import user_message
 from engine import Answer, Commentary, Compaction, Seek, Stats, StreamEnded, event_to_record
+from tts.received import NoVoice, ReceivedAudio
 
 log = logging.getLogger(__name__)
 PLACEHOLDER = "Choose a source and press Start"
@@ -47,7 +48,7 @@ class SessionView(QObject):
         self.video_view.set_tap(run.preview)
         self.video_view.clear("Opening " + spec.title() + "…")
         self.playback.attach(run)
-        self.speech.begin_run()
+        self.speech.begin_run(run.session)
         self._answers_after_end = run.answers_after_end
         self._set_title(spec.title())
         self.presenter.message(f"Watching {spec.title()}", 4000)
@@ -69,6 +70,9 @@ class SessionView(QObject):
 
     @Slot(object)
     def on_event(self, event) -> None:
+        if isinstance(event, (ReceivedAudio, NoVoice)):  # a server's speech: for the voice only
+            self.speech.on_event(event)
+            return
         if should_log(event):
             self.keeper.log(event_to_record(event))
         self.speech.on_event(event)

@@ -4,7 +4,9 @@ per run and feeds it the engine's events; Qt only at this edge (`tts` is Qt-free
 Lifetimes: the synthesizer (ChatTTS can take a minute to load) lives as long as its voice
 setting; the player lives from Start until the next Start, Stop or closing the window, because
 its video clock only moves forward and a new run starts again at 0 s. A run that ends on its
-own keeps its player, so the last phrase is not cut off.
+own keeps its player, so the last phrase is not cut off. Over a server (Settings > Engine) the
+server's voice speaks: the synthesizer is a tts.received.ReceivedVoice, fed with the audio that
+comes among the events, and nothing is loaded here.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from desktop_app.transcript import clean_text
 from desktop_app.workers import BackgroundTask, user_message
 from engine import Answer, Commentary, LiveCCError, Stats
+from tts.received import NoVoice, ReceivedAudio, play_received
 from tts.synth import SpeechError, Synthesizer
 
 log = logging.getLogger(__name__)
 POLL_MS = 250  # the status bar follows the player's state at 4 Hz
 PLAYER_STOP_S = 1.0  # leaves the engine its share of the window's 2 s closing budget
-ENGINE_NAMES = {"chattts": "ChatTTS", "espeak": "espeak-ng", "null": "silent"}
+ENGINE_NAMES = {"chattts": "ChatTTS", "espeak": "espeak-ng", "null": "silent", "server": "server"}
 APP_DEVICE_FIX = "choose another Audio output in Settings, or turn Speak off"
 APP_VOICE_FIX = "choose another Voice in Settings, or turn Speak off"
 # The app's own fix for each kind of speech error (their `fix` names CLI flags).
 APP_FIXES = {"audio-device": APP_DEVICE_FIX, "voice": APP_VOICE_FIX, "bad-setting": "fix or unset it, then restart",
-             "audio-library": "install PortAudio (`sudo apt install libportaudio2`), or turn Speak off"}
+             "audio-library": "install PortAudio (`sudo apt install libportaudio2`), or turn Speak off",
+             "server-speech": "start the server with `livecc serve --speech chattts`, or turn Speak off"}
 
 
 def app_wording(error: BaseException) -> str:
@@ -57,6 +61,7 @@ class SpeechConfig:
     enabled: bool = False
     voice: str = ""  # tts.parse_voice forms; "" = ChatTTS with its default speaker
     device: str = ""  # PortAudio output by index or (part of its) name; "" = system default
+    server: bool = False  # the model runs on a server, whose voice speaks: nothing to load here
 
     def output(self) -> int | str | None:
         text = self.device.strip()
@@ -72,11 +77,11 @@ class Built:
 
 def build_synthesizer(config: SpeechConfig, cancelled: threading.Event) -> Built | None:
     """Runs on a worker thread: load the voice, check the output device. None if cancelled."""
-    from tts.factory import make_synthesizer, parse_voice
+    from tts.factory import SynthChoice, make_synthesizer, parse_voice
     from tts.player import resolve_output_device
+    from tts.received import ReceivedVoice
 
-    kind, voice = parse_voice(config.voice)
-    choice = make_synthesizer(kind, voice)
+    choice = SynthChoice(ReceivedVoice()) if config.server else make_synthesizer(*parse_voice(config.voice))
     if cancelled.is_set():  # the window closed or the voice changed during a long load
         choice.synth.close()
         return None
@@ -106,6 +111,7 @@ class SpeechController(QObject):
         self._cancelled = threading.Event()
         self._rebuild = False  # settings changed while loading: load again when it ends
         self._running = False  # a run is on: the player should exist
+        self._session = None  # the run's session, while it runs
         self._error: str | None = None
         self._shown = ""
         self._shown_lag = ""
@@ -119,14 +125,18 @@ class SpeechController(QObject):
     def configure(self, config: SpeechConfig) -> None:
         """New settings: a new voice or device replaces the synthesizer and the player now."""
         old, self.config = self.config, config
-        if (config.voice, config.device) != (old.voice, old.device):
+        if (config.voice, config.device, config.server) != (old.voice, old.device, old.server):
             self._stop_player()
             self._close_synth()
             self._error = None
         self.set_enabled(config.enabled)
 
     def set_enabled(self, enabled: bool) -> None:
-        """Off mutes (the synthesizer stays loaded so on is instant); on loads what is missing."""
+        """Off mutes (the synthesizer stays loaded so on is instant); on loads what is missing. A run on
+        a server is told: its voice speaks only while Speak is on."""
+        tell_server = getattr(self._session, "set_speech", None)
+        if tell_server is not None and enabled != self.config.enabled:
+            tell_server(enabled)
         self.config = replace(self.config, enabled=enabled)
         if self.player is not None:
             self.player.mute(not enabled)
@@ -137,32 +147,41 @@ class SpeechController(QObject):
         self._poll()
 
     # -- runs ----------------------------------------------------------------------------------
-    def begin_run(self) -> None:
-        """A run starts at video time 0: a fresh player (a retry, too, after a device error)."""
+    def begin_run(self, session=None) -> None:
+        """A run starts at video time 0: a fresh player (a retry, too, after a device error).
+        `session`: the run's session (a server's is told when Speak changes)."""
         self._stop_player()
-        self._running = True
+        self._running, self._session = True, session
         if self.config.enabled and self.synth is None and self._task is None:
             self._load()  # also a retry after a failed load
         self._ensure_player()
 
     def end_run(self, silence: bool) -> None:
         """The run ended; `silence` (the user pressed Stop) also cuts off what is being said."""
-        self._running = False
+        self._running, self._session = False, None
         if silence:
             self._stop_player()
         self._poll()
 
     @Slot(object)
     def on_event(self, event) -> None:
+        if isinstance(event, NoVoice) and self.config.enabled:
+            self._device_failed(event.error)
+            self._poll()
+            return
         player = self.player
         if player is None or not self._running:
             return
-        if isinstance(event, Commentary):
+        if isinstance(event, ReceivedAudio):
+            play_received(player, event)
+        elif isinstance(event, Stats):
+            player.set_video_time(event.end)
+        elif self.config.server:
+            return  # the server's voice says the text: its audio comes as ReceivedAudio
+        elif isinstance(event, Commentary):
             player.say_commentary(clean_text(event.text), event.start, event.end)
         elif isinstance(event, Answer):
             player.say_answer(clean_text(event.text), event.done, key=(event.question, event.time))
-        elif isinstance(event, Stats):
-            player.set_video_time(event.end)
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -17,12 +17,17 @@ import numpy as np
 
 from engine.errors import LiveCCError
 from engine.session.events import Answer, Commentary, Compaction, Event, Seek, Stats, StreamEnded
+from tts.received import SAMPLE_RATE, ReceivedAudio
+from tts.scheduler import Kind
 
 PROTOCOL = "livecc.realtime.v1"
 PATH = "/v1/realtime"
 FORMATS = ("jpeg", "png")
 JPEG_QUALITY = 90
 MAX_FRAME_PIXELS = 4096 * 4096  # a decoded frame's size at most (the compressed size is capped separately)
+AUDIO_RATE = SAMPLE_RATE  # speech goes down as 16-bit little-endian mono PCM at 24 kHz
+AUDIO_DELTA, AUDIO_DONE = "response.output_audio.delta", "response.output_audio.done"
+MODALITIES = ("text", "audio")
 
 # Close codes (RFC 6455): why a session ended.
 NORMAL, GOING_AWAY, POLICY, TOO_BIG, SERVER_ERROR, TRY_LATER = 1000, 1001, 1008, 1009, 1011, 1013
@@ -92,6 +97,29 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             return height, width
         i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
     return None
+
+
+# -- speech -----------------------------------------------------------------------------------
+def encode_pcm(samples: np.ndarray) -> str:
+    """float32 samples in [-1, 1] as base64 16-bit little-endian PCM."""
+    pcm = np.round(np.clip(np.asarray(samples, np.float32), -1.0, 1.0) * 32767).astype("<i2")
+    return base64.b64encode(pcm.tobytes()).decode("ascii")
+
+
+def decode_pcm(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<i2").astype(np.float32) / 32767
+
+
+def audio_seconds(message: dict) -> float:
+    """How long an audio delta plays (from its base64 length: no decoding); 0 for other messages."""
+    return len(message.get("delta", "")) * 3 // 8 / AUDIO_RATE
+
+
+def received_audio(message: dict) -> ReceivedAudio:
+    response, done = message["response"], message["type"] == AUDIO_DONE
+    samples = np.zeros(0, np.float32) if done else decode_pcm(message["delta"])
+    return ReceivedAudio(response["id"], Kind(response["kind"]), response["text"], samples, done,
+                         response.get("start"), response.get("end"), response.get("due"))
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -183,8 +211,9 @@ def _fields(event) -> dict:
     return {name: getattr(event, name) for name in event.__dataclass_fields__}
 
 
-def message_event(message: dict) -> Event | None:
-    """The engine event a server message stands for (None for deltas of commentary and for the rest)."""
+def message_event(message: dict) -> Event | ReceivedAudio | None:
+    """The engine event a server message stands for, or its speech (None for deltas of commentary and
+    for the rest)."""
     kind = message.get("type")
     if kind == "response.output_text.done" and message["response"]["kind"] == "commentary":
         return Commentary(message["start"], message["end"], message["text"], message["chunk_index"])
@@ -202,4 +231,6 @@ def message_event(message: dict) -> Event | None:
         return StreamEnded(message["time"])
     if kind == "input_video_buffer.cleared":
         return Seek(message["time"])
+    if kind in (AUDIO_DELTA, AUDIO_DONE):
+        return received_audio(message)
     return None

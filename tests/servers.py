@@ -8,20 +8,43 @@ import base64
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 from livecc import protocol as wire
 from livecc.client.session import RemoteSession
 from livecc.server.settings import ServerSettings
+from tts.synth import Synthesizer
+
+
+class TextTone(Synthesizer):
+    """A voice for tests: `ms_per_char` of a tone a character, its pitch set by the text, in two pieces."""
+
+    name = "tone"
+    sample_rate = 24000
+
+    def __init__(self, ms_per_char: int = 10):
+        self.samples_per_char = self.sample_rate * ms_per_char // 1000
+
+    def synthesize(self, text: str) -> np.ndarray:
+        step = 0.02 + sum(map(ord, text)) % 97 / 1000
+        return (0.5 * np.sin(np.arange(self.samples_per_char * len(text.strip())) * step)).astype(np.float32)
+
+    def stream(self, text: str):
+        audio = self.synthesize(text)
+        if audio.size:
+            yield from (audio[:len(audio) // 2], audio[len(audio) // 2:])
 
 
 @contextmanager
-def running_server(loaded, model_dir, **limits):
-    """The app under uvicorn on a free loopback port, in a thread; yields (url, hub)."""
+def running_server(loaded, model_dir, voice=None, **limits):
+    """The app under uvicorn on a free loopback port, in a thread; yields (url, hub). `voice`: the
+    replica's speech (a livecc.server.speech.ReplicaVoice), None for none."""
     from livecc.server.local import uvicorn_server
     from livecc.server.replica import Replica
 
     ready = threading.Event()
     port: list[int] = []
-    replica = Replica(ServerSettings(str(model_dir), **limits), loaded=loaded)
+    replica = Replica(ServerSettings(str(model_dir), **limits), loaded=loaded, voice=voice)
     server = uvicorn_server(replica, "127.0.0.1", 0, on_ready=lambda p: (port.append(p), ready.set()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -142,9 +142,9 @@ def test_realtime_over_the_server_sends_frames_at_capture_time_to_a_live_session
             sent.append((time.monotonic(), message["timestamp"]))
         send(self, message)
 
-    def record_update(self, instructions, asked):
+    def record_update(self, instructions, asked, *audio):
         settings.append(asked)
-        return update(self, instructions, asked)
+        return update(self, instructions, asked, *audio)
 
     monkeypatch.setattr(RemoteSession, "send", record_send)
     monkeypatch.setattr(RemoteSession, "update", record_update)

@@ -22,10 +22,13 @@ from engine.capture.sources import FileSource
 from engine.defaults import min_pixels_for
 from engine.model.sizes import capture_size
 from livecc.client.session import RemoteSession
-from servers import record_frames, running_server, wait_idle
+from livecc.server.speech import ReplicaVoice
+from servers import TextTone, record_frames, running_server, wait_idle
 from test_sources import run_to_end
 from test_desktop_app import (WAIT_MS, app, commentary, engine_threads_alive,  # noqa: F401
                               make_window, seek_and_comment, store_settings)
+from tts.received import ReceivedVoice
+from tts.scheduler import Kind
 from videos import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +47,9 @@ def video(tmp_path_factory) -> Path:
 
 
 def close_client(window: MainWindow) -> None:
-    """but the server's own threads (its engine core) live in this process too."""
-    server_threads = {name for name in engine_threads_alive() if name.startswith("livecc-engine-core")}
+    """but the server's own threads (its engine core, its voice) live in this process too."""
+    server_threads = {name for name in engine_threads_alive() if name.startswith(("livecc-engine-core",
+                                                                                   "livecc-server-"))}
     run = window.run
     window.close()
     assert window.run is None and (run is None or not run.running)
@@ -231,4 +235,49 @@ window.close()
     assert done.returncode == 0 and done.stdout.strip().endswith("commentary"), done.stdout + done.stderr
     size = capture_size(360, 640, max_pixels, min_pixels_for(max_pixels))
     assert size == (252, 448) and f"sizes [{size}]" in done.stdout  # every frame at the model's size
+    wait_idle(running)
+
+
+def speaking_window(make_window, tmp_path, url: str, token: str) -> MainWindow:
+    store_settings(tmp_path, engine=SERVER, server_url=url, server_token=token, max_pixels=100 * 28 * 28,
+                   speech_enabled=True, voice="chattts")  # a voice that would need a download here
+    return make_window(session_factory=short_remote_answers, model_override=None)
+
+
+def test_over_a_server_the_app_plays_the_server_s_voice(make_window, qtbot, tiny_loaded, tiny_model_dir, video,
+                                                         tmp_path, null_audio, monkeypatch):
+    import tts.factory
+
+    def no_local_voice(*_args, **_kwargs):
+        raise AssertionError("over a server the app needs no synthesizer of its own")
+
+    monkeypatch.setattr(tts.factory, "make_synthesizer", no_local_voice)
+    with running_server(tiny_loaded, tiny_model_dir, voice=ReplicaVoice(TextTone()), sessions=1) as (url, running):
+        window = speaking_window(make_window, tmp_path, url, "")
+        qtbot.waitUntil(lambda: window.status["speech"].text() == "Speech: ready (server)", timeout=WAIT_MS)
+        window.open_file(str(video))
+        qtbot.waitUntil(lambda: window.speech.player is not None and any(
+            s.phrase.kind is Kind.COMMENTARY for s in window.speech.player.started), timeout=WAIT_MS)
+        player = window.speech.player
+        assert isinstance(player.synth, ReceivedVoice)
+        qtbot.waitUntil(lambda: player.stats.blocks_played > 0, timeout=WAIT_MS)  # through the real output stream
+
+        window.speak_action.trigger()  # Speak off: the server stops speaking for this session
+        qtbot.waitUntil(lambda: [c.speech for c in running.hub.connections] == [None], timeout=WAIT_MS)
+        assert window.run is not None and window.message_bar.text == ""
+        close_client(window)
+        wait_idle(running)
+
+
+def test_speak_over_a_server_without_a_voice_is_one_line_and_the_run_goes_on(make_window, qtbot, server, video,
+                                                                             tmp_path, null_audio):
+    url, running = server
+    window = speaking_window(make_window, tmp_path, url, TOKEN)
+    window.open_file(str(video))
+    qtbot.waitUntil(lambda: "the server has no speech" in window.message_bar.text, timeout=WAIT_MS)
+    assert "start the server with `livecc serve --speech chattts`, or turn Speak off" in window.message_bar.text
+    assert "\n" not in window.message_bar.text
+    qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)  # the captions go on
+    assert not window.speak_action.isChecked()
+    close_client(window)
     wait_idle(running)

@@ -15,6 +15,7 @@ from pathlib import Path
 from engine import Answer, Commentary, Stats
 from tts.factory import SynthKind, make_synthesizer, parse_voice
 from tts.player import PlayerConfig, SpeechPlayer, resolve_output_device
+from tts.received import ReceivedAudio, ReceivedVoice, play_received
 from tts.scheduler import SpeechPolicy, policy_with_max_lag
 from tts.synth import NullSynth, SpeechError, Synthesizer
 from tts.timeline import SpeechTimeline
@@ -25,7 +26,8 @@ DRAIN_TIMEOUT_S = 10.0  # at the end, let the last phrase finish, but not foreve
 def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("speech")
     g.add_argument("--speak", action="store_true",
-                   help="speak the commentary (ChatTTS; espeak-ng when ChatTTS cannot load)")
+                   help="speak the commentary (ChatTTS; espeak-ng when ChatTTS cannot load; with --server: the "
+                        "server's voice)")
     g.add_argument("--voice", default=None,
                    help='ChatTTS speaker seed or name ("2222", "alice"), "chattts:SEED", '
                         '"espeak" or "espeak:VOICE" (e.g. espeak:en-gb), or "none" (default: ChatTTS seed 2222)')
@@ -56,15 +58,20 @@ class SpeechSink:
     written: Path | None = None  # the WAV, once it is on disk
 
     def on_event(self, event) -> None:
-        if isinstance(event, Commentary):
-            if self.wav_path is not None:
-                self.commentary.append(event)
-            if self.player is not None:
-                self.player.say_commentary(event.text, event.start, event.end)
-        elif isinstance(event, Answer) and self.player is not None:
-            self.player.say_answer(event.text, event.done, key=(event.question, event.time))
-        elif isinstance(event, Stats) and self.player is not None:
+        if isinstance(event, Commentary) and self.wav_path is not None:
+            self.commentary.append(event)
+        if self.player is None:
+            return
+        if isinstance(event, ReceivedAudio):
+            play_received(self.player, event)
+        elif isinstance(event, Stats):
             self.player.set_video_time(event.end)
+        elif isinstance(self.player.synth, ReceivedVoice):
+            return  # a server's voice says the text: its audio comes as ReceivedAudio
+        elif isinstance(event, Commentary):
+            self.player.say_commentary(event.text, event.start, event.end)
+        elif isinstance(event, Answer):
+            self.player.say_answer(event.text, event.done, key=(event.question, event.time))
 
     def close(self) -> None:
         if self.player is not None:
@@ -100,22 +107,28 @@ def speech_policy(max_lag_s: float) -> SpeechPolicy:
         raise SpeechError(f"bad --speech-max-lag: {error}") from error
 
 
-def speech_sink_from_args(args: argparse.Namespace, video_duration: float = 0.0) -> SpeechSink:
+def speech_sink_from_args(args: argparse.Namespace, video_duration: float = 0.0, received: bool = False) -> SpeechSink:
     """Build the synthesizer (with its fallback message) and, for --speak, start the player. The
     speech flags, the environment's switches and the audio device are checked first: no one waits
     for ChatTTS to load to learn there is no sound card. `--voice none` speaks nothing, so it needs
-    no device."""
+    no device. `received` (--server): --speak plays the server's voice, and a synthesizer is made
+    here only for --speech-wav."""
     kind, voice = parse_voice(args.voice)
     speak = args.speak and kind is not SynthKind.NULL
     policy = speech_policy(args.speech_max_lag)  # before any slow step: a bad flag or switch fails at once
     if speak:
         resolve_output_device(parse_device(args.audio_device))  # SpeechError naming the fix
-    choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)  # a bad LIVECC_TTS_* switch: FlagError
-    if choice.warning:
-        print(f"livecc: warning: {choice.warning}", file=sys.stderr)
+    synth = ReceivedVoice() if received and speak and args.speech_wav is None else _local_synth(args, kind, voice)
     player = None
     if speak:
         # `livecc narrate --speak` paces the video to wall-clock time, so playback follows it live.
         config = PlayerConfig(device=parse_device(args.audio_device), live=True, policy=policy)
-        player = SpeechPlayer(choice.synth, config).start()
-    return SpeechSink(choice.synth, player, args.speech_wav, policy, video_duration=video_duration)
+        player = SpeechPlayer(ReceivedVoice() if received else synth, config).start()
+    return SpeechSink(synth, player, args.speech_wav, policy, video_duration=video_duration)
+
+
+def _local_synth(args: argparse.Namespace, kind: SynthKind, voice: str | None) -> Synthesizer:
+    choice = make_synthesizer(kind, voice, asset_dir=args.speech_assets)  # a bad LIVECC_TTS_* switch: FlagError
+    if choice.warning:
+        print(f"livecc: warning: {choice.warning}", file=sys.stderr)
+    return choice.synth

@@ -258,6 +258,16 @@ class SpeechPlayer:
                 self._flush()
             self._cond.notify_all()
 
+    def say_phrase(self, phrase: Phrase, key: object = None) -> None:
+        """A phrase spoken elsewhere (a server's), its audio from the synthesizer (tts/received.py);
+        an answer with a new `key` barges in, as in `say_answer`."""
+        if self._muted:
+            return
+        with self._cond:
+            if self.scheduler.add_phrase(phrase, key):
+                self._flush()
+            self._cond.notify_all()
+
     def set_video_time(self, video_time: float) -> None:
         self.video.set(video_time)
 

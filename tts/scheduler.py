@@ -212,8 +212,11 @@ class SpeechScheduler:
             self._fragments = []
 
     def _emit(self, text: str, fragments: list[_Fragment], now: float) -> None:
-        phrase = Phrase(text, Kind.COMMENTARY, fragments[0].start, fragments[-1].end,
-                        due=fragments[0].end, ready_at=now)
+        self._queue(Phrase(text, Kind.COMMENTARY, fragments[0].start, fragments[-1].end,
+                           due=fragments[0].end, ready_at=now))
+
+    def _queue(self, phrase: Phrase) -> None:
+        """A commentary phrase joins the queue, within its bound (max_pending)."""
         if self.policy.max_pending == 1 and self._commentary:
             phrase = self._merge(self._commentary.pop(), phrase)
         self._commentary.append(phrase)
@@ -248,6 +251,20 @@ class SpeechScheduler:
             self._answer.spoken_chars += fresh.find(ready) + len(ready)
             self._answers.append(Phrase(ready, Kind.ANSWER, now, now, due=None, ready_at=now))
         self._answer.done = done
+        return new
+
+    def add_phrase(self, phrase: Phrase, key: object = None) -> bool:
+        """A phrase made elsewhere (a server's, whose audio comes with it): commentary is queued and
+        merged within the queue's bound as the scheduler's own; an answer with a new `key` barges in
+        (returns True)."""
+        if phrase.kind is Kind.COMMENTARY:
+            self._queue(phrase)
+            return False
+        new = key != self._answer.key
+        if new:
+            self.barge_in()
+            self._answer = _AnswerState(key=key)  # done: the next local answer starts afresh
+        self._answers.append(phrase)
         return new
 
     def barge_in(self) -> None:

@@ -136,7 +136,7 @@ def cmd_narrate(args) -> int:
     args.realtime = args.realtime or _speaks_aloud(args)  # speech plays at the video's pace
     return _narrate_one(args, args.realtime, info.duration, [Path(args.video)],
                         lambda session, files: narrate_file(session, args.video, info, files, realtime=args.realtime),
-                        lambda fields: remote_begin(args, info, fields))
+                        lambda fields: remote_begin(args, info, fields, speak=_speaks_aloud(args)))
 
 
 def _narrate_one(args, live: bool, duration: float, inputs: list[Path], local, remote) -> int:
@@ -218,4 +218,4 @@ def _speech_sink(args, duration: float):
         return None
     from tts.cli_support import speech_sink_from_args
 
-    return speech_sink_from_args(args, video_duration=duration)
+    return speech_sink_from_args(args, video_duration=duration, received=bool(getattr(args, "server", None)))

@@ -9,13 +9,14 @@ import sys
 SERVER_ONLY = ("query", "memory_mb")  # the query goes as the instruction; host memory is the server's to set
 
 
-def connect(args, fields: dict):
-    """A session on the server with the settings a local run would use."""
+def connect(args, fields: dict, speak: bool = False):
+    """A session on the server with the settings a local run would use; `speak`: the server's voice
+    says the replies (a server without one: RemoteError, one line)."""
     from livecc.client.session import RemoteSession
 
     remote = RemoteSession.connect(args.server, args.token)
     try:
-        remote.update(fields["query"], server_settings(fields))
+        remote.update(fields["query"], server_settings(fields), speak or None)
     except BaseException:
         remote.close()
         raise
@@ -36,11 +37,11 @@ def _server_warnings(remote) -> None:
         _warn(f"the server said: {warning}")
 
 
-def remote_begin(args, info, fields: dict):
+def remote_begin(args, info, fields: dict, speak: bool = False):
     """Connect, send the settings a local run would use; returns `(run, chunk seconds)` as `begin` does."""
     from livecc.client.narrate import remote_narrate
 
-    remote = connect(args, fields)
+    remote = connect(args, fields, speak)
 
     def run(files):
         try:

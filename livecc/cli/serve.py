@@ -31,6 +31,9 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--no-ray", action="store_true", help="serve with uvicorn in this process (one replica)")
     s.add_argument("--idle-timeout", type=float, default=60.0, help="close a session idle this long (s)")
     s.add_argument("--max-frames-per-s", type=float, default=30.0, help="frames a session may send per second")
+    s.add_argument("--speech", default="none", metavar="VOICE",
+                   help="speak the replies to clients that ask for audio: chattts (espeak-ng when it cannot load), "
+                        "chattts:SEED, a ChatTTS seed or name, espeak, espeak:VOICE, or none (default %(default)s)")
     s.add_argument("--ssl-certfile", default=None, help="TLS certificate (with --no-ray; else use a proxy)")
     s.add_argument("--ssl-keyfile", default=None, help="TLS key (with --no-ray)")
 
@@ -45,7 +48,8 @@ def server_settings(args):
     if args.max_replicas is not None and (args.no_ray or args.max_replicas < args.replicas):
         raise bad_option("--max-replicas autoscales Ray Serve replicas: give at least --replicas, without --no-ray")
     return ServerSettings(args.model, token=args.token or None, sessions=args.sessions_per_replica,
-                          idle_timeout_s=args.idle_timeout, max_frames_per_s=args.max_frames_per_s, device=args.device)
+                          idle_timeout_s=args.idle_timeout, max_frames_per_s=args.max_frames_per_s, device=args.device,
+                          speech=args.speech)
 
 
 def cmd_serve(args) -> int:

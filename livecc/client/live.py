@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from engine.session.events import Event, StreamEnded
+from tts.received import NoVoice
 
 from .narrate import CaptureSettings, FrameSender, resizer_for
-from .session import RemoteError, RemoteSession
+from .session import RemoteError, RemoteSession, no_voice
 
 PING_INTERVAL_S = 2.0  # how often the round trip to the server is measured
 
@@ -46,14 +47,17 @@ class ModelSize:
 
 class RemoteStream:
     """`settings`: the session settings a local run would use (docs/protocol.md), `instructions` the
-    commentary instruction. The connection opens in `run`, on the caller's (engine) thread. At the
-    stream's end the server keeps the session (`keep_open`): `answer` goes on until `stop`."""
+    commentary instruction, `speech`: the server speaks the replies too (its audio comes among the
+    events as tts.received.ReceivedAudio; a server without a voice says so once, as NoVoice). The
+    connection opens in `run`, on the caller's (engine) thread. At the stream's end the server keeps
+    the session (`keep_open`): `answer` goes on until `stop`."""
 
     keeps_context = True  # questions are answered after the end, as by a local session
 
     def __init__(self, server: ServerAddress, instructions: str, settings: dict, fmt: str = "jpeg",
-                 spare: RemoteSession | None = None):
+                 spare: RemoteSession | None = None, speech: bool = False):
         self.server, self.instructions, self.settings, self.fmt = server, instructions, settings, fmt
+        self.speech = speech
         self._spare = spare  # a connection already admitted (e.g. the app's check of the server), used first
         self.remote: RemoteSession | None = None
         self._sender: FrameSender | None = None
@@ -74,6 +78,8 @@ class RemoteStream:
         remote = self._open()
         try:
             self._start_sender(remote, buffer)
+            if self.speech and remote.voice is None:
+                yield NoVoice(no_voice())
             for event in remote.events(until=self._stopped.is_set):
                 if isinstance(event, StreamEnded):
                     with self._lock:
@@ -112,17 +118,21 @@ class RemoteStream:
         spare, self._spare = self._spare, None
         if spare is not None:
             try:
-                spare.update(self.instructions, self.settings)
+                spare.update(self.instructions, self.settings, self._audio(spare))
                 return spare
             except RemoteError:
                 spare.close()
         remote = self.server.connect()
         try:
-            remote.update(self.instructions, self.settings)
+            remote.update(self.instructions, self.settings, self._audio(remote))
         except BaseException:
             remote.close()
             raise
         return remote
+
+    def _audio(self, remote: RemoteSession) -> bool | None:
+        """Ask for speech when it is wanted and the server has a voice (None: leave it as it is)."""
+        return True if self.speech and remote.voice is not None else None
 
     # -- commands (any thread) ------------------------------------------------------------------
     def ask(self, question: str) -> None:
@@ -134,6 +144,11 @@ class RemoteStream:
     def seek(self, seconds: float, reposition: Callable[[float], object] | None = None) -> None:
         """A new conversation at `seconds`: the frame sender tells the server, then moves the source."""
         self._command("seek", (seconds, reposition))
+
+    def set_speech(self, speech: bool) -> None:
+        """Speak Toggle mid-run: the server starts or stops speaking (no voice there: nothing to change)."""
+        self.speech = speech
+        self._command("speech", speech)
 
     def stop(self) -> None:
         """End the run; after the stream's end, close the session the server kept."""
@@ -160,5 +175,7 @@ class RemoteStream:
                 self.remote.instruct(payload)
             elif kind == "seek":
                 self._sender.seek(*payload)
+            elif kind == "speech" and self.remote.voice is not None:
+                self.remote.speak(payload)
         except RemoteError:  # the connection is gone: the event loop reports why
             pass

@@ -70,11 +70,19 @@ class RemoteSession:
         except ConnectionClosed as exc:
             raise _ended(exc) from None
 
-    def update(self, instructions: str | None = None, settings: dict | None = None) -> dict:
-        """Set the instruction and settings (before the first frame); returns the session's settings."""
+    @property
+    def voice(self) -> str | None:
+        """The server's speech engine (chattts, espeak), None when it has none."""
+        return self.created["session"].get("voice")
+
+    def update(self, instructions: str | None = None, settings: dict | None = None, audio: bool | None = None) -> dict:
+        """Set the instruction and settings (before the first frame), and with `audio` whether replies
+        are spoken too; returns the session's settings."""
         body = {"settings": settings or {}} | ({"instructions": instructions} if instructions is not None else {})
-        self.send({"type": "session.update", "session": body})
+        self.send({"type": "session.update", "session": body | _modalities(audio)})
         reply = _receive(self.ws)
+        if reply.get("type") == "error" and reply["error"].get("code") == "no_speech":
+            raise no_voice()
         if reply.get("type") == "error":
             raise RemoteError(f"the server refused the settings: {reply['error']['message']}")
         if reply.get("type") != "session.updated":  # e.g. closed for being idle before the update
@@ -95,6 +103,10 @@ class RemoteSession:
                 return
         if until is None or not until():
             raise RemoteError("the server ended the session before answering: run again")
+
+    def speak(self, audio: bool) -> None:
+        """Replies spoken too, or not, from now on (its `session.updated` reply is read with the events)."""
+        self.send({"type": "session.update", "session": _modalities(audio)})
 
     def instruct(self, instructions: str) -> None:
         """A new commentary instruction mid-stream (its `session.updated` reply is read with the events)."""
@@ -148,6 +160,15 @@ class RemoteSession:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def _modalities(audio: bool | None) -> dict:
+    return {} if audio is None else {"output_modalities": list(wire.MODALITIES if audio else wire.MODALITIES[:1])}
+
+
+def no_voice() -> RemoteError:
+    return RemoteError("the server has no speech", "drop --speak, or start the server with "
+                       "`livecc serve --speech chattts`", "server-speech")
 
 
 def _ended(exc) -> RemoteError:

@@ -45,6 +45,7 @@ class Connection:
         self.encoder = wire.EventEncoder()
         self.ended: asyncio.Future = self.loop.create_future()  # (close code, reason, last messages)
         self.rate = FrameRate(self.settings.max_frames_per_s)
+        self.speech = None  # server.speech.SessionSpeech while the client asks for audio
 
     # -- lifecycle -------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -60,6 +61,7 @@ class Connection:
         try:
             await self._run()
         finally:
+            self._speak(False)
             await self._stop_engine()
             self.replica.release(slot)
 
@@ -126,14 +128,17 @@ class Connection:
     def _description(self) -> dict:
         limits = {name: getattr(self.settings, name) for name in
                   ("max_message_bytes", "max_frames_per_s", "idle_timeout_s", "kv_budget")}
+        voice = self.replica.voice
         return {"id": self.id, "model": self.replica.model_name, "replica": self.replica.name,
-                "settings": self._settings(), "limits": limits}
+                "voice": voice.name if voice is not None else None, "settings": self._settings(), "limits": limits}
 
     def _settings(self) -> dict:
         from .settings import CLIENT_SETTINGS
 
         names = CLIENT_SETTINGS + ("fps", "first_chunk_frames", "chunk_frames")  # the last three: read only
-        return {"instructions": self.config.query} | {name: getattr(self.config, name) for name in names}
+        modalities = list(wire.MODALITIES if self.speech is not None else wire.MODALITIES[:1])
+        return ({"instructions": self.config.query, "output_modalities": modalities}
+                | {name: getattr(self.config, name) for name in names})
 
     # -- outgoing ----------------------------------------------------------------------------
     def _send(self, message: dict, force: bool = False) -> None:
@@ -151,6 +156,8 @@ class Connection:
                 return
             except Exception:  # the socket is gone: the reader sees the disconnect
                 return
+            if message["type"] == wire.AUDIO_DELTA and self.speech is not None:
+                self.speech.sent(message)
 
     # -- incoming ----------------------------------------------------------------------------
     async def _read(self) -> None:
@@ -239,8 +246,12 @@ class Connection:
         settings = body.get("settings", {})
         if settings and self.session is not None:
             raise LiveCCError("settings are fixed once the session has started; only instructions may change")
+        audio = _wants_audio(body["output_modalities"], self.replica.voice is not None) \
+            if "output_modalities" in body else None  # checked first: a refused update changes nothing
         if settings:
             self.config = client_config(self.config, settings, self.settings)
+        if audio is not None:
+            self._speak(audio)
         instructions = body.get("instructions")
         if instructions is not None:
             if not isinstance(instructions, str):
@@ -308,13 +319,48 @@ class Connection:
     def _on_event(self, event) -> None:
         if self.ended.done():
             return
-        if event is _ENGINE_DONE:
+        if event is _ENGINE_DONE and self.speech is not None:
+            self._ending = asyncio.ensure_future(self._end_stream(self.speech))  # kept: the loop holds tasks weakly
+        elif event is _ENGINE_DONE:
             self.finish(wire.NORMAL, "stream ended", [wire.closed("stream ended")])
         elif isinstance(event, dict):
             self.finish(wire.SERVER_ERROR, "engine error", [event, wire.closed("engine error")])
         else:
             for message in self.encoder.messages(event):
+                if self.speech is not None:
+                    self.speech.hear(message)
                 self._send(message)
+
+    async def _end_stream(self, speech) -> None:
+        """The stream ended: its last phrases are said, then the session closes."""
+        from .speech import DRAIN_S
+
+        await asyncio.to_thread(speech.wait_said, DRAIN_S)
+        self.finish(wire.NORMAL, "stream ended", [wire.closed("stream ended")])
+
+    # -- speech ---------------------------------------------------------------------------------
+    def _speak(self, audio: bool) -> None:
+        """Start or stop this session's speech on the replica's voice."""
+        if audio and self.speech is None:
+            post = lambda message: self.loop.call_soon_threadsafe(self._send_audio, message)  # noqa: E731
+            self.speech = self.replica.voice.attach(post)
+        elif not audio and self.speech is not None:
+            self.replica.voice.detach(self.speech)
+            self.speech = None
+
+    def _send_audio(self, message: dict) -> None:
+        if self.speech is not None and not self.ended.done():
+            self._send(message)
+
+
+def _wants_audio(modalities: object, has_voice: bool) -> bool:
+    """Whether `session.output_modalities` asks for speech; LiveCCError when it cannot be had."""
+    if not isinstance(modalities, list) or not modalities or not all(m in wire.MODALITIES for m in modalities):
+        raise LiveCCError(f"output_modalities must be a list of {' and '.join(wire.MODALITIES)}, e.g. [\"text\"]")
+    if "audio" in modalities and not has_voice:
+        raise LiveCCError("this server has no speech", "ask for [\"text\"], or start the server with "
+                          "`livecc serve --speech chattts` (or espeak)", "no_speech")
+    return "audio" in modalities
 
 
 def _resizer(height: int, width: int, max_pixels: int, min_pixels: int):

@@ -10,6 +10,7 @@ from dataclasses import replace
 from engine.errors import LiveCCError
 
 from .settings import ServerConfigError, ServerSettings
+from .speech import server_voice
 
 LOG = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ class Replica:
     """Holds the model and one engine core (engine/core) whose K session slabs are this replica's
     sessions, batched together; hands out the slots."""
 
-    def __init__(self, settings: ServerSettings, loaded=None, name: str = "local"):
+    def __init__(self, settings: ServerSettings, loaded=None, name: str = "local", voice=None):
+        """`voice`: a server.speech.ReplicaVoice (None: the one `settings.speech` names, if any)."""
         from engine.core import EngineCore
         from engine.defaults import KV_BUDGET
         from engine.model.loading import load_model
@@ -26,6 +28,7 @@ class Replica:
         self.settings = settings
         self.name = name  # where a session runs, as the operator sees it (on Ray Serve: the replica's actor)
         self.loaded = loaded if loaded is not None else load_model(settings.model, device=settings.device)
+        self.voice = voice if voice is not None else server_voice(settings.speech)
         budget = min(KV_BUDGET, settings.kv_budget or KV_BUDGET)
         plan = getattr(self.loaded, "plan", None)
         if plan is not None:  # the memory plan may have cut it to fit the card
@@ -33,6 +36,8 @@ class Replica:
         try:
             self.core = EngineCore(self.loaded, sessions=settings.sessions, kv_budget=budget)
         except LiveCCError as exc:
+            if self.voice is not None:
+                self.voice.close()
             raise ServerConfigError(f"--sessions-per-replica {settings.sessions}: {exc}") from None
         self.core.start()
         self._lock = threading.Lock()
@@ -75,3 +80,5 @@ class Replica:
 
     def close(self) -> None:
         self.core.close()
+        if self.voice is not None:
+            self.voice.close()

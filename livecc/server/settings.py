@@ -37,6 +37,7 @@ class ServerSettings:
     max_pending_messages: int = 1024  # messages waiting for a slow reader before it is dropped
     kv_budget: int | None = None  # the most a session may ask for (None: the engine's default)
     device: str | None = None
+    speech: str = "none"  # the voice for clients that ask for audio (tts.parse_voice forms; none: no speech)
 
     def __post_init__(self):
         if self.sessions < 1:
