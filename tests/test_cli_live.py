@@ -75,8 +75,8 @@ def written(srt: Path, vtt: Path, jsonl: Path) -> list[dict]:
 def test_a_camera_is_narrated_until_the_duration(camera, where, tmp_path, capsys, monkeypatch):
     asked = []
     update = RemoteSession.update
-    monkeypatch.setattr(RemoteSession, "update", lambda self, text, settings: asked.append(settings) or
-                        update(self, text, settings))
+    monkeypatch.setattr(RemoteSession, "update", lambda self, text, settings, *audio: asked.append(settings) or
+                        update(self, text, settings, *audio))
     assert main(["narrate", "--webcam", "--duration", "4", *outputs(tmp_path), *where, *SMALL]) == 0
     records = written(tmp_path / "a.srt", tmp_path / "a.vtt", tmp_path / "a.jsonl")
     assert records and (records[0]["start"], records[0]["end"]) == (0.0, 3.0)
