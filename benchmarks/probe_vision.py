@@ -68,6 +68,7 @@ def kernels_exact(vision: FastVision, cos: torch.Tensor, sin: torch.Tensor) -> d
     want_q, want_k = apply_rotary_pos_emb_vision(q, k, cos, sin)
     got = triton_vision.rope_qk(qkv, cos, sin, heads)
     return {"quick_gelu_all_bf16": same(triton_vision.quick_gelu(values), act(values)),
+            "quick_gelu_fast_exp_all_bf16": same(triton_vision.quick_gelu(values, approx_exp=True), act(values)),
             "rope_q": same(got[:, 0], want_q), "rope_k": same(got[:, 1], want_k)}
 
 

@@ -40,14 +40,16 @@ def _rope(qkv_ptr, cos_ptr, sin_ptr, out_ptr, row_stride, HEADS2: tl.constexpr, 
 
 
 @triton.jit
-def _quick_gelu(x_ptr, out_ptr, N, BLOCK: tl.constexpr):
-    """x * sigmoid(1.702 * x) as three torch ops: each result rounded to x's dtype."""
+def _quick_gelu(x_ptr, out_ptr, N, BLOCK: tl.constexpr, APPROX_EXP: tl.constexpr = False):
+    """x * sigmoid(1.702 * x) as three torch ops: each result rounded to x's dtype. (APPROX_EXP: the
+    hardware's fast exp instead of libdevice's expf, for probe_vision to compare.)"""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = i < N
     dtype = out_ptr.dtype.element_ty
     x = tl.load(x_ptr + i, mask=live, other=0).to(tl.float32)
     scaled = libdevice.mul_rn(x, 1.702).to(dtype).to(tl.float32)
-    gate = libdevice.div_rn(1.0, libdevice.add_rn(1.0, libdevice.exp(-scaled))).to(dtype).to(tl.float32)
+    e = tl.exp(-scaled) if APPROX_EXP else libdevice.exp(-scaled)
+    gate = libdevice.div_rn(1.0, libdevice.add_rn(1.0, e)).to(dtype).to(tl.float32)
     tl.store(out_ptr + i, libdevice.mul_rn(x, gate).to(dtype), mask=live)
 
 
@@ -62,9 +64,9 @@ def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int)
     return out
 
 
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+def quick_gelu(x: torch.Tensor, approx_exp: bool = False) -> torch.Tensor:
     out = torch.empty_like(x)
     n = x.numel()
     block = 1024
-    _quick_gelu[(triton.cdiv(n, block),)](x, out, n, BLOCK=block, num_warps=4)
+    _quick_gelu[(triton.cdiv(n, block),)](x, out, n, BLOCK=block, APPROX_EXP=approx_exp, num_warps=4)
     return out
