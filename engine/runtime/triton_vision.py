@@ -4,8 +4,10 @@ rotary of q and k, and QuickGELU.
 In eager torch these are chains of full-size kernels (the rotary alone casts to float32, swaps
 halves, multiplies and adds over every token of q and k): at 16 chunks a step they were half of the
 tower's time (benchmarks/probe_vision.py). Each kernel here rounds exactly where the model's torch
-ops round, with products and sums pinned to round-to-nearest (no fused multiply-add), so the
-tower's output is bit-identical to the model's (checked on the GPU by probe_vision).
+ops round, with products and sums pinned to round-to-nearest (no fused multiply-add). On an H100
+the tower's output is bit-identical to the model's and the rotary is, on random input too; QuickGELU
+equals torch on 99.2% of all bfloat16 inputs: the rest are x below about -51, where the sigmoid falls
+under float32's normal range and libdevice flushes it to zero (differences up to 5e-37).
 """
 
 from __future__ import annotations
