@@ -97,8 +97,9 @@ class Lookahead:
         rows, index, source = [], [], []
         for k, i in enumerate(previous.picked):
             row = previous.rows[i]
-            if not row.taken or row.lane.ended or row.lane.row is not row:
-                continue
+            slab = row.lane.slab
+            if not row.taken or row.lane.ended or row.lane.row is not row or slab.length >= slab.capacity:
+                continue  # (a full slab: the session compacts before it asks for another token)
             ahead = Row(row.lane, row.position + 1, replace(row.choice, step=row.choice.step + 1), False, source=row)
             ahead.choice.sampler.seen.index_fill_(0, previous.picks[k:k + 1], True)  # as the session will observe it
             row.lane.ahead = ahead
