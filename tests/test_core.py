@@ -154,6 +154,32 @@ def test_decode_steps_run_ahead_of_the_host_without_changing_a_word(tiny_loaded,
     assert LAST["core"].lookahead.taken == 0
 
 
+def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, alone):
+    """A decode step that fails while it holds rows run ahead: those rows are no rows to take (their
+    sessions ask again and go on), and no session waits for a step that never ran."""
+    core = EngineCore(tiny_loaded, sessions=2, kv_budget=4096)
+    decode, ahead_steps = core.runner.decode, []
+
+    def failing(rows, fill=None):
+        ahead_steps.append(fill is not None)
+        if fill is not None and ahead_steps.count(True) == 3:
+            raise RuntimeError("the GPU failed")
+        return decode(rows, fill)
+
+    core.runner.decode = failing
+    records = {s.name: Record(s) for s in SCENARIOS[:2]}
+    for record in records.values():
+        record.stream = core.open(record.scenario.buffer(), record.scenario.config(), record.on_event, record.on_end)
+    for _ in range(5000):  # a bound, not a wait: a stuck session would keep the core stepping
+        if not core.sessions:
+            break
+        core.step()
+    assert core.sessions == 0 and ahead_steps.count(True) > 3
+    for name, record in records.items():
+        assert record.ended and record.error is None
+        assert record.said == alone[name][0]
+
+
 def test_the_scenarios_cover_what_the_issue_lists(alone):
     """Different starts, compactions at different moments, questions mid-stream, a reset, an early end."""
     compacted_at = {name: said for name, (said, _, compactions) in alone.items() if compactions}

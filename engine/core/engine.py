@@ -305,7 +305,7 @@ class EngineCore:
             return False
         mark = self.clock.start()
         unread = self.lookahead.step(fresh)  # launches this step's decode, reads the last one's picks
-        self._prefill(prefills, self.step_tokens - sum(isinstance(lane.waiting, Decode) for lane in self.lanes))
+        self._prefill(prefills, self.step_tokens - self.lookahead.rows)
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
         self.clock.stop(mark)
         if unread is not None:

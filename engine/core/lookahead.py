@@ -57,6 +57,7 @@ class Lookahead:
         self.on = not flags.get("LIVECC_NO_LOOKAHEAD")
         self.flight: Flight | None = None  # launched, read at the next step
         self.taken = 0  # rows run ahead that their sessions took
+        self.rows = 0  # rows of the step launched last (the step's token budget counts them)
 
     @staticmethod
     def fresh(lane) -> bool:
@@ -85,6 +86,7 @@ class Lookahead:
         if previous is not None and previous.continues and self.on:
             rows, fill = self._ahead(previous)
         rows += [Row(lane, lane.waiting.position, lane.waiting.choice, True, lane.waiting.token) for lane in fresh]
+        self.rows = len(rows)
         launched = self._launch(rows, fill) if rows else None
         if launched is not None and launched.continues and self.on:
             self.flight = launched
@@ -149,7 +151,11 @@ class Lookahead:
 
     @staticmethod
     def _fail(rows: list[Row], exc: BaseException) -> None:
+        """The step failed: each lane waiting on one of its rows gets the error; a row run ahead in it
+        is no row to take (its lane would wait on a step that never ran)."""
         for row in rows:
+            if row.lane.ahead is row:
+                row.lane.ahead = None
             if row.taken and row.lane.row in (row, None):
                 row.lane.row = None
                 row.lane.resolve(error=exc)

@@ -118,23 +118,24 @@ class StepClock:
     on the CPU, wall time (its ops finish before they return)."""
 
     def __init__(self, device: torch.device, load: Load):
-        self.cuda, self.load = device.type == "cuda", load
+        self.device, self.cuda, self.load = device, device.type == "cuda", load
         self._pending: deque = deque()
 
     def start(self):
         if not self.cuda:
             return time.perf_counter()
-        mark = torch.cuda.Event(enable_timing=True)
-        mark.record()
-        return mark
+        return self._event()
+
+    def _event(self) -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))  # the engine's device, not the current one
+        return event
 
     def stop(self, mark) -> None:
         if not self.cuda:
             self.load.add(time.perf_counter() - mark)
             return
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        self._pending.append((mark, end))
+        self._pending.append((mark, self._event()))
         self.settle()
 
     def settle(self, wait: bool = False) -> None:

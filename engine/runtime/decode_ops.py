@@ -34,7 +34,7 @@ def read_later(values: torch.Tensor) -> Callable[[], list]:
     host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
     host.copy_(values, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(values.device))  # the copy's device, which may not be the current one
 
     def read() -> list:
         copied.synchronize()
