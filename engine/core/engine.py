@@ -248,6 +248,7 @@ class EngineCore:
                 lane.steps.close()
                 self._end(lane, None)
         self._reap()
+        self.clock.settle(wait=True)  # the last steps' GPU time, for a caller reading `load` now
 
     def _advance(self, lane: Lane) -> None:
         """Run the session's generator to its next request or IDLE, delivering its events."""
