@@ -30,8 +30,8 @@ from engine.session.session import StreamingSession
 from engine.session.steps import IDLE, Decode, Encode, Prefill
 
 from .batched import BatchedRunner
-from .lookahead import Lookahead
 from .kv import KVPool, Slab
+from .lookahead import Lookahead
 from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, plan_prefill
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
