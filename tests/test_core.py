@@ -180,6 +180,35 @@ def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, 
         assert record.said == alone[name][0]
 
 
+def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):
+    """A piece of a token count seen before goes through the fast runner's piecewise prefill graphs,
+    writing into its session's slab (here their steps run eagerly on the same static buffers: no
+    CUDA); the others stay in one eager pass. Every session still says what it says alone."""
+    from engine.core.batched import BatchedRunner
+    from engine.runtime.prefill_graphs import PiecewisePrefill
+
+    init, runs = BatchedRunner.__init__, []
+
+    def graphed(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._prefill_on = True
+
+    def counted(self, *args, **kwargs):
+        runs.append(kwargs["slab"])
+        return run(self, *args, **kwargs)
+
+    run = PiecewisePrefill.run
+    monkeypatch.setattr(BatchedRunner, "__init__", graphed)
+    monkeypatch.setattr(PiecewisePrefill, "run", counted)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)  # no pool: nothing is captured
+    names = "abcdefgh"
+    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
+    assert len(runs) >= 20 and len(set(runs)) >= 4  # graphed pieces, into several sessions' slabs
+    assert max(rows for what, rows in BATCHES if what == "prefill") >= 2  # steps with several pieces
+    for name in names:
+        assert together[name] == alone[name], f"session {name} changed with graphed prefill pieces"
+
+
 def test_the_scenarios_cover_what_the_issue_lists(alone):
     """Different starts, compactions at different moments, questions mid-stream, a reset, an early end."""
     compacted_at = {name: said for name, (said, _, compactions) in alone.items() if compactions}

@@ -278,3 +278,23 @@ def test_both_runners_meet_the_runner_protocol_and_declare_what_they_support(tin
         assert runner.supports_prefill_graphs == callable(getattr(runner, "drop_prefill_graphs", None))
     assert StaticRunner.supports_picks and StaticRunner.supports_prefill_graphs
     assert not (EagerRunner.supports_picks or EagerRunner.supports_prefill_graphs)
+
+
+def test_stacked_chunks_are_graphed_per_grid_and_count_once_that_repeats(tiny_loaded):
+    """The engine core's vision batches: n chunks of one grid in one pass equal each chunk through the
+    model's own tower; a (grid, n) is graphed the second time it comes, up to GRAPH_CHUNKS chunks
+    (without CUDA the graph wrapper runs its function on its static buffers)."""
+    from engine.runtime.vision import FastVision
+
+    model = tiny_loaded.model
+    vision = FastVision(model, cuda_graphs=True)
+    videos = [preprocess_frames([synthetic_frame(t, 112, 84), synthetic_frame(t + 0.5, 112, 84)], "cpu",
+                                max_pixels=84 * 112, min_pixels=28 * 28) for t in range(6)]
+    reference = EagerRunner(model)  # the model's own get_video_features
+    alone = [reference.encode_video(v) for v in videos]
+    for n in (1, 3, 5):
+        pixels = torch.cat([v.pixel_values_videos for v in videos[:n]])
+        for _ in range(2):
+            got = vision.encode_stacked(pixels, videos[0], n)
+            torch.testing.assert_close(got, torch.cat(alone[:n]), rtol=1e-5, atol=1e-5)
+        assert ((videos[0].grid, n) in vision._graphs) == (n <= FastVision.GRAPH_CHUNKS)

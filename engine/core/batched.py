@@ -1,9 +1,10 @@
 """The model work of many sessions in few launches (vLLM's `GPUModelRunner`, for video sessions).
 
 - vision: every pending chunk of one frame size in one pass (Qwen2-VL attends within a temporal
-  patch, so chunks stack along the temporal axis);
-- prefill: pieces of several sessions in one varlen pass: the linears run over all their tokens
-  at once, rotary, cache writes and attention per piece;
+  patch, so chunks stack along the temporal axis), CUDA-graphed for a few chunks;
+- prefill: a piece of a token count seen before as CUDA graphs between its attentions (the fast
+  runner's PiecewisePrefill, writing into its slab), the others in one varlen pass: the linears
+  run over all their tokens at once, rotary, cache writes and attention per piece;
 - decode: one step for every decoding session, each token a row.
 
 Each row's rotary, cache write and attention read only its own slab, so what a session gets does
@@ -22,15 +23,19 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 from engine import flags
+from engine.model.memory_plan import PREFILL_GRAPH_TOKENS, prefill_graphs_on
 from engine.model.preprocess import VideoInputs
 from engine.runtime.decode_ops import fold_sign, rms_norm, upload
 from engine.runtime.fast import StaticRunner
 from engine.runtime.graphs import CUDAGraphed, GraphPool
+from engine.runtime.prefill_graphs import PiecewisePrefill
+from engine.runtime.vision import FastVision
 
 from .kv import KVPool, Slab
 
 NET_CACHE = 16  # tokens of the layer runner's own cache, which the core never uses (slabs hold the KV)
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)  # decode batch sizes with a CUDA graph each (rows padded up)
+PREFILL_GRAPH_SIZES = 8  # piece token counts with graphed prefills (chunk turns come in a few sizes a grid)
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,13 @@ class BatchedRunner:
                                                                       if b >= pool.slabs)]
         self._flash = self._make_flash()
         self._graphs: dict[int, CUDAGraphed] = {}
-        self._graph_on = self._flash is not None and not flags.get("LIVECC_NO_CUDA_GRAPH")
-        self._pool = GraphPool()
+        graphs = self.device.type == "cuda" and not flags.get("LIVECC_NO_CUDA_GRAPH")
+        self._graph_on = self._flash is not None and graphs
+        self._pool = GraphPool()  # decode and prefill graphs run one at a time, on the engine thread
+        self.vision = FastVision(model, graphs)
+        self._prefill_on = graphs and prefill_graphs_on()
+        self._prefills: dict[int, PiecewisePrefill] = {}  # by token count
+        self._prefill_sizes: set[int] = set()
 
     def _make_flash(self):
         """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
@@ -81,11 +91,10 @@ class BatchedRunner:
         by_grid: dict[tuple, list[int]] = {}
         for i, video in enumerate(videos):
             by_grid.setdefault(video.grid, []).append(i)
-        for grid, rows in by_grid.items():
-            cos, sin = self.net.vision.rope_for(videos[rows[0]])
-            pixels = torch.cat([videos[i].pixel_values_videos for i in rows])
+        for rows in by_grid.values():
             n = len(rows)
-            merged = self.net.vision.run_eager(pixels, cos.repeat(n, 1), sin.repeat(n, 1), grid[0] * n)
+            pixels = torch.cat([videos[i].pixel_values_videos for i in rows])
+            merged = self.vision.encode_stacked(pixels, videos[rows[0]], n)
             for i, part in zip(rows, merged.chunk(n)):
                 out[i] = part
         return out
@@ -96,7 +105,42 @@ class BatchedRunner:
         """Append each piece to its slab; float logits of each piece's last token (pieces, vocab)."""
         for piece in pieces:
             piece.slab.room_for(piece.ids.numel())
-        ids = torch.cat([p.ids for p in pieces])
+        graphed = [self._piecewise(p.ids.numel()) for p in pieces]
+        rest = [p for p, graph in zip(pieces, graphed) if graph is None]
+        eager = iter(self._prefill_eager(rest) if rest else ())
+        logits = torch.stack([next(eager) if graph is None else self._prefill_graphed(p, graph)
+                              for p, graph in zip(pieces, graphed)])
+        for p in pieces:
+            p.slab.length += p.ids.numel()
+        return logits
+
+    def _piecewise(self, n: int) -> PiecewisePrefill | None:
+        """The graphed prefill of an `n`-token piece, made when n comes the second time, for at most
+        PREFILL_GRAPH_SIZES counts; None: eager."""
+        if n in self._prefills:
+            return self._prefills[n]
+        if not self._prefill_on or len(self._prefills) >= PREFILL_GRAPH_SIZES or n > PREFILL_GRAPH_TOKENS:
+            return None
+        if n not in self._prefill_sizes:
+            self._prefill_sizes.add(n)
+            return None
+        self._prefills[n] = PiecewisePrefill(self.net, n, self._pool.handle(), write=self._write,
+                                             on_failure=self._drop_prefill_graphs)
+        return self._prefills[n]
+
+    def _drop_prefill_graphs(self) -> None:
+        self._prefill_on = False
+        self._prefills.clear()
+
+    def _prefill_graphed(self, piece: Piece, graph: PiecewisePrefill) -> torch.Tensor:
+        x, cos, sin = self._inputs([piece])
+        n, start, slab = piece.ids.numel(), piece.slab.length, piece.slab
+        attend = self._attend_pieces([(slab, 0, n, start + n, causal_lower_right(n, start + n))])
+        return graph.run(x, cos, sin, start, attend, slab=slab.index)
+
+    def _inputs(self, pieces: list[Piece]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pieces' token embeddings, visual ones in their video slots, and their rotary (cos, signed sin)."""
+        ids = torch.cat([p.ids for p in pieces]) if len(pieces) > 1 else pieces[0].ids
         x = self.lm.embed_tokens(ids[None])
         video = [p.embeds for p in pieces if p.embeds is not None and p.embeds.numel()]
         if video:
@@ -107,7 +151,11 @@ class BatchedRunner:
                 raise RuntimeError(f"{slots} video slots for {embeds.shape[0]} visual embeddings")
             x = x.masked_scatter(is_video[None, :, None].expand_as(x), embeds.to(x.dtype))
         cos, sin = self.lm.rotary_emb(x, torch.cat([p.positions for p in pieces], dim=1)[:, None, :])
-        cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
+        return x, cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
+
+    def _prefill_eager(self, pieces: list[Piece]) -> torch.Tensor:
+        """The pieces in one pass: linears over all their tokens, attention per piece."""
+        x, cos, sin = self._inputs(pieces)
         spans = self._spans([p.ids.numel() for p in pieces])
         starts = [p.slab.length for p in pieces]
         index, slots = [], []  # each token's slab and slot: one scattered write a layer for all pieces
@@ -116,28 +164,34 @@ class BatchedRunner:
             slots += range(start, start + p.ids.numel())
         index, slots = upload([index, slots], self.device)
 
-        def write(i, k, v):  # k, v: (kv_heads, tokens, head_dim)
-            self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
-            self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
+        def write(i, k, v):
+            self._write(i, k, v, index, slots)
 
         # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
-        views = [(p.slab, lo, hi, start + hi - lo, causal_lower_right(hi - lo, start + hi - lo))
-                 for p, (lo, hi), start in zip(pieces, spans, starts)]
-
-        def attend(i, q):
-            outs = []
-            for slab, lo, hi, end, mask in views:
-                o = F.scaled_dot_product_attention(q[None, :, lo:hi], slab.k[None, i, :, :end], slab.v[None, i, :, :end],
-                                                   attn_mask=mask, enable_gqa=True)
-                outs.append(o[0].transpose(0, 1).reshape(hi - lo, -1))
-            return torch.cat(outs)
-
+        attend = self._attend_pieces([(p.slab, lo, hi, start + hi - lo, causal_lower_right(hi - lo, start + hi - lo))
+                                      for p, (lo, hi), start in zip(pieces, spans, starts)])
         for i in range(self.n_layers):
             x = self.net._layer(i, x, cos, sin, write, attend)
         last = x[0, upload([hi - 1 for _, hi in spans], self.device)]
-        for p in pieces:
-            p.slab.length += p.ids.numel()
         return self.model.lm_head(rms_norm(last, self.lm.norm)).float()
+
+    def _write(self, i: int, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, slots: torch.Tensor) -> None:
+        """Layer i's K and V (kv_heads, tokens, head_dim): token t to slot slots[t] of slab index[t]."""
+        self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
+        self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
+
+    @staticmethod
+    def _attend_pieces(views: list[tuple]):
+        """Attention of each piece's queries (slab, lo, hi, end, mask) over its slab's first `end` slots."""
+        def attend(i, q):
+            outs = []
+            for slab, lo, hi, end, mask in views:
+                o = F.scaled_dot_product_attention(q[None, :, lo:hi], slab.k[None, i, :, :end],
+                                                   slab.v[None, i, :, :end], attn_mask=mask, enable_gqa=True)
+                outs.append(o[0].transpose(0, 1).reshape(hi - lo, -1))
+            return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+        return attend
 
     def _video_slots(self, pieces: list[Piece], is_video: torch.Tensor) -> int:
         if all(p.video_slots is not None for p in pieces):
@@ -197,9 +251,8 @@ class BatchedRunner:
         cos, sin = self.net._text_rope(positions, x.dtype)
         cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
 
-        def write(i, k, v):  # k, v: (kv_heads, rows, head_dim), row b to slot slots[b] of slab index[b]
-            self.pool.k[i].permute(0, 2, 1, 3)[index, slots] = k.transpose(0, 1)
-            self.pool.v[i].permute(0, 2, 1, 3)[index, slots] = v.transpose(0, 1)
+        def write(i, k, v):  # row b to slot slots[b] of slab index[b]
+            self._write(i, k, v, index, slots)
 
         attend = attend or self._attend_flash(index, slots + 1)
         for i in range(self.n_layers):

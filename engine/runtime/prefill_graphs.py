@@ -27,11 +27,14 @@ class PiecewisePrefill:
     the cache slots in `slots`. Each run captures up to CAPTURES_PER_RUN more steps (the rest run
     eagerly, on the same buffers), so no single chunk pays for a whole capture; a capture records
     without running (this size already ran eagerly: kernels compiled and tuned), so it needs no
-    warm-up and changes no buffer. With `pool` None nothing is captured (the CPU tests)."""
+    warm-up and changes no buffer. With `pool` None nothing is captured (the CPU tests).
+
+    K and V go to the runner's own cache, or, given `write` (the engine core), to
+    `write(layer, k, v, slab, slots)` with `slab` the device buffer `run` fills with its slab index."""
 
     CAPTURES_PER_RUN = 8
 
-    def __init__(self, runner: StaticRunner, n: int, pool=None):
+    def __init__(self, runner: StaticRunner, n: int, pool=None, write=None, on_failure=None):
         self.runner, self.pool = runner, pool
         dtype, device = runner.cache.k.dtype, runner.device
         heads, d = runner.n_heads, runner.head_dim
@@ -42,6 +45,9 @@ class PiecewisePrefill:
         self.o = torch.zeros(n, heads * d, dtype=dtype, device=device)
         self.base = torch.arange(n, device=device)
         self.slots = torch.empty_like(self.base)  # set by each run before anything reads it
+        self.slab = torch.zeros_like(self.base)  # each token's slab of a KV pool (with `write`)
+        self.write = write or self._cache_write
+        self.on_failure = on_failure or runner.drop_prefill_graphs
         self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
         self.graphs: list[CUDAGraphed | None] = [None] * len(self.steps)
 
@@ -57,14 +63,17 @@ class PiecewisePrefill:
         except RuntimeError as exc:  # a kernel that cannot be captured: this piece stays eager
             log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
             self.pool, self.graphs = None, [None] * len(self.steps)
-            self.runner._prefill_graphs = False
+            self.on_failure()
+
+    def _cache_write(self, j: int, k: torch.Tensor, v: torch.Tensor, _slab, slots: torch.Tensor) -> None:
+        self.runner.cache.k[j].index_copy_(1, slots, k)
+        self.runner.cache.v[j].index_copy_(1, slots, v)
 
     def _step(self, i: int):
         runner, last = self.runner, len(self.runner.lm.layers)
 
         def write(j, k, v):
-            runner.cache.k[j].index_copy_(1, self.slots, k)
-            runner.cache.v[j].index_copy_(1, self.slots, v)
+            self.write(j, k, v, self.slab, self.slots)
 
         def step():
             if i > 0:
@@ -76,9 +85,11 @@ class PiecewisePrefill:
 
         return step
 
-    def run(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, start: int, attend) -> torch.Tensor:
+    def run(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, start: int, attend,
+            slab: int = 0) -> torch.Tensor:
         """The last token's logits (a copy: the graph's buffer is rewritten by the next prefill)."""
         self.x.copy_(x)
+        self.slab.fill_(slab)
         self.cos.copy_(cos)
         self.sin.copy_(signed_sin)
         torch.add(self.base, start, out=self.slots)

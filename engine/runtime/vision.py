@@ -1,5 +1,6 @@
 """The fast path's vision tower: the model's own blocks with attention batched per temporal patch
-(one SDPA call for the chunk), CUDA-graphed per frame grid once that grid repeats."""
+(one SDPA call for the chunk), CUDA-graphed per frame grid (and chunk count, for the engine core's
+batches) once that repeats."""
 
 from __future__ import annotations
 
@@ -98,17 +99,28 @@ class FastVision:
             x = x + self.ops.mlp(block.mlp, block.norm2(x))
         return self.visual.merger(x)
 
+    GRAPH_CHUNKS = 4  # chunks of one grid graphed as one pass at most (the engine core's small steps)
+
     @torch.inference_mode()
     def encode(self, video: VideoInputs) -> torch.Tensor:
         """(n_tokens, hidden) merged visual embeddings for one chunk."""
+        return self.encode_stacked(video.pixel_values_videos, video, 1)
+
+    @torch.inference_mode()
+    def encode_stacked(self, pixels: torch.Tensor, video: VideoInputs, n: int) -> torch.Tensor:
+        """Merged visual embeddings of `n` chunks of `video`'s grid, their patches stacked in
+        `pixels`, in one pass: CUDA-graphed per (grid, n) once that repeats (the first chunk's never
+        does), for n up to GRAPH_CHUNKS."""
         grid = video.grid
         cos, sin = self.rope_for(video)
-        pixels = video.pixel_values_videos
-        if not self.cuda_graphs:
-            return self.run_eager(pixels, cos, sin, grid[0])
-        if grid not in self._graphs:
-            if grid not in self._grids_seen:  # graph a grid once it repeats (the first chunk's never does)
-                self._grids_seen.add(grid)
-                return self.run_eager(pixels, cos, sin, grid[0])
-            self._graphs[grid] = CUDAGraphed(lambda p: self.run_eager(p, cos, sin, grid[0]), [pixels])
-        return self._graphs[grid](pixels).clone()
+        if n > 1:
+            cos, sin = cos.repeat(n, 1), sin.repeat(n, 1)
+        frames, key = grid[0] * n, (grid, n)
+        if not self.cuda_graphs or n > self.GRAPH_CHUNKS:
+            return self.run_eager(pixels, cos, sin, frames)
+        if key not in self._graphs:
+            if key not in self._grids_seen:
+                self._grids_seen.add(key)
+                return self.run_eager(pixels, cos, sin, frames)
+            self._graphs[key] = CUDAGraphed(lambda p: self.run_eager(p, cos, sin, frames), [pixels])
+        return self._graphs[key](pixels).clone()
