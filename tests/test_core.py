@@ -181,9 +181,9 @@ def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, 
 
 
 def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):
-    """A piece of a token count seen before goes through the fast runner's piecewise prefill graphs,
-    writing into its session's slab (here their steps run eagerly on the same static buffers: no
-    CUDA); the others stay in one eager pass. Every session still says what it says alone."""
+    """A step's lone piece of a token count seen before goes through the fast runner's piecewise
+    prefill graphs, writing into its session's slab (here their steps run eagerly on the same static
+    buffers: no CUDA); several pieces stay in one eager pass. Every session says what it says alone."""
     from engine.core.batched import BatchedRunner
     from engine.runtime.prefill_graphs import PiecewisePrefill
 

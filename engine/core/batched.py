@@ -2,9 +2,9 @@
 
 - vision: every pending chunk of one frame size in one pass (Qwen2-VL attends within a temporal
   patch, so chunks stack along the temporal axis), CUDA-graphed for a few chunks;
-- prefill: a piece of a token count seen before as CUDA graphs between its attentions (the fast
-  runner's PiecewisePrefill, writing into its slab), the others in one varlen pass: the linears
-  run over all their tokens at once, rotary, cache writes and attention per piece;
+- prefill: a step's lone piece of a token count seen before as CUDA graphs between its attentions
+  (the fast runner's PiecewisePrefill, writing into its slab); several pieces in one varlen pass:
+  the linears run over all their tokens at once, rotary, cache writes and attention per piece;
 - decode: one step for every decoding session, each token a row.
 
 Each row's rotary, cache write and attention read only its own slab, so what a session gets does
@@ -25,8 +25,9 @@ from torch.nn.attention.bias import causal_lower_right
 from engine import flags
 from engine.model.memory_plan import PREFILL_GRAPH_TOKENS, prefill_graphs_on
 from engine.model.preprocess import VideoInputs
-from engine.runtime.decode_ops import fold_sign, rms_norm, upload
+from engine.runtime.decode_ops import decode_ops, fold_sign, fused_on, rms_norm, upload
 from engine.runtime.fast import StaticRunner
+from engine.runtime.fused_linear import gated, linear, linear_add
 from engine.runtime.graphs import CUDAGraphed, GraphPool
 from engine.runtime.prefill_graphs import PiecewisePrefill
 from engine.runtime.vision import FastVision
@@ -68,6 +69,8 @@ class BatchedRunner:
         self._prefill_on = graphs and prefill_graphs_on()
         self._prefills: dict[int, PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
+        bf16 = isinstance(self.net.fused[0][0], torch.Tensor)  # (quantized weights keep the unfused layer)
+        self._ops = decode_ops(self.device) if fused_on() and bf16 else None  # the decode step's fused small ops
 
     def _make_flash(self):
         """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
@@ -105,11 +108,10 @@ class BatchedRunner:
         """Append each piece to its slab; float logits of each piece's last token (pieces, vocab)."""
         for piece in pieces:
             piece.slab.room_for(piece.ids.numel())
-        graphed = [self._piecewise(p.ids.numel()) for p in pieces]
-        rest = [p for p, graph in zip(pieces, graphed) if graph is None]
-        eager = iter(self._prefill_eager(rest) if rest else ())
-        logits = torch.stack([next(eager) if graph is None else self._prefill_graphed(p, graph)
-                              for p, graph in zip(pieces, graphed)])
+        # A lone piece replays its graphs; several share one eager pass (their linears read the weights
+        # once: a graphed pass each cost more GPU time at 24 streams on an H100).
+        graph = self._piecewise(pieces[0].ids.numel()) if len(pieces) == 1 else None
+        logits = self._prefill_graphed(pieces[0], graph)[None] if graph is not None else self._prefill_eager(pieces)
         for p in pieces:
             p.slab.length += p.ids.numel()
         return logits
@@ -256,8 +258,25 @@ class BatchedRunner:
 
         attend = attend or self._attend_flash(index, slots + 1)
         for i in range(self.n_layers):
-            x = self.net._layer(i, x, cos, sin, write, attend)
+            if self._ops is not None:
+                x = self._layer_rows(i, x, cos[0, 0], sin[0, 0], index, slots, attend)
+            else:
+                x = self.net._layer(i, x, cos, sin, write, attend)
         return self.model.lm_head(rms_norm(x[0], self.lm.norm)).float()
+
+    def _layer_rows(self, i: int, x: torch.Tensor, cos, signed_sin, index, slots, attend) -> torch.Tensor:
+        """The fast runner's fused decode layer (`_layer_fused`) for many rows, each row's K and V
+        into its own slab: norm, rotary + cache write and SiLU * up one kernel each, every row
+        rounded as alone (engine/runtime/triton_fused.py). cos, signed_sin: (rows, head_dim)."""
+        layer, ops, net = self.lm.layers[i], self._ops, self.net
+        qkv_w, qkv_b, gate_up_w = net.fused[i]
+        h = x.view(x.shape[-2], -1)
+        qkv = linear(ops.rms_norm(h, layer.input_layernorm), qkv_w, qkv_b)
+        q = ops.rope_write_rows(qkv, cos, signed_sin, self.pool.k[i], self.pool.v[i], index, slots, net.n_heads,
+                                net.n_kv)
+        h = linear_add(h, attend(i, q), layer.self_attn.o_proj)
+        act = gated(ops.rms_norm(h, layer.post_attention_layernorm), gate_up_w, ops.silu_mul)
+        return linear_add(h, act, layer.mlp.down_proj).view(x.shape)
 
     def _attend_flash(self, index: torch.Tensor, lengths: torch.Tensor):
         net = self.net

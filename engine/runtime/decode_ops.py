@@ -75,6 +75,19 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k
     return qk[:n_heads]
 
 
+def rope_write_rows(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k_pool: torch.Tensor,
+                    v_pool: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
+    """`rope_write` for many rows (the engine core's decode step): qkv (rows, (heads + 2 kv) * D),
+    cos / signed_sin (rows, D) -> q (heads, rows, D); row r's k and v go to slot slots[r] of slab
+    index[r] of k_pool / v_pool (slabs, kv, capacity, D)."""
+    rows, d = qkv.shape[0], k_pool.shape[-1]
+    nqk = (n_heads + n_kv) * d
+    qk = apply_rope(qkv[:, :nqk].view(rows, n_heads + n_kv, d).transpose(0, 1), cos, signed_sin)
+    k_pool.permute(0, 2, 1, 3)[index, slots] = qk[n_heads:].transpose(0, 1)
+    v_pool.permute(0, 2, 1, 3)[index, slots] = qkv[:, nqk:].view(rows, n_kv, d)
+    return qk[:n_heads]
+
+
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -85,9 +98,10 @@ class DecodeOps:
     rms_norm: Callable
     rope_write: Callable
     silu_mul: Callable
+    rope_write_rows: Callable
 
 
-TORCH_OPS = DecodeOps(rms_norm, rope_write, silu_mul)
+TORCH_OPS = DecodeOps(rms_norm, rope_write, silu_mul, rope_write_rows)
 
 
 def decode_ops(device: torch.device) -> DecodeOps:
@@ -98,4 +112,5 @@ def decode_ops(device: torch.device) -> DecodeOps:
         from . import triton_fused
     except ImportError:
         return TORCH_OPS
-    return DecodeOps(triton_fused.rms_norm, triton_fused.rope_write, triton_fused.silu_mul)
+    return DecodeOps(triton_fused.rms_norm, triton_fused.rope_write, triton_fused.silu_mul,
+                     triton_fused.rope_write_rows)
