@@ -58,7 +58,7 @@ class PhaseClock:
                 self.seconds[label] += time.perf_counter() - t0
                 self.calls[label] += 1
                 if rows is not None:
-                    self.rows[label] += rows(*args)
+                    self.rows[label] += rows(*args)  # called with the wrapped call's positional arguments
 
         setattr(owner, name, timed)
 
@@ -74,7 +74,7 @@ def run(loaded, n: int, seconds: float, pictures: list, profile_s: float, out: P
     core = EngineCore(loaded, sessions=n, kv_budget=streams.KV_BUDGET)
     clock = PhaseClock()
     clock.wrap(core, "_advance", "advance (sessions' Python)")
-    clock.wrap(core.runner, "decode", "decode", rows=lambda rows: len(rows))
+    clock.wrap(core.runner, "decode", "decode", rows=lambda rows, *_: len(rows))
     clock.wrap(core.runner, "prefill", "prefill", rows=lambda pieces: len(pieces))
     clock.wrap(core.runner, "encode", "vision", rows=lambda videos: len(videos))
     clock.wrap(core, "step", "step")
@@ -101,7 +101,8 @@ def run(loaded, n: int, seconds: float, pictures: list, profile_s: float, out: P
     core.close()
     latency = [v for x in listeners for v in x.latencies()]
     row = {"streams": n, "phases": phases, "caption_latency_s": streams.spread(latency),
-           "skipped": sum(x.stats[-1].chunks_skipped for x in listeners if x.stats), **tables}
+           "skipped": sum(x.stats[-1].chunks_skipped for x in listeners if x.stats),
+           "errors": sorted({repr(x.error) for x in listeners if x.error is not None}), **tables}
     print(json.dumps(row, indent=1), flush=True)
     return row
 
