@@ -117,7 +117,8 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
            "skipped_chunks": skipped, "chunk_ms": {k: v for k, v in spread(chunk_ms).items() if k != "max"},
            "gpu_busy_fraction": round(core.load.total_s / elapsed, 3), "peak_memory_gb": _peak_gb(),
            "slab_gb": round(core.pool.slab_bytes / 2**30, 3),
-           "max_context": max((s.cache_tokens for x in listeners for s in x.stats), default=0), "errors": errors}
+           "max_context": max((s.cache_tokens for x in listeners for s in x.stats), default=0),
+           "compactions": sum(x.stats[-1].compactions for x in listeners if x.stats), "errors": errors}
     row["realtime"] = not errors and skipped == 0 and bool(latency) and row["caption_latency_s"]["p95"] <= CAPTION_P95_S
     print(json.dumps(row), flush=True)
     del core
@@ -255,7 +256,8 @@ def markdown(result: dict) -> str:
               + ", ".join(f"{p} {n}" for p, n in result["max_realtime_streams"].items()) + "."]
     if "single_stream_chunk_p50_ms" in result:
         s = result["single_stream_chunk_p50_ms"]
-        lines.append(f"Single stream chunk p50: today's path {s.get('today')} ms, the core {s.get('core')} ms.")
+        core = f"the core {s['core']} ms" if s.get("core") is not None else "the core's row not run"
+        lines.append(f"Single stream chunk p50: today's path {s.get('today')} ms, {core}.")
     if "agreement" in result:
         a = result["agreement"]
         lines.append(f"Token agreement, one stream alone vs in a batch of {a['batch']} over {a['seconds']:.0f} s: "
