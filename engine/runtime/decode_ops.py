@@ -76,7 +76,8 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k
 
 
 def rope_write_rows(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k_pool: torch.Tensor,
-                    v_pool: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
+                    v_pool: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, n_heads: int,
+                    n_kv: int) -> torch.Tensor:
     """`rope_write` for many rows (the engine core's decode step): qkv (rows, (heads + 2 kv) * D),
     cos / signed_sin (rows, D) -> q (heads, rows, D); row r's k and v go to slot slots[r] of slab
     index[r] of k_pool / v_pool (slabs, kv, capacity, D)."""

@@ -97,11 +97,12 @@ def _silu_mul(gu_ptr, out_ptr, N, BLOCK: tl.constexpr):
 
 
 def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
-    """x (..., H) -> norm(x), one program a token (row)."""
+    """x (..., H), contiguous -> norm(x), one program a token (row)."""
     h = x.shape[-1]
     out = torch.empty(x.shape, dtype=torch.result_type(norm.weight, x), device=x.device)
     block = triton.next_power_of_2(h)
-    _rms_norm[(x.numel() // h,)](x, norm.weight, out, h, norm.variance_epsilon, BLOCK=block, num_warps=min(16, max(1, block // 256)))
+    _rms_norm[(x.numel() // h,)](x, norm.weight, out, h, norm.variance_epsilon, BLOCK=block,
+                                 num_warps=min(16, max(1, block // 256)))
     return out
 
 
@@ -118,7 +119,8 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k
 
 
 def rope_write_rows(qkv: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, k_pool: torch.Tensor,
-                    v_pool: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
+                    v_pool: torch.Tensor, index: torch.Tensor, slots: torch.Tensor, n_heads: int,
+                    n_kv: int) -> torch.Tensor:
     """qkv (rows, (heads + 2 kv) * D), cos / signed_sin (rows, D) -> rotated q (heads, rows, D); row r's
     rotated k and its v land in k_pool / v_pool (slabs, kv, capacity, D) at slab index[r], slot slots[r]."""
     rows, d = qkv.shape[0], k_pool.shape[-1]
