@@ -8,14 +8,16 @@ No download: the LiveCC-7B architecture with random weights (bench_engine.build_
 synthetic 1080p 30 fps sources (their frames resized at capture to the model's size, as file
 sources and the server's connections do; --full-frames: 1080p into the engine) are paced in real
 time, each started at its own phase (stream k at k/N s), as live sessions of one EngineCore (a
-live session skips ahead when behind, and says so in its Stats). Caption latency runs from the capture of a chunk's last frame to its
-Commentary event; every chunk decodes its 16 tokens (EOS ignored), the worst case. The first
-WARM_S seconds of each stream are not counted (the allocator grows), and a short run of two
-streams before the rows is not kept (Triton compiles, graphs are captured). Rows go
-up in N and stop at the first N whose streams fall behind (a skipped chunk, or caption p95 over
-0.5 s). Also measured in the same run: the single-stream chunk p50 of today's path
-(StreamingSession.run, CUDA graphs) against the core with one session, and the token agreement
-of one stream run alone and in a batch of 8, over `--agreement-seconds` of video.
+live session skips ahead when behind, and says so in its Stats). Caption latency runs from the
+capture of a chunk's last frame to its Commentary event; every chunk decodes its 16 tokens (EOS
+ignored), the worst case. The first WARM_S seconds of each stream are not counted (the allocator
+grows), and a short run of two streams before the rows is not kept (Triton compiles, graphs are
+captured). Rows go up in N and stop at the first N whose streams fall behind (a skipped chunk, or
+caption p95 over 0.5 s). Rows shorter than about 20 s end before a session fills the 8k budget;
+longer ones include its compactions (counted in each row). Also measured in the same run: the
+single-stream chunk p50 of today's path (StreamingSession.run, CUDA graphs) against the core with
+one session, and the token agreement of one stream run alone and in a batch of 8, over
+`--agreement-seconds` of video.
 """
 
 from __future__ import annotations
@@ -246,12 +248,14 @@ def markdown(result: dict) -> str:
              f"Random LiveCC-7B weights, paced 1080p live streams (frames {result.get('frames', '1080p')}), "
              f"16 tokens a chunk, KV budget {result['kv_budget']} "
              f"a session, {result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
-             "| streams | precision | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy | peak GB |",
-             "|---|---|---|---|---|---|---|"]
+             "| streams | precision | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy | peak GB "
+             "| compactions |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         c, k = r["caption_latency_s"], r["chunk_ms"]
         lines.append(f"| {r['streams']} | {r['precision']} | {c['p50']} / {c['p95']} / {c['max']} | {r['skipped_chunks']} "
-                     f"| {k['p50']} / {k['p95']} | {r['gpu_busy_fraction']:.0%} | {r['peak_memory_gb']} |")
+                     f"| {k['p50']} / {k['p95']} | {r['gpu_busy_fraction']:.0%} | {r['peak_memory_gb']} "
+                     f"| {r.get('compactions', '-')} |")
     lines += ["", f"Most real-time streams (no skipped chunk, caption p95 <= {CAPTION_P95_S} s): "
               + ", ".join(f"{p} {n}" for p, n in result["max_realtime_streams"].items()) + "."]
     if "single_stream_chunk_p50_ms" in result:
