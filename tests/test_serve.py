@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -274,6 +275,19 @@ def test_only_loopback_may_serve_without_a_token():
         with pytest.raises(ServerConfigError, match="--token"):
             check_bind(host, None)
     assert main(["serve", "--host", "0.0.0.0", "--no-ray", "--model", "x"]) == 2
+
+
+def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(capsys):
+    """Another server on the port: exit 2 with one line naming --port, before Ray or the model (the
+    model "x" does not exist, so getting that far would fail differently)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for ray in (["--no-ray"], []):
+            assert main(["serve", *ray, "--model", "x", "--port", str(port)]) == 2
+            err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+            assert len(err) == 1 and f"port {port} on 127.0.0.1 is in use" in err[0] and "--port" in err[0], err
 
 
 def test_the_token_is_compared_whole():

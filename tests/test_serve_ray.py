@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -30,9 +31,21 @@ TOKEN = "ray-s3cret"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port that Ray's own processes will not take before Serve's proxy binds it. A port the
+    kernel hands out (bind to 0) is one Ray's GCS, raylet or workers may bind next, and once did (CI,
+    2026-12-06: "Failed to bind to address"); so one between Ray's worker ports (10002-19999) and
+    the kernel's ephemeral range."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    ephemeral = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    candidates = list(range(20000, ephemeral)) or [0]  # (an unusual kernel range: any free port)
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port below the kernel's ephemeral range")
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +73,22 @@ def videos(tmp_path_factory) -> list[Path]:
     return [write_video(folder / f"clip{i}.mp4", seconds=4 + i, fps=30, width=160 + 16 * i) for i in range(4)]
 
 
-def test_sigterm_drains_the_ray_server(tiny_model_dir):
+def test_sigterm_drains_the_ray_server(tiny_model_dir, tmp_path):
     """Runs before the module's cluster starts: `livecc serve` starts its own local Ray."""
     import os
     import signal
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "livecc", "serve", "--model", str(tiny_model_dir), "--device", "cpu",
-                             "--num-cpus", "2", "--port", str(free_port())], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    log = tmp_path / "serve.err"  # a file, not a pipe: Ray's output cannot fill it and block the server
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "livecc", "serve", "--model", str(tiny_model_dir), "--device",
+                                 "cpu", "--num-cpus", "2", "--port", str(free_port())], stdout=subprocess.PIPE,
+                                stderr=err, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
-        remote = RemoteSession.connect(json.loads(proc.stdout.readline())["serving"])
+        line = proc.stdout.readline()
+        assert line, f"livecc serve ended before serving:\n{log.read_text()[-3000:]}"
+        remote = RemoteSession.connect(json.loads(line)["serving"])
         proc.send_signal(signal.SIGTERM)
         with pytest.raises(RemoteError, match="server stopping"):
             list(remote.events())

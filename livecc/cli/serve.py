@@ -5,8 +5,10 @@ stopping" and the process exits within 30 s."""
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
+import socket
 import threading
 
 from engine import flags
@@ -47,9 +49,31 @@ def server_settings(args):
         raise bad_option("--replicas must be 1 or more and --port in 0..65535")
     if args.max_replicas is not None and (args.no_ray or args.max_replicas < args.replicas):
         raise bad_option("--max-replicas autoscales Ray Serve replicas: give at least --replicas, without --no-ray")
+    if args.port and (args.no_ray or args.address is None):  # (a cluster's proxies bind on its own nodes)
+        check_port_free(args.host, args.port)
     return ServerSettings(args.model, token=args.token or None, sessions=args.sessions_per_replica,
                           idle_timeout_s=args.idle_timeout, max_frames_per_s=args.max_frames_per_s, device=args.device,
                           speech=args.speech)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, in one line and before the model or Ray starts, a port that something here already
+    serves (the server would fail later with Ray's or uvicorn's traceback)."""
+    from .checks import bad_option
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # an unknown host: the server says so itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: old connections don't count
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise bad_option(f"port {port} on {host} is in use: choose another with --port "
+                                 "(--port 0 picks a free one with --no-ray)") from None
 
 
 def cmd_serve(args) -> int:
