@@ -209,6 +209,25 @@ def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):
         assert together[name] == alone[name], f"session {name} changed with graphed prefill pieces"
 
 
+def test_a_memory_plan_without_room_for_prefill_graphs_keeps_the_core_eager(tiny_loaded, monkeypatch):
+    """The plan's choice on a tight card holds for the core's prefill graphs as for a single stream."""
+    from types import SimpleNamespace
+
+    from engine.core.batched import BatchedRunner
+
+    init = BatchedRunner.__init__
+
+    def graphed(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._prefill_on = True  # as on a GPU
+
+    monkeypatch.setattr(BatchedRunner, "__init__", graphed)
+    assert EngineCore(tiny_loaded, sessions=1, kv_budget=1024).runner._prefill_on
+    monkeypatch.setattr(tiny_loaded, "plan", SimpleNamespace(prefill_graphs=False), raising=False)
+    runner = EngineCore(tiny_loaded, sessions=1, kv_budget=1024).runner
+    assert not runner._prefill_on and runner._piecewise(40) is None and runner._piecewise(40) is None
+
+
 def test_the_scenarios_cover_what_the_issue_lists(alone):
     """Different starts, compactions at different moments, questions mid-stream, a reset, an early end."""
     compacted_at = {name: said for name, (said, _, compactions) in alone.items() if compactions}

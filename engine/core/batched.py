@@ -64,8 +64,10 @@ class BatchedRunner:
         self._graphs: dict[int, CUDAGraphed] = {}
         graphs = self.device.type == "cuda" and not flags.get("LIVECC_NO_CUDA_GRAPH")
         self._graph_on = self._flash is not None and graphs
-        self._pool = GraphPool()  # decode and prefill graphs run one at a time, on the engine thread
-        self.vision = FastVision(model, graphs)
+        # Decode, prefill and vision graphs run one at a time on the engine thread, each output copied
+        # at once: they share one memory pool (a pool each held ~0.9 GB for one grid's vision graphs).
+        self._pool = GraphPool()
+        self.vision = FastVision(model, graphs, pool=self._pool)
         self._prefill_on = graphs and prefill_graphs_on()
         self._prefills: dict[int, PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
@@ -127,10 +129,11 @@ class BatchedRunner:
             self._prefill_sizes.add(n)
             return None
         self._prefills[n] = PiecewisePrefill(self.net, n, self._pool.handle(), write=self._write,
-                                             on_failure=self._drop_prefill_graphs)
+                                             on_failure=self.drop_prefill_graphs)
         return self._prefills[n]
 
-    def _drop_prefill_graphs(self) -> None:
+    def drop_prefill_graphs(self) -> None:
+        """Prefill eagerly from now on (a failed capture, or a memory plan without room for them)."""
         self._prefill_on = False
         self._prefills.clear()
 

@@ -36,7 +36,8 @@ from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, Prefi
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
 CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
-WORK_BYTES = 3 * GiB  # a step's activations beside the pool: a prefill step's MLP, a vision batch
+WORK_BYTES = 4 * GiB  # beside the pool: a step's activations (a vision batch, prefill pieces: under 3 GB at
+# peak with 32 streams on an H100), the graphs' shared memory pool and the allocator's slack
 _END = object()
 
 
@@ -125,6 +126,9 @@ class EngineCore:
         check_room(loaded, sessions, kv_budget + CACHE_MARGIN)
         self.pool = KVPool.for_model(loaded.model, kv_budget + CACHE_MARGIN, sessions)
         self.runner = BatchedRunner(loaded.model, self.pool)
+        plan = getattr(loaded, "plan", None)
+        if plan is not None and not plan.prefill_graphs:
+            self.runner.drop_prefill_graphs()  # the card has no room for their memory
         self.lookahead = Lookahead(self.runner)
         self.load = Load()
         self.clock = StepClock(self.runner.device, self.load)

@@ -47,7 +47,7 @@ class PiecewisePrefill:
         self.slots = torch.empty_like(self.base)  # set by each run before anything reads it
         self.slab = torch.zeros_like(self.base)  # each token's slab of a KV pool (with `write`)
         self.write = write or self._cache_write
-        self.on_failure = on_failure or runner.drop_prefill_graphs
+        self.on_failure = on_failure or self._no_new_sizes
         self.steps = [self._step(i) for i in range(len(runner.lm.layers) + 1)]
         self.graphs: list[CUDAGraphed | None] = [None] * len(self.steps)
 
@@ -64,6 +64,9 @@ class PiecewisePrefill:
             log.warning("prefill CUDA graphs off after a failed capture (%s)", exc)
             self.pool, self.graphs = None, [None] * len(self.steps)
             self.on_failure()
+
+    def _no_new_sizes(self) -> None:
+        self.runner._prefill_graphs = False  # the sizes graphed already keep their graphs
 
     def _cache_write(self, j: int, k: torch.Tensor, v: torch.Tensor, _slab, slots: torch.Tensor) -> None:
         self.runner.cache.k[j].index_copy_(1, slots, k)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from engine.model.preprocess import VideoInputs
 
 from .decode_ops import apply_rope, fold_sign, fused_on
-from .graphs import CUDAGraphed
+from .graphs import CUDAGraphed, GraphPool
 
 
 class TorchVisionOps:
@@ -56,8 +56,9 @@ class FastVision:
     """Vision encode for `StaticRunner.encode_video`; the eager reference is the model's own
     `get_video_features` (EagerRunner), which it must match (tests/test_fast_path.py)."""
 
-    def __init__(self, model: torch.nn.Module, cuda_graphs: bool):
+    def __init__(self, model: torch.nn.Module, cuda_graphs: bool, pool: GraphPool | None = None):
         self.model = model
+        self.pool = pool  # None: a private memory pool a graph (the single-stream path's side stream needs one)
         self.visual = model.model.visual
         self.cuda_graphs = cuda_graphs
         self._rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -122,5 +123,6 @@ class FastVision:
             if key not in self._grids_seen:
                 self._grids_seen.add(key)
                 return self.run_eager(pixels, cos, sin, frames)
-            self._graphs[key] = CUDAGraphed(lambda p: self.run_eager(p, cos, sin, frames), [pixels])
+            self._graphs[key] = CUDAGraphed(lambda p: self.run_eager(p, cos, sin, frames), [pixels],
+                                            pool=self.pool.handle() if self.pool is not None else None)
         return self._graphs[key](pixels).clone()
