@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.capture.frames import RingBuffer
+from engine.capture.frames import Frame, RingBuffer
 from engine.capture.sampler import FrameSampler
 from engine.capture.sources import FileSource
 from videos import write_video
@@ -71,6 +71,60 @@ def test_a_chunk_forms_once_the_frame_on_screen_at_its_last_target_is_here():
         buffer.put(Frame(image, t, 1 / 30))
     chunk = sampler.take(buffer, False, 2.0)  # the buffer is still open: no later frame has come
     assert chunk is not None and [f.timestamp for f in chunk.frames][-1] == pytest.approx(2.5 - 1 / 30)
+
+
+class Racing(RingBuffer):
+    """A buffer whose source puts `rest` and closes it just after the consumer's first snapshot."""
+
+    def __init__(self, rest, capacity: int = 256):
+        super().__init__(capacity)
+        self.rest = rest
+
+    def snapshot(self):
+        frames = super().snapshot()
+        if self.rest:  # the file source finishes meanwhile
+            for frame in self.rest:
+                self.put(frame)
+            self.rest = []
+            self.close()
+        return frames
+
+
+def test_a_file_that_ends_while_a_chunk_is_taken_loses_no_frame():
+    """The producer may put its last frames and close the buffer between the sampler's look at the
+    frames and its look at `closed` (CI hit it under load: a 3 s first chunk came out as 1 s). The
+    chunk is made from every frame all the same."""
+    image = np.zeros((4, 4, 3), np.uint8)
+    frames = [Frame(image, k / 30, 1 / 30) for k in range(150)]
+    buffer = Racing(frames[13:])
+    for frame in frames[:13]:  # up to 0.4 s
+        buffer.put(frame)
+    sampler = FrameSampler(2.0, 6, 2)
+    chunk = sampler.take(buffer, False, 2.0) or sampler.take(buffer, False, 2.0)
+    assert [f.timestamp for f in chunk.frames] == pytest.approx([k / 30 for k in (0, 14, 29, 44, 59, 74)])
+
+
+def test_a_session_narrates_the_frames_that_come_as_the_file_ends(tiny_loaded):
+    """The session looks at `closed` before it takes a chunk: frames put just before the close are
+    narrated, not dropped as if the stream had ended before them."""
+    from engine.session.events import Commentary
+    from engine.session.session import SessionConfig, StreamingSession
+    from videos import synthetic_frame
+
+    frames = [Frame(synthetic_frame(k / 2, 84, 84), k / 2, 0.5) for k in range(10)]
+    config = SessionConfig(max_pixels=84 * 84, min_pixels=28 * 28, max_new_tokens=3)
+
+    def chunks(buffer) -> list[float]:
+        return [e.end for e in StreamingSession(tiny_loaded, config).run(buffer) if isinstance(e, Commentary)]
+
+    whole = RingBuffer(16)
+    for frame in frames:
+        whole.put(frame)
+    whole.close()
+    racing = Racing(frames[4:], capacity=16)
+    for frame in frames[:4]:  # 0 .. 1.5 s, too few for the first chunk; then the producer finishes
+        racing.put(frame)
+    assert chunks(racing) == chunks(whole) == [3.0, 4.0, 5.0]
 
 
 # -- the every-frame path: the desktop app's file source, webcams and the screen ----------------

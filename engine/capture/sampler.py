@@ -83,6 +83,10 @@ class FrameSampler:
             self.next_time = new_start
 
     def take(self, buffer: RingBuffer, live: bool, max_backlog_s: float) -> Chunk | None:
+        # `closed` before the frames: a buffer closed by then holds its last frames. Read after, it
+        # could close with frames the snapshot missed, and the end-of-file tail rule would cut a
+        # chunk short mid-file (CI hit it under load).
+        closed = buffer.closed
         frames = buffer.snapshot()
         if not frames:
             return None
@@ -92,7 +96,7 @@ class FrameSampler:
             self._skip_ahead(latest, n)
         targets = self._targets(n)
         if latest + frames[-1].duration + 1e-3 < targets[-1]:  # not yet on screen at the last target
-            if not buffer.closed:
+            if not closed:
                 return None
             covered = [t for t in targets if t <= latest + self.period / 2]
             targets = covered[: len(covered) // 2 * 2]  # a short tail: keep an even count

@@ -156,11 +156,12 @@ class StreamingSession(CompactionSteps, QuestionSteps):
             if self._stopped:
                 return
             prepared, self._ahead = self._ahead, None
+            closed = buffer.closed  # before the take: a buffer closed by then gave the take its last frames
             chunk = prepared.chunk if prepared else self.frames.take(buffer, cfg.live, cfg.max_backlog_s)
             if chunk is not None:
                 yield from self._chunk_steps(chunk, buffer, prepared, look_ahead=True)
                 continue
-            if buffer.closed:
+            if closed:
                 if buffer.error is not None:
                     raise buffer.error
                 if not ended:

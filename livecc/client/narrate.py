@@ -118,6 +118,7 @@ class FrameSender:
         while not self._stop.is_set():
             if self._apply_seek():
                 last = None  # the new position's frames may be older than the last one sent
+            closed = self.buffer.closed  # before the frames: a buffer closed by then holds its last ones
             frames = [f for f in self.buffer.snapshot() if last is None or f.timestamp > last]
             for frame in frames:
                 if self.ticks is None or self.ticks.keeps(frame.timestamp + frame.duration):
@@ -125,7 +126,7 @@ class FrameSender:
                 last = frame.timestamp
             if frames:
                 self.buffer.discard_before(last + 1e-6)  # sent or not sampled: room for the source's next frames
-            elif self.buffer.closed:
+            elif closed:
                 if self.end_stream:
                     self.remote.end(self.keep_open)
                 return
