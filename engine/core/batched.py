@@ -28,7 +28,7 @@ from engine.model.preprocess import VideoInputs
 from engine.runtime.decode_ops import decode_ops, fold_sign, fused_on, rms_norm, upload
 from engine.runtime.fast import StaticRunner
 from engine.runtime.fused_linear import gated, linear, linear_add
-from engine.runtime.graphs import CUDAGraphed, GraphPool
+from engine.runtime.graphs import CUDAGraphed, GraphPool, on_repeat
 from engine.runtime.prefill_graphs import PiecewisePrefill
 from engine.runtime.vision import FastVision
 
@@ -121,16 +121,11 @@ class BatchedRunner:
     def _piecewise(self, n: int) -> PiecewisePrefill | None:
         """The graphed prefill of an `n`-token piece, made when n comes the second time, for at most
         PREFILL_GRAPH_SIZES counts; None: eager."""
-        if n in self._prefills:
-            return self._prefills[n]
-        if not self._prefill_on or len(self._prefills) >= PREFILL_GRAPH_SIZES or n > PREFILL_GRAPH_TOKENS:
+        if n not in self._prefills and (not self._prefill_on or len(self._prefills) >= PREFILL_GRAPH_SIZES
+                                        or n > PREFILL_GRAPH_TOKENS):
             return None
-        if n not in self._prefill_sizes:
-            self._prefill_sizes.add(n)
-            return None
-        self._prefills[n] = PiecewisePrefill(self.net, n, self._pool.handle(), write=self._write,
-                                             on_failure=self.drop_prefill_graphs)
-        return self._prefills[n]
+        return on_repeat(self._prefills, self._prefill_sizes, n, lambda: PiecewisePrefill(
+            self.net, n, self._pool.handle(), write=self._write, on_failure=self.drop_prefill_graphs))
 
     def drop_prefill_graphs(self) -> None:
         """Prefill eagerly from now on (a failed capture, or a memory plan without room for them)."""

@@ -31,7 +31,7 @@ from engine.model.preprocess import VideoInputs
 from .decode_ops import apply_rope, decode_ops, fold_sign, fused_on, rms_norm, silu_mul
 from .decode_state import DecodeState
 from .fused_linear import fuse_layer, gated, linear, linear_add
-from .graphs import CUDAGraphed, GraphPool
+from .graphs import CUDAGraphed, GraphPool, on_repeat
 from .kv_cache import StaticKVCache
 from .prefill_graphs import PiecewisePrefill
 from .quant_kernels import install_quant_kernels
@@ -229,15 +229,10 @@ class StaticRunner:
         """The graphed prefill for a piece of `n` tokens, made when n comes the second time (a
         stream's chunk turns come in a few sizes, set by their time stamps and by how the previous
         reply closed); None: eager."""
-        if n in self._prefills:
-            return self._prefills[n]
-        if not self._prefill_graphs or len(self._prefills) >= self.PREFILL_GRAPH_SIZES or n > PREFILL_GRAPH_TOKENS:
+        if n not in self._prefills and (not self._prefill_graphs or len(self._prefills) >= self.PREFILL_GRAPH_SIZES
+                                        or n > PREFILL_GRAPH_TOKENS):
             return None
-        if n not in self._prefill_sizes:
-            self._prefill_sizes.add(n)
-            return None
-        self._prefills[n] = PiecewisePrefill(self, n, self._pool.handle())
-        return self._prefills[n]
+        return on_repeat(self._prefills, self._prefill_sizes, n, lambda: PiecewisePrefill(self, n, self._pool.handle()))
 
     def _decode_eager(self, token_slot: torch.Tensor, position: torch.Tensor, width: int) -> torch.Tensor:
         """One token: `token_slot` = [token id, cache slot], `position` its M-RoPE position; attends

@@ -16,6 +16,17 @@ import torch
 from .gpu_lock import CAPTURE_LOCK
 
 
+def on_repeat(made: dict, seen: set, key, make: Callable):
+    """`made[key]`, made by `make()` the second time `key` comes; None the first time (a graph for a
+    shape that never repeats, such as the first chunk's, would cost its capture and memory for nothing)."""
+    if key not in made:
+        if key not in seen:
+            seen.add(key)
+            return None
+        made[key] = make()
+    return made[key]
+
+
 class GraphPool:
     """One memory pool for graphs that never run at once: they share their memory."""
 

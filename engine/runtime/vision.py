@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from engine.model.preprocess import VideoInputs
 
 from .decode_ops import apply_rope, fold_sign, fused_on
-from .graphs import CUDAGraphed, GraphPool
+from .graphs import CUDAGraphed, GraphPool, on_repeat
 
 
 class TorchVisionOps:
@@ -119,10 +119,9 @@ class FastVision:
         frames, key = grid[0] * n, (grid, n)
         if not self.cuda_graphs or n > self.GRAPH_CHUNKS:
             return self.run_eager(pixels, cos, sin, frames)
-        if key not in self._graphs:
-            if key not in self._grids_seen:
-                self._grids_seen.add(key)
-                return self.run_eager(pixels, cos, sin, frames)
-            self._graphs[key] = CUDAGraphed(lambda p: self.run_eager(p, cos, sin, frames), [pixels],
-                                            pool=self.pool.handle() if self.pool is not None else None)
-        return self._graphs[key](pixels).clone()
+        graph = on_repeat(self._graphs, self._grids_seen, key, lambda: CUDAGraphed(
+            lambda p: self.run_eager(p, cos, sin, frames), [pixels],
+            pool=self.pool.handle() if self.pool is not None else None))
+        if graph is None:
+            return self.run_eager(pixels, cos, sin, frames)
+        return graph(pixels).clone()
