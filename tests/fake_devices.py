@@ -1,5 +1,6 @@
 """Stand-ins for a camera and a screen (tests/test_sources.py, tests/test_cli_live.py): they deliver
-frames as the real ones do, from generated pictures, on a machine with neither."""
+frames as the real ones do, from generated pictures, on a machine with neither; and a buffer whose
+source finishes at the worst moment (`Racing`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,26 @@ import time
 import cv2
 import numpy as np
 
+from engine.capture.frames import RingBuffer
 from videos import synthetic_frame
+
+
+class Racing(RingBuffer):
+    """A buffer whose source puts `rest` and closes it just after the consumer's first snapshot:
+    between a consumer's look at the frames and its look at `closed`."""
+
+    def __init__(self, rest, capacity: int = 256):
+        super().__init__(capacity)
+        self.rest = rest
+
+    def snapshot(self):
+        frames = super().snapshot()
+        if self.rest:  # the source finishes meanwhile
+            for frame in self.rest:
+                self.put(frame)
+            self.rest = []
+            self.close()
+        return frames
 
 
 class FakeCamera:

@@ -213,22 +213,9 @@ def test_without_torch_jpeg_frames_are_resized_here_and_lossless_ones_on_the_ser
 def test_the_sender_sends_frames_that_come_as_the_buffer_closes():
     """A source may put its last frames and close the buffer between the sender's look at the frames
     and its look at `closed` (the race CI hit in the sampler): they go up all the same, then the end."""
-    from engine.capture.frames import Frame, RingBuffer
+    from engine.capture.frames import Frame
+    from fake_devices import Racing
     from livecc.client.narrate import FrameSender
-
-    class Racing(RingBuffer):
-        def __init__(self, rest):
-            super().__init__(16)
-            self.rest = rest
-
-        def snapshot(self):
-            frames = super().snapshot()
-            if self.rest:  # the source finishes meanwhile
-                for frame in self.rest:
-                    self.put(frame)
-                self.rest = []
-                self.close()
-            return frames
 
     class Remote:
         def __init__(self):
@@ -242,5 +229,5 @@ def test_the_sender_sends_frames_that_come_as_the_buffer_closes():
 
     image = np.zeros((8, 8, 3), np.uint8)
     remote = Remote()
-    FrameSender(remote, Racing([Frame(image, k / 2, 0.5) for k in range(3)]), "jpeg")._send_all()
+    FrameSender(remote, Racing([Frame(image, k / 2, 0.5) for k in range(3)], capacity=16), "jpeg")._send_all()
     assert remote.sent == [0.0, 0.5, 1.0, "end"]

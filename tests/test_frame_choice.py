@@ -11,6 +11,7 @@ import pytest
 from engine.capture.frames import Frame, RingBuffer
 from engine.capture.sampler import FrameSampler
 from engine.capture.sources import FileSource
+from fake_devices import Racing
 from videos import write_video
 
 
@@ -71,23 +72,6 @@ def test_a_chunk_forms_once_the_frame_on_screen_at_its_last_target_is_here():
         buffer.put(Frame(image, t, 1 / 30))
     chunk = sampler.take(buffer, False, 2.0)  # the buffer is still open: no later frame has come
     assert chunk is not None and [f.timestamp for f in chunk.frames][-1] == pytest.approx(2.5 - 1 / 30)
-
-
-class Racing(RingBuffer):
-    """A buffer whose source puts `rest` and closes it just after the consumer's first snapshot."""
-
-    def __init__(self, rest, capacity: int = 256):
-        super().__init__(capacity)
-        self.rest = rest
-
-    def snapshot(self):
-        frames = super().snapshot()
-        if self.rest:  # the file source finishes meanwhile
-            for frame in self.rest:
-                self.put(frame)
-            self.rest = []
-            self.close()
-        return frames
 
 
 def test_a_file_that_ends_while_a_chunk_is_taken_loses_no_frame():
