@@ -86,6 +86,9 @@ LAST: dict = {}  # "core": the engine core of the last run_core
 def counting(name: str, run):
     def counted(rows, *rest):
         BATCHES.append((name, len(rows)))
+        if name == "decode" and len(rest) > 1 and rest[1]:  # prefill pieces carried in the decode pass
+            BATCHES.append(("prefill", len(rest[1])))
+            BATCHES.append(("mixed", len(rows) + len(rest[1])))
         return run(rows, *rest)
     return counted
 
@@ -134,7 +137,7 @@ def alone(tiny_loaded) -> dict[str, tuple]:
 @pytest.mark.parametrize("names", ["ab", "cdh", "abcdefgh", "efg"])
 def test_each_session_says_what_it_says_alone(tiny_loaded, alone, names):
     together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
-    shared = ("decode", "prefill", "encode") if len(names) == len(SCENARIOS) else ("decode",)
+    shared = ("decode", "prefill", "encode", "mixed") if len(names) == len(SCENARIOS) else ("decode",)
     for what in shared:  # the sessions really shared launches
         assert max(rows for name, rows in BATCHES if name == what) >= 2, what
     for name in names:
@@ -160,11 +163,11 @@ def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, 
     core = EngineCore(tiny_loaded, sessions=2, kv_budget=4096)
     decode, ahead_steps = core.runner.decode, []
 
-    def failing(rows, fill=None):
+    def failing(rows, fill=None, pieces=()):
         ahead_steps.append(fill is not None)
         if fill is not None and ahead_steps.count(True) == 3:
             raise RuntimeError("the GPU failed")
-        return decode(rows, fill)
+        return decode(rows, fill, pieces)
 
     core.runner.decode = failing
     records = {s.name: Record(s) for s in SCENARIOS[:2]}
@@ -180,10 +183,27 @@ def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, 
         assert record.said == alone[name][0]
 
 
+def test_decode_rows_ride_in_the_prefill_pass_without_changing_a_word(tiny_loaded, alone, monkeypatch):
+    """A step with decode rows and prefill pieces runs them as one pass (the rows' linears share the
+    pieces' read of the weights); LIVECC_NO_MIXED_STEP=1 runs them apart. The words are the same."""
+    names = "abcdh"
+    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
+    mixed = [rows for what, rows in BATCHES if what == "mixed"]
+    assert len(mixed) >= 10 and max(mixed) >= 3
+    for name in names:
+        assert together[name] == alone[name], name
+    monkeypatch.setenv("LIVECC_NO_MIXED_STEP", "1")
+    assert run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names]) == together
+    assert not [rows for what, rows in BATCHES if what == "mixed"]
+
+
 def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):
     """A step's lone piece of a token count seen before goes through the fast runner's piecewise
     prefill graphs, writing into its session's slab (here their steps run eagerly on the same static
-    buffers: no CUDA); several pieces stay in one eager pass. Every session says what it says alone."""
+    buffers: no CUDA); several pieces stay in one eager pass. Every session says what it says alone.
+    (Steps that also decode carry their pieces in the decode pass: here they run apart, so that
+    lone pieces come often.)"""
+    monkeypatch.setenv("LIVECC_NO_MIXED_STEP", "1")
     from engine.core.batched import BatchedRunner
     from engine.runtime.prefill_graphs import PiecewisePrefill
 

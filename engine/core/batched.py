@@ -5,7 +5,9 @@
 - prefill: a step's lone piece of a token count seen before as CUDA graphs between its attentions
   (the fast runner's PiecewisePrefill, writing into its slab); several pieces in one varlen pass:
   the linears run over all their tokens at once, rotary, cache writes and attention per piece;
-- decode: one step for every decoding session, each token a row.
+- decode: one step for every decoding session, each token a row, CUDA-graphed per padded row count;
+  a step that also has prefill pieces carries the rows in the pieces' pass instead (vLLM's chunked
+  prefill): the rows' linears then cost nothing more than the pieces' read of the weights.
 
 Each row's rotary, cache write and attention read only its own slab, so what a session gets does
 not depend on who else is in the batch, up to the rounding of the shared matrix products. The
@@ -73,6 +75,7 @@ class BatchedRunner:
         self._prefill_sizes: set[int] = set()
         bf16 = isinstance(self.net.fused[0][0], torch.Tensor)  # (quantized weights keep the unfused layer)
         self._ops = decode_ops(self.device) if fused_on() and bf16 else None  # the decode step's fused small ops
+        self.carries = not flags.get("LIVECC_NO_MIXED_STEP")  # decode rows and prefill pieces in one pass
 
     def _make_flash(self):
         """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
@@ -156,6 +159,13 @@ class BatchedRunner:
     def _prefill_eager(self, pieces: list[Piece]) -> torch.Tensor:
         """The pieces in one pass: linears over all their tokens, attention per piece."""
         x, cos, sin = self._inputs(pieces)
+        index, slots, attend, ends = self._piece_rows(pieces)
+        x = self._layers(x, cos, sin, index, slots, attend)
+        return self._logits(x[0, upload(ends, self.device)])
+
+    def _piece_rows(self, pieces: list[Piece], offset: int = 0):
+        """Each piece token's slab and slot (device), the pieces' attention over queries from
+        `offset` on, and the row of each piece's last token."""
         spans = self._spans([p.ids.numel() for p in pieces])
         starts = [p.slab.length for p in pieces]
         index, slots = [], []  # each token's slab and slot: one scattered write a layer for all pieces
@@ -163,16 +173,26 @@ class BatchedRunner:
             index += [p.slab.index] * p.ids.numel()
             slots += range(start, start + p.ids.numel())
         index, slots = upload([index, slots], self.device)
+        # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
+        attend = self._attend_pieces([(p.slab, offset + lo, offset + hi, start + hi - lo,
+                                       causal_lower_right(hi - lo, start + hi - lo))
+                                      for p, (lo, hi), start in zip(pieces, spans, starts)])
+        return index, slots, attend, [offset + hi - 1 for _, hi in spans]
 
+    def _layers(self, x: torch.Tensor, cos, sin, index, slots, attend) -> torch.Tensor:
+        """Every layer over x (1, rows, hidden): row r's K and V to slot slots[r] of slab index[r]
+        (cos, sin: (1, 1, rows, head_dim)); the fused layer when the weights are bf16 and it is on."""
         def write(i, k, v):
             self._write(i, k, v, index, slots)
 
-        # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
-        attend = self._attend_pieces([(p.slab, lo, hi, start + hi - lo, causal_lower_right(hi - lo, start + hi - lo))
-                                      for p, (lo, hi), start in zip(pieces, spans, starts)])
         for i in range(self.n_layers):
-            x = self.net._layer(i, x, cos, sin, write, attend)
-        last = x[0, upload([hi - 1 for _, hi in spans], self.device)]
+            if self._ops is not None:
+                x = self._layer_rows(i, x, cos[0, 0], sin[0, 0], index, slots, attend)
+            else:
+                x = self.net._layer(i, x, cos, sin, write, attend)
+        return x
+
+    def _logits(self, last: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(rms_norm(last, self.lm.norm)).float()
 
     def _write(self, i: int, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, slots: torch.Tensor) -> None:
@@ -208,16 +228,20 @@ class BatchedRunner:
 
     # -- decode --------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, rows: list[tuple[Slab, int | None, int]],
-               fill: tuple[list[int], torch.Tensor] | None = None) -> torch.Tensor:
+    def decode(self, rows: list[tuple[Slab, int | None, int]], fill: tuple[list[int], torch.Tensor] | None = None,
+               pieces: list[Piece] = ()) -> torch.Tensor:
         """Feed one token to each (slab, token, position), written at the slab's `length`; float
         logits (rows, vocab). The caller moves the lengths (a row run ahead counts only once taken).
-        `fill`: (row indices, device token ids) for rows whose token is None: picks not read yet."""
+        `fill`: (row indices, device token ids) for rows whose token is None: picks not read yet.
+        `pieces`: prefill pieces of other sessions to carry in the same pass (`carries`); their
+        logits follow the rows' (rows + pieces, vocab), and their slabs' lengths move here."""
         slabs = [slab for slab, _, _ in rows]
         for slab in slabs:
             slab.room_for(1)
         state = torch.tensor([[token or 0, position, slab.index, slab.length] for slab, token, position in rows])
         state = state.t().contiguous()  # rows of (token, position, slab, slot): the kernel reads dense rows
+        if pieces:
+            return self._mixed(state, fill, slabs, pieces)
         if self._flash is None:
             state = self._filled(state.to(self.device), fill)
             return self._step(state, self._attend_rows(slabs, [s.length + 1 for s in slabs]))
@@ -248,19 +272,39 @@ class BatchedRunner:
         """One decode step on device `state` (4, rows): device tensors only, so a graph can hold it."""
         tokens, positions, index, slots = state
         x = self.lm.embed_tokens(tokens[None])
-        cos, sin = self.net._text_rope(positions, x.dtype)
-        cos, sin = cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
+        cos, sin = self._row_rope(positions, x.dtype)
+        x = self._layers(x, cos, sin, index, slots, attend or self._attend_flash(index, slots + 1))
+        return self._logits(x[0])
 
-        def write(i, k, v):  # row b to slot slots[b] of slab index[b]
-            self._write(i, k, v, index, slots)
+    def _row_rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin) (1, 1, rows, head_dim) of decode rows at text `positions`."""
+        cos, sin = self.net._text_rope(positions, dtype)
+        return cos.unsqueeze(1), fold_sign(sin).unsqueeze(1)
 
-        attend = attend or self._attend_flash(index, slots + 1)
-        for i in range(self.n_layers):
-            if self._ops is not None:
-                x = self._layer_rows(i, x, cos[0, 0], sin[0, 0], index, slots, attend)
-            else:
-                x = self.net._layer(i, x, cos, sin, write, attend)
-        return self.model.lm_head(rms_norm(x[0], self.lm.norm)).float()
+    def _mixed(self, state: torch.Tensor, fill, slabs: list[Slab], pieces: list[Piece]) -> torch.Tensor:
+        """Decode rows and prefill pieces in one eager pass: the rows ride in the pieces' linears,
+        which read the weights once for both. Each row attends as in a decode step (its slab up to
+        its slot), each piece as in a prefill; logits of the rows, then of each piece's last token."""
+        for piece in pieces:
+            piece.slab.room_for(piece.ids.numel())
+        rows = state.shape[1]
+        tokens, positions, index, slots = self._filled(upload(state, self.device), fill)
+        px, pcos, psin = self._inputs(pieces)
+        rcos, rsin = self._row_rope(positions, px.dtype)
+        x = torch.cat([self.lm.embed_tokens(tokens[None]), px], dim=1)
+        cos, sin = torch.cat([rcos, pcos], dim=2), torch.cat([rsin, psin], dim=2)
+        p_index, p_slots, attend_pieces, ends = self._piece_rows(pieces, offset=rows)
+        attend_rows = (self._attend_flash(index, slots + 1) if self._flash is not None
+                       else self._attend_rows(slabs, [s.length + 1 for s in slabs]))
+
+        def attend(i, q):  # q: (heads, rows + piece tokens, head_dim)
+            return torch.cat([attend_rows(i, q[:, :rows]), attend_pieces(i, q)])
+
+        x = self._layers(x, cos, sin, torch.cat([index, p_index]), torch.cat([slots, p_slots]), attend)
+        logits = self._logits(x[0, torch.cat([torch.arange(rows, device=self.device), upload(ends, self.device)])])
+        for p in pieces:
+            p.slab.length += p.ids.numel()
+        return logits
 
     def _layer_rows(self, i: int, x: torch.Tensor, cos, signed_sin, index, slots, attend) -> torch.Tensor:
         """The fast runner's fused decode layer (`_layer_fused`) for many rows, each row's K and V

@@ -29,7 +29,7 @@ from engine.session.events import Answer, Commentary, Event
 from engine.session.session import StreamingSession
 from engine.session.steps import IDLE, Decode, Encode, Prefill
 
-from .batched import BatchedRunner
+from .batched import BatchedRunner, Piece
 from .kv import KVPool, Slab
 from .lookahead import Lookahead
 from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, plan_prefill
@@ -309,8 +309,13 @@ class EngineCore:
         if not (fresh or prefills or encodes or self.lookahead.pending()):
             return False
         mark = self.clock.start()
-        unread = self.lookahead.step(fresh)  # launches this step's decode, reads the last one's picks
-        self._prefill(prefills, self.step_tokens - self.lookahead.rows)
+        chosen = self._plan(prefills, self.step_tokens - self.lookahead.upcoming(fresh))
+        carry = [piece for _, piece in chosen] if self.runner.carries else []
+        # Launches this step's decode, with the prefill pieces in the same pass; reads the last one's picks.
+        unread, carried = self.lookahead.step(fresh, carry)
+        if chosen and carried is None:  # no decode row to ride with: the pieces alone
+            carried = self._guarded(lambda: self.runner.prefill([piece for _, piece in chosen]))
+        self._resolve_prefill(prefills, chosen, carried)
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
         self.clock.stop(mark)
         if unread is not None:
@@ -322,30 +327,37 @@ class EngineCore:
         """Run one batched request and hand each lane its row, or the error to all of them."""
         if not lanes:
             return
-        try:
-            results = run()
-        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
-            for lane in lanes:
-                lane.resolve(error=exc)
-            return
-        for lane, result in zip(lanes, results):
-            lane.resolve(result)
+        results = EngineCore._guarded(run)
+        for k, lane in enumerate(lanes):
+            if isinstance(results, BaseException):
+                lane.resolve(error=results)
+            else:
+                lane.resolve(results[k])
 
-    def _prefill(self, lanes: list[Lane], budget: int) -> None:
+    def _plan(self, lanes: list[Lane], budget: int) -> list[tuple[PrefillJob, Piece]]:
+        """The prefill pieces this step runs, earliest deadline first, within `budget` tokens."""
         video_token = self.loaded.model.config.video_token_id
         for lane in lanes:
             if lane.job is None:
                 lane.job = PrefillJob(lane.slab, lane.waiting, lane.deadline or time.monotonic(), video_token)
-        chosen = plan_prefill([lane.job for lane in lanes], budget)
-        if not chosen:
-            return
-        owner = {id(lane.job): lane for lane in lanes}
+        return plan_prefill([lane.job for lane in lanes], budget)
+
+    @staticmethod
+    def _guarded(run):
+        """What `run()` returns, or the exception it raised: a batched call's failure is raised in each
+        session that had a part in it, which decides."""
         try:
-            logits = self.runner.prefill([piece for _, piece in chosen])
-        except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
-            for job, _ in chosen:
-                owner[id(job)].resolve(error=exc)
-            return
-        for (job, _), row in zip(chosen, logits):
-            if job.finished:
-                owner[id(job)].resolve(row)
+            return run()
+        except Exception as exc:  # noqa: BLE001 - handed to the sessions
+            return exc
+
+    @staticmethod
+    def _resolve_prefill(lanes: list[Lane], chosen: list[tuple[PrefillJob, Piece]], result) -> None:
+        """Hand each lane whose prefill is done its last logits row, or the step's error to every lane
+        that had a piece in it."""
+        owner = {id(lane.job): lane for lane in lanes}
+        for k, (job, _) in enumerate(chosen):
+            if isinstance(result, BaseException):
+                owner[id(job)].resolve(error=result)
+            elif job.finished:
+                owner[id(job)].resolve(result[k])

@@ -57,7 +57,6 @@ class Lookahead:
         self.on = not flags.get("LIVECC_NO_LOOKAHEAD")
         self.flight: Flight | None = None  # launched, read at the next step
         self.taken = 0  # rows run ahead that their sessions took
-        self.rows = 0  # rows of the step launched last (the step's token budget counts them)
 
     @staticmethod
     def fresh(lane) -> bool:
@@ -78,22 +77,28 @@ class Lookahead:
     def pending(self) -> bool:
         return self.flight is not None
 
-    def step(self, fresh: list) -> Flight | None:
+    def upcoming(self, fresh: list) -> int:
+        """Rows the next step launches at most: the fresh requests and a row run ahead for each pick."""
+        ahead = len(self.flight.picked) if self.flight is not None and self.flight.continues and self.on else 0
+        return len(fresh) + ahead
+
+    def step(self, fresh: list, pieces: list = ()) -> tuple[Flight | None, object]:
         """Launch one decode step: a row run ahead for every lane the last step may continue, and a
-        row for each fresh request. Returns the step to read now, if it cannot be read later."""
+        row for each fresh request; `pieces` (prefill) ride in the same pass when there are rows.
+        Returns the step to read now, if it cannot be read later, and what became of the pieces:
+        None (not carried: no row), their logits, or the exception the step raised."""
         previous, rows, fill = self.flight, [], None
         self.flight = None
         if previous is not None and previous.continues and self.on:
             rows, fill = self._ahead(previous)
         rows += [Row(lane, lane.waiting.position, lane.waiting.choice, True, lane.waiting.token) for lane in fresh]
-        self.rows = len(rows)
-        launched = self._launch(rows, fill) if rows else None
+        launched, carried = self._launch(rows, fill, list(pieces)) if rows else (None, None)
         if launched is not None and launched.continues and self.on:
             self.flight = launched
             launched = None
         if previous is not None:
             self.collect(previous)
-        return launched
+        return launched, carried
 
     def _ahead(self, previous: Flight) -> tuple[list[Row], tuple[list[int], torch.Tensor]]:
         rows, index, source = [], [], []
@@ -112,9 +117,12 @@ class Lookahead:
             return [], None
         return rows, (index, previous.picks[upload(source, previous.picks.device)])
 
-    def _launch(self, rows: list[Row], fill) -> Flight | None:
+    def _launch(self, rows: list[Row], fill, pieces: list) -> tuple[Flight | None, object]:
+        carried = None
         try:
-            logits = self.runner.decode([(r.lane.slab, r.token, r.position) for r in rows], fill)
+            logits = self.runner.decode([(r.lane.slab, r.token, r.position) for r in rows], fill, pieces)
+            if pieces:
+                logits, carried = logits[:len(rows)], logits[len(rows):]
             for r in rows:
                 if r.taken:
                     r.lane.slab.length += 1
@@ -127,8 +135,8 @@ class Lookahead:
                 flight.read = read_later(flight.picks)
         except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
             self._fail(rows, exc)
-            return None
-        return flight
+            return None, exc if pieces else None
+        return flight, carried
 
     def collect(self, flight: Flight) -> None:
         """Hand each lane that still waits on its row the token picked (one read for all) or its logits."""
