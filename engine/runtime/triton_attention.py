@@ -57,26 +57,29 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, len_ptr, slab_ptr, part_ptr, m_ptr, l_ptr
                     mask=valid[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         m_i = m_new
+    # Only the real groups of a slice that holds keys: the merge reads nothing else.
     row = ((b * H + h) * S + s) * GP + offs_g
-    tl.store(m_ptr + row, m_i)
-    tl.store(l_ptr + row, l_i)
-    tl.store(part_ptr + row[:, None] * D + offs_d[None, :], acc)
+    live = (offs_g < G) & (start < length)
+    tl.store(m_ptr + row, m_i, mask=live)
+    tl.store(l_ptr + row, l_i, mask=live)
+    tl.store(part_ptr + row[:, None] * D + offs_d[None, :], acc, mask=live[:, None])
 
 
 @triton.jit
-def _merge_kernel(part_ptr, m_ptr, l_ptr, out_ptr, H: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
-                  D: tl.constexpr, S: tl.constexpr):
+def _merge_kernel(part_ptr, m_ptr, l_ptr, len_ptr, out_ptr, H: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                  D: tl.constexpr, S: tl.constexpr, CHUNK: tl.constexpr):
     h = tl.program_id(0)
     g = tl.program_id(1)
     b = tl.program_id(2)
     offs_s = tl.arange(0, S)
     offs_d = tl.arange(0, D)
     rows = ((b * H + h) * S + offs_s) * GP + g
-    m = tl.load(m_ptr + rows)
-    l = tl.load(l_ptr + rows)
+    held = offs_s * CHUNK < tl.load(len_ptr + b)  # slices past the length were not written: they weigh nothing
+    m = tl.load(m_ptr + rows, mask=held, other=float("-inf"))
+    l = tl.load(l_ptr + rows, mask=held, other=0.0)
     m_max = tl.max(m, 0)
-    w = tl.where(l > 0, tl.exp(m - m_max), 0.0)  # empty slices (past the length) weigh nothing
-    acc = tl.load(part_ptr + rows[:, None] * D + offs_d[None, :])
+    w = tl.where(l > 0, tl.exp(m - m_max), 0.0)
+    acc = tl.load(part_ptr + rows[:, None] * D + offs_d[None, :], mask=held[:, None], other=0.0)
     out = tl.sum(acc * w[:, None], 0) / tl.sum(w * l, 0)
     tl.store(out_ptr + ((b * H + h) * G + g) * D + offs_d, out.to(out_ptr.dtype.element_ty))
 
@@ -114,6 +117,7 @@ class FlashDecode:
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),
             H=self.kv_heads, G=self.groups, GP=self.gp, D=self.head_dim, CHUNK=self.chunk, BLOCK=BLOCK_N, S=SPLITS)
-        _merge_kernel[(self.kv_heads, self.groups, rows)](self.part, self.m, self.l, out, H=self.kv_heads,
-                                                          G=self.groups, GP=self.gp, D=self.head_dim, S=SPLITS)
+        _merge_kernel[(self.kv_heads, self.groups, rows)](self.part, self.m, self.l, lengths, out, H=self.kv_heads,
+                                                          G=self.groups, GP=self.gp, D=self.head_dim, S=SPLITS,
+                                                          CHUNK=self.chunk)
         return out
