@@ -161,11 +161,12 @@ def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, 
     """A decode step that fails while it holds rows run ahead: those rows are no rows to take (their
     sessions ask again and go on), and no session waits for a step that never ran."""
     core = EngineCore(tiny_loaded, sessions=2, kv_budget=4096)
-    decode, ahead_steps = core.runner.decode, []
+    decode, ahead_steps, doomed = core.runner.decode, [], []
 
     def failing(rows, fill=None, pieces=()):
         ahead_steps.append(fill is not None)
-        if fill is not None and ahead_steps.count(True) == 3:
+        if fill is not None and (ahead_steps.count(True) == 3 or (doomed and rows is doomed[0])):
+            doomed[:] = [rows]  # its rows fail again when the step runs them apart from its pieces
             raise RuntimeError("the GPU failed")
         return decode(rows, fill, pieces)
 
@@ -195,6 +196,68 @@ def test_decode_rows_ride_in_the_prefill_pass_without_changing_a_word(tiny_loade
     monkeypatch.setenv("LIVECC_NO_MIXED_STEP", "1")
     assert run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names]) == together
     assert not [rows for what, rows in BATCHES if what == "mixed"]
+
+
+def run_failing(loaded, scenarios: list[Scenario], setup) -> dict[str, Record]:
+    """The scenarios in one core after `setup(core)`, stepped until every session has ended."""
+    core = EngineCore(loaded, sessions=len(scenarios), kv_budget=4096)
+    setup(core)
+    records = {s.name: Record(s) for s in scenarios}
+    for record in records.values():
+        record.stream = core.open(record.scenario.buffer(), record.scenario.config(), record.on_event, record.on_end)
+    for _ in range(5000):  # a bound, not a wait: a stuck session would keep the core stepping
+        if not core.sessions:
+            break
+        core.step()
+    assert core.sessions == 0
+    return records
+
+
+def test_a_failed_mixed_pass_runs_again_as_two_and_no_session_notices(tiny_loaded, alone):
+    """When the one pass of decode rows and prefill pieces fails (say, out of memory), the step runs
+    the rows and the pieces apart: a failure there would reach only the sessions it belongs to.
+    Here the two passes succeed, and every session says what it says alone."""
+    failed = []
+
+    def setup(core):
+        decode = core.runner.decode
+
+        def failing(rows, fill=None, pieces=()):
+            if pieces and len(failed) < 2:
+                failed.append(len(pieces))
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return decode(rows, fill, pieces)
+
+        core.runner.decode = failing
+
+    records = run_failing(tiny_loaded, [s for s in SCENARIOS if s.name in "acd"], setup)
+    assert len(failed) == 2
+    for name, record in records.items():
+        assert record.ended and record.error is None, name
+        assert record.said == alone[name][0], name
+
+
+def test_a_piece_its_slab_cannot_hold_fails_only_its_own_session(tiny_loaded, alone):
+    """A prefill piece that does not fit its session's slab ends that session with the error, before
+    the step's batch runs: the sessions decoding and prefilling beside it go on unchanged."""
+    small = {}
+
+    def setup(core):
+        take = core.pool.take
+
+        def taking():
+            slab = take()
+            if not small:  # the first session opened: "a"
+                slab.capacity = small["a"] = 40  # less than its first chunk's turn
+            return slab
+
+        core.pool.take = taking
+
+    records = run_failing(tiny_loaded, [s for s in SCENARIOS if s.name in "acd"], setup)
+    assert isinstance(records["a"].error, RuntimeError) and "KV slab full" in str(records["a"].error)
+    for name in "cd":
+        assert records[name].ended and records[name].error is None, name
+        assert records[name].said == alone[name][0], name
 
 
 def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):

@@ -32,7 +32,8 @@ from engine.session.steps import IDLE, Decode, Encode, Prefill
 from .batched import BatchedRunner, Piece
 from .kv import KVPool, Slab
 from .lookahead import Lookahead
-from .scheduler import CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, plan_prefill
+from .scheduler import (CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, guarded,
+                        plan_prefill)
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
 CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
@@ -314,7 +315,7 @@ class EngineCore:
         # Launches this step's decode, with the prefill pieces in the same pass; reads the last one's picks.
         unread, carried = self.lookahead.step(fresh, carry)
         if chosen and carried is None:  # no decode row to ride with: the pieces alone
-            carried = self._guarded(lambda: self.runner.prefill([piece for _, piece in chosen]))
+            carried = guarded(lambda: self.runner.prefill([piece for _, piece in chosen]))
         self._resolve_prefill(prefills, chosen, carried)
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
         self.clock.stop(mark)
@@ -327,7 +328,7 @@ class EngineCore:
         """Run one batched request and hand each lane its row, or the error to all of them."""
         if not lanes:
             return
-        results = EngineCore._guarded(run)
+        results = guarded(run)
         for k, lane in enumerate(lanes):
             if isinstance(results, BaseException):
                 lane.resolve(error=results)
@@ -335,21 +336,21 @@ class EngineCore:
                 lane.resolve(results[k])
 
     def _plan(self, lanes: list[Lane], budget: int) -> list[tuple[PrefillJob, Piece]]:
-        """The prefill pieces this step runs, earliest deadline first, within `budget` tokens."""
+        """The prefill pieces this step runs, earliest deadline first, within `budget` tokens. A piece
+        its slab cannot hold fails its own session here, before it could fail a batch."""
         video_token = self.loaded.model.config.video_token_id
         for lane in lanes:
             if lane.job is None:
                 lane.job = PrefillJob(lane.slab, lane.waiting, lane.deadline or time.monotonic(), video_token)
-        return plan_prefill([lane.job for lane in lanes], budget)
-
-    @staticmethod
-    def _guarded(run):
-        """What `run()` returns, or the exception it raised: a batched call's failure is raised in each
-        session that had a part in it, which decides."""
-        try:
-            return run()
-        except Exception as exc:  # noqa: BLE001 - handed to the sessions
-            return exc
+        owner = {id(lane.job): lane for lane in lanes}
+        chosen = []
+        for job, piece in plan_prefill([lane.job for lane in lanes], budget):
+            error = guarded(lambda: piece.slab.room_for(piece.ids.numel()))
+            if error is None:
+                chosen.append((job, piece))
+            else:
+                owner[id(job)].resolve(error=error)
+        return chosen
 
     @staticmethod
     def _resolve_prefill(lanes: list[Lane], chosen: list[tuple[PrefillJob, Piece]], result) -> None:

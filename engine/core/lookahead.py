@@ -20,6 +20,8 @@ from engine.runtime.decode_ops import read_later, upload
 from engine.session.decoding import choose_rows
 from engine.session.steps import Choice, Decode
 
+from .scheduler import guarded
+
 
 @dataclass(eq=False)
 class Row:
@@ -86,7 +88,7 @@ class Lookahead:
         """Launch one decode step: a row run ahead for every lane the last step may continue, and a
         row for each fresh request; `pieces` (prefill) ride in the same pass when there are rows.
         Returns the step to read now, if it cannot be read later, and what became of the pieces:
-        None (not carried: no row), their logits, or the exception the step raised."""
+        None (not carried: no row), their logits, or the exception their prefill raised."""
         previous, rows, fill = self.flight, [], None
         self.flight = None
         if previous is not None and previous.continues and self.on:
@@ -118,11 +120,11 @@ class Lookahead:
         return rows, (index, previous.picks[upload(source, previous.picks.device)])
 
     def _launch(self, rows: list[Row], fill, pieces: list) -> tuple[Flight | None, object]:
-        carried = None
+        logits, carried = self._run([(r.lane.slab, r.token, r.position) for r in rows], fill, pieces)
+        if isinstance(logits, BaseException):
+            self._fail(rows, logits)
+            return None, carried
         try:
-            logits = self.runner.decode([(r.lane.slab, r.token, r.position) for r in rows], fill, pieces)
-            if pieces:
-                logits, carried = logits[:len(rows)], logits[len(rows):]
             for r in rows:
                 if r.taken:
                     r.lane.slab.length += 1
@@ -135,8 +137,20 @@ class Lookahead:
                 flight.read = read_later(flight.picks)
         except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
             self._fail(rows, exc)
-            return None, exc if pieces else None
+            return None, carried
         return flight, carried
+
+    def _run(self, rows: list, fill, pieces: list) -> tuple[object, object]:
+        """The rows' logits and the pieces' (None without pieces), each the exception its part raised
+        if it failed: one pass for both; should that fail, the two apart, so that a failure reaches
+        only the sessions it belongs to (a piece's error never ends a decoding session)."""
+        if not pieces:
+            return guarded(lambda: self.runner.decode(rows, fill)), None
+        both = guarded(lambda: self.runner.decode(rows, fill, pieces))
+        if not isinstance(both, BaseException):
+            return both[:len(rows)], both[len(rows):]
+        carried = guarded(lambda: self.runner.prefill(pieces))
+        return guarded(lambda: self.runner.decode(rows, fill)), carried
 
     def collect(self, flight: Flight) -> None:
         """Hand each lane that still waits on its row the token picked (one read for all) or its logits."""

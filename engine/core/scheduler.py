@@ -28,6 +28,15 @@ ADMIT_LOAD = 0.85  # busy fraction above which a new live stream would push the 
 LOAD_WINDOW_S = 10.0
 
 
+def guarded(run):
+    """What `run()` returns, or the exception it raised: a batched call's failure is raised in each
+    session that had a part in it, which decides."""
+    try:
+        return run()
+    except Exception as exc:  # noqa: BLE001 - handed to the sessions
+        return exc
+
+
 class BusyError(LiveCCError):
     """One more live stream would make the running ones fall behind real time."""
 
