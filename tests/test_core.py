@@ -157,28 +157,40 @@ def test_decode_steps_run_ahead_of_the_host_without_changing_a_word(tiny_loaded,
     assert LAST["core"].lookahead.taken == 0
 
 
-def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, alone):
-    """A decode step that fails while it holds rows run ahead: those rows are no rows to take (their
-    sessions ask again and go on), and no session waits for a step that never ran."""
-    core = EngineCore(tiny_loaded, sessions=2, kv_budget=4096)
-    decode, ahead_steps, doomed = core.runner.decode, [], []
-
-    def failing(rows, fill=None, pieces=()):
-        ahead_steps.append(fill is not None)
-        if fill is not None and (ahead_steps.count(True) == 3 or (doomed and rows is doomed[0])):
-            doomed[:] = [rows]  # its rows fail again when the step runs them apart from its pieces
-            raise RuntimeError("the GPU failed")
-        return decode(rows, fill, pieces)
-
-    core.runner.decode = failing
-    records = {s.name: Record(s) for s in SCENARIOS[:2]}
+def run_failing(loaded, scenarios: list[Scenario], setup) -> dict[str, Record]:
+    """The scenarios in one core after `setup(core)`, stepped until every session has ended."""
+    core = EngineCore(loaded, sessions=len(scenarios), kv_budget=4096)
+    setup(core)
+    records = {s.name: Record(s) for s in scenarios}
     for record in records.values():
         record.stream = core.open(record.scenario.buffer(), record.scenario.config(), record.on_event, record.on_end)
     for _ in range(5000):  # a bound, not a wait: a stuck session would keep the core stepping
         if not core.sessions:
             break
         core.step()
-    assert core.sessions == 0 and ahead_steps.count(True) > 3
+    assert core.sessions == 0
+    return records
+
+
+def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, alone):
+    """A decode step that fails while it holds rows run ahead: those rows are no rows to take (their
+    sessions ask again and go on), and no session waits for a step that never ran."""
+    ahead_steps, doomed = [], []
+
+    def setup(core):
+        decode = core.runner.decode
+
+        def failing(rows, fill=None, pieces=()):
+            ahead_steps.append(fill is not None)
+            if fill is not None and (ahead_steps.count(True) == 3 or (doomed and rows is doomed[0])):
+                doomed[:] = [rows]  # its rows fail again when the step runs them apart from its pieces
+                raise RuntimeError("the GPU failed")
+            return decode(rows, fill, pieces)
+
+        core.runner.decode = failing
+
+    records = run_failing(tiny_loaded, SCENARIOS[:2], setup)
+    assert ahead_steps.count(True) > 3
     for name, record in records.items():
         assert record.ended and record.error is None
         assert record.said == alone[name][0]
@@ -196,21 +208,6 @@ def test_decode_rows_ride_in_the_prefill_pass_without_changing_a_word(tiny_loade
     monkeypatch.setenv("LIVECC_NO_MIXED_STEP", "1")
     assert run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names]) == together
     assert not [rows for what, rows in BATCHES if what == "mixed"]
-
-
-def run_failing(loaded, scenarios: list[Scenario], setup) -> dict[str, Record]:
-    """The scenarios in one core after `setup(core)`, stepped until every session has ended."""
-    core = EngineCore(loaded, sessions=len(scenarios), kv_budget=4096)
-    setup(core)
-    records = {s.name: Record(s) for s in scenarios}
-    for record in records.values():
-        record.stream = core.open(record.scenario.buffer(), record.scenario.config(), record.on_event, record.on_end)
-    for _ in range(5000):  # a bound, not a wait: a stuck session would keep the core stepping
-        if not core.sessions:
-            break
-        core.step()
-    assert core.sessions == 0
-    return records
 
 
 def test_a_failed_mixed_pass_runs_again_as_two_and_no_session_notices(tiny_loaded, alone):
