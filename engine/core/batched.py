@@ -301,7 +301,7 @@ class BatchedRunner:
             return torch.cat([attend_rows(i, q[:, :rows]), attend_pieces(i, q)])
 
         x = self._layers(x, cos, sin, torch.cat([index, p_index]), torch.cat([slots, p_slots]), attend)
-        logits = self._logits(x[0, torch.cat([torch.arange(rows, device=self.device), upload(ends, self.device)])])
+        logits = self._logits(x[0, upload(list(range(rows)) + ends, self.device)])
         for p in pieces:
             p.slab.length += p.ids.numel()
         return logits

@@ -311,12 +311,12 @@ class EngineCore:
             return False
         mark = self.clock.start()
         chosen = self._plan(prefills, self.step_tokens - self.lookahead.upcoming(fresh))
-        carry = [piece for _, piece in chosen] if self.runner.carries else []
+        pieces = [piece for _, piece in chosen]
         # Launches this step's decode, with the prefill pieces in the same pass; reads the last one's picks.
-        unread, carried = self.lookahead.step(fresh, carry)
-        if chosen and carried is None:  # no decode row to ride with: the pieces alone
-            carried = guarded(lambda: self.runner.prefill([piece for _, piece in chosen]))
-        self._resolve_prefill(prefills, chosen, carried)
+        unread, carried = self.lookahead.step(fresh, pieces if self.runner.carries else [])
+        if pieces and carried is None:  # no decode row to ride with: the pieces alone
+            carried = guarded(lambda: self.runner.prefill(pieces))
+        self._resolve_prefill(chosen, carried)
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
         self.clock.stop(mark)
         if unread is not None:
@@ -335,9 +335,10 @@ class EngineCore:
             else:
                 lane.resolve(results[k])
 
-    def _plan(self, lanes: list[Lane], budget: int) -> list[tuple[PrefillJob, Piece]]:
-        """The prefill pieces this step runs, earliest deadline first, within `budget` tokens. A piece
-        its slab cannot hold fails its own session here, before it could fail a batch."""
+    def _plan(self, lanes: list[Lane], budget: int) -> list[tuple[Lane, Piece]]:
+        """The prefill pieces this step runs, each with its lane, earliest deadline first, within
+        `budget` tokens. A piece its slab cannot hold fails its own session here, before it could
+        fail a batch."""
         video_token = self.loaded.model.config.video_token_id
         for lane in lanes:
             if lane.job is None:
@@ -347,18 +348,17 @@ class EngineCore:
         for job, piece in plan_prefill([lane.job for lane in lanes], budget):
             error = guarded(lambda: piece.slab.room_for(piece.ids.numel()))
             if error is None:
-                chosen.append((job, piece))
+                chosen.append((owner[id(job)], piece))
             else:
                 owner[id(job)].resolve(error=error)
         return chosen
 
     @staticmethod
-    def _resolve_prefill(lanes: list[Lane], chosen: list[tuple[PrefillJob, Piece]], result) -> None:
+    def _resolve_prefill(chosen: list[tuple[Lane, Piece]], result) -> None:
         """Hand each lane whose prefill is done its last logits row, or the step's error to every lane
         that had a piece in it."""
-        owner = {id(lane.job): lane for lane in lanes}
-        for k, (job, _) in enumerate(chosen):
+        for k, (lane, _) in enumerate(chosen):
             if isinstance(result, BaseException):
-                owner[id(job)].resolve(error=result)
-            elif job.finished:
-                owner[id(job)].resolve(result[k])
+                lane.resolve(error=result)
+            elif lane.job.finished:
+                lane.resolve(result[k])
