@@ -32,10 +32,12 @@ class Scenario:
     ask_after: dict[int, str] = field(default_factory=dict)  # chunk index -> question asked after its comment
     reset_after: int | None = None
     stop_after: int | None = None
+    ignore_eos: bool = False  # every reply then takes its whole token budget
 
     def config(self) -> SessionConfig:
         return SessionConfig(max_pixels=self.width * self.height, min_pixels=28 * 28, max_new_tokens=6,
-                             answer_max_new_tokens=8, kv_budget=self.kv_budget, memory_tokens=32)
+                             answer_max_new_tokens=8, kv_budget=self.kv_budget, memory_tokens=32,
+                             ignore_eos=self.ignore_eos)
 
     def buffer(self) -> RingBuffer:
         """Every frame at 2 fps, already there and closed: what the session sees does not depend on timing."""
@@ -155,6 +157,18 @@ def test_decode_steps_run_ahead_of_the_host_without_changing_a_word(tiny_loaded,
     monkeypatch.setenv("LIVECC_NO_LOOKAHEAD", "1")
     assert run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names]) == together
     assert LAST["core"].lookahead.taken == 0
+
+
+def test_no_row_is_run_ahead_past_the_last_token_of_a_reply(tiny_loaded):
+    """A reply that ends at its token budget ends where the core knows it will: the step that picks
+    its last token runs no row ahead for it (one no session takes, which every step it rode in paid for)."""
+    together = run_core(tiny_loaded, [Scenario("p", 8.0, ignore_eos=True),
+                                      Scenario("q", 9.0, start_after=2, ignore_eos=True)])
+    comments = sum(what == "comment" for said, _, _ in together.values() for what, *_ in said)
+    rows = sum(n for what, n in BATCHES if what == "decode")
+    assert comments >= 8
+    assert rows == 5 * comments  # 6 tokens a reply: the first from the prefill, 5 fed back; none more
+    assert LAST["core"].lookahead.taken >= 3 * comments  # the rows before the last still run ahead
 
 
 def run_failing(loaded, scenarios: list[Scenario], setup) -> dict[str, Record]:

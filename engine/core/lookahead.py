@@ -109,6 +109,8 @@ class Lookahead:
             slab = row.lane.slab
             if not row.taken or row.lane.ended or row.lane.row is not row or slab.length >= slab.capacity:
                 continue  # (a full slab: the session compacts before it asks for another token)
+            if row.choice.last is not None and row.choice.step >= row.choice.last:
+                continue  # its pick ends the reply: no session would take a row after it
             ahead = Row(row.lane, row.position + 1, replace(row.choice, step=row.choice.step + 1), False, source=row)
             ahead.choice.sampler.seen.index_fill_(0, previous.picks[k:k + 1], True)  # as the session will observe it
             row.lane.ahead = ahead

@@ -373,7 +373,7 @@ class StreamingSession(CompactionSteps, QuestionSteps):
                     return out
                 if picks is None:
                     picks = self._picks(token, rule, max_new - k)
-                token = yield from self._feed(token, rule, k, picks)
+                token = yield from self._feed(token, rule, k, picks, max_new - 1)
         finally:
             if picks is not None:
                 picks.close()  # a step run ahead of a stop is undone
@@ -397,7 +397,7 @@ class StreamingSession(CompactionSteps, QuestionSteps):
         return self.runner.picks(token, self.state.next_pos, 1, count, lambda lg, k: self.sampler.choose(lg, rule, k), rule,
                      self.sampler.seen)
 
-    def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None) -> Iterator:
+    def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None, last: int) -> Iterator:
         """Feed a picked token to the model and choose the next (returned): the fast runner's run does
         both on the GPU; otherwise a Decode request, then selection here."""
         position = self.state.next_pos
@@ -408,7 +408,7 @@ class StreamingSession(CompactionSteps, QuestionSteps):
             return next(picks)
         self.sampler.observe([token])
         if self.trace is None:  # the driver picks: the engine core picks for all its sessions at once
-            return (yield Decode(token, position, Choice(self.sampler, rule, step)))
+            return (yield Decode(token, position, Choice(self.sampler, rule, step, last)))
         logits = yield Decode(token, position)
         self._record(logits)
         return int(self.sampler.choose(logits, rule, step))

@@ -40,11 +40,13 @@ class Prefill:
 
 @dataclass(frozen=True)
 class Choice:
-    """How the token after a Decode is picked: `sampler` under `rule` at step `step` of the reply."""
+    """How the token after a Decode is picked: `sampler` under `rule` at step `step` of the reply.
+    `last`: the reply's last step, whose pick ends it (its token budget), if known."""
 
     sampler: TokenSampler
     rule: SelectRule
     step: int
+    last: int | None = None
 
     def pick(self, logits: torch.Tensor) -> int:
         return int(self.sampler.choose(logits, self.rule, self.step))
