@@ -4,7 +4,8 @@
   patch, so chunks stack along the temporal axis), CUDA-graphed for a few chunks;
 - prefill: a step's lone piece of a token count seen before as CUDA graphs between its attentions
   (the fast runner's PiecewisePrefill, writing into its slab); several pieces in one varlen pass:
-  the linears run over all their tokens at once, rotary, cache writes and attention per piece;
+  the linears, rotary and cache writes run over all their tokens at once, and on CUDA one
+  FlashAttention-2 varlen call a layer attends every piece over its own slab, in place;
 - decode: one step for every decoding session, each token a row, CUDA-graphed per padded row count;
   a step that also has prefill pieces carries the rows in the pieces' pass instead (vLLM's chunked
   prefill): the rows' linears then cost nothing more than the pieces' read of the weights.
@@ -76,6 +77,7 @@ class BatchedRunner:
         bf16 = isinstance(self.net.fused[0][0], torch.Tensor)  # (quantized weights keep the unfused layer)
         self._ops = decode_ops(self.device) if fused_on() and bf16 else None  # the decode step's fused small ops
         self.carries = not flags.get("LIVECC_NO_MIXED_STEP")  # decode rows and prefill pieces in one pass
+        self._slab_rows = self._rows_views() if self._varlen_on() else None  # None: a SDPA call a piece
 
     def _make_flash(self):
         """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
@@ -86,6 +88,22 @@ class BatchedRunner:
         net = self.net
         return FlashDecode(net.n_kv, net.n_heads // net.n_kv, net.head_dim, self.pool.capacity, self.device,
                            rows=self.buckets[-1])
+
+    def _varlen_on(self) -> bool:
+        """FlashAttention-2's varlen kernel runs on Ampere and newer, in half precision (LIVECC_NO_VARLEN=1: off)."""
+        return (self.device.type == "cuda" and not flags.get("LIVECC_NO_VARLEN")
+                and self.pool.k.dtype in (torch.float16, torch.bfloat16)
+                and torch.cuda.get_device_capability(self.device) >= (8, 0))
+
+    def _rows_views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's K and V pool as one (rows, kv_heads, head_dim) tensor, a row per slot: slab s's
+        slot t is row s * kv_heads * capacity + t (the heads `capacity` rows apart). A varlen kernel
+        then reads every slab in place, each sequence starting at its slab's first row."""
+        pool = self.pool
+        _, kv_heads, capacity, head_dim = pool.k[0].shape
+        rows = (pool.k[0].shape[0] * kv_heads - (kv_heads - 1)) * capacity  # the last slab's last head ends the storage
+        size, stride = (rows, kv_heads, head_dim), (head_dim, capacity * head_dim, 1)
+        return [(k.as_strided(size, stride), v.as_strided(size, stride)) for k, v in zip(pool.k, pool.v)]
 
     @property
     def device(self) -> torch.device:
@@ -173,6 +191,11 @@ class BatchedRunner:
             index += [p.slab.index] * p.ids.numel()
             slots += range(start, start + p.ids.numel())
         index, slots = upload([index, slots], self.device)
+        if self._slab_rows is not None and len(pieces) > 1 and max(hi - lo for lo, hi in spans) > 1:
+            # (a lone piece: SDPA splits its keys over more blocks, 0.10 against 0.13 ms a layer on an H100;
+            # all of one token: FlashAttention's varlen call reshapes such queries as if contiguous)
+            attend = self._attend_varlen(pieces, spans, starts, offset)
+            return index, slots, attend, [offset + hi - 1 for _, hi in spans]
         # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
         attend = self._attend_pieces([(p.slab, offset + lo, offset + hi, start + hi - lo,
                                        causal_lower_right(hi - lo, start + hi - lo))
@@ -210,6 +233,29 @@ class BatchedRunner:
                                                    slab.v[None, i, :, :end], attn_mask=mask, enable_gqa=True)
                 outs.append(o[0].transpose(0, 1).reshape(hi - lo, -1))
             return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+        return attend
+
+    def _attend_varlen(self, pieces: list[Piece], spans: list[tuple[int, int]], starts: list[int], offset: int):
+        """Every piece's attention in one FlashAttention-2 varlen launch a layer (queries from `offset`
+        on): piece b's queries over its slab's rows up to its end (`seqused_k`), causal from the bottom
+        right, so new tokens see the whole slab and each other causally, as `_attend_pieces` does."""
+        net = self.net
+        per_slab = net.n_kv * self.pool.capacity
+        ends = [start + hi - lo for (lo, hi), start in zip(spans, starts)]
+        cu_q = [lo for lo, _ in spans] + [spans[-1][1]]
+        cu_k = [p.slab.index * per_slab for p in pieces] + [0]  # sequence starts; seqused_k gives the lengths
+        cu_q, cu_k, used = upload([cu_q, cu_k, ends + [0]], self.device, torch.int32)  # one copy to the GPU
+        used = used[:len(pieces)]
+        max_q, max_k, scale = max(hi - lo for lo, hi in spans), max(ends), 1.0 / math.sqrt(net.head_dim)
+        tokens = spans[-1][1]
+
+        def attend(i, q):  # q: (heads, queries, head_dim) -> (piece tokens, hidden)
+            k, v = self._slab_rows[i]
+            out = torch.ops.aten._flash_attention_forward(
+                q[:, offset:].transpose(0, 1), k, v, cu_q, cu_k, max_q, max_k, 0.0, True, False, scale=scale,
+                seqused_k=used)[0]
+            return out.reshape(tokens, -1)
 
         return attend
 
