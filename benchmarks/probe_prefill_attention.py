@@ -20,6 +20,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import bench_streams as streams  # noqa: E402
+from probe_quant import eager_ms as gpu_ms  # noqa: E402
 
 from engine.core.batched import BatchedRunner, Piece  # noqa: E402
 from engine.core.kv import KVPool  # noqa: E402
@@ -56,17 +57,6 @@ def attention(run: BatchedRunner, n: int, tokens: int, context: int):
     for slab in slabs:
         run.pool.give(slab)
     return lambda: attend(0, q)
-
-
-def gpu_ms(fn, reps: int = 20) -> float:
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 def host_us(fn, reps: int = 4) -> float:
