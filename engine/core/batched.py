@@ -11,7 +11,8 @@
   prefill): the rows' linears then cost nothing more than the pieces' read of the weights.
 
 Each row's rotary, cache write and attention read only its own slab, so what a session gets does
-not depend on who else is in the batch, up to the rounding of the shared matrix products. The
+not depend on who else is in the batch, up to rounding: of the shared matrix products, and of a
+piece's attention kernel (SDPA alone in its step, the varlen launch with other pieces). The
 layer arithmetic is the single-stream fast runner's (engine/runtime/fast.py), reused, not copied.
 """
 
@@ -92,6 +93,8 @@ class BatchedRunner:
     def _varlen_on(self) -> bool:
         """FlashAttention-2's varlen kernel runs on Ampere and newer, in half precision (LIVECC_NO_VARLEN=1: off)."""
         return (self.device.type == "cuda" and not flags.get("LIVECC_NO_VARLEN")
+                and torch.version.hip is None  # (ROCm's varlen call takes no seqused_k)
+                and torch.backends.cuda.is_flash_attention_available()
                 and self.pool.k.dtype in (torch.float16, torch.bfloat16)
                 and torch.cuda.get_device_capability(self.device) >= (8, 0))
 

@@ -34,6 +34,11 @@ class Row:
     token: int | None = None  # None while it is the previous step's pick, not read yet
     source: "Row | None" = None  # the row whose pick this one feeds (a row run ahead)
 
+    @property
+    def final(self) -> bool:
+        """Its pick ends the reply (its token budget): no session takes a row run ahead of it."""
+        return self.choice is not None and self.choice.last is not None and self.choice.step >= self.choice.last
+
 
 @dataclass(eq=False)
 class Flight:
@@ -81,7 +86,9 @@ class Lookahead:
 
     def upcoming(self, fresh: list) -> int:
         """Rows the next step launches at most: the fresh requests and a row run ahead for each pick."""
-        ahead = len(self.flight.picked) if self.flight is not None and self.flight.continues and self.on else 0
+        flight = self.flight
+        ahead = (sum(not flight.rows[i].final for i in flight.picked)
+                 if flight is not None and flight.continues and self.on else 0)
         return len(fresh) + ahead
 
     def step(self, fresh: list, pieces: list = ()) -> tuple[Flight | None, object]:
@@ -109,7 +116,7 @@ class Lookahead:
             slab = row.lane.slab
             if not row.taken or row.lane.ended or row.lane.row is not row or slab.length >= slab.capacity:
                 continue  # (a full slab: the session compacts before it asks for another token)
-            if row.choice.last is not None and row.choice.step >= row.choice.last:
+            if row.final:
                 continue  # its pick ends the reply: no session would take a row after it
             ahead = Row(row.lane, row.position + 1, replace(row.choice, step=row.choice.step + 1), False, source=row)
             ahead.choice.sampler.seen.index_fill_(0, previous.picks[k:k + 1], True)  # as the session will observe it
