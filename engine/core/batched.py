@@ -187,22 +187,21 @@ class BatchedRunner:
     def _piece_rows(self, pieces: list[Piece], offset: int = 0):
         """Each piece token's slab and slot (device), the pieces' attention over queries from
         `offset` on, and the row of each piece's last token."""
-        spans = self._spans([p.ids.numel() for p in pieces])
-        starts = [p.slab.length for p in pieces]
+        sizes = [p.ids.numel() for p in pieces]
+        spans, starts = self._spans(sizes), [p.slab.length for p in pieces]
+        ends = [start + n for start, n in zip(starts, sizes)]  # each piece's slab length after it
         index, slots = [], []  # each token's slab and slot: one scattered write a layer for all pieces
-        for p, start in zip(pieces, starts):
-            index += [p.slab.index] * p.ids.numel()
-            slots += range(start, start + p.ids.numel())
+        for p, start, end in zip(pieces, starts, ends):
+            index += [p.slab.index] * (end - start)
+            slots += range(start, end)
         index, slots = upload([index, slots], self.device)
-        if self._slab_rows is not None and len(pieces) > 1 and max(hi - lo for lo, hi in spans) > 1:
+        if self._slab_rows is not None and len(pieces) > 1 and max(sizes) > 1:
             # (a lone piece: SDPA splits its keys over more blocks, 0.10 against 0.13 ms a layer on an H100;
             # all of one token: FlashAttention's varlen call reshapes such queries as if contiguous)
-            attend = self._attend_varlen(pieces, spans, starts, offset)
-            return index, slots, attend, [offset + hi - 1 for _, hi in spans]
-        # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
-        attend = self._attend_pieces([(p.slab, offset + lo, offset + hi, start + hi - lo,
-                                       causal_lower_right(hi - lo, start + hi - lo))
-                                      for p, (lo, hi), start in zip(pieces, spans, starts)])
+            attend = self._attend_varlen(pieces, spans, ends, offset)
+        else:  # New tokens see the whole slab and each other causally; the masks are made once, not per layer.
+            attend = self._attend_pieces([(p.slab, offset + lo, offset + hi, end, causal_lower_right(hi - lo, end))
+                                          for p, (lo, hi), end in zip(pieces, spans, ends)])
         return index, slots, attend, [offset + hi - 1 for _, hi in spans]
 
     def _layers(self, x: torch.Tensor, cos, sin, index, slots, attend) -> torch.Tensor:
@@ -239,13 +238,12 @@ class BatchedRunner:
 
         return attend
 
-    def _attend_varlen(self, pieces: list[Piece], spans: list[tuple[int, int]], starts: list[int], offset: int):
+    def _attend_varlen(self, pieces: list[Piece], spans: list[tuple[int, int]], ends: list[int], offset: int):
         """Every piece's attention in one FlashAttention-2 varlen launch a layer (queries from `offset`
         on): piece b's queries over its slab's rows up to its end (`seqused_k`), causal from the bottom
         right, so new tokens see the whole slab and each other causally, as `_attend_pieces` does."""
         net = self.net
         per_slab = net.n_kv * self.pool.capacity
-        ends = [start + hi - lo for (lo, hi), start in zip(spans, starts)]
         cu_q = [lo for lo, _ in spans] + [spans[-1][1]]
         cu_k = [p.slab.index * per_slab for p in pieces] + [0]  # sequence starts; seqused_k gives the lengths
         cu_q, cu_k, used = upload([cu_q, cu_k, ends + [0]], self.device, torch.int32)  # one copy to the GPU
