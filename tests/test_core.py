@@ -168,7 +168,26 @@ def test_no_row_is_run_ahead_past_the_last_token_of_a_reply(tiny_loaded):
     rows = sum(n for what, n in BATCHES if what == "decode")
     assert comments >= 8
     assert rows == 5 * comments  # 6 tokens a reply: the first from the prefill, 5 fed back; none more
-    assert LAST["core"].lookahead.taken >= 3 * comments  # the rows before the last still run ahead
+    assert LAST["core"].lookahead.taken == rows  # each of them was run ahead (the next test says why)
+
+
+def test_a_replys_first_token_is_picked_in_its_prefills_step(tiny_loaded, monkeypatch):
+    """The core picks a reply's first token from the prefill's last logits in the step that runs the
+    prefill, and launches the next step from that pick before the host reads it: no step waits for
+    a session to read logits. So every row a comment or an answer feeds was run ahead; when the
+    session picks its first token itself (LIVECC_NO_FIRST_PICK=1), the first row of each reply is
+    a fresh request. The words are the same either way."""
+    scenarios = [Scenario("p", 6.0, ignore_eos=True, ask_after={1: "What is shown?"}),
+                 Scenario("q", 7.0, start_after=2, ignore_eos=True)]
+    together = run_core(tiny_loaded, scenarios)
+    said = [what for said, _, _ in together.values() for what, *_ in said]
+    replies, rows = said.count("comment") + said.count("answer"), sum(n for what, n in BATCHES if what == "decode")
+    assert said.count("comment") >= 8 and said.count("answer") == 1
+    assert rows == 5 * said.count("comment") + 7 * said.count("answer")  # 6 and 8 tokens a reply
+    assert LAST["core"].lookahead.taken == rows
+    monkeypatch.setenv("LIVECC_NO_FIRST_PICK", "1")
+    assert run_core(tiny_loaded, scenarios) == together
+    assert LAST["core"].lookahead.taken == rows - replies
 
 
 def run_failing(loaded, scenarios: list[Scenario], setup) -> dict[str, Record]:

@@ -305,18 +305,19 @@ class EngineCore:
     # -- batched model work ------------------------------------------------------------------
     def _run_requests(self) -> bool:
         fresh = [lane for lane in self.lanes if Lookahead.fresh(lane)]
-        prefills = [lane for lane in self.lanes if isinstance(lane.waiting, Prefill)]
+        prefills = [lane for lane in self.lanes if isinstance(lane.waiting, Prefill) and lane.row is None]
         encodes = [lane for lane in self.lanes if isinstance(lane.waiting, Encode)][:VISION_BATCH]
         if not (fresh or prefills or encodes or self.lookahead.pending()):
             return False
         mark = self.clock.start()
         chosen = self._plan(prefills, self.step_tokens - self.lookahead.upcoming(fresh))
         pieces = [piece for _, piece in chosen]
-        # Launches this step's decode, with the prefill pieces in the same pass; reads the last one's picks.
-        unread, carried = self.lookahead.step(fresh, pieces if self.runner.carries else [])
-        if pieces and carried is None:  # no decode row to ride with: the pieces alone
-            carried = guarded(lambda: self.runner.prefill(pieces))
-        self._resolve_prefill(chosen, carried)
+        # A piece that ends a Prefill asking for a pick: the reply's first token is picked in the step.
+        firsts = [(k, lane) for k, (lane, _) in enumerate(chosen)
+                  if lane.job.finished and lane.waiting.choice is not None]
+        # Launches this step's decode and prefill pieces, in one pass; reads the last step's picks.
+        unread, prefilled = self.lookahead.step(fresh, pieces, firsts)
+        self._resolve_prefill(chosen, prefilled)
         self._batch(encodes, lambda: self.runner.encode([lane.waiting.video for lane in encodes]))
         self.clock.stop(mark)
         if unread is not None:
@@ -355,10 +356,10 @@ class EngineCore:
 
     @staticmethod
     def _resolve_prefill(chosen: list[tuple[Lane, Piece]], result) -> None:
-        """Hand each lane whose prefill is done its last logits row, or the step's error to every lane
-        that had a piece in it."""
+        """Hand each lane whose prefill is done its last logits row (a lane that asked for a pick gets
+        it from its row of the step), or the step's error to every lane that had a piece in it."""
         for k, (lane, _) in enumerate(chosen):
             if isinstance(result, BaseException):
                 lane.resolve(error=result)
-            elif lane.job.finished:
+            elif lane.row is None and lane.job is not None and lane.job.finished:
                 lane.resolve(result[k])

@@ -5,8 +5,10 @@ A step's picks stay on the GPU: the next step is launched from them before the h
 the sessions' Python (reading the picks, stop rules, events, the next chunk's frames) runs while the
 GPU decodes. A session that then feeds the pick, as it does until its reply ends, takes the row run
 ahead for it; one that stops leaves that row unused: its KV write lies at the slab's length, where
-the session's next write lands. A row that samples or wants logits is never run ahead: a step that
-holds one is read before the next is launched. LIVECC_NO_LOOKAHEAD=1: every step is read at once.
+the session's next write lands. A reply's first token is picked the same way, from the last logits
+of the prefill piece that ends its turn, in the step that runs the piece. A row that samples or
+wants logits is never run ahead: a step that holds one is read before the next is launched.
+LIVECC_NO_LOOKAHEAD=1: every step is read at once.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from .scheduler import guarded
 
 @dataclass(eq=False)
 class Row:
-    """One lane's token in a decode step."""
+    """One lane's token in a decode step, or the last token of the prefill piece that ends its turn
+    (`piece`: its KV is the piece's, and its pick is the reply's first token)."""
 
     lane: object  # engine.Lane: its slab, its request, resolve()
-    position: int
+    position: int  # of the token fed (a piece's row: one before the position its pick is fed at)
     choice: Choice | None
     taken: bool  # the session asked for this row: its own request, or the row run ahead that it took
     token: int | None = None  # None while it is the previous step's pick, not read yet
     source: "Row | None" = None  # the row whose pick this one feeds (a row run ahead)
+    piece: bool = False
 
     @property
     def final(self) -> bool:
@@ -91,23 +95,25 @@ class Lookahead:
                  if flight is not None and flight.continues and self.on else 0)
         return len(fresh) + ahead
 
-    def step(self, fresh: list, pieces: list = ()) -> tuple[Flight | None, object]:
-        """Launch one decode step: a row run ahead for every lane the last step may continue, and a
-        row for each fresh request; `pieces` (prefill) ride in the same pass when there are rows.
-        Returns the step to read now, if it cannot be read later, and what became of the pieces:
-        None (not carried: no row), their logits, or the exception their prefill raised."""
+    def step(self, fresh: list, pieces: list = (), firsts: list = ()) -> tuple[Flight | None, object]:
+        """Launch one step: a decode row run ahead for every lane the last step may continue, a row
+        for each fresh request, and the prefill `pieces` in the same pass (the runner's `carries`);
+        `firsts`: (k, lane) for each piece k that ends its lane's Prefill with a choice: its pick
+        is made here, as a row of the step. Returns the step to read now, if it cannot be read
+        later, and the pieces' logits (pieces, vocab), or the exception their prefill raised (None
+        without pieces)."""
         previous, rows, fill = self.flight, [], None
         self.flight = None
         if previous is not None and previous.continues and self.on:
             rows, fill = self._ahead(previous)
         rows += [Row(lane, lane.waiting.position, lane.waiting.choice, True, lane.waiting.token) for lane in fresh]
-        launched, carried = self._launch(rows, fill, list(pieces)) if rows else (None, None)
+        launched, prefilled = self._launch(rows, fill, list(pieces), list(firsts))
         if launched is not None and launched.continues and self.on:
             self.flight = launched
             launched = None
         if previous is not None:
             self.collect(previous)
-        return launched, carried
+        return launched, prefilled
 
     def _ahead(self, previous: Flight) -> tuple[list[Row], tuple[list[int], torch.Tensor]]:
         rows, index, source = [], [], []
@@ -128,15 +134,22 @@ class Lookahead:
             return [], None
         return rows, (index, previous.picks[upload(source, previous.picks.device)])
 
-    def _launch(self, rows: list[Row], fill, pieces: list) -> tuple[Flight | None, object]:
-        logits, carried = self._run([(r.lane.slab, r.token, r.position) for r in rows], fill, pieces)
+    def _launch(self, rows: list[Row], fill, pieces: list, firsts: list) -> tuple[Flight | None, object]:
+        logits, prefilled = self._run([(r.lane.slab, r.token, r.position) for r in rows], fill, pieces)
         if isinstance(logits, BaseException):
             self._fail(rows, logits)
-            return None, carried
+            rows, logits = [], None
+        if firsts and not isinstance(prefilled, BaseException):
+            ends = prefilled[upload([k for k, _ in firsts], prefilled.device)]
+            logits = ends if logits is None else torch.cat([logits, ends])
+            rows = rows + [Row(lane, lane.waiting.next_position - 1, lane.waiting.choice, True, piece=True)
+                           for _, lane in firsts]
+        if not rows:
+            return None, prefilled
         try:
             for r in rows:
                 if r.taken:
-                    r.lane.slab.length += 1
+                    r.lane.slab.length += not r.piece  # (a piece's slab moved with the piece)
                     r.lane.row = r
             flight = Flight(rows, logits, [i for i, r in enumerate(rows) if r.choice is not None])
             if flight.picked:
@@ -146,20 +159,20 @@ class Lookahead:
                 flight.read = read_later(flight.picks)
         except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
             self._fail(rows, exc)
-            return None, carried
-        return flight, carried
+            return None, prefilled
+        return flight, prefilled
 
     def _run(self, rows: list, fill, pieces: list) -> tuple[object, object]:
-        """The rows' logits and the pieces' (None without pieces), each the exception its part raised
-        if it failed: one pass for both; should that fail, the two apart, so that a failure reaches
-        only the sessions it belongs to (a piece's error never ends a decoding session)."""
-        if not pieces:
-            return guarded(lambda: self.runner.decode(rows, fill)), None
-        both = guarded(lambda: self.runner.decode(rows, fill, pieces))
-        if not isinstance(both, BaseException):
-            return both[:len(rows)], both[len(rows):]
-        carried = guarded(lambda: self.runner.prefill(pieces))
-        return guarded(lambda: self.runner.decode(rows, fill)), carried
+        """The rows' logits and the pieces' (None for a part that is empty), each the exception its
+        part raised if it failed: one pass for both when the runner carries pieces with rows;
+        should that fail, the two apart, so that a failure reaches only the sessions it belongs to
+        (a piece's error never ends a decoding session)."""
+        if rows and pieces and self.runner.carries:
+            both = guarded(lambda: self.runner.decode(rows, fill, pieces))
+            if not isinstance(both, BaseException):
+                return both[:len(rows)], both[len(rows):]
+        decoded = guarded(lambda: self.runner.decode(rows, fill)) if rows else None
+        return decoded, guarded(lambda: self.runner.prefill(pieces)) if pieces else None
 
     def collect(self, flight: Flight) -> None:
         """Hand each lane that still waits on its row the token picked (one read for all) or its logits."""

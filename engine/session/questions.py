@@ -26,9 +26,9 @@ class QuestionSteps:
         asked_at = self.frames.next_time
         max_new = self.config.answer_max_new_tokens
         ask = lambda: self.prompt.question_turn(question, first=not self.state.tokens)  # noqa: E731
-        logits, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
-                                                      max_new, asked_at)
-        tokens = yield from self._reply(logits, max_new, commentary=False,
+        first, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
+                                                     max_new, asked_at)
+        tokens = yield from self._reply(first, max_new, commentary=False,
                                         emit=lambda so_far: self._answer(question, so_far, False, asked_at, recalled))
         if mark is not None:
             yield from self._forget_recall(mark, ask, tokens)
@@ -49,7 +49,8 @@ class QuestionSteps:
 
     def _ask(self, ask, chosen: list, max_new: int, now: float) -> Iterator:
         """Prefill the recalled key frames (time order) then the question. When the GPU runs out of
-        memory, retry with the better half. Returns the logits, what was recalled and where to crop."""
+        memory, retry with the better half. Returns the answer's first token (or the logits to pick
+        it from: `_prefill`), what was recalled and where to crop."""
         wanted, used = len(chosen), []
 
         def build() -> list[int]:
@@ -61,7 +62,7 @@ class QuestionSteps:
             mark = Mark.take(self.state, self.runner, self.sampler) if used else None
             try:
                 embeds = self.recall.upload(used) if used else None
-                logits = yield from self._prefill(turn, Recall.grids(used), embeds)
+                first = yield from self._prefill(turn, Recall.grids(used), embeds, self._first(False, max_new))
             except torch.OutOfMemoryError:
                 if not used:
                     raise
@@ -71,7 +72,7 @@ class QuestionSteps:
                 chosen = chosen[:len(used) // 2]
                 continue
             note = f"GPU memory ran out while recalling: {len(used)} of {wanted} key frames" if len(used) < wanted else ""
-            return logits, Recalled(in_time_order(used), note), mark
+            return first, Recalled(in_time_order(used), note), mark
 
     def _forget_recall(self, mark: Mark, ask, tokens: list[int]) -> Iterator:
         """Crop the recalled video out of the cache, then re-append the question and its answer."""

@@ -33,17 +33,18 @@ from engine.runtime.reference import make_runner
 from .config import SessionConfig
 from .compaction import CompactionSteps
 from .context import BoundedContext, KeptChunk
-from .decoding import SelectRule, TokenSampler
+from .decoding import TokenSampler
 from .events import Commentary, Event, Seek, Stats, StreamEnded
 from .questions import QuestionSteps
 from .recall import Recall, thumbnail
+from .replies import ReplySteps
 from .state import ConversationState, PreparedChunk
-from .steps import IDLE, Choice, Decode, Encode, Prefill, drive
+from .steps import IDLE, Choice, Encode, Prefill, drive
 
 __all__ = ["SessionConfig", "StreamingSession", "FrameSampler"]
 
 
-class StreamingSession(CompactionSteps, QuestionSteps):
+class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
     """Streams video chunks through LiveCC with a persistent KV cache and emits typed events."""
 
     def __init__(self, loaded: LoadedModel, config: SessionConfig | None = None, runner=None,
@@ -273,12 +274,12 @@ class StreamingSession(CompactionSteps, QuestionSteps):
             t2 = self._sync()  # the stall is reported by the Compaction event, not as prefill
         plain = self._plain_turn()
         grid = video.grid
-        logits = yield from self._prefill(turn, [grid], embeds)
+        first = yield from self._prefill(turn, [grid], embeds, self._first(True, cfg.max_new_tokens))
         if look_ahead:
             self._look_ahead(buffer)  # its CPU work overlaps this prefill, its GPU work the decode
         self.state.query_sent = self.query
         t3 = self._sync()
-        tokens = yield from self._reply(logits, cfg.max_new_tokens, commentary=True)
+        tokens = yield from self._reply(first, cfg.max_new_tokens, commentary=True)
         t4 = self._sync()
         text = self._text(tokens)
         self._remember(chunk, video, turn if plain else None, embeds, tokens, text)
@@ -333,8 +334,11 @@ class StreamingSession(CompactionSteps, QuestionSteps):
         head = [] if pending is None else [pending] + self.prompt.closing(pending)
         return head + turn
 
-    def _prefill(self, turn: list[int], grids: list[tuple[int, int, int]], embeds: torch.Tensor | None) -> Iterator:
-        """Ask for the segment (pending token, closing tokens, `turn`) to be prefilled. Returns its last logits."""
+    def _prefill(self, turn: list[int], grids: list[tuple[int, int, int]], embeds: torch.Tensor | None,
+                 first: Choice | None = None) -> Iterator:
+        """Ask for the segment (pending token, closing tokens, `turn`) to be prefilled. Returns its
+        last logits or, with `first`, the reply's first token picked from them by the driver (an
+        int, or a 0-d device tensor not read yet)."""
         ids = self._segment(turn)
         if self.config.positions == "demo" and self.state.tokens:
             positions, next_pos = demo_positions(len(ids), self.state.next_pos)
@@ -342,76 +346,27 @@ class StreamingSession(CompactionSteps, QuestionSteps):
             positions, next_pos = segment_positions(ids, grids, self.state.next_pos, self.prompt.ids.video_pad,
                                                     self._merge)
         ids_t = upload(ids, self.device)  # no wait for the GPU: the core's steps run on meanwhile
-        logits = yield Prefill(ids_t, upload(positions, self.device), embeds, ids)
-        self.sampler.observe(ids_t)
+        seen = None
+        if first is not None:  # the driver's pick sees the segment, as a pick after the prefill would
+            seen = self.sampler.seen.clone()
+            self.sampler.observe(ids_t)
+        try:
+            result = yield Prefill(ids_t, upload(positions, self.device), embeds, ids, first, next_pos)
+        except BaseException:
+            if seen is not None:
+                self.sampler.seen.copy_(seen)  # (a recall that ran out of memory retries with fewer frames)
+            raise
+        if first is None:
+            self.sampler.observe(ids_t)
         self.state.tokens.extend(ids)
         self.state.next_pos, self.state.pending = next_pos, None
-        self._record(logits)
-        return logits
+        if first is None:
+            self._record(result)
+        return result
 
     def _record(self, logits: torch.Tensor) -> None:
         if self.trace is not None:
             self.trace.append((len(self.state.tokens) - 1, logits.detach().float().cpu()))
-
-    def _reply(self, logits: torch.Tensor, max_new: int, commentary: bool,
-               emit: Callable[[list[int]], Event] | None = None) -> Iterator:
-        """Pick tokens until a stop token or `max_new`; after each, yield `emit(tokens so far)` when
-        given. Returns the tokens. The last picked token is left pending: it opens the next segment."""
-        ids = self.prompt.ids
-        stops = ids.stops if commentary else ids.stops - {ids.stream_continues}
-        rule = self._select_rule(commentary, stops)
-        token = int(self.sampler.choose(logits, rule, 0))
-        out: list[int] = []
-        picks = None
-        try:
-            for k in range(1, max_new + 1):
-                out.append(token)
-                self.state.pending = token
-                if emit is not None:
-                    yield emit(out)
-                if token in stops or k == max_new or self._stopped:  # stop() ends a reply mid-way
-                    return out
-                if picks is None:
-                    picks = self._picks(token, rule, max_new - k)
-                token = yield from self._feed(token, rule, k, picks, max_new - 1)
-        finally:
-            if picks is not None:
-                picks.close()  # a step run ahead of a stop is undone
-        return out
-
-    def _select_rule(self, commentary: bool, stops: frozenset[int]) -> SelectRule:
-        cfg = self.config
-        # A generated <|video_pad|> would be read as a video slot when the reply is prefilled again
-        # (after a compaction): never pick it. Random weights do, now and then; real ones never should.
-        banned = tuple(sorted((stops if cfg.ignore_eos else frozenset()) | {self.prompt.ids.video_pad}))
-        if commentary:
-            return SelectRule(self.prompt.ids.stream_continues, cfg.eos_base, cfg.eos_step, banned)
-        return SelectRule(banned=banned)
-
-    def _picks(self, token: int, rule: SelectRule, count: int) -> Iterator[int] | None:
-        """The fast runner's greedy run from `token` (engine/runtime/fast.py `picks`: it feeds each
-        token, marks it seen and picks the next on the GPU, one step ahead of the host), or None
-        for the eager loop: the reference runner, sampling, or a logit trace."""
-        if not self.runner.supports_picks or self.trace is not None or not self.sampler.config.greedy:
-            return None
-        return self.runner.picks(token, self.state.next_pos, 1, count, lambda lg, k: self.sampler.choose(lg, rule, k), rule,
-                     self.sampler.seen)
-
-    def _feed(self, token: int, rule: SelectRule, step: int, picks: Iterator[int] | None, last: int) -> Iterator:
-        """Feed a picked token to the model and choose the next (returned): the fast runner's run does
-        both on the GPU; otherwise a Decode request, then selection here."""
-        position = self.state.next_pos
-        self.state.pending = None
-        self.state.tokens.append(token)
-        self.state.next_pos += 1
-        if picks is not None:
-            return next(picks)
-        self.sampler.observe([token])
-        if self.trace is None:  # the driver picks: the engine core picks for all its sessions at once
-            return (yield Decode(token, position, Choice(self.sampler, rule, step, last)))
-        logits = yield Decode(token, position)
-        self._record(logits)
-        return int(self.sampler.choose(logits, rule, step))
 
     def _text(self, tokens: list[int]) -> str:
         ids = self.prompt.ids

@@ -27,20 +27,8 @@ class Encode:
 
 
 @dataclass(frozen=True)
-class Prefill:
-    """Append a segment at its M-RoPE positions (3, n) to the session's cache; the result is the float
-    logits of its last token. `id_list`: the ids on the host too, so a driver can count video slots
-    without reading the device."""
-
-    ids: torch.Tensor
-    positions: torch.Tensor
-    embeds: torch.Tensor | None
-    id_list: list[int] | None = None
-
-
-@dataclass(frozen=True)
 class Choice:
-    """How the token after a Decode is picked: `sampler` under `rule` at step `step` of the reply.
+    """How the token after a Decode or a Prefill is picked: `sampler` under `rule` at step `step` of the reply.
     `last`: the reply's last step, whose pick ends it (its token budget), if known."""
 
     sampler: TokenSampler
@@ -48,8 +36,28 @@ class Choice:
     step: int
     last: int | None = None
 
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """The pick, on the logits' device (0-d), not read yet."""
+        return self.sampler.choose(logits, self.rule, self.step)
+
     def pick(self, logits: torch.Tensor) -> int:
-        return int(self.sampler.choose(logits, self.rule, self.step))
+        return int(self.choose(logits))
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """Append a segment at its M-RoPE positions (3, n) to the session's cache; the result is the float
+    logits of its last token or, with a `choice`, the token picked from them: an int, or a 0-d
+    device tensor not read yet (the engine core picks it with the other sessions' tokens, and runs
+    the reply's next step from it before the host reads it). `id_list`: the ids on the host too, so
+    a driver can count video slots without reading the device. `next_position`: where the pick is fed."""
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    embeds: torch.Tensor | None
+    id_list: list[int] | None = None
+    choice: Choice | None = None
+    next_position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,8 @@ def execute(runner, request: Request):
         logits = runner.decode(request.token, request.position)
         return logits if request.choice is None else request.choice.pick(logits)
     if isinstance(request, Prefill):
-        return runner.prefill(request.ids, request.positions, request.embeds)
+        logits = runner.prefill(request.ids, request.positions, request.embeds)
+        return logits if request.choice is None else request.choice.choose(logits)
     return runner.encode_video(request.video)
 
 
