@@ -229,6 +229,38 @@ def test_a_failed_step_of_rows_run_ahead_leaves_no_session_waiting(tiny_loaded, 
         assert record.said == alone[name][0]
 
 
+@pytest.mark.parametrize("lookahead", [True, False])
+def test_a_failed_first_pick_ends_only_the_session_it_was_for(tiny_loaded, alone, monkeypatch, lookahead):
+    """A reply's first token is picked with the decode rows' picks of its step. Should that pick
+    fail, the error reaches the session the token was for; the sessions decoding in the same step
+    pick again alone and go on as they would have (without the lookahead every row is one a
+    session asked for, so a failure handed to it would end it)."""
+    import engine.core.lookahead as lookahead_module
+
+    if not lookahead:
+        monkeypatch.setenv("LIVECC_NO_LOOKAHEAD", "1")
+
+    pick, doomed = lookahead_module.choose_rows, []
+
+    def failing(logits, choices):
+        steps = [step for _, _, step in choices]
+        if not doomed and 0 in steps and any(steps):  # a first pick among decode rows' picks
+            doomed.append(choices[steps.index(0)][0])  # that session's sampler
+        if doomed and any(sampler is doomed[0] and step == 0 for sampler, _, step in choices):
+            raise RuntimeError("the pick failed")
+        return pick(logits, choices)
+
+    monkeypatch.setattr(lookahead_module, "choose_rows", failing)
+    records = run_failing(tiny_loaded, SCENARIOS[:2], lambda core: None)
+    assert doomed
+    for name, record in records.items():
+        assert record.ended
+        if record.stream.session.sampler is doomed[0]:
+            assert "the pick failed" in repr(record.error)
+        else:
+            assert record.error is None and record.said == alone[name][0]
+
+
 def test_decode_rows_ride_in_the_prefill_pass_without_changing_a_word(tiny_loaded, alone, monkeypatch):
     """A step with decode rows and prefill pieces runs them as one pass (the rows' linears share the
     pieces' read of the weights); LIVECC_NO_MIXED_STEP=1 runs them apart. The words are the same."""

@@ -138,29 +138,48 @@ class Lookahead:
         logits, prefilled = self._run([(r.lane.slab, r.token, r.position) for r in rows], fill, pieces)
         if isinstance(logits, BaseException):
             self._fail(rows, logits)
-            rows, logits = [], None
-        if firsts and not isinstance(prefilled, BaseException):
-            ends = prefilled[upload([k for k, _ in firsts], prefilled.device)]
-            logits = ends if logits is None else torch.cat([logits, ends])
-            rows = rows + [Row(lane, lane.waiting.next_position - 1, lane.waiting.choice, True, piece=True)
-                           for _, lane in firsts]
-        if not rows:
-            return None, prefilled
+            rows = []
+        ends = [] if isinstance(prefilled, BaseException) else [
+            Row(lane, lane.waiting.next_position - 1, lane.waiting.choice, True, piece=True) for _, lane in firsts]
+        for r in rows + ends:
+            if r.taken:
+                r.lane.slab.length += not r.piece  # (a piece's slab moved with the piece)
+                r.lane.row = r
+
+        def last() -> torch.Tensor:  # the ends' logits
+            return prefilled[upload([k for k, _ in firsts], prefilled.device)]
+
         try:
-            for r in rows:
-                if r.taken:
-                    r.lane.slab.length += not r.piece  # (a piece's slab moved with the piece)
-                    r.lane.row = r
-            flight = Flight(rows, logits, [i for i, r in enumerate(rows) if r.choice is not None])
-            if flight.picked:
-                subset = logits if len(flight.picked) == len(rows) else logits[upload(flight.picked, logits.device)]
-                flight.picks = choose_rows(subset, [(r.choice.sampler, r.choice.rule, r.choice.step)
-                                                    for r in (rows[i] for i in flight.picked)])
-                flight.read = read_later(flight.picks)
+            if not ends:
+                return (self._picked(rows, logits) if rows else None), prefilled
+            return self._picked(rows + ends, torch.cat([logits, last()]) if rows else last()), prefilled
         except Exception as exc:  # noqa: BLE001 - raised in each session, which decides
-            self._fail(rows, exc)
+            if not (rows and ends):
+                self._fail(rows + ends, exc)
+                return None, prefilled
+        # The rows' and the ends' picks failed together: each part picks alone, so a failure reaches
+        # only the sessions it belongs to; the ends' picks are read at once (a rare path).
+        apart = guarded(lambda: self._picked(ends, last()))
+        if isinstance(apart, BaseException):
+            self._fail(ends, apart)
+        else:
+            self.collect(apart)
+        flight = guarded(lambda: self._picked(rows, logits))
+        if isinstance(flight, BaseException):
+            self._fail(rows, flight)
             return None, prefilled
         return flight, prefilled
+
+    @staticmethod
+    def _picked(rows: list[Row], logits: torch.Tensor) -> Flight:
+        """The step's rows with their logits (rows, vocab), the picks started on the GPU."""
+        flight = Flight(rows, logits, [i for i, r in enumerate(rows) if r.choice is not None])
+        if flight.picked:
+            subset = logits if len(flight.picked) == len(rows) else logits[upload(flight.picked, logits.device)]
+            flight.picks = choose_rows(subset, [(r.choice.sampler, r.choice.rule, r.choice.step)
+                                                for r in (rows[i] for i in flight.picked)])
+            flight.read = read_later(flight.picks)
+        return flight
 
     def _run(self, rows: list, fill, pieces: list) -> tuple[object, object]:
         """The rows' logits and the pieces' (None for a part that is empty), each the exception its

@@ -352,7 +352,7 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
             self.sampler.observe(ids_t)
         try:
             result = yield Prefill(ids_t, upload(positions, self.device), embeds, ids, first, next_pos)
-        except BaseException:
+        except Exception:  # (closed at the yield: nothing to restore)
             if seen is not None:
                 self.sampler.seen.copy_(seen)  # (a recall that ran out of memory retries with fewer frames)
             raise

@@ -59,6 +59,10 @@ class Prefill:
     choice: Choice | None = None
     next_position: int | None = None
 
+    def __post_init__(self):
+        if self.choice is not None and self.next_position is None:
+            raise ValueError("a Prefill that asks for a pick says where the pick is fed (next_position)")
+
 
 @dataclass(frozen=True)
 class Decode:
