@@ -28,8 +28,8 @@ class Encode:
 
 @dataclass(frozen=True)
 class Choice:
-    """How the token after a Decode or a Prefill is picked: `sampler` under `rule` at step `step` of the reply.
-    `last`: the reply's last step, whose pick ends it (its token budget), if known."""
+    """How the token after a Decode or a Prefill is picked: `sampler` under `rule` at step `step` of
+    the reply. `last`: the reply's last step, whose pick ends it (its token budget), if known."""
 
     sampler: TokenSampler
     rule: SelectRule
