@@ -356,11 +356,10 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
             if seen is not None:
                 self.sampler.seen.copy_(seen)  # (a recall that ran out of memory retries with fewer frames)
             raise
-        if first is None:
-            self.sampler.observe(ids_t)
         self.state.tokens.extend(ids)
         self.state.next_pos, self.state.pending = next_pos, None
-        if first is None:
+        if first is None:  # the session picks from `result`, after the segment is seen
+            self.sampler.observe(ids_t)
             self._record(result)
         return result
 
