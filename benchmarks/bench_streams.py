@@ -2,6 +2,7 @@
 
     python benchmarks/bench_streams.py [--streams 1,2,4,8,16,24,32,48,64] [--precisions bf16,int4]
                                        [--seconds 20] [--agreement-seconds 300] [--out DIR]
+    python benchmarks/bench_streams.py --streams 28,32 --compare LIVECC_VISION_STREAM=1 --repeat 2
     python benchmarks/bench_streams.py --smoke     # CPU: the tiny model, 1 and 2 streams, seconds
 
 No download: the LiveCC-7B architecture with random weights (bench_engine.build_random). N
@@ -17,12 +18,16 @@ caption p95 over 0.5 s). Rows shorter than about 20 s end before a session fills
 longer ones include its compactions (counted in each row). Also measured in the same run: the
 single-stream chunk p50 of today's path (StreamingSession.run, CUDA graphs) against the core with
 one session, and the token agreement of one stream run alone and in a batch of 8, over
-`--agreement-seconds` of video.
+`--agreement-seconds` of video. Near the limit two runs of the same code differ more than most
+changes do (a 32-stream row gave caption p50 0.65 s and then 0.34 s in one process on an H100):
+`--compare NAME=VALUE` runs each row also with that setting, the two in turn in one process, and
+`--repeat R` runs each R times.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -204,6 +209,9 @@ def main() -> None:
     ap.add_argument("--kv-budget", type=int, default=KV_BUDGET, help="tokens of KV cache a session")
     ap.add_argument("--step-tokens", type=int, default=STEP_TOKENS, help="tokens an engine step computes at most")
     ap.add_argument("--all-rows", action="store_true", help="measure every N, also past the first that falls behind")
+    ap.add_argument("--compare", metavar="NAME=VALUE", help="each row also with this LIVECC_ setting, the two in "
+                    "turn in one process (near the limit runs differ more than most changes do: compare within one)")
+    ap.add_argument("--repeat", type=int, default=1, help="rows of each N (and setting) in turn")
     ap.add_argument("--full-frames", action="store_true", help="1080p frames into the engine (no capture-side resize)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -213,6 +221,7 @@ def main() -> None:
     if args.agreement_seconds is None:
         args.agreement_seconds = 6.0 if args.smoke else 300.0
     KV_BUDGET = args.kv_budget
+    settings = [None] + ([checked_setting(ap, args.compare)] if args.compare else [])
     pictures = images(args.smoke, model_size=not args.full_frames)
     result = {"date": dt.date.today().isoformat(), "device": device_label("cuda" if torch.cuda.is_available() else "cpu"),
               "frames": "1080p" if args.full_frames else "resized at capture to the model's size",
@@ -221,20 +230,28 @@ def main() -> None:
         loaded = build(precision, args.smoke)
         if precision == "bf16":
             result["single_stream_chunk_p50_ms"] = {"today": today_p50(loaded, args.seconds, args.smoke, pictures)}
-        run_row(loaded, 2, 2 * WARM_S, args.smoke, pictures, args.step_tokens)  # not kept: first-use compiles
-        best, behind = 0, False  # best: the largest N with every N up to it real-time
+        for setting in settings:
+            with applied(setting):
+                run_row(loaded, 2, 2 * WARM_S, args.smoke, pictures, args.step_tokens)  # not kept: first-use compiles
+        best = {setting: 0 for setting in settings}  # the largest N with every N up to it real-time
+        behind = dict.fromkeys(settings, False)
         for n in map(int, args.streams.split(",")):
-            row = run_row(loaded, n, args.seconds, args.smoke, pictures, args.step_tokens)
-            row["step_tokens"] = args.step_tokens
-            result["rows"].append(row)
-            write(result, args.out, quiet=True)  # what a crash later in the run must not lose
-            if precision == "bf16" and n == 1:
-                result["single_stream_chunk_p50_ms"]["core"] = row["chunk_ms"]["p50"]
-            behind = behind or not row["realtime"]
-            if behind and not args.all_rows:
+            for _ in range(args.repeat):
+                for setting in settings:
+                    with applied(setting):
+                        row = run_row(loaded, n, args.seconds, args.smoke, pictures, args.step_tokens)
+                    row["step_tokens"], row["setting"] = args.step_tokens, setting or "default"
+                    result["rows"].append(row)
+                    write(result, args.out, quiet=True)  # what a crash later in the run must not lose
+                    if precision == "bf16" and n == 1 and setting is None:
+                        result["single_stream_chunk_p50_ms"].setdefault("core", row["chunk_ms"]["p50"])
+                    behind[setting] = behind[setting] or not row["realtime"]
+            for setting in settings:
+                best[setting] = best[setting] if behind[setting] else n
+            if all(behind.values()) and not args.all_rows:
                 break
-            best = best if behind else n
-        result["max_realtime_streams"][precision] = best
+        for setting in settings:
+            result["max_realtime_streams"][precision + (f" {setting}" if setting else "")] = best[setting]
         if precision == "bf16" and args.agreement_seconds > 0:
             result["agreement"] = agreement(loaded, args.agreement_seconds, args.smoke)
             write(result, args.out, quiet=True)
@@ -243,17 +260,51 @@ def main() -> None:
     write(result, args.out)
 
 
+def checked_setting(ap: argparse.ArgumentParser, text: str) -> str:
+    """`--compare NAME=VALUE`, NAME a registered setting (engine/flags.py) and VALUE one it takes."""
+    from engine import flags
+
+    name, sep, _ = text.partition("=")
+    if not sep or name not in flags.REGISTRY:
+        ap.error(f"--compare takes NAME=VALUE with NAME one of docs/configuration.md's settings, not {text!r}")
+    with applied(text):
+        try:
+            flags.get(name)  # a bad value stops here, not after the first rows
+        except flags.FlagError as exc:
+            ap.error(f"--compare {text}: {exc}")
+    return text
+
+
+@contextlib.contextmanager
+def applied(setting: str | None):
+    """The environment with `setting` (NAME=VALUE) in it, restored after; None: as it is."""
+    if setting is None:
+        yield
+        return
+    name, _, value = setting.partition("=")
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Streams on one GPU: {result['device']}, {result['date']}", "",
              f"Random LiveCC-7B weights, paced 1080p live streams (frames {result.get('frames', '1080p')}), "
              f"16 tokens a chunk, KV budget {result['kv_budget']} "
              f"a session, {result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
-             "| streams | precision | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy | peak GB "
-             "| compactions |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| streams | precision | setting | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy "
+             "| peak GB | compactions |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         c, k = r["caption_latency_s"], r["chunk_ms"]
-        lines.append(f"| {r['streams']} | {r['precision']} | {c['p50']} / {c['p95']} / {c['max']} | {r['skipped_chunks']} "
+        lines.append(f"| {r['streams']} | {r['precision']} | {r.get('setting', 'default')} "
+                     f"| {c['p50']} / {c['p95']} / {c['max']} | {r['skipped_chunks']} "
                      f"| {k['p50']} / {k['p95']} | {r['gpu_busy_fraction']:.0%} | {r['peak_memory_gb']} "
                      f"| {r.get('compactions', '-')} |")
     lines += ["", f"Most real-time streams (no skipped chunk, caption p95 <= {CAPTION_P95_S} s): "

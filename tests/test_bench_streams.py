@@ -1,0 +1,55 @@
+"""benchmarks/bench_streams.py runs end to end in its CPU smoke mode, and `--compare` measures a
+setting against the defaults row by row in one run (no device minute lost to a typo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_streams.py"), "--smoke", "--out",
+                           str(tmp_path), *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.slow
+def test_compare_runs_each_row_with_and_without_the_setting_in_turn(tmp_path):
+    proc = bench(tmp_path, "--compare", "LIVECC_NO_LOOKAHEAD=1", "--agreement-seconds", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [path] = tmp_path.glob("streams_*.json")
+    result = json.loads(path.read_text())
+    rows = [(r["streams"], r["setting"]) for r in result["rows"]]
+    assert rows == [(1, "default"), (1, "LIVECC_NO_LOOKAHEAD=1"), (2, "default"), (2, "LIVECC_NO_LOOKAHEAD=1")]
+    assert all(r["caption_latency_s"]["p50"] is not None and not r["errors"] for r in result["rows"])
+    assert set(result["max_realtime_streams"]) == {"bf16", "bf16 LIVECC_NO_LOOKAHEAD=1"}
+    table = (tmp_path / path.name.replace(".json", ".md")).read_text()
+    assert "| 2 | bf16 | LIVECC_NO_LOOKAHEAD=1 |" in table
+
+
+@pytest.mark.parametrize("setting", ["NO_SUCH_SETTING=1", "LIVECC_NO_LOOKAHEAD", "LIVECC_NO_LOOKAHEAD=maybe"])
+def test_a_bad_setting_stops_before_any_row(tmp_path, setting):
+    proc = bench(tmp_path, "--compare", setting)
+    assert proc.returncode == 2 and "--compare" in proc.stderr
+    assert not list(tmp_path.glob("streams_*"))
+
+
+def test_a_compared_setting_holds_for_its_rows_only(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_streams
+
+    from engine import flags
+
+    monkeypatch.delenv("LIVECC_NO_LOOKAHEAD", raising=False)
+    monkeypatch.setenv("LIVECC_NO_VARLEN", "0")
+    with bench_streams.applied("LIVECC_NO_LOOKAHEAD=1"), bench_streams.applied("LIVECC_NO_VARLEN=1"):
+        assert flags.get("LIVECC_NO_LOOKAHEAD") is True and flags.get("LIVECC_NO_VARLEN") is True
+    assert not flags.is_set("LIVECC_NO_LOOKAHEAD")  # unset again, as it was
+    assert flags.is_set("LIVECC_NO_VARLEN") and flags.get("LIVECC_NO_VARLEN") is False  # back to its 0
