@@ -72,10 +72,15 @@ class TokenSampler:
             self.generator = torch.Generator(device=device).manual_seed(config.seed)
 
     def observe(self, ids: torch.Tensor | list[int]) -> None:
+        """Mark `ids` seen without waiting for the GPU: a fill, or an index fill from an asynchronous
+        upload. (`seen[i] = True` would make a host tensor of the value and copy it to the device
+        with a blocking copy, which waits for all the work queued before it: the engine core's step
+        run ahead, say.)"""
         if isinstance(ids, list) and len(ids) == 1:
-            self.seen[ids[0]] = True  # one fill, no upload: each decode step marks its token
+            self.seen[ids[0]].fill_(True)  # each decode step marks its token
         else:
-            self.seen[torch.as_tensor(ids, device=self.seen.device)] = True
+            on_device = isinstance(ids, torch.Tensor) and ids.device == self.seen.device
+            self.seen.index_fill_(0, ids.long() if on_device else upload(ids, self.seen.device), True)
 
     def reset(self) -> None:
         self.seen.zero_()
@@ -129,8 +134,9 @@ def choose_rows(logits: torch.Tensor, choices: list[tuple[TokenSampler, SelectRu
     for i, (_, rule, _) in enumerate(choices):
         if rule.banned:
             by_ban.setdefault(rule.banned, []).append(i)
-    for banned, rows in by_ban.items():
-        scores[upload(rows, scores.device)[:, None], banned_index(banned, scores.device)[None, :]] = float("-inf")
+    for banned, rows in by_ban.items():  # (a device value: a Python one would be copied over, waiting: see observe)
+        index = (upload(rows, scores.device)[:, None], banned_index(banned, scores.device)[None, :])
+        scores.index_put_(index, torch.full((), float("-inf"), dtype=scores.dtype, device=scores.device))
     return scores.argmax(dim=-1)
 
 
