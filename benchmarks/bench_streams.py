@@ -221,6 +221,8 @@ def main() -> None:
     if args.agreement_seconds is None:
         args.agreement_seconds = 6.0 if args.smoke else 300.0
     KV_BUDGET = args.kv_budget
+    if args.repeat < 1:
+        ap.error("--repeat takes a count of 1 or more")
     settings = [None] + ([checked_setting(ap, args.compare)] if args.compare else [])
     pictures = images(args.smoke, model_size=not args.full_frames)
     result = {"date": dt.date.today().isoformat(), "device": device_label("cuda" if torch.cuda.is_available() else "cpu"),
