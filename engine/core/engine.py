@@ -329,30 +329,17 @@ class EngineCore:
         # A piece that ends a Prefill asking for a pick: the reply's first token is picked in the step.
         firsts = [(k, lane) for k, (lane, _) in enumerate(chosen)
                   if lane.job.finished and lane.waiting.choice is not None]
-        beside = self.runner.vision_stream is not None
-        if beside:  # launched first, on its side stream, vision runs beside this step's pass too
-            self.visions.launch(encodes, self._batch)
+        if self.visions.beside:  # launched first, on its side stream, vision runs beside this step's pass too
+            self.visions.launch(encodes)
         # Launches this step's decode and prefill pieces, in one pass; reads the last step's picks.
         unread, prefilled = self.lookahead.step(fresh, pieces, firsts)
         self._resolve_prefill(chosen, prefilled)
-        if not beside:  # in line: after the pass, which the sessions' next tokens wait for
-            self.visions.launch(encodes, self._batch)
+        if not self.visions.beside:  # in line: after the pass, which the sessions' next tokens wait for
+            self.visions.launch(encodes)
         self.clock.stop(mark)
         if unread is not None:
             self.lookahead.collect(unread)  # a step that cannot be run ahead of: read it now
         return True
-
-    @staticmethod
-    def _batch(lanes: list[Lane], run) -> None:
-        """Run one batched request and hand each lane its row, or the error to all of them."""
-        if not lanes:
-            return
-        results = guarded(run)
-        for k, lane in enumerate(lanes):
-            if isinstance(results, BaseException):
-                lane.resolve(error=results)
-            else:
-                lane.resolve(results[k])
 
     def _plan(self, lanes: list[Lane], budget: int) -> list[tuple[Lane, Piece]]:
         """The prefill pieces this step runs, each with its lane, earliest deadline first, within

@@ -37,6 +37,16 @@ def guarded(run):
         return exc
 
 
+def hand(lanes: list, results) -> None:
+    """Hand each lane its row of a batched call's `results`, or, when they are its exception, that
+    exception to every lane."""
+    for k, lane in enumerate(lanes):
+        if isinstance(results, BaseException):
+            lane.resolve(error=results)
+        else:
+            lane.resolve(results[k])
+
+
 class BusyError(LiveCCError):
     """One more live stream would make the running ones fall behind real time."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .scheduler import guarded
+from .scheduler import guarded, hand
 
 
 @dataclass(eq=False)
@@ -38,21 +38,26 @@ class VisionFlights:
     def __bool__(self) -> bool:
         return bool(self._flying)
 
+    @property
+    def beside(self) -> bool:
+        """Whether batches run beside the decode (the runner has a side stream), not in line."""
+        return self.runner.vision_stream is not None
+
     def waiting(self, lane) -> bool:
         """Whether the lane's Encode still needs a launch (it is in no batch in flight)."""
         return id(lane) not in self._busy
 
-    def launch(self, lanes: list, resolve_now) -> None:
-        """One batch for `lanes`: on the side stream when the runner has one, else `resolve_now`."""
+    def launch(self, lanes: list) -> None:
+        """One batch for `lanes`: on the side stream when `beside`, else run and handed over now."""
         if not lanes:
             return
-        if self.runner.vision_stream is None:
-            resolve_now(lanes, lambda: self.runner.encode([lane.waiting.video for lane in lanes]))
+        videos = [lane.waiting.video for lane in lanes]
+        if not self.beside:
+            hand(lanes, guarded(lambda: self.runner.encode(videos)))
             return
-        launched = guarded(lambda: self.runner.encode_beside([lane.waiting.video for lane in lanes]))
+        launched = guarded(lambda: self.runner.encode_beside(videos))
         if isinstance(launched, BaseException):
-            for lane in lanes:
-                lane.resolve(error=launched)
+            hand(lanes, launched)
             return
         results, start, done = launched
         self.clock.span(start, done)
