@@ -28,9 +28,15 @@ class VideoInputs:
     """What the vision tower takes for one chunk."""
 
     pixel_values_videos: torch.Tensor  # (grid_t*grid_h*grid_w, 3*2*14*14) float32
-    video_grid_thw: torch.Tensor  # (1, 3) int64 on the device, for the vision tower
     resized_hw: tuple[int, int]
-    grid: tuple[int, int, int]  # the same (t, h, w) on the host: reading the tensor would sync the GPU
+    grid: tuple[int, int, int]  # (t, h, w) in patches
+
+    @property
+    def video_grid_thw(self) -> torch.Tensor:
+        """The grid as the model's own vision forward takes it: (1, 3) int64 on the pixels' device.
+        Made when asked (the reference runner, once a grid for the fast one's rotary tables): a
+        plain copy to the GPU waits for everything queued there, which the fast paths never do."""
+        return torch.tensor([self.grid], dtype=torch.int64, device=self.pixel_values_videos.device)
 
     @property
     def num_tokens(self) -> int:
@@ -96,8 +102,9 @@ def _normalise_table(device: torch.device) -> torch.Tensor:
     return _TABLES[device]
 
 
-def patchify(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalise and cut (T, 3, H, W) frames into Qwen2-VL patches. T must be even (temporal patch 2)."""
+def patchify(video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Normalise and cut (T, 3, H, W) frames into Qwen2-VL patches, and their (t, h, w) grid. T must
+    be even (temporal patch 2)."""
     t, c, h, w = video.shape
     if t % TEMPORAL_PATCH:
         raise ValueError(f"a chunk needs an even number of frames, got {t}")
@@ -105,9 +112,7 @@ def patchify(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gt, gh, gw = t // TEMPORAL_PATCH, h // PATCH_SIZE, w // PATCH_SIZE
     x = x.reshape(gt, TEMPORAL_PATCH, c, gh // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, gw // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE)
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    flat = x.reshape(gt * gh * gw, c * TEMPORAL_PATCH * PATCH_SIZE * PATCH_SIZE)
-    grid = torch.tensor([[gt, gh, gw]], dtype=torch.int64, device=video.device)
-    return flat, grid
+    return x.reshape(gt * gh * gw, c * TEMPORAL_PATCH * PATCH_SIZE * PATCH_SIZE), (gt, gh, gw)
 
 
 def preprocess_frames(frames: list[Frame] | list[np.ndarray], device: torch.device | str = "cpu",
@@ -116,5 +121,4 @@ def preprocess_frames(frames: list[Frame] | list[np.ndarray], device: torch.devi
     video = frames_to_tensor(frames, device)
     size = smart_resize(video.shape[-2], video.shape[-1], min_pixels=min_pixels, max_pixels=max_pixels)
     flat, grid = patchify(resize_frames(video, size))
-    t = video.shape[0] // TEMPORAL_PATCH
-    return VideoInputs(flat, grid, size, (t, size[0] // PATCH_SIZE, size[1] // PATCH_SIZE))
+    return VideoInputs(flat, size, grid)
