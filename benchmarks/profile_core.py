@@ -4,6 +4,15 @@ decode, prefill and vision launches (each timed from a synchronize to a synchron
 counts per step; then the top kernels and host ops of a short window under torch.profiler.
 
     python benchmarks/profile_core.py [--streams 24,32] [--seconds 12]
+    python benchmarks/profile_core.py --streams 4,32 --syncs     # where the engine thread syncs the GPU
+    python benchmarks/profile_core.py --streams 32 --sampled     # its stacks, no profiler or phase syncs
+
+`--syncs` runs each row under torch.cuda.set_sync_debug_mode("warn") and counts the call sites
+(our outermost frames) of every synchronizing CUDA operation; a site that repeats every chunk or
+step stalls the lookahead (the host waits for all queued work, then the GPU waits for the host).
+`--sampled` only samples the engine thread's stacks in the middle of a plain row: where its time goes
+without the phase clock's synchronizes and the profiler's overhead (its share in `threading.wait`
+is the time it had nothing to do).
 
 Random LiveCC-7B weights (bench_engine.build_random), the sources of bench_streams.
 """
@@ -17,6 +26,8 @@ import os
 import sys
 import threading
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -152,6 +163,52 @@ def sample_stacks(thread_id: int, seconds: float, every_s: float = 0.001) -> dic
     return counts
 
 
+def sync_sites(loaded, n: int, seconds: float, pictures: list) -> dict:
+    """A plain row of N streams under sync debug mode: each synchronizing CUDA call, by call site."""
+    sites = collections.Counter()
+    root = str(Path(__file__).resolve().parent.parent)
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        ours = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(root) and "/.venv/" not in f.filename]
+        where = " < ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(ours[-5:]))
+        sites[f"{where} | {str(message)[:60]}"] += 1
+
+    with warnings.catch_warnings():  # (restores showwarning too)
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        if DEVICE == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            row = streams.run_row(loaded, n, seconds, SMOKE, pictures)
+        finally:
+            if DEVICE == "cuda":
+                torch.cuda.set_sync_debug_mode(0)
+    result = {"streams": n, "caption_latency_s": row["caption_latency_s"], "syncs": sites.most_common(30)}
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+def sampled(loaded, n: int, seconds: float, pictures: list, sample_s: float = 5.0) -> dict:
+    """A plain row of N streams with the engine thread's stacks sampled for `sample_s` after WARM_S."""
+    counts: dict = {}
+
+    def sample() -> None:
+        while (engine := next((t for t in threading.enumerate() if t.name == "livecc-engine-core"), None)) is None:
+            time.sleep(0.01)
+        time.sleep(streams.WARM_S + 1)
+        counts.update(sample_stacks(engine.ident, sample_s))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    row = streams.run_row(loaded, n, seconds, SMOKE, pictures)
+    sampler.join()
+    total = max(1, sum(counts.get("leaf", {}).values()))
+    shares = {kind: [(key, round(c / total, 3)) for key, c in counts[kind].most_common(20)] for kind in counts}
+    result = {"streams": n, "row": row, "engine_thread": shares}
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
 def timed_ms(fn, reps: int = 10) -> float:
     fn()
     sync()
@@ -211,14 +268,27 @@ def main() -> None:
     ap.add_argument("--streams", default="24,32")
     ap.add_argument("--seconds", type=float, default=14.0)
     ap.add_argument("--profile-seconds", type=float, default=2.0)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--syncs", action="store_true", help="count synchronizing CUDA calls by call site")
+    mode.add_argument("--sampled", action="store_true", help="sample the engine thread only (no profiler)")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", "/tmp/profile_core"))
     out.mkdir(parents=True, exist_ok=True)
     loaded = streams.build("bf16", SMOKE)
     pictures = streams.images(SMOKE)
-    result = {"micro": micro(loaded, pictures), "rows": []}
+    if args.syncs or args.sampled:
+        streams.run_row(loaded, 2, 2 * streams.WARM_S, SMOKE, pictures)  # not kept: first-use compiles
+        result = {"rows": []}
+    else:
+        result = {"micro": micro(loaded, pictures), "rows": []}
     for n in map(int, args.streams.split(",")):
-        result["rows"].append(run(loaded, n, args.seconds, pictures, args.profile_seconds, out))
+        if args.syncs:
+            row = sync_sites(loaded, n, args.seconds, pictures)
+        elif args.sampled:
+            row = sampled(loaded, n, args.seconds, pictures)
+        else:
+            row = run(loaded, n, args.seconds, pictures, args.profile_seconds, out)
+        result["rows"].append(row)
         (out / "profile_core.json").write_text(json.dumps(result, indent=1))
 
 
