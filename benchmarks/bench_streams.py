@@ -2,7 +2,7 @@
 
     python benchmarks/bench_streams.py [--streams 1,2,4,8,16,24,32,48,64] [--precisions bf16,int4]
                                        [--seconds 20] [--agreement-seconds 300] [--out DIR]
-    python benchmarks/bench_streams.py --streams 28,32 --compare LIVECC_VISION_STREAM=1 --repeat 2
+    python benchmarks/bench_streams.py --streams 28,32 --compare LIVECC_NO_FIRST_PICK=1 --repeat 2
     python benchmarks/bench_streams.py --smoke     # CPU: the tiny model, 1 and 2 streams, seconds
 
 No download: the LiveCC-7B architecture with random weights (bench_engine.build_random). N

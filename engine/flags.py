@@ -101,7 +101,6 @@ REGISTRY: dict[str, Flag] = {f.name: f for f in [
     Flag("LIVECC_QUANT_CACHE", "path", None, "Folder for quantized weights, kept between runs "
          "(unset: ~/.cache/livecc/quantized).", ENGINE),
     Flag("LIVECC_NO_QUANT_CACHE", "switch", False, "Quantize at every load; write no cache.", ENGINE),
-    Flag("LIVECC_VISION_STREAM", "switch", False, "Run the engine core's vision batches on a low-priority side stream beside its decode and prefill steps, on a high-priority one (CUDA; not measured on a GPU yet, so off unless set).", ENGINE),
     Flag("LIVECC_NO_LIGER", "switch", False, "Do not apply liger-kernel's fused ops on CUDA.", ENGINE),
     Flag("LIVECC_NO_FAST", "switch", False, "Use the eager reference runner everywhere (the yardstick).", FAST),
     Flag("LIVECC_FAST", "switch", False, "Use the fast runner on the CPU too (tests compare it there).", FAST),

@@ -95,12 +95,9 @@ def counting(name: str, run):
     return counted
 
 
-def run_core(loaded, scenarios: list[Scenario], sessions: int = 8, setup=None) -> dict[str, tuple]:
-    """Run the scenarios as concurrent sessions of one core (after `setup(core)`); each one's words
-    and final conversation."""
+def run_core(loaded, scenarios: list[Scenario], sessions: int = 8) -> dict[str, tuple]:
+    """Run the scenarios as concurrent sessions of one core; each one's words and final conversation."""
     core = LAST["core"] = EngineCore(loaded, sessions=sessions, kv_budget=4096)
-    if setup is not None:
-        setup(core)
     BATCHES.clear()
     for name in ("decode", "prefill", "encode"):
         setattr(core.runner, name, counting(name, getattr(core.runner, name)))
@@ -262,106 +259,6 @@ def test_a_failed_first_pick_ends_only_the_session_it_was_for(tiny_loaded, alone
             assert "the pick failed" in repr(record.error)
         else:
             assert record.error is None and record.said == alone[name][0]
-
-
-class SlowVision:
-    """A vision batch's `done` event, for the side stream the CPU lacks: the batch "runs" for
-    `polls` queries; `fail` makes the GPU report an asynchronous failure of it."""
-
-    def __init__(self, log: list, polls: int, fail: bool = False):
-        self.log, self.polls, self.fail = log, polls, fail
-
-    def query(self) -> bool:
-        if self.fail:
-            raise RuntimeError("the vision batch failed")
-        self.polls -= 1
-        self.log.append("still running" if self.polls >= 0 else "done")
-        return self.polls < 0
-
-    def synchronize(self) -> None:
-        self.log.append("waited")
-        if self.fail:
-            raise RuntimeError("the vision batch failed")
-        self.polls = -1
-
-    def elapsed_time(self, _end) -> float:
-        return 0.0
-
-
-def vision_beside(log: list, polls: int = 2, failing=lambda videos: False, refused=lambda videos: False):
-    """A setup for run_core: the core's vision batches as if on a side stream, each one's embeddings
-    handed over once its SlowVision is done (a batch of `videos` fails on the GPU when
-    `failing(videos)`, and at its launch, out of memory, when `refused(videos)`)."""
-    def setup(core):
-        runner = core.runner
-
-        def encode_beside(videos):
-            if refused(videos):
-                raise torch.OutOfMemoryError("CUDA out of memory")
-            done = SlowVision(log, polls, fail=failing(videos))
-            results = runner.encode(videos)  # (counted by run_core, which wraps it after this setup)
-            batches.update({part.untyped_storage().data_ptr(): done for part in results})
-            return results, done, done
-
-        def read(pieces):  # a piece reads its embeddings only once their batch is done
-            for piece in pieces:
-                done = batches.get(piece.embeds.untyped_storage().data_ptr()) if piece.embeds is not None else None
-                if done is not None:
-                    assert done.polls < 0, "embeddings read before their batch was done"
-                    log.append("read when done")
-
-        runner.vision_stream, runner.encode_beside, batches = object(), encode_beside, {}
-        decode, prefill = runner.decode, runner.prefill
-
-        def decoding(rows, fill=None, pieces=()):  # a step launched while a vision batch is in flight
-            log.append("decode beside" if core.visions else "decode")
-            read(pieces)
-            return decode(rows, fill, pieces)
-
-        def prefilling(pieces):
-            read(pieces)
-            return prefill(pieces)
-
-        runner.decode, runner.prefill = decoding, prefilling
-    return setup
-
-
-def test_vision_beside_the_decode_changes_no_word(tiny_loaded, alone):
-    """With vision on a side stream (CUDA), a batch of chunks is launched in one step and its
-    embeddings reach the sessions in a later one, once the GPU is done with it: the decode steps
-    launched meanwhile run beside it. When vision is all there is to do, the core waits for it.
-    Every session says what it says alone."""
-    names, log = "abdh", []
-    run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
-    in_line = sum(rows for what, rows in BATCHES if what == "encode")
-    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names], setup=vision_beside(log))
-    assert sum(rows for what, rows in BATCHES if what == "encode") == in_line  # each chunk seen once
-    assert log.count("decode beside") >= 10  # steps really ran while vision was in flight
-    assert log.count("still running") >= 10 and "waited" in log
-    assert log.count("read when done") >= 20  # (the chunks' turns, checked as they were prefilled)
-    for name in names:
-        assert together[name] == alone[name], name
-
-
-@pytest.mark.parametrize("when", ["on the GPU", "at its launch"])
-def test_a_failed_vision_batch_ends_only_its_sessions(tiny_loaded, alone, when):
-    """A vision batch on the side stream that fails, asynchronously or when it is launched (out of
-    memory), ends the sessions whose chunks were in it; a session that was not goes on as it would have."""
-    log, doomed = [], []
-
-    def doom(videos):  # the first batch of one chunk after the sessions' first chunks
-        return not doomed and len(videos) == 1 and log.count("done") >= 2 and not doomed.append(videos[0])
-
-    setup = vision_beside(log, failing=doom) if when == "on the GPU" else vision_beside(log, refused=doom)
-    records = run_failing(tiny_loaded, [s for s in SCENARIOS if s.name in "adh"], setup)
-    assert doomed
-    failed = [name for name, record in records.items() if record.error is not None]
-    error = "the vision batch failed" if when == "on the GPU" else "GPU out of memory"
-    assert len(failed) == 1 and error in str(records[failed[0]].error)
-    for name, record in records.items():
-        assert record.ended
-        if name not in failed:
-            assert record.said == alone[name][0], name
 
 
 def test_decode_rows_ride_in_the_prefill_pass_without_changing_a_word(tiny_loaded, alone, monkeypatch):

@@ -18,7 +18,6 @@ layer arithmetic is the single-stream fast runner's (engine/runtime/fast.py), re
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -68,17 +67,10 @@ class BatchedRunner:
         self._graphs: dict[int, CUDAGraphed] = {}
         graphs = self.device.type == "cuda" and not flags.get("LIVECC_NO_CUDA_GRAPH")
         self._graph_on = self._flash is not None and graphs
-        # With LIVECC_VISION_STREAM=1 vision runs on a low-priority side stream beside the engine's
-        # decode and prefill, on a high-priority one (engine/core/vision.py); else in line, on the caller's.
-        beside = self.device.type == "cuda" and flags.get("LIVECC_VISION_STREAM")
-        self.vision_stream = torch.cuda.Stream(self.device, priority=0) if beside else None
-        self.stream = torch.cuda.Stream(self.device, priority=-5) if beside else None
-        # Decode and prefill graphs run one at a time on the engine thread, each output copied at once:
-        # they share one memory pool; vision graphs too when vision runs in line, else a pool of their
-        # own, as they run beside the others (a pool each held ~0.9 GB for one grid's vision graphs).
+        # Decode, prefill and vision graphs run one at a time on the engine thread, each output copied
+        # at once: they share one memory pool (a pool each held ~0.9 GB for one grid's vision graphs).
         self._pool = GraphPool()
-        self.vision = (FastVision(model, graphs, pool=GraphPool(), capture_stream=torch.cuda.Stream(self.device))
-                       if beside else FastVision(model, graphs, pool=self._pool))
+        self.vision = FastVision(model, graphs, pool=self._pool)
         self._prefill_on = graphs and prefill_graphs_on()
         self._prefills: dict[int, PiecewisePrefill] = {}  # by token count
         self._prefill_sizes: set[int] = set()
@@ -134,39 +126,6 @@ class BatchedRunner:
             for i, part in zip(rows, merged.chunk(n)):
                 out[i] = part
         return out
-
-    def encode_beside(self, videos: list[VideoInputs]) -> tuple[list[torch.Tensor], torch.cuda.Event, torch.cuda.Event]:
-        """encode() launched on the vision side stream, after the work queued so far on the current
-        one (which uploaded the pixels): the embeddings, not to be read before the returned `done`
-        event, and the `start` event (the batch's GPU time runs from start to done)."""
-        side, here = self.vision_stream, torch.cuda.current_stream(self.device)
-        side.wait_stream(here)
-        for video in videos:
-            video.pixel_values_videos.record_stream(side)  # not reused while the side stream reads it
-        start, done = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(side):
-            start.record(side)
-            out = self.encode(videos)
-            done.record(side)
-        for part in out:
-            part.record_stream(here)  # nor the embeddings while the prefill reads them
-        return out, start, done
-
-    def on_stream(self):
-        """The engine's high-priority stream as the current one, for a step (a no-op without the side
-        stream), after the work queued so far on the caller's (the pool, the weights, a session's
-        set-up on the thread that opened it: the default stream is every thread's)."""
-        if self.stream is None:
-            return contextlib.nullcontext()
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))
-        return torch.cuda.stream(self.stream)
-
-    def join(self) -> None:
-        """Order the caller's stream after everything the engine and vision streams queued (closing)."""
-        here = torch.cuda.current_stream(self.device) if self.stream is not None else None
-        for stream in (self.stream, self.vision_stream):
-            if stream is not None:
-                here.wait_stream(stream)
 
     # -- prefill -------------------------------------------------------------------------
     @torch.inference_mode()

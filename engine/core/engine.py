@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from engine import flags
 from engine.capture.frames import RingBuffer
 from engine.defaults import KV_BUDGET
 from engine.errors import LiveCCError, OutOfMemoryError
@@ -33,16 +32,13 @@ from engine.session.steps import IDLE, Decode, Encode, Prefill
 from .batched import BatchedRunner, Piece
 from .kv import KVPool, Slab
 from .lookahead import Lookahead
-from .scheduler import (CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, guarded,
+from .scheduler import (CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, guarded, hand,
                         plan_prefill)
-from .vision import VisionFlights
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
 CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
 WORK_BYTES = 4 * GiB  # beside the pool: a step's activations (a vision batch, prefill pieces: under 3 GB at
 # peak with 32 streams on an H100), the graphs' shared memory pool and the allocator's slack
-BESIDE_BYTES = 2 * GiB  # more with vision beside the steps (LIVECC_VISION_STREAM): its graphs' own pool, and its
-# activations alive with a step's (an estimate, not measured: ~0.9 GB a grid's graphs, a vision batch's work)
 _END = object()
 
 
@@ -115,8 +111,7 @@ def check_room(loaded: LoadedModel, sessions: int, slab_tokens: int) -> None:
     if free is None:
         return
     each = ModelShape.from_config(loaded.model.config).session_bytes(slab_tokens)
-    work = WORK_BYTES + (BESIDE_BYTES if flags.get("LIVECC_VISION_STREAM") else 0)
-    fit = max(0, int((free - work) // each) - 1)  # the pool's scratch slab takes one
+    fit = max(0, int((free - WORK_BYTES) // each) - 1)  # the pool's scratch slab takes one
     if sessions > fit:
         raise OutOfMemoryError(f"{sessions} sessions of {slab_tokens} KV tokens need {sessions * each / GiB:.1f} GB "
                                f"and {free / GiB:.1f} GB of GPU memory is free: at most {fit} fit",
@@ -138,7 +133,6 @@ class EngineCore:
         self.lookahead = Lookahead(self.runner)
         self.load = Load()
         self.clock = StepClock(self.runner.device, self.load)
-        self.visions = VisionFlights(self.runner, self.clock)
         self.lanes: list[Lane] = []
         self._incoming: list[Lane] = []
         self._lock = threading.Lock()
@@ -160,8 +154,7 @@ class EngineCore:
                                 "try again later, or use another GPU")
             slab = self.pool.take()
         try:
-            with self.runner.on_stream():  # its tensors are then the engine stream's, in the allocator too
-                session = StreamingSession(self.loaded, config, runner=slab, overlap=False, timed=False)
+            session = StreamingSession(self.loaded, config, runner=slab, overlap=False, timed=False)
         except BaseException:
             with self._lock:
                 self.pool.give(slab)
@@ -199,14 +192,12 @@ class EngineCore:
         with self._lock:
             self.lanes += self._incoming
             self._incoming.clear()
-        with self.runner.on_stream():
-            self.visions.land()
-            ready = [lane for lane in self.lanes if lane.waiting is None or (lane.waiting is IDLE and lane.poked)]
-            # Lanes handed a token go first: their Python runs while the GPU finishes the last step's
-            # prefill and vision; a lane handed logits or embeddings may read the GPU, which waits for it.
-            for lane in sorted(ready, key=lambda lane: isinstance(lane.result, torch.Tensor)):
-                self._advance(lane)
-            ran = self._run_requests()
+        ready = [lane for lane in self.lanes if lane.waiting is None or (lane.waiting is IDLE and lane.poked)]
+        # Lanes handed a token go first: their Python runs while the GPU finishes the last step's
+        # prefill and vision; a lane handed logits or embeddings may read the GPU, which waits for it.
+        for lane in sorted(ready, key=lambda lane: isinstance(lane.result, torch.Tensor)):
+            self._advance(lane)
+        ran = self._run_requests()
         self._reap()
         return bool(ready) or ran
 
@@ -262,7 +253,6 @@ class EngineCore:
                 lane.steps.close()
                 self._end(lane, None)
         self._reap()
-        self.runner.join()
         self.clock.settle(wait=True)  # the last steps' GPU time, for a caller reading `load` now
 
     def _advance(self, lane: Lane) -> None:
@@ -316,26 +306,20 @@ class EngineCore:
     def _run_requests(self) -> bool:
         fresh = [lane for lane in self.lanes if Lookahead.fresh(lane)]
         prefills = [lane for lane in self.lanes if isinstance(lane.waiting, Prefill) and lane.row is None]
-        encodes = [lane for lane in self.lanes
-                   if isinstance(lane.waiting, Encode) and self.visions.waiting(lane)][:VISION_BATCH]
+        encodes = [lane for lane in self.lanes if isinstance(lane.waiting, Encode)][:VISION_BATCH]
         if not (fresh or prefills or encodes or self.lookahead.pending()):
-            if not self.visions:
-                return False
-            self.visions.land(wait=True)  # vision in flight is all there is to do
-            return True
+            return False
         mark = self.clock.start()
         chosen = self._plan(prefills, self.step_tokens - self.lookahead.upcoming(fresh))
         pieces = [piece for _, piece in chosen]
         # A piece that ends a Prefill asking for a pick: the reply's first token is picked in the step.
         firsts = [(k, lane) for k, (lane, _) in enumerate(chosen)
                   if lane.job.finished and lane.waiting.choice is not None]
-        if self.visions.beside:  # launched first, on its side stream, vision runs beside this step's pass too
-            self.visions.launch(encodes)
         # Launches this step's decode and prefill pieces, in one pass; reads the last step's picks.
         unread, prefilled = self.lookahead.step(fresh, pieces, firsts)
         self._resolve_prefill(chosen, prefilled)
-        if not self.visions.beside:  # in line: after the pass, which the sessions' next tokens wait for
-            self.visions.launch(encodes)
+        if encodes:  # after the pass, which the sessions' next tokens wait for
+            hand(encodes, guarded(lambda: self.runner.encode([lane.waiting.video for lane in encodes])))
         self.clock.stop(mark)
         if unread is not None:
             self.lookahead.collect(unread)  # a step that cannot be run ahead of: read it now

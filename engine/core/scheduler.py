@@ -139,8 +139,6 @@ class StepClock:
     def __init__(self, device: torch.device, load: Load):
         self.device, self.cuda, self.load = device, device.type == "cuda", load
         self._pending: deque = deque()
-        self._origin: torch.cuda.Event | None = None  # the first step's start: times are measured from it
-        self._covered = 0.0  # ms after the origin up to which the GPU time is counted
 
     def start(self):
         if not self.cuda:
@@ -159,19 +157,9 @@ class StepClock:
         self._pending.append((mark, self._event()))
         self.settle()
 
-    def span(self, start: torch.cuda.Event, end: torch.cuda.Event) -> None:
-        """Count work timed by its own pair of events (vision on its side stream), launched before the
-        step it is counted with; only the time no other counted work covers."""
-        self._pending.append((start, end))
-
     def settle(self, wait: bool = False) -> None:
-        """Count the steps the GPU has finished (`wait`: all of them): the time they cover, measured
-        from the first event, so work that ran beside a step is not counted twice."""
+        """Count the steps the GPU has finished (`wait`: all of them)."""
         while self._pending and (wait or self._pending[0][1].query()):
             mark, end = self._pending.popleft()
             end.synchronize()
-            if self._origin is None:
-                self._origin = mark
-            lo, hi = self._origin.elapsed_time(mark), self._origin.elapsed_time(end)
-            self.load.add(max(0.0, hi - max(lo, self._covered)) / 1e3)
-            self._covered = max(self._covered, hi)
+            self.load.add(mark.elapsed_time(end) / 1e3)

@@ -56,13 +56,9 @@ class FastVision:
     """Vision encode for `StaticRunner.encode_video`; the eager reference is the model's own
     `get_video_features` (EagerRunner), which it must match (tests/test_fast_path.py)."""
 
-    def __init__(self, model: torch.nn.Module, cuda_graphs: bool, pool: GraphPool | None = None,
-                 capture_stream: torch.cuda.Stream | None = None):
+    def __init__(self, model: torch.nn.Module, cuda_graphs: bool, pool: GraphPool | None = None):
         self.model = model
         self.pool = pool  # None: a private memory pool a graph (the single-stream path's side stream needs one)
-        # Given, the graphs are captured there, not on torch's shared capture stream: cuBLAS's workspace
-        # goes by the stream captured on, so graphs that run at once need different capture streams.
-        self.capture_stream = capture_stream
         self.visual = model.model.visual
         self.cuda_graphs = cuda_graphs
         self._rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -125,7 +121,7 @@ class FastVision:
             return self.run_eager(pixels, cos, sin, frames)
         graph = on_repeat(self._graphs, self._grids_seen, key, lambda: CUDAGraphed(
             lambda p: self.run_eager(p, cos, sin, frames), [pixels],
-            pool=self.pool.handle() if self.pool is not None else None, stream=self.capture_stream))
+            pool=self.pool.handle() if self.pool is not None else None))
         if graph is None:
             return self.run_eager(pixels, cos, sin, frames)
         return graph(pixels).clone()
