@@ -21,6 +21,7 @@ Writes JSON and a markdown table to --out (and $OUT when set).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -665,6 +666,24 @@ def long_run(loaded: LoadedModel, seconds: float, budget: int) -> dict:
             "max_context": max(s.cache_tokens for s in stats), "peak_gb_per_minute": list(per_minute.values()),
             "compaction_ms_max": max(stalls), "compaction_ms_p50": pct([x for x in stalls if x], 50),
             "per_chunk_total_ms": total}
+
+
+@contextlib.contextmanager
+def applied(setting: str | None):
+    """The environment with `setting` (NAME=VALUE) in it, restored after; None: as it is."""
+    if setting is None:
+        yield
+        return
+    name, _, value = setting.partition("=")
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
 
 
 def write_outputs(out: Path, files: dict[str, str], remove: tuple[str, ...] = ()) -> None:

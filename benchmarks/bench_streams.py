@@ -27,11 +27,9 @@ changes do (a 32-stream row gave caption p50 0.65 s and then 0.34 s in one proce
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import gc
 import json
-import os
 import sys
 import threading
 import time
@@ -42,7 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from bench_engine import SyntheticSource, build_random, device_label, pct, quantized_model, write_outputs  # noqa: E402
+from bench_engine import (SyntheticSource, applied, build_random, device_label, pct, quantized_model,  # noqa: E402
+                          write_outputs)
 from bench_live import PERIOD, PacedSource  # noqa: E402
 from engine.capture.frames import RingBuffer  # noqa: E402
 from engine.core.engine import EngineCore  # noqa: E402
@@ -160,11 +159,8 @@ def agreement(loaded, seconds: float, smoke: bool, batch: int = 8) -> dict:
         return said[0]
 
     alone, batched = run(1), run(batch)
-    os.environ["LIVECC_NO_LOOKAHEAD"] = "1"
-    try:
+    with applied("LIVECC_NO_LOOKAHEAD=1"):
         unahead = run(1)
-    finally:
-        del os.environ["LIVECC_NO_LOOKAHEAD"]
     same = sum(a == b for a, b in zip(alone, batched))
     first = next((i for i, (a, b) in enumerate(zip(alone, batched)) if a != b), None)
     return {"seconds": seconds, "batch": batch, "comments": len(alone), "identical_comments": same,
@@ -275,24 +271,6 @@ def checked_setting(ap: argparse.ArgumentParser, text: str) -> str:
         except flags.FlagError as exc:
             ap.error(f"--compare {text}: {exc}")
     return text
-
-
-@contextlib.contextmanager
-def applied(setting: str | None):
-    """The environment with `setting` (NAME=VALUE) in it, restored after; None: as it is."""
-    if setting is None:
-        yield
-        return
-    name, _, value = setting.partition("=")
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = saved
 
 
 def markdown(result: dict) -> str:

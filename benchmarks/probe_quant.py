@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from bench_engine import device_ceilings, device_label, write_outputs  # noqa: E402
+from bench_engine import applied, device_ceilings, device_label, write_outputs  # noqa: E402
 from engine.model.quantize import GROUP, QuantLinear, dequantize  # noqa: E402
 
 SHAPE_7B = dict(hidden=3584, inter=18944, kv=512, layers=28, vocab=152064)
@@ -138,11 +137,8 @@ class Token:
 
 def plain(fn):
     """fn() with the quantized layers on the plain-torch dequantization."""
-    os.environ["LIVECC_NO_QUANT_KERNEL"] = "1"
-    try:
+    with applied("LIVECC_NO_QUANT_KERNEL=1"):
         return fn()
-    finally:
-        del os.environ["LIVECC_NO_QUANT_KERNEL"]
 
 
 def probe(shape: dict, device: str) -> dict:

@@ -123,7 +123,7 @@ def profile_window(seconds: float, n: int, out: Path) -> dict:
     kernels) and where the engine thread's host time goes (its Python stack, sampled every ms:
     torch.profiler records host ops of the thread that started it only)."""
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if not SMOKE else [])
-    engine = next(t.ident for t in threading.enumerate() if t.name == "livecc-engine-core")
+    engine = engine_thread().ident
     with torch.profiler.profile(activities=acts) as prof:
         samples = sample_stacks(engine, seconds)
     events = prof.key_averages()
@@ -139,6 +139,11 @@ def profile_window(seconds: float, n: int, out: Path) -> dict:
     (out / f"profile_core_{n}.txt").write_text(text + "\n")
     print(text, flush=True)
     return {"kernel_ms_per_s": round(total_gpu, 1)}
+
+
+def engine_thread() -> threading.Thread | None:
+    """The running core's engine thread (EngineCore.start), if one has started."""
+    return next((t for t in threading.enumerate() if t.name == "livecc-engine-core"), None)
 
 
 def sample_stacks(thread_id: int, seconds: float, every_s: float = 0.001) -> dict:
@@ -193,7 +198,7 @@ def sampled(loaded, n: int, seconds: float, pictures: list, sample_s: float = 5.
     counts: dict = {}
 
     def sample() -> None:
-        while (engine := next((t for t in threading.enumerate() if t.name == "livecc-engine-core"), None)) is None:
+        while (engine := engine_thread()) is None:
             time.sleep(0.01)
         time.sleep(streams.WARM_S + 1)
         counts.update(sample_stacks(engine.ident, sample_s))
