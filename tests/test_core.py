@@ -354,6 +354,70 @@ def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):
         assert together[name] == alone[name], f"session {name} changed with graphed prefill pieces"
 
 
+def test_padded_graphed_passes_change_no_word(tiny_loaded, alone, monkeypatch):
+    """A pass of several pieces, or of decode rows with pieces, whose size padded to 64 tokens came
+    before runs as piecewise graphs on the fused rows layer (here their steps run eagerly on the same
+    static buffers: no CUDA). The padding writes only the scratch slab and is left out of every
+    attention and result: every session says what it says alone."""
+    from engine.core.batched import BatchedRunner, PaddedPass
+
+    init, runs = BatchedRunner.__init__, []
+
+    def graphed(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._pass_on = True
+
+    def counted(self, x, *args):
+        runs.append((self.x.shape[1], x.shape[1]))
+        return run(self, x, *args)
+
+    run = PaddedPass.run
+    monkeypatch.setattr(BatchedRunner, "__init__", graphed)
+    monkeypatch.setattr(PaddedPass, "run", counted)
+    names = "abcdefgh"
+    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
+    assert len(runs) >= 10 and len({size for size, _ in runs}) >= 2
+    assert all(size % 64 == 0 and size - 64 < n <= size for size, n in runs)  # the next multiple of 64 up
+    assert sum(n < size for size, n in runs) >= 10  # padded
+    assert max(rows for what, rows in BATCHES if what == "mixed") >= 2  # rows with pieces among them
+    for name in names:
+        assert together[name] == alone[name], f"session {name} changed with padded graphed passes"
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_a_padded_pass_computes_and_writes_what_the_eager_pass_does(tiny_loaded, rows):
+    """Two prefill pieces (and `rows` decode rows) through the padded pass and through the eager
+    one, from the same random cache: the same logits, the same K and V in every session's slab, and
+    the padding's writes in the scratch slab alone."""
+    from engine.core.batched import BatchedRunner, Piece
+    from engine.core.kv import KVPool
+
+    def run(padded: bool):
+        pool = KVPool.for_model(tiny_loaded.model, 256, 4)
+        torch.manual_seed(0)
+        pool.k.normal_()
+        pool.v.normal_()
+        runner = BatchedRunner(tiny_loaded.model, pool)
+        slabs = [pool.take() for _ in range(4)]
+        for slab, length in zip(slabs, (40, 17, 90, 5)):
+            slab.length = length
+        pieces = [Piece(slab, torch.arange(100, 100 + n), torch.arange(slab.length, slab.length + n).expand(3, n), None, 0)
+                  for slab, n in ((slabs[0], 23), (slabs[2], 30))]
+        decode = [(slab, 7 + k, slab.length) for k, slab in enumerate(slabs[1::2][:rows])]
+        runner._pass_on = padded
+        runner._padded(53 + rows)  # seen once: the pass below is made padded, to 64 tokens
+        logits = runner.decode(decode, None, pieces) if rows else runner.prefill(pieces)
+        assert len(runner._passes) == padded
+        return logits, pool
+
+    (eager, before), (padded, after) = run(False), run(True)
+    torch.testing.assert_close(padded, eager)
+    scratch = before.scratch
+    torch.testing.assert_close(after.k[:, :scratch], before.k[:, :scratch])
+    torch.testing.assert_close(after.v[:, :scratch], before.v[:, :scratch])
+    assert not torch.equal(after.v[:, scratch], before.v[:, scratch])  # where the padding went
+
+
 def test_a_memory_plan_without_room_for_prefill_graphs_keeps_the_core_eager(tiny_loaded, monkeypatch):
     """The plan's choice on a tight card holds for the core's prefill graphs as for a single stream."""
     from types import SimpleNamespace
@@ -364,13 +428,15 @@ def test_a_memory_plan_without_room_for_prefill_graphs_keeps_the_core_eager(tiny
 
     def graphed(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        self._prefill_on = True  # as on a GPU
+        self._prefill_on = self._pass_on = True  # as on a GPU
 
     monkeypatch.setattr(BatchedRunner, "__init__", graphed)
-    assert EngineCore(tiny_loaded, sessions=1, kv_budget=1024).runner._prefill_on
+    runner = EngineCore(tiny_loaded, sessions=1, kv_budget=1024).runner
+    assert runner._prefill_on and runner._pass_on
     monkeypatch.setattr(tiny_loaded, "plan", SimpleNamespace(prefill_graphs=False), raising=False)
     runner = EngineCore(tiny_loaded, sessions=1, kv_budget=1024).runner
     assert not runner._prefill_on and runner._piecewise(40) is None and runner._piecewise(40) is None
+    assert not runner._pass_on and runner._padded(100) is None and runner._padded(100) is None
 
 
 def test_the_scenarios_cover_what_the_issue_lists(alone):

@@ -40,6 +40,7 @@ from .kv import KVPool, Slab
 NET_CACHE = 16  # tokens of the layer runner's own cache, which the core never uses (slabs hold the KV)
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)  # decode batch sizes with a CUDA graph each (rows padded up)
 PREFILL_GRAPH_SIZES = 8  # piece token counts with graphed prefills (chunk turns come in a few sizes a grid)
+PASS_BUCKET = 64  # a graphed pass of several pieces, or rows with pieces, is padded to a multiple of this
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class BatchedRunner:
         self._ops = decode_ops(self.device) if fused_on() and bf16 else None  # the decode step's fused small ops
         self.carries = not flags.get("LIVECC_NO_MIXED_STEP")  # decode rows and prefill pieces in one pass
         self._slab_rows = self._rows_views() if self._varlen_on() else None  # None: a SDPA call a piece
+        # Passes of several pieces, or of rows with pieces, as padded piecewise graphs (fused layer only).
+        self._pass_on = self._prefill_on and self._ops is not None and not flags.get("LIVECC_NO_PASS_GRAPH")
+        self._passes: dict[int, PaddedPass] = {}  # by padded token count
+        self._pass_sizes: set[int] = set()
 
     def _make_flash(self):
         """The Triton flash-decoding kernel over every slab at once (CUDA; LIVECC_NO_TRITON=1: per-row SDPA)."""
@@ -152,8 +157,27 @@ class BatchedRunner:
 
     def drop_prefill_graphs(self) -> None:
         """Prefill eagerly from now on (a failed capture, or a memory plan without room for them)."""
-        self._prefill_on = False
+        self._prefill_on = self._pass_on = False
         self._prefills.clear()
+        self._passes.clear()
+
+    def _padded(self, n: int) -> PaddedPass | None:
+        """The padded graphed pass for `n` tokens, made when its size comes the second time, up to
+        PREFILL_GRAPH_TOKENS (what the memory plan leaves room for); None: eager."""
+        size = -(-n // PASS_BUCKET) * PASS_BUCKET
+        if not self._pass_on or size > PREFILL_GRAPH_TOKENS:
+            return None
+        pool = self._pool.handle() if self.device.type == "cuda" else None  # (none: eager, the CPU tests)
+        return on_repeat(self._passes, self._pass_sizes, size, lambda: PaddedPass(
+            self, size, pool, on_failure=self.drop_prefill_graphs))
+
+    def _pass(self, x: torch.Tensor, cos, sin, index, slots, attend) -> torch.Tensor:
+        """`_layers` for a pass of several pieces, or of rows with pieces: as padded piecewise graphs
+        when there are some for its size, else eagerly."""
+        graphed = self._padded(x.shape[1])
+        if graphed is None:
+            return self._layers(x, cos, sin, index, slots, attend)
+        return graphed.run(x, cos, sin, index, slots, attend)
 
     def _prefill_graphed(self, piece: Piece, graph: PiecewisePrefill) -> torch.Tensor:
         x, cos, sin = self._inputs([piece])
@@ -180,7 +204,7 @@ class BatchedRunner:
         """The pieces in one pass: linears over all their tokens, attention per piece."""
         x, cos, sin = self._inputs(pieces)
         index, slots, attend, ends = self._piece_rows(pieces)
-        x = self._layers(x, cos, sin, index, slots, attend)
+        x = self._pass(x, cos, sin, index, slots, attend)
         return self._logits(x[0, upload(ends, self.device)])
 
     def _piece_rows(self, pieces: list[Piece], offset: int = 0):
@@ -346,7 +370,7 @@ class BatchedRunner:
         def attend(i, q):  # q: (heads, rows + piece tokens, head_dim)
             return torch.cat([attend_rows(i, q[:, :rows]), attend_pieces(i, q)])
 
-        x = self._layers(x, cos, sin, torch.cat([index, p_index]), torch.cat([slots, p_slots]), attend)
+        x = self._pass(x, cos, sin, torch.cat([index, p_index]), torch.cat([slots, p_slots]), attend)
         logits = self._logits(x[0, upload(list(range(rows)) + ends, self.device)])
         for p in pieces:
             p.slab.length += p.ids.numel()
@@ -356,14 +380,21 @@ class BatchedRunner:
         """The fast runner's fused decode layer (`_layer_fused`) for many rows, each row's K and V
         into its own slab: norm, rotary + cache write and SiLU * up one kernel each, every row
         rounded as alone (engine/runtime/triton_fused.py). cos, signed_sin: (rows, head_dim)."""
+        return self._post_rows(i, x, attend(i, self._pre_rows(i, x, cos, signed_sin, index, slots)))
+
+    def _pre_rows(self, i: int, x: torch.Tensor, cos, signed_sin, index, slots) -> torch.Tensor:
+        """`_layer_rows` up to its attention: q (heads, rows, head_dim); K and V into the slabs."""
         layer, ops, net = self.lm.layers[i], self._ops, self.net
-        qkv_w, qkv_b, gate_up_w = net.fused[i]
-        h = x.view(x.shape[-2], -1)
-        qkv = linear(ops.rms_norm(h, layer.input_layernorm), qkv_w, qkv_b)
-        q = ops.rope_write_rows(qkv, cos, signed_sin, self.pool.k[i], self.pool.v[i], index, slots, net.n_heads,
-                                net.n_kv)
-        h = linear_add(h, attend(i, q), layer.self_attn.o_proj)
-        act = gated(ops.rms_norm(h, layer.post_attention_layernorm), gate_up_w, ops.silu_mul)
+        qkv_w, qkv_b, _ = net.fused[i]
+        qkv = linear(ops.rms_norm(x.view(x.shape[-2], -1), layer.input_layernorm), qkv_w, qkv_b)
+        return ops.rope_write_rows(qkv, cos, signed_sin, self.pool.k[i], self.pool.v[i], index, slots, net.n_heads,
+                                   net.n_kv)
+
+    def _post_rows(self, i: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`_layer_rows` from its attention output `out` (rows, hidden) on."""
+        layer, ops = self.lm.layers[i], self._ops
+        h = linear_add(x.view(x.shape[-2], -1), out, layer.self_attn.o_proj)
+        act = gated(ops.rms_norm(h, layer.post_attention_layernorm), self.net.fused[i][2], ops.silu_mul)
         return linear_add(h, act, layer.mlp.down_proj).view(x.shape)
 
     def _attend_flash(self, index: torch.Tensor, lengths: torch.Tensor):
@@ -389,3 +420,43 @@ class BatchedRunner:
             return torch.cat(outs)
 
         return attend
+
+
+class PaddedPass(PiecewisePrefill):
+    """A pass of up to `size` tokens of the engine core (several prefill pieces, or decode rows with
+    pieces) as the piecewise graphs of the single-stream prefill, on the core's fused rows layer:
+    graph i runs the rest of layer i - 1 and layer i up to its attention, and the attention, whose
+    shape is each step's own, runs eagerly between (a layer's ~10 launches become a replay and the
+    attention's few). A pass of n tokens is padded to `size`: the padding rows are zeros, write
+    their K and V to the pool's scratch slab, and are left out of the attention and the result.
+    Graphs are captured from the second run on (the first compiles and tunes at this size)."""
+
+    def __init__(self, core: BatchedRunner, size: int, pool, on_failure):
+        self.core, self.runs = core, 0
+        super().__init__(core.net, size, pool, write=core._write, on_failure=on_failure)
+
+    def _step(self, i: int):
+        core, last = self.core, self.core.n_layers
+
+        def step():
+            if i > 0:
+                self.x.copy_(core._post_rows(i - 1, self.x, self.o))
+            if i < last:
+                self.q.copy_(core._pre_rows(i, self.x, self.cos[0, 0], self.sin[0, 0], self.slab, self.slots))
+                return None
+            return self.x
+
+        return step
+
+    def run(self, x: torch.Tensor, cos, signed_sin, index, slots, attend) -> torch.Tensor:
+        """The pass's hidden states after the last layer (1, n, hidden): a view of the graphs' buffer,
+        which the next run rewrites."""
+        n = x.shape[1]
+        for buf, value, pad in ((self.x[0], x[0], 0), (self.cos[0, 0], cos[0, 0], 0), (self.sin[0, 0], signed_sin[0, 0], 0),
+                                (self.slab, index, self.core.pool.scratch), (self.slots, slots, 0)):
+            buf[:n].copy_(value)
+            buf[n:].fill_(pad)
+        if self.runs:
+            self._capture_some()
+        self.runs += 1
+        return self._run_steps(attend, n)[:, :n]

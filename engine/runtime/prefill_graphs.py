@@ -97,8 +97,13 @@ class PiecewisePrefill:
         self.sin.copy_(signed_sin)
         torch.add(self.base, start, out=self.slots)
         self._capture_some()
+        return self._run_steps(attend).clone()
+
+    def _run_steps(self, attend, n: int | None = None) -> torch.Tensor:
+        """Every step, graphed where captured, with the attention of the first `n` tokens (all)
+        run eagerly between; what the last step returns."""
         for i, (step, graph) in enumerate(zip(self.steps, self.graphs)):
-            logits = (graph or step)()
-            if logits is None:
-                self.o.copy_(attend(i, self.q))
-        return logits.clone()
+            out = (graph or step)()
+            if out is None:
+                self.o[:n].copy_(attend(i, self.q[:, :n]))
+        return out
