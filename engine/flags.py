@@ -106,6 +106,7 @@ REGISTRY: dict[str, Flag] = {f.name: f for f in [
     Flag("LIVECC_FAST", "switch", False, "Use the fast runner on the CPU too (tests compare it there).", FAST),
     Flag("LIVECC_NO_CUDA_GRAPH", "switch", False, "Run the decode step eagerly instead of as a CUDA graph.", FAST),
     Flag("LIVECC_NO_PREFILL_GRAPH", "switch", False, "Prefill eagerly instead of with piecewise CUDA graphs.", FAST),
+    Flag("LIVECC_NO_LEAN_CAPTURE", "switch", False, "Capture CUDA graphs through torch.cuda.graph, which first waits for the GPU and empties the allocator's device and pinned host caches; the lean capture does neither, so a graph captured mid-stream does not stall the streams.", FAST),
     Flag("LIVECC_NO_DECODE_AHEAD", "switch", False,
          "Read each token back before queuing the next decode step.", FAST),
     Flag("LIVECC_NO_TRITON", "switch", False, "Use torch's attention and GEMVs instead of the Triton kernels.", FAST),

@@ -50,3 +50,101 @@ def test_the_default_is_eager_where_there_is_no_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     graphed = CUDAGraphed(lambda x: x + 1, [torch.zeros(2)])
     assert graphed.graph is None and torch.equal(graphed(torch.ones(2)), torch.full((2,), 2.0))
+
+
+class _FakeGraph:
+    """What CUDAGraphed asks of torch.cuda.CUDAGraph, recorded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def capture_begin(self, *args, **kwargs):
+        self.calls.append(("begin", args, kwargs))
+
+    def capture_end(self):
+        self.calls.append(("end",))
+
+    def replay(self):
+        self.calls.append(("replay",))
+
+
+class _FakeStream:
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.waited = []
+
+    def wait_stream(self, other):
+        self.waited.append(other)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Enough of torch.cuda for a capture off the GPU; waiting for the GPU or emptying a cache fails."""
+    import contextlib
+
+    graphs, current = [], _FakeStream()
+
+    def new_graph():
+        graphs.append(_FakeGraph())
+        return graphs[-1]
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("the capture waited for the GPU or emptied a cache")
+
+    monkeypatch.setattr(CUDAGraphed, "_side_stream", None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", new_graph)
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    for name in ("synchronize", "empty_cache"):
+        monkeypatch.setattr(torch.cuda, name, forbidden)
+    monkeypatch.setattr(torch._C, "_host_emptyCache", forbidden, raising=False)
+    return graphs, current
+
+
+def test_a_capture_mid_stream_waits_for_nothing_and_keeps_the_caches(fake_cuda, monkeypatch):
+    """torch.cuda.graph first waits for the GPU and empties the allocator's device and pinned host
+    caches: in a core serving streams each capture would stall every stream and make the next
+    allocations and pinned uploads slow again. The lean capture orders the side stream after the
+    current one and records into the pool, nothing more; a failed step still ends the capture."""
+    monkeypatch.delenv("LIVECC_NO_LEAN_CAPTURE", raising=False)
+    graphs, current = fake_cuda
+    seen = []
+
+    def step(x):
+        seen.append(graphs[-1].calls[:] if graphs else None)  # the graph's calls when the step ran
+        return x + 1
+
+    graphed = CUDAGraphed(step, [torch.zeros(2)], pool="pool", warmups=1, enabled=True)
+    graph = graphs[0]
+    assert graph.calls == [("begin", ("pool",), {"capture_error_mode": "thread_local"}), ("end",)]
+    assert seen == [None, [graph.calls[0]]]  # the warm-up before any graph, the capture inside it
+    side = CUDAGraphed._side_stream
+    assert side.waited == [current, current] and len(current.waited) == 2  # ordered both ways, for warm-up and capture
+    out = graphed(torch.ones(2))
+    assert graph.calls[-1] == ("replay",) and out is graphed.output
+
+    def broken(x):
+        raise RuntimeError("not capturable")
+
+    with pytest.raises(RuntimeError, match="not capturable"):
+        CUDAGraphed(broken, [torch.zeros(2)], warmups=0, enabled=True)
+    assert graphs[-1].calls == [("begin", (), {"capture_error_mode": "thread_local"}), ("end",)]
+
+
+def test_the_off_switch_captures_through_torch_cuda_graph(fake_cuda, monkeypatch):
+    import contextlib
+
+    monkeypatch.setenv("LIVECC_NO_LEAN_CAPTURE", "1")
+    used = []
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, **kwargs):
+        used.append(kwargs)
+        yield
+
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    CUDAGraphed(lambda x: x * 2, [torch.zeros(2)], pool="pool", warmups=0, enabled=True)
+    assert used == [{"pool": "pool", "stream": None, "capture_error_mode": "thread_local"}]
+    assert fake_cuda[0][0].calls == []  # no capture of its own

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from engine import flags
+
 from .gpu_lock import CAPTURE_LOCK
 
 
@@ -65,12 +67,15 @@ class CUDAGraphed:
             self._warm_up(warmups, stream)
             self._capture(pool, stream)
 
+    @staticmethod
+    def _side() -> torch.cuda.Stream:
+        if CUDAGraphed._side_stream is None:
+            CUDAGraphed._side_stream = torch.cuda.Stream()
+        return CUDAGraphed._side_stream
+
     def _warm_up(self, warmups: int, stream: torch.cuda.Stream | None) -> None:
         """Run outside the graph first: allocator, library handles, kernel choice."""
-        if stream is None:
-            if CUDAGraphed._side_stream is None:
-                CUDAGraphed._side_stream = torch.cuda.Stream()
-            stream = CUDAGraphed._side_stream
+        stream = stream or self._side()
         current = torch.cuda.current_stream(stream.device)
         stream.wait_stream(current)
         with torch.cuda.stream(stream), torch.inference_mode():
@@ -82,11 +87,23 @@ class CUDAGraphed:
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: other threads may allocate meanwhile; the lock keeps GPU samplers
         # (ChatTTS) from drawing random numbers while the capture holds the CUDA generator.
-        with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool, stream=stream, capture_error_mode="thread_local"), \
-                torch.inference_mode():
-            self.output = self.fn(*self.inputs)
-        if stream is not None:
-            torch.cuda.current_stream(stream.device).wait_stream(stream)
+        if flags.get("LIVECC_NO_LEAN_CAPTURE"):
+            with CAPTURE_LOCK, torch.cuda.graph(self.graph, pool=pool, stream=stream,
+                                                capture_error_mode="thread_local"), torch.inference_mode():
+                self.output = self.fn(*self.inputs)
+            if stream is not None:
+                torch.cuda.current_stream(stream.device).wait_stream(stream)
+            return
+        stream = stream or self._side()
+        current = torch.cuda.current_stream(stream.device)
+        stream.wait_stream(current)
+        with CAPTURE_LOCK, torch.cuda.stream(stream), torch.inference_mode():
+            self.graph.capture_begin(*(() if pool is None else (pool,)), capture_error_mode="thread_local")
+            try:
+                self.output = self.fn(*self.inputs)
+            finally:
+                self.graph.capture_end()
+        current.wait_stream(stream)
 
     def __call__(self, *inputs: torch.Tensor):
         if inputs and len(inputs) != len(self.inputs):
