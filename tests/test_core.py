@@ -355,12 +355,13 @@ def test_graphed_prefill_pieces_change_no_word(tiny_loaded, alone, monkeypatch):
 
 
 def test_padded_graphed_passes_change_no_word(tiny_loaded, alone, monkeypatch):
-    """A pass of several pieces, or of decode rows with pieces, whose size padded to 64 tokens came
-    before runs as piecewise graphs on the fused rows layer (here their steps run eagerly on the same
-    static buffers: no CUDA). The padding writes only the scratch slab and is left out of every
-    attention and result: every session says what it says alone."""
-    from engine.core.batched import BatchedRunner, PaddedPass
+    """A pass of several pieces, or of decode rows with pieces, whose size padded to PASS_BUCKET (32)
+    tokens came before runs as piecewise graphs on the fused rows layer (here their steps run eagerly
+    on the same static buffers: no CUDA). The padding writes only the scratch slab and is left out
+    of every attention and result: every session says what it says alone."""
+    from engine.core.batched import PASS_BUCKET, BatchedRunner, PaddedPass
 
+    assert PASS_BUCKET == 32
     init, runs = BatchedRunner.__init__, []
 
     def graphed(self, *args, **kwargs):
@@ -377,7 +378,7 @@ def test_padded_graphed_passes_change_no_word(tiny_loaded, alone, monkeypatch):
     names = "abcdefgh"
     together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
     assert len(runs) >= 10 and len({size for size, _ in runs}) >= 2
-    assert all(size % 64 == 0 and size - 64 < n <= size for size, n in runs)  # the next multiple of 64 up
+    assert all(size % 32 == 0 and size - 32 < n <= size for size, n in runs)  # the next multiple of 32 up
     assert sum(n < size for size, n in runs) >= 10  # padded
     assert max(rows for what, rows in BATCHES if what == "mixed") >= 2  # rows with pieces among them
     for name in names:
@@ -405,7 +406,7 @@ def test_a_padded_pass_computes_and_writes_what_the_eager_pass_does(tiny_loaded,
                   for slab, n in ((slabs[0], 23), (slabs[2], 30))]
         decode = [(slab, 7 + k, slab.length) for k, slab in enumerate(slabs[1::2][:rows])]
         runner._pass_on = padded
-        runner._padded(53 + rows)  # seen once: the pass below is made padded, to 64 tokens
+        runner._padded(53 + rows)  # seen once: the pass below is made padded, to 64 tokens (2 x PASS_BUCKET)
         logits = runner.decode(decode, None, pieces) if rows else runner.prefill(pieces)
         assert len(runner._passes) == padded
         return logits, pool

@@ -40,7 +40,7 @@ from .kv import KVPool, Slab
 NET_CACHE = 16  # tokens of the layer runner's own cache, which the core never uses (slabs hold the KV)
 BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)  # decode batch sizes with a CUDA graph each (rows padded up)
 PREFILL_GRAPH_SIZES = 8  # piece token counts with graphed prefills (chunk turns come in a few sizes a grid)
-PASS_BUCKET = 64  # a graphed pass of several pieces, or rows with pieces, is padded to a multiple of this
+PASS_BUCKET = 32  # a graphed pass of several pieces, or rows with pieces, is padded to a multiple of this
 
 
 @dataclass(frozen=True)
