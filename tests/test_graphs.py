@@ -93,6 +93,7 @@ def fake_cuda(monkeypatch):
         raise AssertionError("the capture waited for the GPU or emptied a cache")
 
     monkeypatch.setattr(CUDAGraphed, "_side_stream", None)
+    monkeypatch.setattr(CUDAGraphed, "_capture_stream", None)
     monkeypatch.setattr(torch.cuda, "CUDAGraph", new_graph)
     monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
@@ -120,8 +121,10 @@ def test_a_capture_mid_stream_waits_for_nothing_and_keeps_the_caches(fake_cuda, 
     graph = graphs[0]
     assert graph.calls == [("begin", ("pool",), {"capture_error_mode": "thread_local"}), ("end",)]
     assert seen == [None, [graph.calls[0]]]  # the warm-up before any graph, the capture inside it
-    side = CUDAGraphed._side_stream
-    assert side.waited == [current, current] and len(current.waited) == 2  # ordered both ways, for warm-up and capture
+    side, capture = CUDAGraphed._side_stream, CUDAGraphed._capture_stream
+    assert side is not capture  # another thread's warm-up on the capturing stream would land in the graph
+    assert side.waited == [current] and capture.waited == [current]
+    assert current.waited == [side, capture]  # each ordered both ways
     out = graphed(torch.ones(2))
     assert graph.calls[-1] == ("replay",) and out is graphed.output
 

@@ -50,9 +50,15 @@ class CUDAGraphed:
     buffers and replays; a shape change raises. With `static` the graph reads the example tensors
     themselves: call it with no inputs after filling them. Warm-ups run on copies, so they change
     no caller state, on `stream` (default: one side stream shared by every graph, so the memory
-    they cache is one stream's); `stream` given also captures there."""
+    they cache is one stream's); captures run on another shared stream, one at a time, or on
+    `stream` when given. A capture records without running: it waits for nothing queued and
+    leaves the allocator's caches alone (LIVECC_NO_LEAN_CAPTURE=1: through torch.cuda.graph,
+    which synchronizes and empties them first)."""
 
-    _side_stream: torch.cuda.Stream | None = None
+    _side_stream: torch.cuda.Stream | None = None  # warm-ups
+    # Lean captures, only ever under CAPTURE_LOCK: any thread's work on a capturing stream lands in
+    # the graph, so no warm-up may share it.
+    _capture_stream: torch.cuda.Stream | None = None
 
     def __init__(self, fn: Callable, inputs: Sequence[torch.Tensor] = (), *, pool=None, static: bool = False,
                  warmups: int = 2, stream: torch.cuda.Stream | None = None,
@@ -68,14 +74,14 @@ class CUDAGraphed:
             self._capture(pool, stream)
 
     @staticmethod
-    def _side() -> torch.cuda.Stream:
-        if CUDAGraphed._side_stream is None:
-            CUDAGraphed._side_stream = torch.cuda.Stream()
-        return CUDAGraphed._side_stream
+    def _shared(name: str) -> torch.cuda.Stream:
+        if getattr(CUDAGraphed, name) is None:
+            setattr(CUDAGraphed, name, torch.cuda.Stream())
+        return getattr(CUDAGraphed, name)
 
     def _warm_up(self, warmups: int, stream: torch.cuda.Stream | None) -> None:
         """Run outside the graph first: allocator, library handles, kernel choice."""
-        stream = stream or self._side()
+        stream = stream or self._shared("_side_stream")
         current = torch.cuda.current_stream(stream.device)
         stream.wait_stream(current)
         with torch.cuda.stream(stream), torch.inference_mode():
@@ -94,16 +100,17 @@ class CUDAGraphed:
             if stream is not None:
                 torch.cuda.current_stream(stream.device).wait_stream(stream)
             return
-        stream = stream or self._side()
-        current = torch.cuda.current_stream(stream.device)
-        stream.wait_stream(current)
-        with CAPTURE_LOCK, torch.cuda.stream(stream), torch.inference_mode():
-            self.graph.capture_begin(*(() if pool is None else (pool,)), capture_error_mode="thread_local")
-            try:
-                self.output = self.fn(*self.inputs)
-            finally:
-                self.graph.capture_end()
-        current.wait_stream(stream)
+        with CAPTURE_LOCK:
+            stream = stream or self._shared("_capture_stream")
+            current = torch.cuda.current_stream(stream.device)
+            stream.wait_stream(current)
+            with torch.cuda.stream(stream), torch.inference_mode():
+                self.graph.capture_begin(*(() if pool is None else (pool,)), capture_error_mode="thread_local")
+                try:
+                    self.output = self.fn(*self.inputs)
+                finally:
+                    self.graph.capture_end()
+            current.wait_stream(stream)
 
     def __call__(self, *inputs: torch.Tensor):
         if inputs and len(inputs) != len(self.inputs):
