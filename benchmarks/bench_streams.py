@@ -96,12 +96,14 @@ def images(smoke: bool, model_size: bool = True) -> list:
     return [resize(f) for f in frames] if resize else frames
 
 
-def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_tokens: int = STEP_TOKENS) -> dict:
-    """N paced live streams through one core; the row of the results table."""
+def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_tokens: int = STEP_TOKENS,
+            listeners: list | None = None) -> dict:
+    """N paced live streams through one core; the row of the results table. `listeners`, given, gets
+    each stream's Listener (its comments' times)."""
     _free()
     core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET, step_tokens=step_tokens)
     core.start()
-    listeners = []
+    listeners = [] if listeners is None else listeners
     t0 = time.monotonic()
     for k in range(n):
         time.sleep(max(0.0, t0 + k / n - time.monotonic()))  # stream k starts at phase k/N s

@@ -6,13 +6,17 @@ counts per step; then the top kernels and host ops of a short window under torch
     python benchmarks/profile_core.py [--streams 24,32] [--seconds 12]
     python benchmarks/profile_core.py --streams 4,32 --syncs     # where the engine thread syncs the GPU
     python benchmarks/profile_core.py --streams 32 --sampled     # its stacks, no profiler or phase syncs
+    python benchmarks/profile_core.py --streams 32 --timeline    # each step, and the steps behind slow captions
 
 `--syncs` runs each row under torch.cuda.set_sync_debug_mode("warn") and counts the call sites
 (our outermost frames) of every synchronizing CUDA operation; a site that repeats every chunk or
 step stalls the lookahead (the host waits for all queued work, then the GPU waits for the host).
 `--sampled` only samples the engine thread's stacks in the middle of a plain row: where its time goes
 without the phase clock's synchronizes and the profiler's overhead (its share in `threading.wait`
-is the time it had nothing to do).
+is the time it had nothing to do). `--timeline` records every engine step of a plain row (its host
+and GPU time, decode rows, prefill pieces, how much of its pass was graphed, vision chunks, graph
+captures) into timeline_N.json, and compares the steps that ran while a caption was late (over
+0.5 s) with the others: what the tail's steps have that the median's lack.
 
 Random LiveCC-7B weights (bench_engine.build_random), the sources of bench_streams.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import sys
@@ -35,9 +40,11 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import bench_streams as streams  # noqa: E402
 
-from bench_live import PacedSource  # noqa: E402
+from bench_live import PERIOD, PacedSource  # noqa: E402
 from engine.capture.frames import RingBuffer  # noqa: E402
+from engine.core.batched import PASS_BUCKET, BatchedRunner  # noqa: E402
 from engine.core.engine import EngineCore  # noqa: E402
+from engine.runtime.graphs import CUDAGraphed  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = not torch.cuda.is_available()
@@ -214,6 +221,160 @@ def sampled(loaded, n: int, seconds: float, pictures: list, sample_s: float = 5.
     return result
 
 
+class Timeline:
+    """Each engine step (`EngineCore._run_requests` that ran something): when it began, its host
+    time, its GPU time (a pair of CUDA events, read after the row), and what it ran: decode rows,
+    prefill pieces and their tokens, each pass's tokens and the share of its padded size's graphs
+    captured before it ran (below 1: some or all of it eager), vision chunks, graph captures."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict] = []
+        self._now: dict | None = None
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Record the steps of every core that runs inside (class-level wrappers, restored after)."""
+        originals = [(EngineCore, "_run_requests"), (BatchedRunner, "decode"), (BatchedRunner, "prefill"),
+                     (BatchedRunner, "_pass"), (BatchedRunner, "encode"), (CUDAGraphed, "_capture")]
+        saved = [(owner, name, owner.__dict__[name]) for owner, name in originals]
+        wrapped = [self._step, self._decode, self._prefill, self._pass, self._encode, self._capture]
+        for (owner, name, inner), wrap in zip(saved, wrapped):
+            setattr(owner, name, wrap(inner))
+        try:
+            yield self
+        finally:
+            for owner, name, inner in saved:
+                setattr(owner, name, inner)
+            self.settle()
+
+    def _note(self, **counts) -> None:
+        if self._now is not None:
+            for key, value in counts.items():
+                self._now[key] += value
+
+    def _step(self, inner):
+        def step(core):
+            record = {"t": time.monotonic(), "rows": 0, "pieces": 0, "tokens": 0, "passes": [], "vision": 0,
+                      "captures": 0, "events": _events(core.runner.device)}
+            self._now = record
+            try:
+                ran = inner(core)
+            finally:
+                self._now = None
+            record["host_ms"] = round((time.monotonic() - record["t"]) * 1e3, 3)
+            if record["events"] is not None:
+                record["events"][1].record()
+            if ran:
+                self.steps.append(record)
+            return ran
+
+        return step
+
+    def _decode(self, inner):
+        def decode(runner, rows, fill=None, pieces=()):
+            self._note(rows=len(rows), pieces=len(pieces), tokens=sum(p.ids.numel() for p in pieces))
+            return inner(runner, rows, fill, pieces)
+
+        return decode
+
+    def _prefill(self, inner):
+        def prefill(runner, pieces):
+            self._note(pieces=len(pieces), tokens=sum(p.ids.numel() for p in pieces))
+            return inner(runner, pieces)
+
+        return prefill
+
+    def _pass(self, inner):
+        def run(runner, x, *args):
+            n = x.shape[1]
+            padded = runner._passes.get(-(-n // PASS_BUCKET) * PASS_BUCKET)
+            graphed = sum(g is not None for g in padded.graphs) / len(padded.graphs) if padded is not None else 0.0
+            if self._now is not None:
+                self._now["passes"].append({"tokens": n, "graphed": round(graphed, 3)})
+            return inner(runner, x, *args)
+
+        return run
+
+    def _encode(self, inner):
+        def encode(runner, videos):
+            self._note(vision=len(videos))
+            return inner(runner, videos)
+
+        return encode
+
+    def _capture(self, inner):
+        def capture(graphed, pool, stream):
+            self._note(captures=1)
+            return inner(graphed, pool, stream)
+
+        return capture
+
+    def settle(self) -> None:
+        """Each step's GPU time from its events (waits for the GPU); None on the CPU."""
+        for record in self.steps:
+            events = record.pop("events", None)
+            record["gpu_ms"] = None if events is None else round(events[0].elapsed_time(events[1]), 3)
+
+
+def _events(device: torch.device):
+    if device.type != "cuda":
+        return None
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    return start, end
+
+
+def comment_times(listeners: list) -> list[dict]:
+    """Each counted comment (past WARM_S): when its chunk's last frame was captured, when it came,
+    and its latency (bench_streams' caption latency)."""
+    out = []
+    for listener in listeners:
+        for end, at in listener.comments:
+            if end > streams.WARM_S:
+                captured = listener.source.capture_time(end - PERIOD)
+                out.append({"captured": captured, "at": at, "latency": at - captured})
+    return out
+
+
+def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTION_P95_S) -> dict:
+    """The steps that ran while a caption was late (between its chunk's capture and its comment,
+    for a comment over `late_s`) against the steps of the same span that did not: their mean host
+    and GPU time and load, passes run eagerly, captures."""
+    late = [(c["captured"], c["at"]) for c in comments if c["latency"] > late_s]
+    start = min((c["captured"] for c in comments), default=None)
+    counted = [s for s in steps if start is not None and s["t"] >= start]
+    groups = {"late": [s for s in counted if any(a <= s["t"] <= b for a, b in late)]}
+    groups["on_time"] = [s for s in counted if not any(a <= s["t"] <= b for a, b in late)]
+
+    def mean(group, key):
+        values = [s[key] for s in group if s.get(key) is not None]
+        return round(sum(values) / len(values), 2) if values else None
+
+    def summary(group: list[dict]) -> dict:
+        passes = [p for s in group for p in s["passes"]]
+        return {"steps": len(group), **{f"mean_{k}": mean(group, k) for k in
+                                        ("host_ms", "gpu_ms", "rows", "pieces", "tokens", "vision")},
+                "passes": len(passes), "eager_passes": sum(p["graphed"] < 1 for p in passes),
+                "captures": sum(s["captures"] for s in group)}
+
+    span = counted[-1]["t"] - counted[0]["t"] if len(counted) > 1 else 0.0
+    return {"comments": len(comments), "late_comments": len(late),
+            "steps_per_s": round(len(counted) / span, 1) if span else None,
+            **{name: summary(group) for name, group in groups.items()}}
+
+
+def timeline_row(loaded, n: int, seconds: float, pictures: list, out: Path) -> dict:
+    """A plain row of N streams with every engine step recorded (timeline_N.json), and `tail`."""
+    timeline, listeners = Timeline(), []
+    with timeline.recording():
+        row = streams.run_row(loaded, n, seconds, SMOKE, pictures, listeners=listeners)
+    comments = comment_times(listeners)
+    (out / f"timeline_{n}.json").write_text(json.dumps({"steps": timeline.steps, "comments": comments}))
+    result = {"streams": n, "row": row, "tail": tail(timeline.steps, comments)}
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
 def timed_ms(fn, reps: int = 10) -> float:
     fn()
     sync()
@@ -276,12 +437,13 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--syncs", action="store_true", help="count synchronizing CUDA calls by call site")
     mode.add_argument("--sampled", action="store_true", help="sample the engine thread only (no profiler)")
+    mode.add_argument("--timeline", action="store_true", help="record every step; the steps behind late captions")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", "/tmp/profile_core"))
     out.mkdir(parents=True, exist_ok=True)
     loaded = streams.build("bf16", SMOKE)
     pictures = streams.images(SMOKE)
-    if args.syncs or args.sampled:
+    if args.syncs or args.sampled or args.timeline:
         streams.run_row(loaded, 2, 2 * streams.WARM_S, SMOKE, pictures)  # not kept: first-use compiles
         result = {"rows": []}
     else:
@@ -291,6 +453,8 @@ def main() -> None:
             row = sync_sites(loaded, n, args.seconds, pictures)
         elif args.sampled:
             row = sampled(loaded, n, args.seconds, pictures)
+        elif args.timeline:
+            row = timeline_row(loaded, n, args.seconds, pictures, out)
         else:
             row = run(loaded, n, args.seconds, pictures, args.profile_seconds, out)
         result["rows"].append(row)
