@@ -59,13 +59,19 @@ class _FakeGraph:
         self.calls = []
 
     def capture_begin(self, *args, **kwargs):
+        from engine.runtime.gpu_lock import CAPTURE_LOCK
+
         self.calls.append(("begin", args, kwargs))
+        self.began_on, self.locked = _ACTIVE[-1], CAPTURE_LOCK._is_owned()
 
     def capture_end(self):
         self.calls.append(("end",))
 
     def replay(self):
         self.calls.append(("replay",))
+
+
+_ACTIVE: list = [None]  # the stream made current by the fake torch.cuda.stream
 
 
 class _FakeStream:
@@ -97,7 +103,15 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "CUDAGraph", new_graph)
     monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    @contextlib.contextmanager
+    def made_current(stream):
+        _ACTIVE.append(stream)
+        try:
+            yield
+        finally:
+            _ACTIVE.pop()
+
+    monkeypatch.setattr(torch.cuda, "stream", made_current)
     for name in ("synchronize", "empty_cache"):
         monkeypatch.setattr(torch.cuda, name, forbidden)
     monkeypatch.setattr(torch._C, "_host_emptyCache", forbidden, raising=False)
@@ -125,6 +139,7 @@ def test_a_capture_mid_stream_waits_for_nothing_and_keeps_the_caches(fake_cuda, 
     assert side is not capture  # another thread's warm-up on the capturing stream would land in the graph
     assert side.waited == [current] and capture.waited == [current]
     assert current.waited == [side, capture]  # each ordered both ways
+    assert graph.began_on is capture and graph.locked  # recorded on the capture stream, one capture at a time
     out = graphed(torch.ones(2))
     assert graph.calls[-1] == ("replay",) and out is graphed.output
 
@@ -151,3 +166,23 @@ def test_the_off_switch_captures_through_torch_cuda_graph(fake_cuda, monkeypatch
     CUDAGraphed(lambda x: x * 2, [torch.zeros(2)], pool="pool", warmups=0, enabled=True)
     assert used == [{"pool": "pool", "stream": None, "capture_error_mode": "thread_local"}]
     assert fake_cuda[0][0].calls == []  # no capture of its own
+
+
+def test_a_capture_out_of_memory_empties_the_cache_and_captures_again(fake_cuda, monkeypatch):
+    """During a capture the allocator cannot give its cached blocks back to the driver: a capture
+    that runs out of memory ends, the cache is emptied (outside any capture) and it captures again."""
+    monkeypatch.delenv("LIVECC_NO_LEAN_CAPTURE", raising=False)
+    graphs, _ = fake_cuda
+    emptied, runs = [], []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(len(graphs)))
+
+    def step(x):
+        runs.append(len(graphs))
+        if len(runs) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return x + 1
+
+    graphed = CUDAGraphed(step, [torch.zeros(2)], warmups=0, enabled=True)
+    assert emptied == [1] and runs == [1, 2]  # emptied after the first capture ended, before the second
+    assert graphs[0].calls[-1] == ("end",) and graphs[1].calls[-1] == ("end",)
+    assert graphed.graph is graphs[1]

@@ -100,6 +100,16 @@ class CUDAGraphed:
             if stream is not None:
                 torch.cuda.current_stream(stream.device).wait_stream(stream)
             return
+        try:
+            self._capture_lean(pool, stream)
+        except torch.OutOfMemoryError:
+            # While a capture is under way the allocator cannot hand its cached blocks back to the
+            # driver (torch.cuda.graph emptied the cache first): empty it now and capture once more.
+            torch.cuda.empty_cache()
+            self.graph = torch.cuda.CUDAGraph()
+            self._capture_lean(pool, stream)
+
+    def _capture_lean(self, pool, stream: torch.cuda.Stream | None) -> None:
         with CAPTURE_LOCK:
             stream = stream or self._shared("_capture_stream")
             current = torch.cuda.current_stream(stream.device)
