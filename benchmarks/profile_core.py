@@ -230,6 +230,7 @@ class Timeline:
     def __init__(self) -> None:
         self.steps: list[dict] = []
         self._now: dict | None = None
+        self._thread: int | None = None  # the thread stepping (a speech thread's captures are not the step's)
 
     @contextlib.contextmanager
     def recording(self):
@@ -248,7 +249,7 @@ class Timeline:
             self.settle()
 
     def _note(self, **counts) -> None:
-        if self._now is not None:
+        if self._now is not None and threading.get_ident() == self._thread:
             for key, value in counts.items():
                 self._now[key] += value
 
@@ -256,7 +257,7 @@ class Timeline:
         def step(core):
             record = {"t": time.monotonic(), "rows": 0, "pieces": 0, "tokens": 0, "passes": [], "vision": 0,
                       "captures": 0, "events": _events(core.runner.device)}
-            self._now = record
+            self._now, self._thread = record, threading.get_ident()
             try:
                 ran = inner(core)
             finally:
@@ -289,7 +290,7 @@ class Timeline:
             n = x.shape[1]
             padded = runner._passes.get(-(-n // PASS_BUCKET) * PASS_BUCKET)
             graphed = sum(g is not None for g in padded.graphs) / len(padded.graphs) if padded is not None else 0.0
-            if self._now is not None:
+            if self._now is not None and threading.get_ident() == self._thread:
                 self._now["passes"].append({"tokens": n, "graphed": round(graphed, 3)})
             return inner(runner, x, *args)
 
@@ -311,6 +312,8 @@ class Timeline:
 
     def settle(self) -> None:
         """Each step's GPU time from its events (waits for the GPU); None on the CPU."""
+        if any(record.get("events") is not None for record in self.steps):
+            torch.cuda.synchronize()
         for record in self.steps:
             events = record.pop("events", None)
             record["gpu_ms"] = None if events is None else round(events[0].elapsed_time(events[1]), 3)

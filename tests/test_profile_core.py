@@ -27,7 +27,13 @@ def test_the_timeline_records_each_step_and_restores_the_core(profile_core, tiny
     from engine.core.engine import EngineCore
     from engine.session.events import Commentary, Stats
 
-    originals = (EngineCore._run_requests, BatchedRunner.decode, BatchedRunner.prefill, BatchedRunner.encode)
+    from engine.runtime.graphs import CUDAGraphed
+
+    def methods():
+        return (EngineCore._run_requests, BatchedRunner.decode, BatchedRunner.prefill, BatchedRunner._pass,
+                BatchedRunner.encode, CUDAGraphed._capture)
+
+    originals = methods()
     timeline = profile_core.Timeline()
     said, chunks = [], []
 
@@ -43,8 +49,9 @@ def test_the_timeline_records_each_step_and_restores_the_core(profile_core, tiny
             buffer = RingBuffer(64)
             core.open(buffer, bench_streams.config(True, live=False), on_event)
             SyntheticSource(6.0, size=(112, 160)).start(buffer)
+        assert all(now is not then for now, then in zip(methods(), originals))  # wrapped while recording
         core.run_until_done()
-    assert (EngineCore._run_requests, BatchedRunner.decode, BatchedRunner.prefill, BatchedRunner.encode) == originals
+    assert methods() == originals
     steps = timeline.steps
     assert said and len(chunks) >= 2 and len(steps) >= 10
     assert [s["t"] for s in steps] == sorted(s["t"] for s in steps)
