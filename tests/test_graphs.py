@@ -174,7 +174,9 @@ def test_a_capture_out_of_memory_empties_the_cache_and_captures_again(fake_cuda,
     monkeypatch.delenv("LIVECC_NO_LEAN_CAPTURE", raising=False)
     graphs, _ = fake_cuda
     emptied, runs = [], []
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(len(graphs)))
+    from engine.runtime.gpu_lock import CAPTURE_LOCK
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append((len(graphs), CAPTURE_LOCK._is_owned())))
 
     def step(x):
         runs.append(len(graphs))
@@ -183,6 +185,6 @@ def test_a_capture_out_of_memory_empties_the_cache_and_captures_again(fake_cuda,
         return x + 1
 
     graphed = CUDAGraphed(step, [torch.zeros(2)], warmups=0, enabled=True)
-    assert emptied == [1] and runs == [1, 2]  # emptied after the first capture ended, before the second
+    assert emptied == [(1, True)] and runs == [1, 2]  # emptied between the captures, while no other captures
     assert graphs[0].calls[-1] == ("end",) and graphs[1].calls[-1] == ("end",)
     assert graphed.graph is graphs[1]

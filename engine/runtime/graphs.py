@@ -104,8 +104,10 @@ class CUDAGraphed:
             self._capture_lean(pool, stream)
         except torch.OutOfMemoryError:
             # While a capture is under way the allocator cannot hand its cached blocks back to the
-            # driver (torch.cuda.graph emptied the cache first): empty it now and capture once more.
-            torch.cuda.empty_cache()
+            # driver (torch.cuda.graph emptied the cache first): empty it now, while no other thread
+            # captures, and capture once more.
+            with CAPTURE_LOCK:
+                torch.cuda.empty_cache()
             self.graph = torch.cuda.CUDAGraph()
             self._capture_lean(pool, stream)
 
