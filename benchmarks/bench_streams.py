@@ -21,7 +21,8 @@ one session, and the token agreement of one stream run alone and in a batch of 8
 `--agreement-seconds` of video. Near the limit two runs of the same code differ more than most
 changes do (a 32-stream row gave caption p50 0.65 s and then 0.34 s in one process on an H100):
 `--compare NAME=VALUE` runs each row also with that setting, the two in turn in one process, and
-`--repeat R` runs each R times.
+`--repeat R` runs each R times; the table then also says how many of each N's rows were real-time
+(the maximum counts an N only when every one of its rows was).
 """
 
 from __future__ import annotations
@@ -291,6 +292,10 @@ def markdown(result: dict) -> str:
                      f"| {r.get('compactions', '-')} |")
     lines += ["", f"Most real-time streams (no skipped chunk, caption p95 <= {CAPTION_P95_S} s): "
               + ", ".join(f"{p} {n}" for p, n in result["max_realtime_streams"].items()) + "."]
+    tally = realtime_tally(result["rows"])
+    if any(total > 1 for _, total in tally.values()):  # (repeated rows: near the limit rows differ)
+        lines.append("Real-time rows of each N: " + ", ".join(
+            f"{label} {n}: {ok} of {total}" for (label, n), (ok, total) in tally.items()) + ".")
     if "single_stream_chunk_p50_ms" in result:
         s = result["single_stream_chunk_p50_ms"]
         core = f"the core {s['core']} ms" if s.get("core") is not None else "the core's row not run"
@@ -304,6 +309,17 @@ def markdown(result: dict) -> str:
             lines.append("One stream alone with and without the decode lookahead (LIVECC_NO_LOOKAHEAD=1): comments "
                          + ("identical." if a["alone_without_lookahead_identical"] else "DIFFER."))
     return "\n".join(lines) + "\n"
+
+
+def realtime_tally(rows: list[dict]) -> dict:
+    """(precision and setting, N) -> (real-time rows, rows), in the rows' order."""
+    tally: dict = {}
+    for r in rows:
+        setting = r.get("setting", "default")
+        key = (r["precision"] + ("" if setting == "default" else f" {setting}"), r["streams"])
+        ok, total = tally.get(key, (0, 0))
+        tally[key] = (ok + bool(r["realtime"]), total + 1)
+    return tally
 
 
 def write(result: dict, out: Path, quiet: bool = False) -> None:

@@ -54,3 +54,27 @@ def test_a_compared_setting_holds_for_its_rows_only(monkeypatch):
         assert flags.get("LIVECC_NO_LOOKAHEAD") is True and flags.get("LIVECC_NO_VARLEN") is True
     assert not flags.is_set("LIVECC_NO_LOOKAHEAD")  # unset again, as it was
     assert flags.is_set("LIVECC_NO_VARLEN") and flags.get("LIVECC_NO_VARLEN") is False  # back to its 0
+
+
+def test_repeated_rows_say_how_many_of_each_n_were_real_time(monkeypatch):
+    """Near the limit rows of one N differ (a 32-stream row real-time, the next not): with --repeat
+    the table says how many of each N's rows were, per setting, beside the strict maximum."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_streams
+
+    def row(n, setting, realtime):
+        return {"streams": n, "precision": "bf16", "setting": setting, "realtime": realtime, "skipped_chunks": 0,
+                "caption_latency_s": {"p50": 0.25, "p95": 0.4 if realtime else 0.6, "max": 0.9},
+                "chunk_ms": {"p50": 240, "p95": 400}, "gpu_busy_fraction": 0.8, "peak_memory_gb": 33}
+
+    result = {"device": "test", "date": "2026-12-07", "kv_budget": 8192, "seconds_per_row": 15,
+              "max_realtime_streams": {"bf16": 28, "bf16 LIVECC_NO_PASS_GRAPH=1": 28},
+              "rows": [row(28, "default", True), row(28, "LIVECC_NO_PASS_GRAPH=1", True),
+                       row(32, "default", True), row(32, "LIVECC_NO_PASS_GRAPH=1", False),
+                       row(32, "default", False), row(32, "LIVECC_NO_PASS_GRAPH=1", False),
+                       row(32, "default", True)]}
+    text = bench_streams.markdown(result)
+    assert ("Real-time rows of each N: bf16 28: 1 of 1, bf16 LIVECC_NO_PASS_GRAPH=1 28: 1 of 1, "
+            "bf16 32: 2 of 3, bf16 LIVECC_NO_PASS_GRAPH=1 32: 0 of 2.") in text
+    once = dict(result, rows=result["rows"][:2])
+    assert "Real-time rows of each N" not in bench_streams.markdown(once)  # one row each: the table says it
