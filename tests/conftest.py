@@ -27,6 +27,20 @@ def tiny_loaded(tiny_model_dir):
     return load_model(str(tiny_model_dir), device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def qt_garbage_collected_here(request):
+    """After a Qt test, Python's cyclic garbage is collected on the main (GUI) thread. A closed
+    window left in a reference cycle is otherwise freed by whichever thread next triggers a
+    collection: freed on a later test's model-loading thread, its widgets are destroyed off their
+    thread and the process can crash (CI, 2026-12-07: a segfault inside that thread's collection).
+    Autouse, so it is torn down after qtbot has closed the test's widgets."""
+    yield
+    if "qtbot" in request.fixturenames:
+        import gc
+
+        gc.collect()
+
+
 @pytest.fixture
 def one_thread():
     """Tiny matmuls run fastest on one thread; two fight each other on a loaded 2-core CI machine."""
