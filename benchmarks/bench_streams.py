@@ -82,8 +82,12 @@ class Listener:
         self.error = error
         self.done.set()
 
+    def timed(self) -> list[tuple[float, float]]:
+        """(capture of the chunk's last frame, the comment's arrival) of each comment past WARM_S."""
+        return [(self.source.capture_time(end - PERIOD), at) for end, at in self.comments if end > WARM_S]
+
     def latencies(self) -> list[float]:
-        return [at - self.source.capture_time(end - PERIOD) for end, at in self.comments if end > WARM_S]
+        return [at - captured for captured, at in self.timed()]
 
 
 def images(smoke: bool, model_size: bool = True) -> list:

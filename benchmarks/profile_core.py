@@ -40,9 +40,9 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import bench_streams as streams  # noqa: E402
 
-from bench_live import PERIOD, PacedSource  # noqa: E402
+from bench_live import PacedSource  # noqa: E402
 from engine.capture.frames import RingBuffer  # noqa: E402
-from engine.core.batched import PASS_BUCKET, BatchedRunner  # noqa: E402
+from engine.core.batched import BatchedRunner, padded_size  # noqa: E402
 from engine.core.engine import EngineCore  # noqa: E402
 from engine.runtime.graphs import CUDAGraphed  # noqa: E402
 
@@ -248,10 +248,14 @@ class Timeline:
                 setattr(owner, name, inner)
             self.settle()
 
+    def _current(self) -> dict | None:
+        """The open step's record, on the thread stepping; None elsewhere."""
+        return self._now if threading.get_ident() == self._thread else None
+
     def _note(self, **counts) -> None:
-        if self._now is not None and threading.get_ident() == self._thread:
+        if (record := self._current()) is not None:
             for key, value in counts.items():
-                self._now[key] += value
+                record[key] += value
 
     def _step(self, inner):
         def step(core):
@@ -288,10 +292,10 @@ class Timeline:
     def _pass(self, inner):
         def run(runner, x, *args):
             n = x.shape[1]
-            padded = runner._passes.get(-(-n // PASS_BUCKET) * PASS_BUCKET)
+            padded = runner._passes.get(padded_size(n))
             graphed = sum(g is not None for g in padded.graphs) / len(padded.graphs) if padded is not None else 0.0
-            if self._now is not None and threading.get_ident() == self._thread:
-                self._now["passes"].append({"tokens": n, "graphed": round(graphed, 3)})
+            if (record := self._current()) is not None:
+                record["passes"].append({"tokens": n, "graphed": round(graphed, 3)})
             return inner(runner, x, *args)
 
         return run
@@ -330,13 +334,8 @@ def _events(device: torch.device):
 def comment_times(listeners: list) -> list[dict]:
     """Each counted comment (past WARM_S): when its chunk's last frame was captured, when it came,
     and its latency (bench_streams' caption latency)."""
-    out = []
-    for listener in listeners:
-        for end, at in listener.comments:
-            if end > streams.WARM_S:
-                captured = listener.source.capture_time(end - PERIOD)
-                out.append({"captured": captured, "at": at, "latency": at - captured})
-    return out
+    return [{"captured": captured, "at": at, "latency": at - captured}
+            for listener in listeners for captured, at in listener.timed()]
 
 
 def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTION_P95_S) -> dict:
@@ -346,8 +345,9 @@ def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTIO
     late = [(c["captured"], c["at"]) for c in comments if c["latency"] > late_s]
     start = min((c["captured"] for c in comments), default=None)
     counted = [s for s in steps if start is not None and s["t"] >= start]
-    groups = {"late": [s for s in counted if any(a <= s["t"] <= b for a, b in late)]}
-    groups["on_time"] = [s for s in counted if not any(a <= s["t"] <= b for a, b in late)]
+    groups: dict[str, list[dict]] = {"late": [], "on_time": []}
+    for s in counted:
+        groups["late" if any(a <= s["t"] <= b for a, b in late) else "on_time"].append(s)
 
     def mean(group, key):
         values = [s[key] for s in group if s.get(key) is not None]

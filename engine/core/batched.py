@@ -43,6 +43,11 @@ PREFILL_GRAPH_SIZES = 8  # piece token counts with graphed prefills (chunk turns
 PASS_BUCKET = 32  # a graphed pass of several pieces, or rows with pieces, is padded to a multiple of this
 
 
+def padded_size(n: int) -> int:
+    """The token count a graphed pass of `n` tokens is padded to: the next multiple of PASS_BUCKET."""
+    return -(-n // PASS_BUCKET) * PASS_BUCKET
+
+
 @dataclass(frozen=True)
 class Piece:
     """Part of one session's prefill: `ids` at `positions` (3, n), with the visual embeddings of its video tokens."""
@@ -164,7 +169,7 @@ class BatchedRunner:
     def _padded(self, n: int) -> PaddedPass | None:
         """The padded graphed pass for `n` tokens, made when its size comes the second time, up to
         PREFILL_GRAPH_TOKENS (what the memory plan leaves room for); None: eager."""
-        size = -(-n // PASS_BUCKET) * PASS_BUCKET
+        size = padded_size(n)
         if not self._pass_on or size > PREFILL_GRAPH_TOKENS:
             return None
         pool = self._pool.handle() if self.device.type == "cuda" else None  # (none: eager, the CPU tests)
