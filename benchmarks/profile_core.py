@@ -16,7 +16,8 @@ without the phase clock's synchronizes and the profiler's overhead (its share in
 is the time it had nothing to do). `--timeline` records every engine step of a plain row (its host
 and GPU time, decode rows, prefill pieces, how much of its pass was graphed, vision chunks, graph
 captures) into timeline_N.json, and compares the steps that ran while a caption was late (over
-0.5 s) with the others: what the tail's steps have that the median's lack.
+0.5 s) with the others: what the tail's steps have that the median's lack; and, from each session's
+requests, where each comment's latency went (waiting for its session, vision, prefill, decode).
 
 Random LiveCC-7B weights (bench_engine.build_random), the sources of bench_streams.
 """
@@ -40,11 +41,13 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 import bench_streams as streams  # noqa: E402
 
+from bench_engine import pct  # noqa: E402
 from bench_live import PacedSource  # noqa: E402
 from engine.capture.frames import RingBuffer  # noqa: E402
 from engine.core.batched import BatchedRunner, padded_size  # noqa: E402
 from engine.core.engine import EngineCore  # noqa: E402
 from engine.runtime.graphs import CUDAGraphed  # noqa: E402
+from engine.session.steps import IDLE  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = not torch.cuda.is_available()
@@ -229,6 +232,7 @@ class Timeline:
 
     def __init__(self) -> None:
         self.steps: list[dict] = []
+        self.waits: list[tuple[float, int, str]] = []  # (when, id of the lane's listener, request kind)
         self._now: dict | None = None
         self._thread: int | None = None  # the thread stepping (a speech thread's captures are not the step's)
 
@@ -236,9 +240,10 @@ class Timeline:
     def recording(self):
         """Record the steps of every core that runs inside (class-level wrappers, restored after)."""
         originals = [(EngineCore, "_run_requests"), (BatchedRunner, "decode"), (BatchedRunner, "prefill"),
-                     (BatchedRunner, "_pass"), (BatchedRunner, "encode"), (CUDAGraphed, "_capture")]
+                     (BatchedRunner, "_pass"), (BatchedRunner, "encode"), (CUDAGraphed, "_capture"),
+                     (EngineCore, "_wait_on")]
         saved = [(owner, name, owner.__dict__[name]) for owner, name in originals]
-        wrapped = [self._step, self._decode, self._prefill, self._pass, self._encode, self._capture]
+        wrapped = [self._step, self._decode, self._prefill, self._pass, self._encode, self._capture, self._wait]
         for (owner, name, inner), wrap in zip(saved, wrapped):
             setattr(owner, name, wrap(inner))
         try:
@@ -314,6 +319,14 @@ class Timeline:
 
         return capture
 
+    def _wait(self, inner):
+        def wait_on(core, lane, item):
+            owner = getattr(lane.on_event, "__self__", lane)  # bench_streams' Listener, when it listens
+            self.waits.append((time.monotonic(), id(owner), type(item).__name__ if item is not IDLE else "IDLE"))
+            return inner(core, lane, item)
+
+        return wait_on
+
     def settle(self) -> None:
         """Each step's GPU time from its events (waits for the GPU); None on the CPU."""
         if any(record.get("events") is not None for record in self.steps):
@@ -334,8 +347,8 @@ def _events(device: torch.device):
 def comment_times(listeners: list) -> list[dict]:
     """Each counted comment (past WARM_S): when its chunk's last frame was captured, when it came,
     and its latency (bench_streams' caption latency)."""
-    return [{"captured": captured, "at": at, "latency": at - captured}
-            for listener in listeners for captured, at in listener.timed()]
+    return [{"stream": k, "captured": captured, "at": at, "latency": at - captured}
+            for k, listener in enumerate(listeners) for captured, at in listener.timed()]
 
 
 def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTION_P95_S) -> dict:
@@ -366,14 +379,54 @@ def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTIO
             **{name: summary(group) for name, group in groups.items()}}
 
 
+STAGES = ("wait", "vision", "prefill", "decode")
+
+
+def stages(comments: list[dict], waits: list[tuple[float, int, str]], late_s: float = streams.CAPTION_P95_S) -> dict:
+    """Where each counted comment's latency went, from its stream's requests (`waits`: when, stream,
+    kind): wait (its chunk's capture to the session asking for vision: the session still busy with
+    its last chunk, or the frames late), vision (to asking for the prefill), prefill (to its first
+    decode request: compactions and the turn), decode (to the comment: its tokens' steps, counted in
+    `decodes`). The median and p95 of each, late comments (over `late_s`) against the rest."""
+    requests = collections.defaultdict(list)
+    for t, stream, kind in waits:
+        requests[stream].append((t, kind))
+    groups: dict[str, list[dict]] = {"late": [], "on_time": []}
+    for c in comments:
+        seen = [(t, kind) for t, kind in requests[c["stream"]] if t <= c["at"]]
+        encode = next((t for t, kind in reversed(seen) if kind == "Encode"), None)
+        if encode is None:
+            continue
+        prefill = next((t for t, kind in seen if kind == "Prefill" and t >= encode), None)
+        decode = next((t for t, kind in seen if kind == "Decode" and prefill is not None and t >= prefill), None)
+        if decode is None:
+            continue
+        groups["late" if c["latency"] > late_s else "on_time"].append({
+            "wait": encode - c["captured"], "vision": prefill - encode, "prefill": decode - prefill,
+            "decode": c["at"] - decode, "decodes": sum(kind == "Decode" and t >= decode for t, kind in seen)})
+
+    def summary(group: list[dict]) -> dict:
+        if not group:
+            return {"comments": 0}
+        return {"comments": len(group), **{f"{k}_ms": {"p50": round(1e3 * pct([g[k] for g in group], 50), 1),
+                                                          "p95": round(1e3 * pct([g[k] for g in group], 95), 1)}
+                                            for k in STAGES},
+                "decodes_p50": pct([g["decodes"] for g in group], 50)}
+
+    return {name: summary(group) for name, group in groups.items()}
+
+
 def timeline_row(loaded, n: int, seconds: float, pictures: list, out: Path) -> dict:
     """A plain row of N streams with every engine step recorded (timeline_N.json), and `tail`."""
     timeline, listeners = Timeline(), []
     with timeline.recording():
         row = streams.run_row(loaded, n, seconds, SMOKE, pictures, listeners=listeners)
     comments = comment_times(listeners)
-    (out / f"timeline_{n}.json").write_text(json.dumps({"steps": timeline.steps, "comments": comments}))
-    result = {"streams": n, "row": row, "tail": tail(timeline.steps, comments)}
+    index = {id(listener): k for k, listener in enumerate(listeners)}
+    waits = [(t, index[owner], kind) for t, owner, kind in timeline.waits if owner in index]
+    (out / f"timeline_{n}.json").write_text(json.dumps({"steps": timeline.steps, "comments": comments,
+                                                        "waits": waits}))
+    result = {"streams": n, "row": row, "tail": tail(timeline.steps, comments), "stages": stages(comments, waits)}
     print(json.dumps(result, indent=1), flush=True)
     return result
 

@@ -31,7 +31,7 @@ def test_the_timeline_records_each_step_and_restores_the_core(profile_core, tiny
 
     def methods():
         return (EngineCore._run_requests, BatchedRunner.decode, BatchedRunner.prefill, BatchedRunner._pass,
-                BatchedRunner.encode, CUDAGraphed._capture)
+                BatchedRunner.encode, CUDAGraphed._capture, EngineCore._wait_on)
 
     originals = methods()
     timeline = profile_core.Timeline()
@@ -62,6 +62,9 @@ def test_the_timeline_records_each_step_and_restores_the_core(profile_core, tiny
     passes = [p for s in steps for p in s["passes"]]
     assert passes and all(p["graphed"] == 0.0 and p["tokens"] > 1 for p in passes)  # CPU: eager passes
     assert all(s["captures"] == 0 for s in steps)
+    kinds = [kind for _, _, kind in timeline.waits]
+    assert kinds.count("Encode") == len(chunks) and kinds.count("Decode") >= len(said)
+    assert len({owner for _, owner, _ in timeline.waits}) == 2  # a plain on_event: each lane its own
 
 
 def test_the_tail_compares_the_steps_behind_late_captions_with_the_rest(profile_core):
@@ -82,3 +85,23 @@ def test_the_tail_compares_the_steps_behind_late_captions_with_the_rest(profile_
     assert late["mean_tokens"] == 1200 and late["eager_passes"] == 5 and on_time["eager_passes"] == 0
     assert late["captures"] == 5 and on_time["captures"] == 0
     assert report["steps_per_s"] == round(15 / 1.4, 1)
+
+
+def test_the_stages_split_each_comments_latency_by_its_sessions_requests(profile_core):
+    # stream 0: captured at 0.0; asks vision at 0.2, prefill at 0.3, its first decode at 0.4; comment at 0.45
+    waits = [(0.2, 0, "Encode"), (0.3, 0, "Prefill"), (0.4, 0, "Decode"), (0.5, 0, "IDLE"),
+             (1.1, 0, "Encode"), (1.3, 0, "Prefill"), (1.4, 0, "Decode"), (1.5, 0, "Decode"), (1.6, 0, "IDLE"),
+             # stream 1: captured at 1.0, its session busy until 1.5; vision 0.1, prefill 0.1, decode 0.3
+             (1.5, 1, "Encode"), (1.6, 1, "Prefill"), (1.7, 1, "Prefill"), (1.7, 1, "Decode"),
+             (1.8, 1, "Decode"), (1.9, 1, "Decode"), (2.0, 1, "IDLE")]
+    comments = [{"stream": 1, "captured": 1.0, "at": 2.0, "latency": 1.0},
+                {"stream": 0, "captured": 0.0, "at": 0.45, "latency": 0.45}]  # stream 0's next: not counted
+    report = profile_core.stages(comments, waits)
+    late, on_time = report["late"], report["on_time"]
+    assert late["comments"] == 1 and on_time["comments"] == 1
+    assert on_time["wait_ms"]["p50"] == 200.0 and on_time["vision_ms"]["p50"] == 100.0
+    assert on_time["prefill_ms"]["p50"] == 100.0 and on_time["decode_ms"]["p50"] == 50.0
+    assert on_time["decodes_p50"] == 1  # the stream's later requests are not this comment's
+    assert late["wait_ms"]["p50"] == 500.0 and late["vision_ms"]["p50"] == 100.0
+    assert late["prefill_ms"]["p50"] == 100.0  # its first prefill request to its first decode request
+    assert late["decode_ms"]["p50"] == 300.0 and late["decodes_p50"] == 3
