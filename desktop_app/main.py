@@ -15,6 +15,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop_app.about import version
+from desktop_app.collector import collect_on_gui_thread
 from desktop_app.controller import join_stragglers
 from desktop_app.main_window import MainWindow
 from desktop_app.theme import apply_theme
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_third_parties()  # as the CLI: no transformers FutureWarning in the terminal
     app = create_application()
+    collect_on_gui_thread(app)  # a cycle holding a Qt object is never freed on a worker thread
     store = QSettings(str(args.settings), QSettings.IniFormat) if args.settings else QSettings()
     window = MainWindow(store, model_override=args.model, sessions_dir=args.sessions_dir)
     window.show()

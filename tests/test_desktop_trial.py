@@ -366,6 +366,7 @@ def test_11_the_app_hides_the_transformers_future_warning(tmp_path, monkeypatch)
 
     monkeypatch.setattr(app_main, "MainWindow", Window)
     monkeypatch.setattr(app_main, "create_application", App)
+    monkeypatch.setattr(app_main, "collect_on_gui_thread", lambda app: None)
     monkeypatch.setattr(app_main, "_close_on_signals", lambda window: None)
     monkeypatch.setattr(app_main.logging, "basicConfig", lambda **kwargs: None)
     assert app_main.main(["--settings", str(tmp_path / "s.ini")]) == 0
