@@ -48,6 +48,7 @@ class PromptBuilder:
     def __init__(self, tokenizer, system_prompt: str | None = None):
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
+        self._layouts: dict[tuple, list] = {}  # a turn's shape -> its template's ids and its text slots
         tid = tokenizer.convert_tokens_to_ids
         cont = self.encode(STREAM_CONTINUES)
         if len(cont) != 1:
@@ -102,9 +103,12 @@ class PromptBuilder:
 
         slotted = [{**c, "text": slot(c["text"])} if c.get("type") == "text" else c for c in content]
         system = slot(self.system_prompt) if self.system_prompt else None
-        pieces = _SLOTS.split(self.render_turn(slotted, first, system))
-        return [t for i, piece in enumerate(pieces)  # odd pieces are slot numbers
-                for t in (self.encode(texts[int(piece)]) if i % 2 else self._encode_template(piece))]
+        key = (first, repr(slotted), system)  # the rendered turn depends on its shape, not on its texts
+        if (layout := self._layouts.get(key)) is None:
+            pieces = _SLOTS.split(self.render_turn(slotted, first, system))
+            layout = self._layouts[key] = [int(piece) if i % 2 else self._encode_template(piece)  # odd: slots
+                                           for i, piece in enumerate(pieces)]
+        return [t for part in layout for t in (self.encode(texts[part]) if isinstance(part, int) else part)]
 
     def closing(self, last_token: int | None) -> list[int]:
         """Tokens that close the previous assistant turn, given its last generated token."""
