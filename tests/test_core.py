@@ -536,3 +536,37 @@ def test_batched_picks_equal_each_sessions_own_pick():
     reference = int(TokenSampler(vocab, torch.device("cpu"), SamplingConfig(temperature=0.7, seed=1)).choose(
         logits[0], SelectRule(), 0))
     assert choose_rows(logits[:1], sampled).tolist() == [reference]  # sampling rows keep their own generator
+
+
+def test_a_warm_start_runs_every_bucket_and_pass_size_first_and_changes_no_word(tiny_loaded, alone, monkeypatch):
+    """LIVECC_WARM_START=1: the core runs the decode step of each row bucket and a pass of each padded
+    size (here eager, on the CPU) before any stream joins, on its free slabs, and gives them back
+    empty: every session then says what it says alone."""
+    from engine.core.batched import PASS_BUCKET, BatchedRunner
+
+    init, decoded = BatchedRunner.__init__, []
+
+    def graphed(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._pass_on = True
+
+    def counted(self, rows, fill=None, pieces=()):
+        decoded.append((len(rows), sum(p.ids.numel() for p in pieces)))
+        return decode(self, rows, fill, pieces)
+
+    decode = BatchedRunner.decode
+    monkeypatch.setattr(BatchedRunner, "__init__", graphed)
+    monkeypatch.setattr(BatchedRunner, "decode", counted)
+    core = EngineCore(tiny_loaded, sessions=3, kv_budget=256)
+    assert decoded == []  # off by default
+    monkeypatch.setenv("LIVECC_WARM_START", "1")
+    core = EngineCore(tiny_loaded, sessions=3, kv_budget=256)
+    sizes = list(range(PASS_BUCKET, 256 + 1, PASS_BUCKET))  # the slab holds 256 + 8 tokens
+    assert [rows for rows, tokens in decoded if not tokens] == [1, 2, 3]  # buckets 1, 2, 4: 3 slabs
+    assert sorted({rows + tokens for rows, tokens in decoded if tokens}) == sizes
+    assert sorted(core.runner._passes) == sizes  # each size seen twice: its padded pass made
+    assert core.pool.free == 3
+    names = "adf"
+    together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
+    for name in names:
+        assert together[name] == alone[name], name

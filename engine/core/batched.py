@@ -301,6 +301,34 @@ class BatchedRunner:
             lo += n
         return spans
 
+    # -- warm start ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def warm_up(self, passes_at_most: int = 8) -> None:
+        """Run, on the pool's free slabs, the decode step of every row bucket and, with the pass graphs,
+        a pass of rows and a piece at every padded size until its graphs are captured (at most
+        `passes_at_most` passes a size): the captures a core's first streams would otherwise wait for,
+        done before any stream joins (LIVECC_WARM_START=1). The writes land in slots the slabs' next
+        sessions overwrite; every slab is left empty."""
+        slabs = [self.pool.take() for _ in range(self.pool.free)]
+        try:
+            for size in self.buckets:
+                self.decode([(slab, 0, 0) for slab in slabs[:size]])
+            if not (self.carries and len(slabs) > 1):
+                return
+            top = min(PREFILL_GRAPH_TOKENS, slabs[1].capacity + 1)
+            for size in range(PASS_BUCKET, top + 1, PASS_BUCKET):
+                for _ in range(passes_at_most):
+                    graphed = self._passes.get(size)
+                    if not self._pass_on or (graphed is not None and graphed.captured):
+                        break
+                    ids = torch.zeros(size - 1, dtype=torch.long, device=self.device)
+                    positions = torch.arange(size - 1, device=self.device).expand(3, -1)
+                    self.decode([(slabs[0], 0, 0)], pieces=[Piece(slabs[1], ids, positions, None, 0)])
+                    slabs[1].length = 0
+        finally:
+            for slab in slabs:
+                self.pool.give(slab)
+
     # -- decode --------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, rows: list[tuple[Slab, int | None, int]], fill: tuple[list[int], torch.Tensor] | None = None,
@@ -439,6 +467,11 @@ class PaddedPass(PiecewisePrefill):
     def __init__(self, core: BatchedRunner, size: int, pool, on_failure):
         self.core, self.runs = core, 0
         super().__init__(core.net, size, pool, write=core._write, on_failure=on_failure)
+
+    @property
+    def captured(self) -> bool:
+        """Whether every graph is captured (or none can be: no graph pool, as on the CPU)."""
+        return self.pool is None or all(graph is not None for graph in self.graphs)
 
     def _step(self, i: int):
         core, last = self.core, self.core.n_layers

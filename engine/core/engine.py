@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from engine import flags
 from engine.capture.frames import RingBuffer
 from engine.defaults import KV_BUDGET
 from engine.errors import LiveCCError, OutOfMemoryError
@@ -130,6 +131,8 @@ class EngineCore:
         plan = getattr(loaded, "plan", None)
         if plan is not None and not plan.prefill_graphs:
             self.runner.drop_prefill_graphs()  # the card has no room for their memory
+        if flags.get("LIVECC_WARM_START"):
+            self.runner.warm_up()  # the graph captures the first streams would wait for, now
         self.lookahead = Lookahead(self.runner)
         self.load = Load()
         self.clock = StepClock(self.runner.device, self.load)
