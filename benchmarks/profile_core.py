@@ -354,7 +354,8 @@ def comment_times(listeners: list) -> list[dict]:
 def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTION_P95_S) -> dict:
     """The steps that ran while a caption was late (between its chunk's capture and its comment,
     for a comment over `late_s`) against the steps of the same span that did not: their mean host
-    and GPU time and load, passes run eagerly, captures."""
+    and GPU time and load, passes run eagerly, captures; and when the late chunks were captured,
+    from the first counted chunk's capture (a fresh core's first seconds, or all through the row)."""
     late = [(c["captured"], c["at"]) for c in comments if c["latency"] > late_s]
     start = min((c["captured"] for c in comments), default=None)
     counted = [s for s in steps if start is not None and s["t"] >= start]
@@ -374,7 +375,9 @@ def tail(steps: list[dict], comments: list[dict], late_s: float = streams.CAPTIO
                 "captures": sum(s["captures"] for s in group)}
 
     span = counted[-1]["t"] - counted[0]["t"] if len(counted) > 1 else 0.0
+    when = [round(a - start, 2) for a, _ in late]  # the late chunks' captures, from the first counted one
     return {"comments": len(comments), "late_comments": len(late),
+            "late_captured_s": [min(when), max(when)] if when else None,
             "steps_per_s": round(len(counted) / span, 1) if span else None,
             **{name: summary(group) for name, group in groups.items()}}
 

@@ -79,6 +79,7 @@ def test_the_tail_compares_the_steps_behind_late_captions_with_the_rest(profile_
     comments = [{"captured": 1.0, "at": 1.3, "latency": 0.3}, {"captured": 2.0, "at": 2.6, "latency": 0.6}]
     report = profile_core.tail(steps, comments)
     assert report["comments"] == 2 and report["late_comments"] == 1
+    assert report["late_captured_s"] == [1.0, 1.0]  # a second after the first counted chunk's capture
     late, on_time = report["late"], report["on_time"]
     assert late["steps"] == 5 and on_time["steps"] == 10
     assert late["mean_host_ms"] == 30.0 and on_time["mean_host_ms"] == 5.0
