@@ -317,13 +317,13 @@ class BatchedRunner:
                 return
             top = min(PREFILL_GRAPH_TOKENS, slabs[1].capacity + 1)
             for size in range(PASS_BUCKET, top + 1, PASS_BUCKET):
+                ids = torch.zeros(size - 1, dtype=torch.long, device=self.device)
+                piece = Piece(slabs[1], ids, torch.arange(size - 1, device=self.device).expand(3, -1), None, 0)
                 for _ in range(passes_at_most):
                     graphed = self._passes.get(size)
                     if not self._pass_on or (graphed is not None and graphed.captured):
                         break
-                    ids = torch.zeros(size - 1, dtype=torch.long, device=self.device)
-                    positions = torch.arange(size - 1, device=self.device).expand(3, -1)
-                    self.decode([(slabs[0], 0, 0)], pieces=[Piece(slabs[1], ids, positions, None, 0)])
+                    self.decode([(slabs[0], 0, 0)], pieces=[piece])
                     slabs[1].length = 0
         finally:
             for slab in slabs:
