@@ -106,7 +106,9 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
     """N paced live streams through one core; the row of the results table. `listeners`, given, gets
     each stream's Listener (its comments' times)."""
     _free()
+    started = time.monotonic()
     core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET, step_tokens=step_tokens)
+    start_s = time.monotonic() - started  # (with LIVECC_WARM_START=1, its graph captures)
     core.start()
     listeners = [] if listeners is None else listeners
     t0 = time.monotonic()
@@ -131,7 +133,8 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
            "gpu_busy_fraction": round(core.load.total_s / elapsed, 3), "peak_memory_gb": _peak_gb(),
            "slab_gb": round(core.pool.slab_bytes / 2**30, 3),
            "max_context": max((s.cache_tokens for x in listeners for s in x.stats), default=0),
-           "compactions": sum(x.stats[-1].compactions for x in listeners if x.stats), "errors": errors}
+           "compactions": sum(x.stats[-1].compactions for x in listeners if x.stats), "errors": errors,
+           "core_start_s": round(start_s, 2)}
     row["realtime"] = not errors and skipped == 0 and bool(latency) and row["caption_latency_s"]["p95"] <= CAPTION_P95_S
     print(json.dumps(row), flush=True)
     del core
