@@ -9,7 +9,10 @@ No download: the LiveCC-7B architecture with random weights (bench_engine.build_
 synthetic 1080p 30 fps sources (their frames resized at capture to the model's size, as file
 sources and the server's connections do; --full-frames: 1080p into the engine) are paced in real
 time, each started at its own phase (stream k at k/N s), as live sessions of one EngineCore (a
-live session skips ahead when behind, and says so in its Stats). Caption latency runs from the
+live session skips ahead when behind, and says so in its Stats). Streams that start together
+compact together; `--join-over S` starts stream k at k*S/N s and counts only what is captured once
+all have run WARM_S: with S about a compaction's period (10 s at an 8k budget) and long rows, the
+steady state of streams whose compactions come at different moments. Caption latency runs from the
 capture of a chunk's last frame to its Commentary event; every chunk decodes its 16 tokens (EOS
 ignored), the worst case. The first WARM_S seconds of each stream are not counted (the allocator
 grows), and a short run of two streams before the rows is not kept (Triton compiles, graphs are
@@ -82,12 +85,14 @@ class Listener:
         self.error = error
         self.done.set()
 
-    def timed(self) -> list[tuple[float, float]]:
-        """(capture of the chunk's last frame, the comment's arrival) of each comment past WARM_S."""
-        return [(self.source.capture_time(end - PERIOD), at) for end, at in self.comments if end > WARM_S]
+    def timed(self, after: float = 0.0) -> list[tuple[float, float]]:
+        """(capture of the chunk's last frame, the comment's arrival) of each comment past WARM_S of
+        this stream and captured at monotonic time `after` or later."""
+        timed = [(self.source.capture_time(end - PERIOD), at) for end, at in self.comments if end > WARM_S]
+        return [(captured, at) for captured, at in timed if captured >= after]
 
-    def latencies(self) -> list[float]:
-        return [at - captured for captured, at in self.timed()]
+    def latencies(self, after: float = 0.0) -> list[float]:
+        return [at - captured for captured, at in self.timed(after)]
 
 
 def images(smoke: bool, model_size: bool = True) -> list:
@@ -102,18 +107,20 @@ def images(smoke: bool, model_size: bool = True) -> list:
 
 
 def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_tokens: int = STEP_TOKENS,
-            listeners: list | None = None) -> dict:
+            listeners: list | None = None, join_over: float = 1.0) -> dict:
     """N paced live streams through one core; the row of the results table. `listeners`, given, gets
-    each stream's Listener (its comments' times)."""
+    each stream's Listener (its comments' times). Stream k starts at k * join_over / N s; when they
+    join over more than 1 s, only comments captured once the last stream has run WARM_S count (the steady state of
+    N streams whose compactions come at different moments)."""
     _free()
     started = time.monotonic()
     core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET, step_tokens=step_tokens)
-    start_s = time.monotonic() - started  # (with LIVECC_WARM_START=1, its graph captures)
+    start_s = time.monotonic() - started  # (its warm start's graph captures among it)
     core.start()
     listeners = [] if listeners is None else listeners
     t0 = time.monotonic()
     for k in range(n):
-        time.sleep(max(0.0, t0 + k / n - time.monotonic()))  # stream k starts at phase k/N s
+        time.sleep(max(0.0, t0 + k * join_over / n - time.monotonic()))  # stream k starts at k*join_over/N s
         buffer = RingBuffer(64)
         source = PacedSource(seconds, pictures[k % len(pictures):] + pictures[:k % len(pictures)])
         listener = Listener(source)
@@ -121,11 +128,12 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
         source.start(buffer)
         listeners.append(listener)
     for listener in listeners:
-        listener.done.wait(timeout=seconds + 30)
+        listener.done.wait(timeout=seconds + join_over + 30)
     elapsed = time.monotonic() - t0
     core.close()
     errors = [repr(x.error) for x in listeners if x.error is not None]
-    latency = [v for x in listeners for v in x.latencies()]
+    after = listeners[-1].source.start_time + WARM_S if join_over > 1.0 else 0.0
+    latency = [v for x in listeners for v in x.latencies(after)]
     chunk_ms = [s.total_ms for x in listeners for s in x.stats if s.end > WARM_S]
     skipped = sum(x.stats[-1].chunks_skipped for x in listeners if x.stats)
     row = {"streams": n, "precision": loaded.precision, "caption_latency_s": spread(latency),
@@ -134,7 +142,7 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
            "slab_gb": round(core.pool.slab_bytes / 2**30, 3),
            "max_context": max((s.cache_tokens for x in listeners for s in x.stats), default=0),
            "compactions": sum(x.stats[-1].compactions for x in listeners if x.stats), "errors": errors,
-           "core_start_s": round(start_s, 2)}
+           "core_start_s": round(start_s, 2), "join_over_s": join_over}
     row["realtime"] = not errors and skipped == 0 and bool(latency) and row["caption_latency_s"]["p95"] <= CAPTION_P95_S
     print(json.dumps(row), flush=True)
     del core
@@ -218,6 +226,8 @@ def main() -> None:
     ap.add_argument("--compare", metavar="NAME=VALUE", help="each row also with this LIVECC_ setting, the two in "
                     "turn in one process (near the limit runs differ more than most changes do: compare within one)")
     ap.add_argument("--repeat", type=int, default=1, help="rows of each N (and setting) in turn")
+    ap.add_argument("--join-over", type=float, default=1.0, help="seconds over which a row's streams start (over 1: "
+                    "counted once all have run 5 s, so long rows see compactions at different moments)")
     ap.add_argument("--full-frames", action="store_true", help="1080p frames into the engine (no capture-side resize)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -229,6 +239,8 @@ def main() -> None:
     KV_BUDGET = args.kv_budget
     if args.repeat < 1:
         ap.error("--repeat takes a count of 1 or more")
+    if not 0 < args.join_over < args.seconds - WARM_S:
+        ap.error(f"--join-over takes seconds between 0 and the row's --seconds less {WARM_S:.0f}")
     settings = [None] + ([checked_setting(ap, args.compare)] if args.compare else [])
     pictures = images(args.smoke, model_size=not args.full_frames)
     result = {"date": dt.date.today().isoformat(), "device": device_label("cuda" if torch.cuda.is_available() else "cpu"),
@@ -247,7 +259,8 @@ def main() -> None:
             for _ in range(args.repeat):
                 for setting in settings:
                     with applied(setting):
-                        row = run_row(loaded, n, args.seconds, args.smoke, pictures, args.step_tokens)
+                        row = run_row(loaded, n, args.seconds, args.smoke, pictures, args.step_tokens,
+                                      join_over=args.join_over)
                     row["step_tokens"], row["setting"] = args.step_tokens, setting or "default"
                     result["rows"].append(row)
                     write(result, args.out, quiet=True)  # what a crash later in the run must not lose
