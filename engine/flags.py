@@ -115,7 +115,7 @@ REGISTRY: dict[str, Flag] = {f.name: f for f in [
     Flag("LIVECC_NO_FIRST_PICK", "switch", False, "Let each session pick its reply's first token from the prefill's logits itself, not the driver in the prefill's step (the engine core then waits for that read).", FAST),
     Flag("LIVECC_NO_MIXED_STEP", "switch", False, "Run the engine core's decode rows and prefill pieces as separate passes, not one.", FAST),
     Flag("LIVECC_NO_PASS_GRAPH", "switch", False, "Run the engine core's passes of several prefill pieces, or of decode rows with pieces, eagerly, not as padded piecewise CUDA graphs.", FAST),
-    Flag("LIVECC_WARM_START", "switch", False, "Capture the engine core's decode graphs of every row bucket and its pass graphs of every padded size when the core starts, not when its first streams need them (not yet measured on a GPU: off by default).", FAST),
+    Flag("LIVECC_NO_WARM_START", "switch", False, "Capture the engine core's CUDA graphs when its first streams need them, not when it starts (the warm start captures the decode graphs of every row bucket and the pass graphs of every padded size: 4-7 s of a core's start on an H100, and 32 streams joining at once are real-time from their first seconds).", FAST),
     Flag("LIVECC_NO_VARLEN", "switch", False, "Attend each of the engine core's prefill pieces with its own SDPA call, not all of a step's in one FlashAttention varlen launch.", FAST),
     Flag("LIVECC_NO_QUANT_KERNEL", "switch", False, "Dequantize with torch ops instead of the Triton kernels.", FAST),
     Flag("LIVECC_NO_OVERLAP", "switch", False,

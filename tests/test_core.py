@@ -539,9 +539,10 @@ def test_batched_picks_equal_each_sessions_own_pick():
 
 
 def test_a_warm_start_runs_every_bucket_and_pass_size_first_and_changes_no_word(tiny_loaded, alone, monkeypatch):
-    """LIVECC_WARM_START=1: the core runs the decode step of each row bucket and a pass of each padded
-    size (here eager, on the CPU) before any stream joins, on its free slabs, and gives them back
-    empty: every session then says what it says alone."""
+    """The warm start (LIVECC_NO_WARM_START=1 turns it off): the core runs the decode step of each row
+    bucket and a pass of each padded size (here eager, on the CPU, with the pass graphs said to be
+    on) before any stream joins, on its free slabs, and gives them back empty: every session then
+    says what it says alone."""
     from engine.core.batched import PASS_BUCKET, BatchedRunner
 
     init, decoded = BatchedRunner.__init__, []
@@ -555,11 +556,14 @@ def test_a_warm_start_runs_every_bucket_and_pass_size_first_and_changes_no_word(
         return decode(self, rows, fill, pieces)
 
     decode = BatchedRunner.decode
-    monkeypatch.setattr(BatchedRunner, "__init__", graphed)
     monkeypatch.setattr(BatchedRunner, "decode", counted)
+    EngineCore(tiny_loaded, sessions=3, kv_budget=256)
+    assert decoded == []  # nothing to capture: no graphs on the CPU
+    monkeypatch.setattr(BatchedRunner, "__init__", graphed)
+    monkeypatch.setenv("LIVECC_NO_WARM_START", "1")
     core = EngineCore(tiny_loaded, sessions=3, kv_budget=256)
-    assert decoded == []  # off by default
-    monkeypatch.setenv("LIVECC_WARM_START", "1")
+    assert decoded == []  # off
+    monkeypatch.delenv("LIVECC_NO_WARM_START")
     core = EngineCore(tiny_loaded, sessions=3, kv_budget=256)
     sizes = list(range(PASS_BUCKET, 256 + 1, PASS_BUCKET))  # the slab holds 256 + 8 tokens
     assert [rows for rows, tokens in decoded if not tokens] == [1, 2, 3]  # buckets 1, 2, 4: 3 slabs

@@ -307,8 +307,11 @@ class BatchedRunner:
         """Run, on the pool's free slabs, the decode step of every row bucket and, with the pass graphs,
         a pass of rows and a piece at every padded size until its graphs are captured (at most
         `passes_at_most` passes a size): the captures a core's first streams would otherwise wait for,
-        done before any stream joins (LIVECC_WARM_START=1). The writes land in slots the slabs' next
-        sessions overwrite; every slab is left empty."""
+        done before any stream joins (off: LIVECC_NO_WARM_START=1). The writes land in slots the slabs'
+        next sessions overwrite; every slab is left empty. Nothing runs where nothing would be captured
+        (the CPU, LIVECC_NO_CUDA_GRAPH=1 with the pass graphs off)."""
+        if not (self._graph_on or self._pass_on):
+            return
         slabs = [self.pool.take() for _ in range(self.pool.free)]
         try:
             for size in self.buckets:

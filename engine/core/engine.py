@@ -131,7 +131,7 @@ class EngineCore:
         plan = getattr(loaded, "plan", None)
         if plan is not None and not plan.prefill_graphs:
             self.runner.drop_prefill_graphs()  # the card has no room for their memory
-        if flags.get("LIVECC_WARM_START"):
+        if not flags.get("LIVECC_NO_WARM_START"):
             self.runner.warm_up()  # the graph captures the first streams would wait for, now
         self.lookahead = Lookahead(self.runner)
         self.load = Load()
