@@ -110,8 +110,8 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
             listeners: list | None = None, join_over: float = 1.0) -> dict:
     """N paced live streams through one core; the row of the results table. `listeners`, given, gets
     each stream's Listener (its comments' times). Stream k starts at k * join_over / N s; when they
-    join over more than 1 s, only comments captured once the last stream has run WARM_S count (the steady state of
-    N streams whose compactions come at different moments)."""
+    join over more than 1 s, only comments captured once the last stream has run WARM_S count (the
+    steady state of N streams whose compactions come at different moments)."""
     _free()
     started = time.monotonic()
     core = EngineCore(loaded, sessions=n, kv_budget=KV_BUDGET, step_tokens=step_tokens)
@@ -239,8 +239,8 @@ def main() -> None:
     KV_BUDGET = args.kv_budget
     if args.repeat < 1:
         ap.error("--repeat takes a count of 1 or more")
-    if not 0 < args.join_over < args.seconds - WARM_S:
-        ap.error(f"--join-over takes seconds between 0 and the row's --seconds less {WARM_S:.0f}")
+    if args.join_over <= 0 or (args.join_over > 1.0 and args.join_over >= args.seconds - WARM_S):
+        ap.error(f"--join-over takes seconds over 0 and, past 1, under the row's --seconds less {WARM_S:.0f}")
     settings = [None] + ([checked_setting(ap, args.compare)] if args.compare else [])
     pictures = images(args.smoke, model_size=not args.full_frames)
     result = {"date": dt.date.today().isoformat(), "device": device_label("cuda" if torch.cuda.is_available() else "cpu"),
