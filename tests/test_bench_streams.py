@@ -35,7 +35,8 @@ def test_compare_runs_each_row_with_and_without_the_setting_in_turn(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--compare", "NO_SUCH_SETTING=1"], ["--compare", "LIVECC_NO_LOOKAHEAD"],
-                                  ["--compare", "LIVECC_NO_LOOKAHEAD=maybe"], ["--repeat", "0"]])
+                                  ["--compare", "LIVECC_NO_LOOKAHEAD=maybe"], ["--repeat", "0"],
+                                  ["--join-over", "0"], ["--join-over", "3"]])  # (smoke rows: 8 s)
 def test_a_bad_setting_stops_before_any_row(tmp_path, args):
     proc = bench(tmp_path, *args)
     assert proc.returncode == 2 and args[0] in proc.stderr
@@ -78,3 +79,23 @@ def test_repeated_rows_say_how_many_of_each_n_were_real_time(monkeypatch):
             "bf16 32: 2 of 3, bf16 LIVECC_NO_PASS_GRAPH=1 32: 0 of 2.") in text
     once = dict(result, rows=result["rows"][:2])
     assert "Real-time rows of each N" not in bench_streams.markdown(once)  # one row each: the table says it
+
+
+def test_streams_joining_over_seconds_count_only_once_all_have_run_warm(monkeypatch):
+    """--join-over: a comment counts past its own stream's first WARM_S seconds and only when captured
+    at or after `after` (once the last stream has run WARM_S), so an early stream's first seconds
+    alone, or with few others, do not count."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_streams
+
+    class Source:  # captured at 100 s + the video time
+        def capture_time(self, video_time):
+            return 100.0 + video_time
+
+    listener = bench_streams.Listener(Source())
+    period = bench_streams.PERIOD
+    listener.comments = [(end, 100.0 + end + 0.25) for end in (4.5, 5.0, 5.5, 6.0, 6.5, 7.0)]
+    counted = [100.0 + end - period for end in (5.5, 6.0, 6.5, 7.0)]  # chunks past WARM_S (5 s)
+    assert [captured for captured, _ in listener.timed()] == counted
+    assert [captured for captured, _ in listener.timed(after=106.0)] == [106.0, 106.5]
+    assert listener.latencies(after=106.0) == [period + 0.25] * 2
