@@ -312,6 +312,9 @@ def markdown(result: dict) -> str:
                      f"| {r.get('compactions', '-')} |")
     lines += ["", f"Most real-time streams (no skipped chunk, caption p95 <= {CAPTION_P95_S} s): "
               + ", ".join(f"{p} {n}" for p, n in result["max_realtime_streams"].items()) + "."]
+    if result["rows"] and not any(r.get("compactions") for r in result["rows"]):
+        lines.append("No session compacted in these rows: the counts hold before compactions, which re-prefill "
+                     "about half the KV budget each (longer --seconds include them).")
     tally = realtime_tally(result["rows"])
     if any(total > 1 for _, total in tally.values()):  # (repeated rows: near the limit rows differ)
         lines.append("Real-time rows of each N: " + ", ".join(

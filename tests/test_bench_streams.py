@@ -81,6 +81,20 @@ def test_repeated_rows_say_how_many_of_each_n_were_real_time(monkeypatch):
     assert "Real-time rows of each N" not in bench_streams.markdown(once)  # one row each: the table says it
 
 
+def test_a_table_without_compactions_says_its_counts_hold_before_them(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_streams
+
+    row = {"streams": 32, "precision": "bf16", "realtime": True, "skipped_chunks": 0, "compactions": 0,
+           "caption_latency_s": {"p50": 0.27, "p95": 0.4, "max": 0.6}, "chunk_ms": {"p50": 260, "p95": 370},
+           "gpu_busy_fraction": 0.86, "peak_memory_gb": 34}
+    result = {"device": "test", "date": "2026-12-07", "kv_budget": 8192, "seconds_per_row": 20,
+              "max_realtime_streams": {"bf16": 32}, "rows": [row]}
+    assert "hold before compactions" in bench_streams.markdown(result)
+    compacted = dict(result, rows=[row, dict(row, compactions=32, realtime=False)])
+    assert "hold before compactions" not in bench_streams.markdown(compacted)
+
+
 def test_streams_joining_over_seconds_count_only_once_all_have_run_warm(monkeypatch):
     """--join-over: a comment counts past its own stream's first WARM_S seconds and only when captured
     at or after `after` (once the last stream has run WARM_S), so an early stream's first seconds
