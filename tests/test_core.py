@@ -574,3 +574,21 @@ def test_a_warm_start_runs_every_bucket_and_pass_size_first_and_changes_no_word(
     together = run_core(tiny_loaded, [s for s in SCENARIOS if s.name in names])
     for name in names:
         assert together[name] == alone[name], name
+
+
+def test_running_out_of_gpu_memory_in_the_warm_start_is_one_clear_error(tiny_loaded, monkeypatch):
+    """The warm start's captures take memory before any stream joins: running out there names the
+    fixes (as the pool's own check does), not a traceback of the capture."""
+    from engine.core.batched import BatchedRunner
+    from engine.errors import LiveCCError
+
+    def out_of_memory(self, passes_at_most=8):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(BatchedRunner, "warm_up", out_of_memory)
+    with pytest.raises(LiveCCError) as caught:
+        EngineCore(tiny_loaded, sessions=3, kv_budget=256)
+    assert caught.value.code == "out-of-memory"
+    assert "3 sessions" in caught.value.problem and "LIVECC_NO_WARM_START=1" in caught.value.fix
+    monkeypatch.setenv("LIVECC_NO_WARM_START", "1")
+    EngineCore(tiny_loaded, sessions=3, kv_budget=256)  # off: nothing captured at the start

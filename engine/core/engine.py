@@ -132,7 +132,13 @@ class EngineCore:
         if plan is not None and not plan.prefill_graphs:
             self.runner.drop_prefill_graphs()  # the card has no room for their memory
         if not flags.get("LIVECC_NO_WARM_START"):
-            self.runner.warm_up()  # the graph captures the first streams would wait for, now
+            try:
+                self.runner.warm_up()  # the graph captures the first streams would wait for, now
+            except torch.OutOfMemoryError:
+                raise OutOfMemoryError(f"the GPU ran out of memory while the engine core of {sessions} sessions "
+                                       "captured its CUDA graphs", "use fewer sessions, a lower --kv-budget or "
+                                       "--quantize int4 (LIVECC_NO_WARM_START=1 captures them when first used)"
+                                       ) from None
         self.lookahead = Lookahead(self.runner)
         self.load = Load()
         self.clock = StepClock(self.runner.device, self.load)
