@@ -316,7 +316,7 @@ class BatchedRunner:
         try:
             for size in self.buckets:
                 self.decode([(slab, 0, 0) for slab in slabs[:size]])
-            if not (self.carries and len(slabs) > 1):
+            if not (self._pass_on and self.carries and len(slabs) > 1):
                 return
             top = min(PREFILL_GRAPH_TOKENS, slabs[1].capacity + 1)
             for size in range(PASS_BUCKET, top + 1, PASS_BUCKET):
@@ -324,7 +324,7 @@ class BatchedRunner:
                 piece = Piece(slabs[1], ids, torch.arange(size - 1, device=self.device).expand(3, -1), None, 0)
                 for _ in range(passes_at_most):
                     graphed = self._passes.get(size)
-                    if not self._pass_on or (graphed is not None and graphed.captured):
+                    if graphed is not None and graphed.captured:
                         break
                     self.decode([(slabs[0], 0, 0)], pieces=[piece])
                     slabs[1].length = 0
