@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from desktop_app.live_run import STOP_TIMEOUT_S, EndedRun, LiveRun
 from desktop_app.model_loader import ModelLoader
-from desktop_app.remote_run import EngineChoice, ServerEngine
+from desktop_app.remote_run import EngineChoice, ServerEngine, release
 from desktop_app.source_picker import SourceSpec
 from engine import LiveCCError
 
@@ -163,8 +163,7 @@ class AppController(QObject):
         if isinstance(self.queued, Reload):
             self.queued = None
         self.forget_ended()  # its context belongs to the model that goes
-        if isinstance(self.loaded, ServerEngine):
-            self.loaded.close()
+        release(self.loaded)
         self.loaded = None
         name, quantize = self._model_choice()
         self._move(State.LOADING_MODEL)
@@ -344,6 +343,7 @@ class AppController(QObject):
         """Stop the narration, the ended session and the run, and join their threads within `timeout_s`
         (`while_stopping(seconds)` runs while the engine winds down); False when one was left to end."""
         self.queued = None
+        release(self.loaded)
         started = time.monotonic()
         narration_ended = self._shutdown_narration(timeout_s / 4)
         self.forget_ended(timeout_s / 4)

@@ -37,9 +37,10 @@ class ModelLoader(QObject):
     loaded = Signal(object)  # LoadedModel
     failed = Signal(object)  # the exception (ModelLoadError, DeviceError, ...)
 
-    def __init__(self, parent: QObject | None = None, load_fn=load_here):
+    def __init__(self, parent: QObject | None = None, load_fn=load_here, discard=lambda result: None):
         super().__init__(parent)
         self._load_fn = load_fn
+        self._discard = discard  # what becomes of a result a newer request superseded (a server's connection closes)
         self._task: BackgroundTask | None = None
         self._last: BackgroundTask | None = None  # finished; its thread may still be returning
         self._next: str | None = None
@@ -76,7 +77,9 @@ class ModelLoader(QObject):
 
     @Slot(object)
     def _on_succeeded(self, loaded) -> None:
-        if not self._finish():
+        if self._finish():
+            self._discard(loaded)
+        else:
             self.loaded.emit(loaded)
 
     @Slot(object)

@@ -92,6 +92,12 @@ class ServerEngine:
             spare.close()
 
 
+def release(loaded) -> None:
+    """Give a server back the slot of the connection that checked it, if no run took it."""
+    if isinstance(loaded, ServerEngine):
+        loaded.close()
+
+
 def connect_server(address: ServerAddress, report: Callable[[str, float | None], None]) -> ServerEngine:
     """Check that the server answers and admits this token. Raises RemoteError saying what is wrong."""
     report(f"Connecting to {address.url}…", None)
@@ -114,7 +120,7 @@ class EngineChoice(QObject):
                  run: Callable[[], object], parent: QObject):
         super().__init__(parent)
         self._settings, self._model_name, self.presenter = settings, model_name, presenter
-        self.loader = ModelLoader(parent, load_fn=self._load)
+        self.loader = ModelLoader(parent, load_fn=self._load, discard=release)
         self._run = run
         self.round_trip: RoundTrip | None = None
         self.show()

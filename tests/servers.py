@@ -42,6 +42,7 @@ def running_server(loaded, model_dir, voice=None, **limits):
     from livecc.server.local import uvicorn_server
     from livecc.server.replica import Replica
 
+    limits.setdefault("idle_timeout_s", 3600.0)  # a connection a test leaves open fails wait_idle, never closes by itself
     ready = threading.Event()
     port: list[int] = []
     replica = Replica(ServerSettings(str(model_dir), **limits), loaded=loaded, voice=voice)

@@ -244,3 +244,28 @@ def test_ask_with_nothing_to_answer_says_start_first(harness):
     h = harness()
     assert not h.controller.ask("anyone?")
     assert h.notices[-1].startswith("Start a source first")
+
+
+def test_a_superseded_load_is_discarded_and_the_newest_is_delivered(qtbot):
+    """A second model chosen while the first loads: the first's result is handed to `discard` (a
+    server's checked connection gives its slot back), the second's is the one loaded."""
+    from desktop_app.model_loader import ModelLoader
+
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def load(name, report):
+        if name == "first":
+            first_started.set()
+            release_first.wait(WAIT_MS / 1000)
+        return f"engine {name}"
+
+    discarded, failed = [], []
+    loader = ModelLoader(load_fn=load, discard=discarded.append)
+    loader.failed.connect(failed.append)
+    with qtbot.waitSignal(loader.loaded, timeout=WAIT_MS) as delivered:
+        loader.load("first")
+        assert first_started.wait(WAIT_MS / 1000)
+        loader.load("second")  # queued behind the load that cannot be interrupted
+        release_first.set()
+    assert delivered.args == ["engine second"] and discarded == ["engine first"] and not failed
+    assert loader.join(WAIT_MS / 1000)

@@ -243,6 +243,21 @@ def test_a_client_that_stops_reading_is_dropped(tiny_loaded, tiny_model_dir):
     assert not replica.core.running
 
 
+def test_a_silent_connection_is_closed_and_its_slot_given_back(tiny_loaded, tiny_model_dir):
+    """A client that connects and sends nothing holds no slot for longer than the idle timeout: the
+    session closes saying why, and the one slot is free again."""
+    with running_server(tiny_loaded, tiny_model_dir, sessions=1, idle_timeout_s=0.5) as (url, running):
+        silent = raw_session(url)
+        try:
+            closed = json.loads(silent.recv(30))  # a TimeoutError here: the server kept the silent session
+        finally:
+            silent.close()
+        assert (closed["type"], closed["reason"]) == ("session.closed", "idle timeout")
+        wait_idle(running)
+        RemoteSession.connect(url).close()  # admitted: the slot was given back
+        wait_idle(running)
+
+
 def test_sigterm_drains_with_server_stopping(tiny_model_dir):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "livecc", "serve", "--no-ray", "--model", str(tiny_model_dir),
