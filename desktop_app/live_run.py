@@ -27,9 +27,13 @@ class LiveRun(QObject):
     def __init__(self, spec: SourceSpec, session, parent: QObject | None = None):
         super().__init__(parent)
         self.spec = spec
-        self.source = spec.make_source()
-        self.buffer = PreviewBuffer()
         self.session = session
+        try:
+            self.source = spec.make_source()
+        except BaseException:
+            session.stop()  # it never runs: a server's connection goes back now
+            raise
+        self.buffer = PreviewBuffer()
         self._stopping = False
         self.reached_end = False  # the file played to its end (StreamEnded): its session may answer on
         self._thread = GeneratorThread(self._stream, name="livecc-engine", parent=self)
@@ -45,7 +49,11 @@ class LiveRun(QObject):
     def _stream(self) -> Iterator[object]:
         if self._stopping:
             return
-        self.source.start(self.buffer)  # raises SourceOpenError: no camera, bad file, no display
+        try:
+            self.source.start(self.buffer)  # raises SourceOpenError: no camera, bad file, no display
+        except BaseException:
+            self.session.stop()  # it never runs: a server's connection goes back now
+            raise
         try:
             yield from self.session.run(self.buffer)
         finally:

@@ -167,6 +167,24 @@ def test_a_server_stopping_mid_run_keeps_the_transcript(make_window, qtbot, tiny
     close_client(window)
 
 
+def test_a_source_that_fails_to_open_gives_the_server_its_slot_back(make_window, qtbot, tiny_loaded,
+                                                                   tiny_model_dir, video, tmp_path):
+    """The first Start takes the connection that checked the server; when its file cannot be opened
+    that connection closes with the run, so the one-slot server takes the next Start."""
+    with running_server(tiny_loaded, tiny_model_dir, sessions=1) as (url, running):
+        window = server_window(make_window, tmp_path, url, token="")
+        qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
+        bogus = tmp_path / "notes.mp4"
+        bogus.write_text("this is not a video")
+        window.open_file(str(bogus))
+        qtbot.waitUntil(lambda: "cannot open" in window.message_bar.text and window.run is None, timeout=WAIT_MS)
+        wait_idle(running)  # with the connection left open, the server would hold its one slot
+        window.open_file(str(video))
+        qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)
+        close_client(window)
+        wait_idle(running)
+
+
 def test_the_engine_settings_refuse_a_bad_url_and_are_remembered(make_window, qtbot, server, tmp_path):
     url, running = server
     window = make_window(autoload=False)

@@ -115,7 +115,8 @@ class RemoteStream:
     def _open(self) -> RemoteSession:
         """An admitted session with this run's settings: the spare connection while the server still
         holds it (it closes one left idle), else a new one."""
-        spare, self._spare = self._spare, None
+        with self._lock:
+            spare, self._spare = self._spare, None
         if spare is not None:
             try:
                 spare.update(self.instructions, self.settings, self._audio(spare))
@@ -151,14 +152,17 @@ class RemoteStream:
         self._command("speech", speech)
 
     def stop(self) -> None:
-        """End the run; after the stream's end, close the session the server kept."""
+        """End the run; after the stream's end, close the session the server kept, and before the run
+        opened, the spare connection (a source that failed to open never runs)."""
         self._stopped.set()
         if self._sender is not None:
             self._sender.stop()
         with self._lock:
             kept = self.remote if self._ended else None
-        if kept is not None:
-            kept.close()
+            spare, self._spare = self._spare, None
+        for remote in (kept, spare):
+            if remote is not None:
+                remote.close()
 
     def _command(self, kind: str, payload) -> None:
         with self._lock:
