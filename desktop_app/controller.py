@@ -114,6 +114,7 @@ class AppController(QObject):
         self.ended: EndedRun | None = None  # the last file's session, after its end: it still answers
         self.queued: SourceSpec | Reload | None = None  # what to do once the model is free or loaded
         self._narrator = None
+        self._closed = False  # shut down: a model or connection that arrives now is let go
 
     # -- state ------------------------------------------------------------------------------------
     def _move(self, new: State) -> None:
@@ -174,6 +175,9 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_model_loaded(self, loaded) -> None:
+        if self._closed:  # connected after the window closed: give the server its slot back
+            release(loaded)
+            return
         self.loaded = loaded
         self._move(State.IDLE)
         self.model_loaded.emit(loaded)
@@ -343,6 +347,7 @@ class AppController(QObject):
         """Stop the narration, the ended session and the run, and join their threads within `timeout_s`
         (`while_stopping(seconds)` runs while the engine winds down); False when one was left to end."""
         self.queued = None
+        self._closed = True
         release(self.loaded)
         started = time.monotonic()
         narration_ended = self._shutdown_narration(timeout_s / 4)

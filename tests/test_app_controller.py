@@ -269,3 +269,36 @@ def test_a_superseded_load_is_discarded_and_the_newest_is_delivered(qtbot):
         release_first.set()
     assert delivered.args == ["engine second"] and discarded == ["engine first"] and not failed
     assert loader.join(WAIT_MS / 1000)
+
+
+class FakeConnection:
+    """A server's checked connection (livecc.client RemoteSession) as ServerEngine holds it."""
+
+    created = {"session": {"model": "tiny", "replica": "r0"}}
+
+    def __init__(self):
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_closing_gives_back_a_server_connection_even_one_that_arrives_after(harness):
+    from desktop_app.remote_run import ServerEngine
+    from livecc.client.live import ServerAddress
+
+    address = ServerAddress("ws://127.0.0.1:8000")
+    h = harness()
+    checked = FakeConnection()
+    h.controller.load_model()
+    h.loader.finish(ServerEngine(address, checked))
+    assert not checked.closed  # kept for the first Start
+    h.controller.shutdown(5.0)
+    assert checked.closed
+
+    h = harness()
+    late = FakeConnection()
+    h.controller.load_model()
+    h.controller.shutdown(5.0)  # the window closes while the app is still connecting
+    h.loader.finish(ServerEngine(address, late))
+    assert late.closed and h.controller.loaded is None
