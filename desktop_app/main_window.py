@@ -438,7 +438,7 @@ class MainWindow(QMainWindow):
         """Stop the run, a narration and speech and join their threads (engine, capture, speech) within
         `timeout_s`; False when one had to be left to end on its own."""
         ended = self.controller.shutdown(timeout_s, while_stopping=self.speech.shutdown)
-        self.keeper.close()  # the session file kept open for questions after the end
+        self.keeper.end_run(keep_open=False)  # an answer cut short is logged; the file closes
         return ended
 
     def closeEvent(self, event) -> None:

@@ -243,6 +243,42 @@ def test_source_errors_leave_the_window_usable(make_window, qtbot, video, tmp_pa
     close_and_check(window)
 
 
+class HeldAnswer(StreamingSession):
+    """The real session; an answer after the end stops after its first words until it is stopped."""
+
+    def __init__(self, loaded, config):
+        super().__init__(loaded, dataclasses.replace(config, answer_max_new_tokens=40))
+        self.held = threading.Event()
+
+    def answer(self, question: str):
+        for event in super().answer(question):
+            yield event
+            if isinstance(event, Answer) and not event.done and event.text.strip():
+                self.held.wait(WAIT_MS / 1000)  # until stop(): the window closes mid-answer
+                return
+
+    def stop(self) -> None:
+        self.held.set()
+        super().stop()
+
+
+def test_closing_mid_answer_after_the_end_logs_the_answer_so_far(make_window, qtbot, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", seconds=4, fps=10, width=160, height=112)
+    window = make_window(session_factory=HeldAnswer)
+    window.open_file(str(clip))
+    qtbot.waitUntil(lambda: window.controller.ended is not None and window.run is None, timeout=WAIT_MS)
+    session_file = window.session_log.path
+    window.question_edit.setText("What was there?")
+    window.ask_question()
+    qtbot.waitUntil(lambda: any(e.kind == "answer" and e.text.strip() for e in window.transcript.entries),
+                    timeout=WAIT_MS)
+    shown = next(e for e in window.transcript.entries if e.kind == "answer")
+    window.close()
+    answers = [r for r in read_session_log(session_file) if r["type"] == "answer"]
+    assert [(r["question"], clean_text(r["text"]), r["done"]) for r in answers] == \
+        [("What was there?", clean_text(shown.text), False)]
+
+
 class UnpluggedCamera(FileSource):
     """A camera (played from a file) whose device stops delivering after 5 s: unplugged."""
 
