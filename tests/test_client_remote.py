@@ -231,3 +231,37 @@ def test_the_sender_sends_frames_that_come_as_the_buffer_closes():
     remote = Remote()
     FrameSender(remote, Racing([Frame(image, k / 2, 0.5) for k in range(3)], capacity=16), "jpeg")._send_all()
     assert remote.sent == [0.0, 0.5, 1.0, "end"]
+
+
+@pytest.mark.parametrize("first", ["hello", b"\x00\xff", "[1, 2]", '{"type": "error", "error": "no"}'])
+def test_a_server_that_is_not_livecc_is_one_error_and_its_socket_closes(first):
+    """A URL that reaches some other WebSocket server: its first message is not a session, whatever
+    it is; the client says so and closes the connection (the other server sees it go)."""
+    import threading
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.server import serve
+
+    from livecc.client.session import RemoteError
+
+    left = threading.Event()
+
+    def handler(ws):
+        ws.send(first)
+        try:
+            ws.recv(60)
+        except ConnectionClosed:
+            left.set()
+        except TimeoutError:
+            pass
+
+    with serve(handler, "127.0.0.1", 0) as other:
+        thread = threading.Thread(target=other.serve_forever, daemon=True)
+        thread.start()
+        url = f"ws://127.0.0.1:{other.socket.getsockname()[1]}"
+        with pytest.raises(RemoteError) as refused:
+            RemoteSession.connect(url, timeout=10)
+        assert refused.value.code == "server-url" and "\n" not in str(refused.value)
+        assert left.wait(30)  # closed by the client, not left to time out
+        other.shutdown()
+    thread.join(30)

@@ -55,10 +55,13 @@ class RemoteSession:
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise RemoteError(f"cannot reach the server at {server} ({exc})",
                               "check --server and that `livecc serve` is running there", "server-unreachable") from None
-        first = _receive(ws, timeout)
-        if first.get("type") != "session.created":
+        try:
+            first = _receive(ws, timeout)
+            if first.get("type") != "session.created":
+                raise _refusal(first, server)
+        except BaseException:  # a refusal, no answer, not our protocol, Ctrl+C: the socket closes here
             ws.close()
-            raise _refusal(first, server)
+            raise
         return cls(ws, first)
 
     def send(self, message: dict) -> None:
@@ -182,14 +185,21 @@ def _receive(ws, timeout: float | None = None) -> dict:
     from websockets.exceptions import ConnectionClosed
 
     try:
-        return json.loads(ws.recv(timeout))
+        message = json.loads(ws.recv(timeout))
     except (ConnectionClosed, TimeoutError) as exc:
         raise RemoteError(f"the server closed the connection before the session started ({exc})",
                           code="server-ended") from None
+    except ValueError:  # bytes, or text that is not JSON
+        message = None
+    if not isinstance(message, dict):
+        raise RemoteError("the server's reply is not a LiveCC message (is it `livecc serve`?)", "check --server",
+                          "server-url")
+    return message
 
 
 def _refusal(message: dict, server: str) -> RemoteError:
-    if message.get("type") == "error" and message["error"].get("code") == "bad_token":
+    error = message.get("error")
+    if message.get("type") == "error" and isinstance(error, dict) and error.get("code") == "bad_token":
         return RemoteError(f"{server} refused the token", "pass the server's token with --token "
                            "(or LIVECC_SERVER_TOKEN)", "server-token")
     if message.get("type") == "session.closed" and message.get("reason") == "busy":
