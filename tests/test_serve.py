@@ -243,6 +243,41 @@ def test_a_client_that_stops_reading_is_dropped(tiny_loaded, tiny_model_dir):
     assert not replica.core.running
 
 
+def test_a_session_the_core_opens_as_its_connection_ends_ends_too(tiny_loaded, tiny_model_dir):
+    """The core opens a session on a worker thread; when the connection ends meanwhile (the client
+    left, a drain) and the wait for it is cancelled, that session still ends and gives back its slab."""
+    from livecc.server.connection import Connection
+    from livecc.server.replica import Replica
+
+    replica = Replica(ServerSettings(str(tiny_model_dir)), tiny_loaded)
+    opening, go = threading.Event(), threading.Event()
+    open_now = replica.open
+
+    def held_open(*args):
+        opening.set()
+        go.wait(30)
+        return open_now(*args)
+
+    replica.open = held_open
+
+    async def scenario() -> bool:
+        connection = Connection(StalledSocket(), replica, asyncio.Event())
+        engine = asyncio.ensure_future(connection._engine())
+        assert await asyncio.to_thread(opening.wait, 30)
+        connection.finish(wire.NORMAL, "client left")  # as _run does, then it cancels what is pending
+        engine.cancel()
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await engine
+        return await asyncio.to_thread(connection.engine_done.wait, 60)  # the core ended it: its slab is free
+
+    try:
+        assert asyncio.run(scenario())
+    finally:
+        replica.close()
+    assert not replica.core.running
+
+
 def test_a_silent_connection_is_closed_and_its_slot_given_back(tiny_loaded, tiny_model_dir):
     """A client that connects and sends nothing holds no slot for longer than the idle timeout: the
     session closes saying why, and the one slot is free again."""

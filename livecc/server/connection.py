@@ -293,13 +293,14 @@ class Connection:
             from engine.output.narrate import RING_BYTES, RING_SLOTS
 
             buffer = RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=self.config.first_chunk_frames)
+            self.buffer = buffer  # closed by finish() even if this await is cancelled: the core's lane then ends
             try:
                 stream = await asyncio.to_thread(self.replica.open, buffer, self.config, self._from_engine,
                                                  self._engine_ended)
             except (BusyError, PoolFullError):
                 self.finish(wire.TRY_LATER, wire.BUSY_REASON, [wire.closed("busy")])
                 raise _Refused from None
-            self.buffer, self.session = buffer, stream.session
+            self.session = stream.session
         return self.session
 
     def _from_engine(self, event) -> None:
