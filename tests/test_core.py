@@ -592,3 +592,30 @@ def test_running_out_of_gpu_memory_in_the_warm_start_is_one_clear_error(tiny_loa
     assert "3 sessions" in caught.value.problem and "LIVECC_NO_WARM_START=1" in caught.value.fix
     monkeypatch.setenv("LIVECC_NO_WARM_START", "1")
     EngineCore(tiny_loaded, sessions=3, kv_budget=256)  # off: nothing captured at the start
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_core_whose_engine_thread_failed_ends_its_sessions_and_refuses_new_ones(tiny_loaded, monkeypatch):
+    """A session opened after the engine thread died would wait forever for a step: it is refused
+    in one line instead, and the sessions it was stepping end with the error."""
+    import threading
+
+    from engine.errors import LiveCCError
+
+    core = EngineCore(tiny_loaded, sessions=2, kv_budget=1024)
+    ended, done = [], threading.Event()
+    core.open(Scenario("x", 2.0).buffer(), Scenario("x", 2.0).config(), on_event=lambda event: None,
+              on_end=lambda error: (ended.append(error), done.set()))
+
+    def failing():
+        raise RuntimeError("the GPU failed")
+
+    monkeypatch.setattr(core, "step", failing)
+    core.start()
+    assert done.wait(60) and isinstance(ended[0], RuntimeError)
+    core._thread.join(60)
+    assert not core.running
+    with pytest.raises(LiveCCError, match="the engine stopped .*the GPU failed") as refused:
+        core.open(Scenario("y", 2.0).buffer(), Scenario("y", 2.0).config())
+    assert "\n" not in str(refused.value) and "restart" in str(refused.value)
+    core.close()

@@ -148,6 +148,7 @@ class EngineCore:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._failed: BaseException | None = None  # what ended the engine thread: no session opens after it
 
     # -- sessions (any thread) --------------------------------------------------------------
     def open(self, buffer: RingBuffer, config: SessionConfig | None = None,
@@ -157,6 +158,8 @@ class EngineCore:
         or, without it, to the stream's `events()`. Raises PoolFullError or BusyError when it does not fit."""
         config = self._fitted(config or SessionConfig())
         with self._lock:
+            if self._failed is not None:
+                raise LiveCCError(f"the engine stopped ({self._failed!r})", "restart it; the log has the error", "engine")
             live = sum(lane.session.config.live for lane in self.lanes + self._incoming)
             if config.live and not self.load.admits(live):
                 raise BusyError(f"{self.load.describe(live)}: one more would fall behind real time",
@@ -239,7 +242,10 @@ class EngineCore:
             while not self._closing:
                 self.step_or_wait()
         except BaseException as exc:  # the engine itself failed: every session ends with it, none hangs
-            for lane in self.lanes + self._incoming:
+            with self._lock:
+                self._failed = exc
+                lanes = self.lanes + self._incoming
+            for lane in lanes:
                 lane.session.stop()
                 self._end(lane, exc)
             raise
