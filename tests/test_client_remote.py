@@ -265,3 +265,13 @@ def test_a_server_that_is_not_livecc_is_one_error_and_its_socket_closes(first):
         assert left.wait(30)  # closed by the client, not left to time out
         other.shutdown()
     thread.join(30)
+
+
+@pytest.mark.parametrize("url", ["ws://localhost:port", "ws://127.0.0.1:99999", "ws://[::1", "", "http://127.0.0.1:8000"])
+def test_a_bad_server_url_is_one_line_and_exit_2(url, video, tmp_path, capsys):
+    """A URL copied from the help's ws://host:port, a port past 65535, an unset variable (""): one line
+    naming a good URL, and no run, here or there."""
+    assert main(["narrate", str(video), "--server", url, "--srt", str(tmp_path / "x.srt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("livecc: error: --server") and "ws://127.0.0.1:8000" in err[0], err
+    assert not (tmp_path / "x.srt").exists()

@@ -33,7 +33,7 @@ def _events(args, info, at: float) -> Iterator:
     """Once every check has passed and the session is ready (the model loaded, or the server's
     session open): the events of watching the file up to `at` (the last: StreamEnded), then the answer's."""
     outputs = [("--jsonl", args.jsonl)]
-    if args.server:
+    if args.server is not None:  # --server "" (an unset variable) is an error, not a local run
         from .remote import remote_ask_events
 
         fields = config_fields(args, live=False, answer_max_new_tokens=args.max_answer_tokens, local=False)

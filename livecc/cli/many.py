@@ -51,7 +51,7 @@ def refuse_single_stream_options(args) -> None:
         if value is not None:
             raise LiveCCError(f"{flag} names one file, but --out-dir writes one per video",
                               f"drop {flag} (each video NAME.mp4 writes DIR/NAME.{flag[2:]})")
-    if args.server:
+    if args.server is not None:  # --server "" (an unset variable) is an error, not a local run
         raise LiveCCError("--server narrates one video on a server, not an --out-dir of them",
                           "drop --out-dir and run `livecc narrate VIDEO --server URL` for each video")
     for flag, dest in (("--speak", "speak"), ("--speech-wav", "speech_wav")):

@@ -143,7 +143,7 @@ def _narrate_one(args, live: bool, duration: float, inputs: list[Path], local, r
     """One stream, here or on --server: `local(session, files)` runs it on a session of the model
     loaded here, `remote(fields)` connects to the server and returns `(run, chunk seconds)`. Every
     check runs before the model loads or the server is asked."""
-    if args.server:
+    if args.server is not None:  # --server "" (an unset variable) is an error, not a local run
         fields = config_fields(args, live=live, local=False)
         check_outputs(_output_flags(args), inputs=inputs)
         return _narrate(args, duration, lambda: remote(fields))

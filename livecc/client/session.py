@@ -24,7 +24,12 @@ class RemoteError(LiveCCError):
 
 def session_url(server: str) -> str:
     """ws://host:port (or wss://) -> the realtime route; a URL with a path is taken as is."""
-    parts = urlsplit(server)
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - a port that is no number, or past 65535, raises here, not in connect()
+    except ValueError as exc:
+        raise RemoteError(f"--server {server!r} is not a valid URL ({exc})", "give e.g. ws://127.0.0.1:8000",
+                          "server-url") from None
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise RemoteError(f"--server {server!r} is not a ws:// or wss:// URL", "give e.g. ws://127.0.0.1:8000",
                           "server-url")
