@@ -253,3 +253,8 @@ def test_a_torn_last_line_is_dropped_and_other_settings_are_refused(tmp_path):
     open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "exact", "kv_budget": 16384}))  # same: fine
     with pytest.raises(LiveCCError, match="other settings \\(positions\\)"):
         open_run(tmp_path, RunSettings.of("ovobench", "m", {"positions": "demo", "kv_budget": 16384}))
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    for out in (a_file, a_file / "run"):  # --out names a file, or a folder under a file: one line, no traceback
+        with pytest.raises(LiveCCError, match="cannot make the output folder .*pass --out a folder you can write"):
+            open_run(out, RunSettings.of("ovobench", "m", {"positions": "exact"}))

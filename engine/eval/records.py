@@ -69,7 +69,11 @@ def _earlier_settings(path: Path) -> dict:
 
 def open_run(out: Path, settings: RunSettings) -> None:
     """Create the output folder and record the settings, or check them against an earlier run there."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a file on the way, no permission
+        raise LiveCCError(f"cannot make the output folder {out} ({exc.strerror or exc})",
+                          "pass --out a folder you can write") from None
     path = out / "run.json"
     if path.exists():
         before = _earlier_settings(path)
@@ -82,7 +86,10 @@ def open_run(out: Path, settings: RunSettings) -> None:
         return
     record = {"settings": settings.to_dict(), "code_version": code_version(),
               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    try:
+        write_atomic(path, json.dumps(record, indent=2) + "\n")
+    except PermissionError as exc:  # a full disk is the CLI's own line
+        raise LiveCCError(f"cannot write {path} ({exc.strerror})", "pass --out a folder you can write") from None
 
 
 def write_atomic(path: Path, text: str) -> None:
