@@ -65,6 +65,8 @@ def write_wide_video(path: Path) -> Path:
 def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsys, no_model_load):
     a_file = tmp_path / "plain.txt"
     a_file.write_text("x")
+    other = tmp_path / "other.mp4"  # a tab-completion slip: --srt b.mp4 would have emptied it
+    other.write_bytes(video6.read_bytes())
     cases = {
         "--srt is the input": (["--srt", str(video6)], "input video"),
         "--jsonl is the input": (["--jsonl", str(video6)], "input video"),
@@ -73,12 +75,14 @@ def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsy
         "--vtt under a file": (["--vtt", str(a_file / "sub" / "x.vtt")], "writable"),
         "--srt where nothing can be created": (["--srt", "/proc/livecc-test/x.srt"], "writable"),
         "--speech-wav under a file": (["--speech-wav", str(a_file / "x.wav")], "writable"),
+        "--srt names another video": (["--srt", str(other)], "not a .srt file"),
+        "--vtt names a text file": (["--vtt", str(a_file)], "not a .vtt file"),
     }
     size = video6.stat().st_size
     for name, (flags, says) in cases.items():
         assert main(["narrate", str(video6), *flags]) == 2, name
         assert says in one_error_line(capsys), name
-    assert video6.stat().st_size == size and a_file.read_text() == "x"
+    assert video6.stat().st_size == size and a_file.read_text() == "x" and other.stat().st_size == size
     assert not (tmp_path / "x.srt").exists()
 
 

@@ -160,6 +160,10 @@ def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
             raise OutputError(f"{flag} {path} is the input video: choose another file name")
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder: give a file name inside it")
+    kind = REPLACED.get(flag)
+    if kind and path.is_file() and path.stat().st_size and path.suffix.lower() != kind:
+        raise OutputError(f"{flag} {path} exists and is not a {kind} file, and it would be replaced: "
+                          "give a new file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _probe_writable(path)
@@ -171,6 +175,7 @@ def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
 
 
 APPENDED = {"--jsonl"}  # appended to, not replaced: an existing file must be a JSONL of ours
+REPLACED = {"--srt": ".srt", "--vtt": ".vtt", "--speech-wav": ".wav"}  # replaced: an existing file must be one
 
 
 def _check_appendable(flag: str, path: Path) -> None:
