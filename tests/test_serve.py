@@ -340,6 +340,23 @@ def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(capsys):
             assert len(err) == 1 and f"port {port} on 127.0.0.1 is in use" in err[0] and "--port" in err[0], err
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--idle-timeout", "0"], "--idle-timeout 0.0 must be a number over 0"),
+    (["--max-frames-per-s", "-1"], "--max-frames-per-s -1.0 must be a number over 0"),
+    (["--max-frames-per-s", "nan"], "--max-frames-per-s nan must be a number over 0"),
+    (["--ssl-certfile", "cert.pem"], "--ssl-certfile is served by --no-ray only"),
+    (["--no-ray", "--ssl-certfile", "missing.pem"], "cannot read --ssl-certfile missing.pem"),
+    (["--no-ray", "--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),
+])
+def test_serve_options_it_cannot_use_are_one_line_before_anything_starts(flags, says, capsys):
+    """A 0 idle timeout would end every session at once, a 0 frame rate divide by zero on the first
+    frame, TLS on Ray Serve be ignored, a missing certificate fail after the model loaded (the model
+    "x" does not exist, so getting that far would fail differently)."""
+    assert main(["serve", "--model", "x", "--port", "0", *flags]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and says in err[0], err
+
+
 def test_the_token_is_compared_whole():
     settings = ServerSettings("m", token="abc")
     assert settings.allows("abc") and not settings.allows("ab") and not settings.allows(None)

@@ -49,11 +49,32 @@ def server_settings(args):
         raise bad_option("--replicas must be 1 or more and --port in 0..65535")
     if args.max_replicas is not None and (args.no_ray or args.max_replicas < args.replicas):
         raise bad_option("--max-replicas autoscales Ray Serve replicas: give at least --replicas, without --no-ray")
+    check_tls(args)
     if args.port and (args.no_ray or args.address is None):  # (a cluster's proxies bind on its own nodes)
         check_port_free(args.host, args.port)
     return ServerSettings(args.model, token=args.token or None, sessions=args.sessions_per_replica,
                           idle_timeout_s=args.idle_timeout, max_frames_per_s=args.max_frames_per_s, device=args.device,
                           speech=args.speech)
+
+
+def check_tls(args) -> None:
+    """TLS is uvicorn's (--no-ray): refuse it on Ray Serve, where it would be ignored, and refuse files
+    that cannot be read before the model loads."""
+    from .checks import bad_option
+
+    given = [(flag, path) for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile))
+             if path is not None]
+    if given and not args.no_ray:
+        raise bad_option(f"{given[0][0]} is served by --no-ray only: add --no-ray, or put a TLS proxy in front of "
+                         "Ray Serve")
+    if args.ssl_keyfile is not None and args.ssl_certfile is None:
+        raise bad_option("--ssl-keyfile needs --ssl-certfile")
+    for flag, path in given:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise bad_option(f"cannot read {flag} {path} ({exc.strerror or exc})") from None
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import time
 from dataclasses import dataclass, fields, replace
 
@@ -42,6 +43,9 @@ class ServerSettings:
     def __post_init__(self):
         if self.sessions < 1:
             raise ServerConfigError(f"--sessions-per-replica {self.sessions} must be 1 or more")
+        for flag, value in (("--idle-timeout", self.idle_timeout_s), ("--max-frames-per-s", self.max_frames_per_s)):
+            if not (math.isfinite(value) and value > 0):  # 0 would end every session at once, or divide by it
+                raise ServerConfigError(f"{flag} {value} must be a number over 0")
 
     def allows(self, token: str | None) -> bool:
         """Constant-time token check; a server without a token admits everyone (loopback only)."""
