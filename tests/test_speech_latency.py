@@ -40,7 +40,7 @@ def clock_at(t: float) -> FakeClock:
     return clock
 
 
-def wait_for(condition, timeout: float = 5.0) -> bool:
+def wait_for(condition, timeout: float = 30.0) -> bool:
     """Bounded wait for the player's threads (the worker and PortAudio's)."""
     end = time.monotonic() + timeout
     while not condition() and time.monotonic() < end:
