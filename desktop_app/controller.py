@@ -148,7 +148,7 @@ class AppController(QObject):
 
     @property
     def can_ask(self) -> bool:
-        return self.run is not None or (self.state is State.ENDED)
+        return (self.run is not None and self.state is not State.STOPPING) or self.state is State.ENDED
 
     @property
     def waiting_for_model(self) -> bool:
@@ -163,6 +163,8 @@ class AppController(QObject):
             return why
         if isinstance(self.queued, Reload):
             self.queued = None
+        if not self._consent():  # the download question is on screen: the model loads once the user agrees
+            return None
         self.forget_ended()  # its context belongs to the model that goes
         release(self.loaded)
         self.loaded = None
@@ -230,6 +232,15 @@ class AppController(QObject):
         self.status.emit("Starting as soon as the model is loaded…", 0)
         self.notice.emit(f"Loading the model {name}: {spec.title()} starts when it is ready.", "info", "start")
 
+    def cancel_start(self) -> bool:
+        """Forget a Start that waits for the model (its button says so); True when there was one."""
+        if not self.waiting_for_model:
+            return False
+        self.queued = None
+        self.notice.emit("Start cancelled: press Start when the model is ready.", "info", "start")
+        self.busy_changed.emit()
+        return True
+
     def stop(self) -> None:
         """Ask the run to stop; the state is Stopping until its thread has ended."""
         if self.run is None:
@@ -245,6 +256,8 @@ class AppController(QObject):
         elif not paused and self.state is State.PAUSED:
             self.run.resume()
             self._move(State.RUNNING)
+        elif self.state is State.STOPPING:
+            return  # a click that came as the run stops: it ends anyway
         elif self.state not in (State.RUNNING, State.PAUSED):
             raise IllegalTransition(f"cannot {'pause' if paused else 'resume'} while {self.state.value}")
 
@@ -301,6 +314,9 @@ class AppController(QObject):
     # -- questions and the instruction ------------------------------------------------------------
     def ask(self, question: str) -> bool:
         """Ask the run, or the ended file's session; False (and a message) when nothing can answer."""
+        if self.run is not None and self.state is State.STOPPING:
+            self.status.emit("Cannot ask now: the run is stopping", 4000)
+            return False
         if self.run is not None:
             self.run.ask(question)
             return True

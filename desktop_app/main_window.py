@@ -41,6 +41,7 @@ from desktop_app.viewing import ViewController
 from desktop_app.workers import BackgroundTask
 from engine import list_monitors, list_webcams
 from engine.defaults import min_pixels_for
+from engine.errors import LiveCCError
 
 log = logging.getLogger(__name__)
 APP_NAME = "LiveCC Desktop"
@@ -50,6 +51,32 @@ ASK_TIPS = {  # why Ask is enabled or not, by state
     State.NARRATING: "A narration has the model: ask when it has ended",
     None: "Start a source first: questions are answered from what the model has seen",
 }
+
+
+def confirm_restart(window) -> bool:
+    """Start after a run asks first: it clears the transcript (the session file keeps it)."""
+    if not window.transcript.entries:
+        return True
+    answer = QMessageBox.question(window, "Start again?", "Starting again clears the transcript in the window. "
+                                  "It stays in the session file; File > Save transcript keeps a copy.",
+                                  QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel)
+    return answer == QMessageBox.StandardButton.Ok
+
+
+def video_problem(path: str) -> str | None:
+    """Why `path` cannot be played (one line naming the fix), or None: checked before it joins the
+    source list and the recent files."""
+    from engine.capture.sources import probe_video
+
+    if Path(path).is_dir():
+        return f"{path} is a folder: open a video file (a model folder is chosen in Settings > Model)"
+    if not Path(path).is_file():  # a typo on the command line is not a source to offer
+        return f"Cannot open {path}: there is no such file. Open a video with File > Open or drop one on the window."
+    try:
+        probe_video(path)
+    except LiveCCError as exc:
+        return str(exc)
+    return None
 
 
 def default_sessions_dir() -> Path:
@@ -92,6 +119,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._wire()
         self.picker.set_recent(self.recent.paths())  # the source list offers recent files too
+        self.picker.set_region(self.settings.region())  # the region chosen last time
         self._preview_choice()
         self._restore_geometry()
         self._update_controls()
@@ -166,6 +194,7 @@ class MainWindow(QMainWindow):
         self.picker.open_file_requested.connect(self.choose_file)
         self.picker.changed.connect(self._update_controls)
         self.picker.activated.connect(self._preview_choice)
+        self.picker.region_chosen.connect(self._remember_region)
         self.start_button.clicked.connect(self.toggle_run)
 
     def _build_central(self) -> None:
@@ -261,17 +290,21 @@ class MainWindow(QMainWindow):
     def open_file(self, path: str) -> None:
         """Select a video file and play it (File > Open, drag and drop, the command line, recent files);
         a transcript in the window is only cleared once the user agrees, as Start asks."""
-        if not Path(path).is_file():  # a typo on the command line is not a source to offer
-            self.show_error(f"Cannot open {path}: there is no such file. Open a video with File > Open or drop one "
-                            "on the window.", key="start")
+        problem = video_problem(path)
+        if problem:
+            self.show_error(problem, key="start")
             return
-        if not self._confirm_restart():
+        if not confirm_restart(self):
             return
         self.recent.add(path)
         spec = self.picker.add_file(path)
         if self.loaded is None:
             self.video_view.show_preview(path)  # the user sees the file while the model is not there
         self.start_source(spec)
+
+    def _remember_region(self, region) -> None:
+        self.settings.screen_region = ",".join(map(str, region)) if region else ""
+        self.settings.save(self.store)
 
     def _preview_choice(self) -> None:
         """A file chosen in the Source list (a recent one at start-up too) shows its first frame."""
@@ -283,20 +316,13 @@ class MainWindow(QMainWindow):
         if self.run is not None:
             self.stop()
             return
+        if self.controller.cancel_start():  # it said "Waiting for model…": the file no longer starts by itself
+            return
         spec = self.picker.current_spec()
         if spec is None:
             self.choose_file()
-        elif self._confirm_restart():
+        elif confirm_restart(self):
             self.start_source(spec)
-
-    def _confirm_restart(self) -> bool:
-        """Start after a run asks first: it clears the transcript (the session file keeps it)."""
-        if not self.transcript.entries:
-            return True
-        answer = QMessageBox.question(self, "Start again?", "Starting again clears the transcript in the window. "
-                                      "It stays in the session file; File > Save transcript keeps a copy.",
-                                      QMessageBox.StandardButton.Ok | QMessageBox.StandardButton.Cancel)
-        return answer == QMessageBox.StandardButton.Ok
 
     def start_source(self, spec: SourceSpec) -> None:
         """Start watching `spec`; waits (without blocking) for the model or a stopping run."""

@@ -80,6 +80,7 @@ class ModelUi(QObject):
     @Slot(object)
     def _on_failed(self, exc) -> None:
         self.progress.close()
+        self.messages.dismiss("start")  # "... starts when it is ready": no longer
         self.presenter.model_missing()
         text = user_message(exc)
         remote = getattr(exc, "code", "").startswith("server-")  # Settings > Engine names the fix

@@ -56,7 +56,7 @@ class SessionView(QObject):
     @Slot(object, bool)
     def end(self, run, kept: bool) -> None:
         """The run's thread has ended: keep the transcript, close the log unless questions go on."""
-        self.speech.end_run(silence=False)  # a video that ended may finish its last phrase
+        self.speech.end_run(silence=False, answers_go_on=kept)  # a video that ended may finish its last phrase
         self.keeper.end_run(keep_open=kept)
         self.playback.detach()
         self.video_view.set_tap(None)
@@ -104,8 +104,8 @@ class SessionView(QObject):
         try:
             saved = self.keeper.save(path)
         except (OSError, ValueError) as exc:
-            text = f"Could not save the transcript: {exc}"
-            self.messages.show_message(text, "error", key="run")
+            text = f"Could not save the transcript: {exc}. Choose another place with File > Save transcript."
+            self.messages.show_message(text, "error", key="save")
             self.presenter.message(text, 10000)
             return None
         self.presenter.message(f"Saved {saved}", 6000)

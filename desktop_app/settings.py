@@ -69,7 +69,11 @@ class AppSettings:
         store.sync()
 
     def region(self) -> tuple[int, int, int, int] | None:
-        return parse_region(self.screen_region)
+        """The screen region last chosen; None for the whole monitor, or a hand-edited value that is none."""
+        try:
+            return parse_region(self.screen_region)
+        except ValueError:
+            return None
 
 
 PRIVATE_FILE = 0o600  # the settings list recent video paths: as private as the session files

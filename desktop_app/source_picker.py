@@ -46,6 +46,7 @@ class SourcePicker(QWidget):
     open_file_requested = Signal()
     changed = Signal()
     activated = Signal()  # the user chose an item (changed also follows the app's own selections)
+    region_chosen = Signal(object)  # the user chose a screen region (None: the whole screen)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -158,6 +159,7 @@ class SourcePicker(QWidget):
         dialog = RegionDialog(self._region, monitor, self)
         if dialog.exec() == QDialog.Accepted:
             self.set_region(dialog.region())
+            self.region_chosen.emit(self._region)
 
 
 def _with_region(spec: SourceSpec, region) -> SourceSpec:

@@ -156,9 +156,10 @@ class SpeechController(QObject):
             self._load()  # also a retry after a failed load
         self._ensure_player()
 
-    def end_run(self, silence: bool) -> None:
-        """The run ended; `silence` (the user pressed Stop) also cuts off what is being said."""
-        self._running, self._session = False, None
+    def end_run(self, silence: bool, answers_go_on: bool = False) -> None:
+        """The run ended; `silence` (the user pressed Stop) also cuts off what is being said.
+        `answers_go_on`: a file's session kept for questions, whose answers are spoken too."""
+        self._running, self._session = answers_go_on, None
         if silence:
             self._stop_player()
         self._poll()

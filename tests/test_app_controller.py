@@ -302,3 +302,39 @@ def test_closing_gives_back_a_server_connection_even_one_that_arrives_after(harn
     h.controller.shutdown(5.0)  # the window closes while the app is still connecting
     h.loader.finish(ServerEngine(address, late))
     assert late.closed and h.controller.loaded is None
+
+
+def test_no_model_loads_without_consent_however_it_is_asked_for(harness):
+    """Settings > OK with a new precision or engine asks the controller to load: without consent
+    (the download question is on screen) nothing loads, and the model in use stays."""
+    h = harness(consent=False)
+    c = h.controller
+    assert c.load_model() is None
+    assert h.loader.names == [] and c.state is State.IDLE
+
+
+def test_a_start_that_waits_for_the_model_can_be_cancelled(harness, qtbot):
+    h = harness()
+    c = h.controller
+    c.start(SPEC)
+    assert c.waiting_for_model and c.state is State.LOADING_MODEL
+    assert c.cancel_start() and not c.waiting_for_model and c.queued is None
+    assert h.notices[-1].startswith("Start cancelled")
+    h.loader.finish()  # the model arrives: nothing starts by itself
+    assert c.state is State.IDLE and c.run is None
+    assert not c.cancel_start()  # nothing waits any more
+
+
+def test_while_stopping_a_pause_is_ignored_and_a_question_refused(harness, qtbot):
+    h = harness()
+    c = h.loaded()
+    with qtbot.waitSignal(c.event, timeout=WAIT_MS):
+        c.start(SPEC)
+    c.stop()  # the engine thread's end reaches the GUI thread only through its event loop
+    assert c.state is State.STOPPING
+    c.set_paused(True)  # a click that came as the run stops: no IllegalTransition
+    assert c.state is State.STOPPING and not c.can_ask
+    assert c.ask("where?") is False and h.sessions[-1].asked == []
+    with qtbot.waitSignal(c.run_ended, timeout=WAIT_MS):
+        pass
+    assert c.state is State.IDLE

@@ -236,11 +236,38 @@ def test_source_errors_leave_the_window_usable(make_window, qtbot, video, tmp_pa
     qtbot.waitUntil(lambda: "cannot open" in window.message_bar.text, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: window.run is None, timeout=WAIT_MS)
     assert window.start_button.isEnabled()
+    listed = [window.picker.combo.itemData(i) for i in range(window.picker.combo.count())]
+    assert str(bogus) not in window.recent.paths()  # refused before it joins the recent files...
+    assert not any(getattr(spec, "path", None) == str(bogus) for spec in listed)  # ...and the source list
+    window.open_file(str(tmp_path))  # a folder dropped on the window
+    qtbot.waitUntil(lambda: "is a folder: open a video file" in window.message_bar.text, timeout=WAIT_MS)
+    assert window.run is None
 
     window.open_file(str(video))  # still usable: a good source plays
     qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)
     assert not window.message_bar.isVisible()
     close_and_check(window)
+
+
+def test_the_screen_region_is_remembered_and_a_failed_save_names_the_fix(make_window, tmp_path):
+    window = make_window(autoload=False)
+    window.picker.region_chosen.emit((40, 40, 320, 240))  # what Region… does once a region is dragged
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    assert window.save_transcript(a_file / "out.srt") is None  # a folder that cannot be made
+    assert "Could not save the transcript" in window.message_bar.text
+    assert "Choose another place with File > Save transcript" in window.message_bar.text
+    window.close()
+    again = make_window(autoload=False)
+    assert again.picker.region == (40, 40, 320, 240)
+    again.close()
+
+    store = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    store.setValue("engine/screen_region", "40,40,wide,tall")  # hand-edited: the whole screen, no error
+    store.sync()
+    third = make_window(autoload=False)
+    assert third.picker.region is None
+    third.close()
 
 
 class HeldAnswer(StreamingSession):
@@ -324,6 +351,16 @@ def test_missing_model_offers_a_local_folder(make_window, qtbot, tmp_path, tiny_
     qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
     assert window.settings.model == str(tiny_model_dir)
     assert not window.message_bar.isVisible()
+    close_and_check(window)
+
+
+def test_a_failed_load_takes_back_the_start_it_promised(make_window, qtbot, video, tmp_path):
+    window = make_window(model_override=str(tmp_path / "no-such-model"), autoload=False)
+    window.open_file(str(video))  # no model yet: "... starts when it is ready", and the load begins
+    assert any("starts when it is ready" in m.text for m in window.message_bar.messages())
+    qtbot.waitUntil(lambda: "Choose local folder…" in window.message_bar.action_titles(), timeout=WAIT_MS)
+    assert not any("starts when it is ready" in m.text for m in window.message_bar.messages())
+    assert window.run is None and not window.controller.waiting_for_model
     close_and_check(window)
 
 

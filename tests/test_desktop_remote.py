@@ -18,6 +18,7 @@ from desktop_app.controller import State
 from desktop_app.main_window import MainWindow
 from desktop_app.settings import LOCAL, SERVER
 from desktop_app.settings_dialog import SettingsDialog
+from desktop_app.source_picker import SourceSpec
 from engine.capture.sources import FileSource
 from engine.defaults import min_pixels_for
 from engine.model.sizes import capture_size
@@ -169,15 +170,14 @@ def test_a_server_stopping_mid_run_keeps_the_transcript(make_window, qtbot, tiny
 
 def test_a_source_that_fails_to_open_gives_the_server_its_slot_back(make_window, qtbot, tiny_loaded,
                                                                    tiny_model_dir, video, tmp_path):
-    """The first Start takes the connection that checked the server; when its file cannot be opened
-    that connection closes with the run, so the one-slot server takes the next Start."""
+    """The first Start takes the connection that checked the server; when its source cannot be opened
+    (no camera at that index) that connection closes with the run, so the one-slot server takes the next."""
     with running_server(tiny_loaded, tiny_model_dir, sessions=1) as (url, running):
         window = server_window(make_window, tmp_path, url, token="")
         qtbot.waitUntil(lambda: window.loaded is not None, timeout=WAIT_MS)
-        bogus = tmp_path / "notes.mp4"
-        bogus.write_text("this is not a video")
-        window.open_file(str(bogus))
-        qtbot.waitUntil(lambda: "cannot open" in window.message_bar.text and window.run is None, timeout=WAIT_MS)
+        window.start_source(SourceSpec("webcam", index=97, label="Camera 97"))
+        qtbot.waitUntil(lambda: "no camera at index 97" in window.message_bar.text and window.run is None,
+                        timeout=WAIT_MS)
         wait_idle(running)  # with the connection left open, the server would hold its one slot
         window.open_file(str(video))
         qtbot.waitUntil(lambda: len(commentary(window)) >= 1, timeout=WAIT_MS)

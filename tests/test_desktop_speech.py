@@ -15,6 +15,7 @@ from test_desktop_app import (WAIT_MS, app, close_and_check, commentary, make_wi
                               store_settings, video)
 from tts.player import SpeechPlayer
 from tts.scheduler import Kind
+from videos import write_video
 
 
 @pytest.fixture
@@ -67,6 +68,23 @@ def test_speech_speaks_commentary_and_answers_and_the_toggle_mutes(make_window, 
 
     close_and_check(window)  # the player's worker is joined with the engine, within 2 s
     assert player.state == "off" and window.speech.player is None
+
+
+def test_an_answer_after_the_end_of_a_file_is_spoken(make_window, qtbot, tmp_path, null_audio):
+    """The file's session is kept for questions after its end, and so is its voice."""
+    clip = write_video(tmp_path / "clip.mp4", seconds=4, fps=10, width=160, height=112)
+    store_settings(tmp_path, speech_enabled=True, voice="espeak")
+    window = make_window()
+    qtbot.waitUntil(lambda: window.status["speech"].text() == "Speech: ready (espeak-ng)", timeout=WAIT_MS)
+    window.open_file(str(clip))
+    qtbot.waitUntil(lambda: window.controller.ended is not None and window.run is None, timeout=WAIT_MS)
+    player = window.speech.player
+    assert player is not None
+    window.question_edit.setText("What was there?")
+    window.ask_question()
+    qtbot.waitUntil(lambda: any(e.kind == "answer" and e.done for e in window.transcript.entries), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: any(s.phrase.kind is Kind.ANSWER for s in player.started), timeout=WAIT_MS)
+    close_and_check(window)
 
 
 def test_missing_audio_device_is_a_message_and_the_app_plays_on(make_window, qtbot, video, tmp_path, null_audio):
