@@ -163,11 +163,11 @@ class AppController(QObject):
             return why
         if isinstance(self.queued, Reload):
             self.queued = None
-        if not self._consent():  # the download question is on screen: the model loads once the user agrees
-            return None
         self.forget_ended()  # its context belongs to the model that goes
         release(self.loaded)
-        self.loaded = None
+        self.loaded = None  # a Start now waits for the chosen model, not the one that goes
+        if not self._consent():  # the download question is on screen: the model loads once the user agrees
+            return None
         name, quantize = self._model_choice()
         self._move(State.LOADING_MODEL)
         self.loader.quantize = quantize

@@ -90,8 +90,9 @@ class Harness:
     def __init__(self, consent: bool = True):
         self.loader = FakeLoader()
         self.sessions: list[FakeSession] = []
+        self.consent = consent  # whether the user agreed to download the model (a test may change it)
         self.controller = AppController(lambda: ("tiny", "int8"), lambda spec: None, self._session,
-                                        consent=lambda: consent, loader=self.loader)
+                                        consent=lambda: self.consent, loader=self.loader)
         self.states: list[State] = []
         self.notices: list[str] = []
         self.controller.state_changed.connect(self.states.append)
@@ -305,12 +306,15 @@ def test_closing_gives_back_a_server_connection_even_one_that_arrives_after(harn
 
 
 def test_no_model_loads_without_consent_however_it_is_asked_for(harness):
-    """Settings > OK with a new precision or engine asks the controller to load: without consent
-    (the download question is on screen) nothing loads, and the model in use stays."""
-    h = harness(consent=False)
-    c = h.controller
+    """Settings > OK with another model or precision asks the controller to load: without consent
+    (the download question is on screen) nothing loads, and a Start waits for the model chosen."""
+    h = harness()
+    c = h.loaded()
+    h.consent = False  # Settings chose a model that is not downloaded yet
     assert c.load_model() is None
-    assert h.loader.names == [] and c.state is State.IDLE
+    assert h.loader.names == [("tiny", "int8")] and c.state is State.IDLE and c.loaded is None
+    c.start(SPEC)
+    assert c.waiting_for_model and h.loader.names == [("tiny", "int8")]
 
 
 def test_a_start_that_waits_for_the_model_can_be_cancelled(harness, qtbot):
