@@ -90,6 +90,7 @@ class AppController(QObject):
     load_progress = Signal(str, object)  # message, fraction or None
     model_loaded = Signal(object)  # LoadedModel
     model_failed = Signal(object)  # the exception
+    model_dropped = Signal()  # a load ended whose model a newer choice no longer wants
     run_started = Signal(object)  # LiveRun, before its thread starts
     run_ended = Signal(object, bool)  # LiveRun or None, True when its session was kept for questions
     event = Signal(object)  # an engine event of the current run or of the ended file's session
@@ -115,6 +116,7 @@ class AppController(QObject):
         self.queued: SourceSpec | Reload | None = None  # what to do once the model is free or loaded
         self._narrator = None
         self._closed = False  # shut down: a model or connection that arrives now is let go
+        self._unwanted_load = False  # the load in progress is of a choice since replaced by one awaiting consent
 
     # -- state ------------------------------------------------------------------------------------
     def _move(self, new: State) -> None:
@@ -167,7 +169,11 @@ class AppController(QObject):
         release(self.loaded)
         self.loaded = None  # a Start now waits for the chosen model, not the one that goes
         if not self._consent():  # the download question is on screen: the model loads once the user agrees
+            self._unwanted_load = self.loader.busy  # what still loads is the previous choice: let it go
+            if self.state is State.LOADING_MODEL:
+                self._move(State.IDLE)
             return None
+        self._unwanted_load = False  # the loader drops a superseded load itself
         name, quantize = self._model_choice()
         self._move(State.LOADING_MODEL)
         self.loader.quantize = quantize
@@ -177,8 +183,10 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_model_loaded(self, loaded) -> None:
-        if self._closed:  # connected after the window closed: give the server its slot back
+        if self._closed or self._unwanted_load:  # after closing, or of a choice since replaced: let it go
+            self._unwanted_load = False
             release(loaded)
+            self.model_dropped.emit()
             return
         self.loaded = loaded
         self._move(State.IDLE)
@@ -189,6 +197,10 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_model_failed(self, exc) -> None:
+        if self._unwanted_load:  # the failure of a model no longer chosen is not the user's concern
+            self._unwanted_load = False
+            self.model_dropped.emit()
+            return
         self.queued = None
         self._move(State.IDLE)
         self.model_failed.emit(exc)
@@ -237,6 +249,7 @@ class AppController(QObject):
         if not self.waiting_for_model:
             return False
         self.queued = None
+        self.status.emit("Start cancelled", 4000)  # replaces "Starting as soon as the model is loaded…"
         self.notice.emit("Start cancelled: press Start when the model is ready.", "info", "start")
         self.busy_changed.emit()
         return True

@@ -30,6 +30,7 @@ class ModelUi(QObject):
         controller.load_progress.connect(self.progress.update)
         controller.model_loaded.connect(self._on_loaded)
         controller.model_failed.connect(self._on_failed)
+        controller.model_dropped.connect(self.progress.close)
 
     def wanted(self) -> bool:
         """False (and a question on screen) while the model would be downloaded without consent."""

@@ -317,6 +317,19 @@ def test_no_model_loads_without_consent_however_it_is_asked_for(harness):
     assert c.waiting_for_model and h.loader.names == [("tiny", "int8")]
 
 
+def test_a_load_in_progress_is_let_go_when_a_model_awaiting_consent_replaces_it(harness):
+    h = harness()
+    c = h.controller
+    dropped = []
+    c.model_dropped.connect(lambda: dropped.append(True))
+    c.load_model()  # e.g. the start-up load of the model chosen before
+    assert c.state is State.LOADING_MODEL
+    h.consent = False  # Settings chose a model that is not downloaded yet
+    assert c.load_model() is None and c.state is State.IDLE
+    h.loader.finish("the model chosen before")  # arrives after it was replaced: not loaded, not started
+    assert c.loaded is None and dropped == [True] and c.state is State.IDLE
+
+
 def test_a_start_that_waits_for_the_model_can_be_cancelled(harness, qtbot):
     h = harness()
     c = h.controller
