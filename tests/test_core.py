@@ -600,7 +600,7 @@ def test_a_core_whose_engine_thread_failed_ends_its_sessions_and_refuses_new_one
     in one line instead, and the sessions it was stepping end with the error."""
     import threading
 
-    from engine.errors import LiveCCError
+    from engine.core import EngineStopped
 
     core = EngineCore(tiny_loaded, sessions=2, kv_budget=1024)
     ended, done = [], threading.Event()
@@ -615,7 +615,7 @@ def test_a_core_whose_engine_thread_failed_ends_its_sessions_and_refuses_new_one
     assert done.wait(60) and isinstance(ended[0], RuntimeError)
     core._thread.join(60)
     assert not core.running
-    with pytest.raises(LiveCCError, match="the engine stopped .*the GPU failed") as refused:
+    with pytest.raises(EngineStopped, match="the engine stopped .*the GPU failed") as refused:
         core.open(Scenario("y", 2.0).buffer(), Scenario("y", 2.0).config())
     assert "\n" not in str(refused.value) and "restart" in str(refused.value)
     core.close()

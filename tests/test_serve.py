@@ -278,6 +278,34 @@ def test_a_session_the_core_opens_as_its_connection_ends_ends_too(tiny_loaded, t
     assert not replica.core.running
 
 
+def test_a_session_on_a_replica_whose_engine_stopped_ends_with_a_server_error(tiny_loaded, tiny_model_dir):
+    """Not a warning the client goes on after: the session ends, and the client's line says why."""
+    from engine.core import EngineStopped
+    from livecc.server.connection import Connection, _Refused
+    from livecc.server.replica import Replica
+
+    replica = Replica(ServerSettings(str(tiny_model_dir)), tiny_loaded)
+
+    def stopped(*args):
+        raise EngineStopped("the engine stopped (RuntimeError('the GPU failed'))", "restart it")
+
+    replica.open = stopped
+
+    async def scenario():
+        connection = Connection(StalledSocket(), replica, asyncio.Event())
+        with pytest.raises(_Refused):
+            await connection._engine()
+        return connection.ended.result()
+
+    try:
+        code, reason, last = asyncio.run(scenario())
+    finally:
+        replica.close()
+    assert (code, reason) == (wire.SERVER_ERROR, "engine error")
+    assert last[0]["error"]["type"] == "server_error" and "the GPU failed" in last[0]["error"]["message"]
+    assert last[-1] == wire.closed("engine error")
+
+
 def test_a_silent_connection_is_closed_and_its_slot_given_back(tiny_loaded, tiny_model_dir):
     """A client that connects and sends nothing holds no slot for longer than the idle timeout: the
     session closes saying why, and the one slot is free again."""
@@ -341,9 +369,9 @@ def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(capsys):
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--idle-timeout", "0"], "--idle-timeout 0.0 must be a number over 0"),
-    (["--max-frames-per-s", "-1"], "--max-frames-per-s -1.0 must be a number over 0"),
-    (["--max-frames-per-s", "nan"], "--max-frames-per-s nan must be a number over 0"),
+    (["--idle-timeout", "0"], "--idle-timeout 0.0 must be a finite number over 0"),
+    (["--max-frames-per-s", "-1"], "--max-frames-per-s -1.0 must be a finite number over 0"),
+    (["--max-frames-per-s", "nan"], "--max-frames-per-s nan must be a finite number over 0"),
     (["--ssl-certfile", "cert.pem"], "--ssl-certfile is served by --no-ray only"),
     (["--no-ray", "--ssl-certfile", "missing.pem"], "cannot read --ssl-certfile missing.pem"),
     (["--no-ray", "--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),

@@ -5,7 +5,7 @@ from engine._exports import lazy_exports
 
 _EXPORTS = {
     "EngineCore": ".engine", "Stream": ".engine", "BatchedRunner": ".batched", "KVPool": ".kv", "Slab": ".kv",
-    "PoolFullError": ".kv", "BusyError": ".scheduler",
+    "PoolFullError": ".kv", "BusyError": ".scheduler", "EngineStopped": ".scheduler",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

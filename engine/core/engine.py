@@ -33,8 +33,8 @@ from engine.session.steps import IDLE, Decode, Encode, Prefill
 from .batched import BatchedRunner, Piece
 from .kv import KVPool, Slab
 from .lookahead import Lookahead
-from .scheduler import (CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, Load, PrefillJob, StepClock, guarded, hand,
-                        plan_prefill)
+from .scheduler import (CAPTURE_TO_CAPTION_S, STEP_TOKENS, BusyError, EngineStopped, Load, PrefillJob, StepClock,
+                        guarded, hand, plan_prefill)
 
 VISION_BATCH = 32  # chunks through the vision tower in one step at most
 CACHE_MARGIN = 8  # slab tokens past the budget (a compaction keeps the cache within the budget)
@@ -159,7 +159,7 @@ class EngineCore:
         config = self._fitted(config or SessionConfig())
         with self._lock:
             if self._failed is not None:
-                raise LiveCCError(f"the engine stopped ({self._failed!r})", "restart it; the log has the error", "engine")
+                raise EngineStopped(f"the engine stopped ({self._failed!r})", "restart it; the log has the error")
             live = sum(lane.session.config.live for lane in self.lanes + self._incoming)
             if config.live and not self.load.admits(live):
                 raise BusyError(f"{self.load.describe(live)}: one more would fall behind real time",

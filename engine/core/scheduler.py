@@ -53,6 +53,12 @@ class BusyError(LiveCCError):
     code = "busy"
 
 
+class EngineStopped(LiveCCError):
+    """The core's engine thread failed: no session can run on it any more."""
+
+    code = "engine"
+
+
 @dataclass
 class PrefillJob:
     """A session's Prefill request, cut into pieces of at most PIECE_TOKENS tokens."""

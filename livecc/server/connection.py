@@ -289,7 +289,7 @@ class Connection:
         then in force. A core with no room for one more live stream refuses it: the client is told busy."""
         if self.session is None:
             from engine.capture.frames import RingBuffer
-            from engine.core import BusyError, PoolFullError
+            from engine.core import BusyError, EngineStopped, PoolFullError
             from engine.output.narrate import RING_BYTES, RING_SLOTS
 
             buffer = RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=self.config.first_chunk_frames)
@@ -299,6 +299,10 @@ class Connection:
                                                  self._engine_ended)
             except (BusyError, PoolFullError):
                 self.finish(wire.TRY_LATER, wire.BUSY_REASON, [wire.closed("busy")])
+                raise _Refused from None
+            except EngineStopped as exc:  # the replica's engine is gone: this session cannot run here
+                self.finish(wire.SERVER_ERROR, "engine error",
+                            [wire.error(exc.code, str(exc), kind="server_error"), wire.closed("engine error")])
                 raise _Refused from None
             self.session = stream.session
         return self.session
