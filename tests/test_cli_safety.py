@@ -75,8 +75,8 @@ def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsy
         "--vtt under a file": (["--vtt", str(a_file / "sub" / "x.vtt")], "writable"),
         "--srt where nothing can be created": (["--srt", "/proc/livecc-test/x.srt"], "writable"),
         "--speech-wav under a file": (["--speech-wav", str(a_file / "x.wav")], "writable"),
-        "--srt names another video": (["--srt", str(other)], "not a .srt file"),
-        "--vtt names a text file": (["--vtt", str(a_file)], "not a .vtt file"),
+        "--srt names another video": (["--srt", str(other)], "is not an SRT file"),
+        "--vtt names a text file": (["--vtt", str(a_file)], "is not a WebVTT file"),
     }
     size = video6.stat().st_size
     for name, (flags, says) in cases.items():
@@ -84,6 +84,26 @@ def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsy
         assert says in one_error_line(capsys), name
     assert video6.stat().st_size == size and a_file.read_text() == "x" and other.stat().st_size == size
     assert not (tmp_path / "x.srt").exists()
+
+
+def test_a_rerun_replaces_its_own_outputs_whatever_their_names(video6, tmp_path):
+    """Outputs are refused for what they hold, not their names: a rerun into subs.txt replaces the
+    SRT it wrote, an empty file is fine, a video named as --srt is not."""
+    from livecc.cli.checks import OutputError, check_output
+
+    subs, empty, wave = tmp_path / "subs.txt", tmp_path / "empty.srt", tmp_path / "voice.out"
+    subs.write_text("1\n00:00:00,000 --> 00:00:03,000\na man walks\n\n")
+    empty.write_text("")
+    wave.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    assert check_output("--srt", subs, [video6]) == subs.resolve()
+    assert check_output("--vtt", empty, [video6]) == empty.resolve()
+    assert check_output("--speech-wav", wave, [video6]) == wave.resolve()
+    with pytest.raises(OutputError, match="is not a WebVTT file"):
+        check_output("--vtt", subs, [video6])
+    other = tmp_path / "other.mp4"
+    other.write_bytes(video6.read_bytes())
+    with pytest.raises(OutputError, match="is not an SRT file"):
+        check_output("--srt", other, [video6])
 
 
 def test_bad_values_are_refused_before_the_model_loads(video6, tmp_path, capsys, no_model_load):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.errors import LiveCCError
 
-from .checks import bad_option, check_outputs, check_video_shape
+from .checks import bad_option, check_outputs, check_server, check_video_shape
 from .narrate import ProgressBar, video_clock
 from .options import config_fields, load, session_config
 
@@ -17,6 +17,7 @@ from .options import config_fields, load, session_config
 def cmd_ask(args) -> int:
     from engine.capture.sources import probe_video
 
+    check_server(args)
     if not args.question.strip():
         raise bad_option("the question is empty: quote it, e.g. livecc ask video.mp4 \"What is happening?\"")
     info = probe_video(args.video)

@@ -74,6 +74,15 @@ def check_finite(args: argparse.Namespace) -> None:
             raise bad_option(f"{flag_name(name)} {value} is not a number: give a finite value")
 
 
+def check_server(args: argparse.Namespace) -> None:
+    """A --server URL, checked before anything starts (a camera, a voice, a model)."""
+    server = getattr(args, "server", None)
+    if server is not None:
+        from livecc.client.session import session_url
+
+        session_url(server)
+
+
 def check_counts(args: argparse.Namespace, *names: str) -> None:
     """Counts that must be at least 1 when given (--limit, --sample, --judge-retries)."""
     for name in names:
@@ -161,9 +170,8 @@ def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder: give a file name inside it")
     kind = REPLACED.get(flag)
-    if kind and path.is_file() and path.stat().st_size and path.suffix.lower() != kind:
-        raise OutputError(f"{flag} {path} exists and is not a {kind} file, and it would be replaced: "
-                          "give a new file name")
+    if kind and path.is_file() and not _replaceable(flag, path):
+        raise OutputError(f"{flag} {path} exists and is not {kind}, and it would be replaced: give a new file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _probe_writable(path)
@@ -175,7 +183,19 @@ def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
 
 
 APPENDED = {"--jsonl"}  # appended to, not replaced: an existing file must be a JSONL of ours
-REPLACED = {"--srt": ".srt", "--vtt": ".vtt", "--speech-wav": ".wav"}  # replaced: an existing file must be one
+REPLACED = {"--srt": "an SRT file", "--vtt": "a WebVTT file", "--speech-wav": "a WAV file"}  # replaced whole
+
+
+def _replaceable(flag: str, path: Path) -> bool:
+    """An existing file that a run may replace: empty, or already what `flag` writes (whatever its
+    name: a rerun into subs.txt is fine, --srt b.mp4 is not)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16).removeprefix(b"\xef\xbb\xbf")
+    except OSError:
+        return True  # unreadable: the write check that follows says so
+    return not head or {"--srt": head[:1].isdigit(), "--vtt": head.startswith(b"WEBVTT"),
+                        "--speech-wav": head.startswith(b"RIFF") and head[8:12] == b"WAVE"}[flag]
 
 
 def _check_appendable(flag: str, path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.errors import LiveCCError
 
-from .checks import check_outputs, check_video_shape
+from .checks import check_outputs, check_server, check_video_shape
 from .options import config_fields, load, session_config
 from .signals import held
 
@@ -115,6 +115,7 @@ def cmd_narrate(args) -> int:
     from .live import live_source, name_outputs
     from .remote import remote_begin, remote_live_begin
 
+    check_server(args)
     source = live_source(args)  # fail fast, before the model loads
     if source is not None:
         name_outputs(args)
@@ -218,4 +219,4 @@ def _speech_sink(args, duration: float):
         return None
     from tts.cli_support import speech_sink_from_args
 
-    return speech_sink_from_args(args, video_duration=duration, received=bool(getattr(args, "server", None)))
+    return speech_sink_from_args(args, video_duration=duration, received=getattr(args, "server", None) is not None)

@@ -64,10 +64,13 @@ class RemoteSession:
             first = _receive(ws, timeout)
             if first.get("type") != "session.created":
                 raise _refusal(first, server)
+            return cls(ws, first)
+        except (KeyError, TypeError):  # a session.created without its session: not a LiveCC server
+            ws.close()
+            raise RemoteError(f"{server} answered with a malformed session", "check --server", "server-url") from None
         except BaseException:  # a refusal, no answer, not our protocol, Ctrl+C: the socket closes here
             ws.close()
             raise
-        return cls(ws, first)
 
     def send(self, message: dict) -> None:
         from websockets.exceptions import ConnectionClosed

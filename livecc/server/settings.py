@@ -45,7 +45,7 @@ class ServerSettings:
             raise ServerConfigError(f"--sessions-per-replica {self.sessions} must be 1 or more")
         for flag, value in (("--idle-timeout", self.idle_timeout_s), ("--max-frames-per-s", self.max_frames_per_s)):
             if not (math.isfinite(value) and value > 0):  # 0 would end every session at once, or divide by it
-                raise ServerConfigError(f"{flag} {value} must be a number over 0")
+                raise ServerConfigError(f"{flag} {value} must be a finite number over 0")
 
     def allows(self, token: str | None) -> bool:
         """Constant-time token check; a server without a token admits everyone (loopback only)."""
