@@ -300,9 +300,8 @@ class Connection:
             except (BusyError, PoolFullError):
                 self.finish(wire.TRY_LATER, wire.BUSY_REASON, [wire.closed("busy")])
                 raise _Refused from None
-            except EngineStopped as exc:  # the replica's engine is gone: this session cannot run here
-                self.finish(wire.SERVER_ERROR, "engine error",
-                            [wire.error(exc.code, str(exc), kind="server_error"), wire.closed("engine error")])
+            except EngineStopped as exc:  # the replica's engine is gone: ended as an engine error ends it
+                self._on_event(wire.error(exc.code, str(exc), kind="server_error"))
                 raise _Refused from None
             self.session = stream.session
         return self.session
