@@ -86,6 +86,20 @@ def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsy
     assert not (tmp_path / "x.srt").exists()
 
 
+def test_an_output_named_as_a_folder_is_refused(video6, tmp_path, capsys, no_model_load):
+    """`--srt subs/` meant a folder: it was written as a file named `subs` (Path drops the slash)."""
+    for flag in ("--srt", "--vtt", "--jsonl", "--speech-wav"):
+        target = tmp_path / flag.strip("-")
+        with pytest.raises(SystemExit) as stopped:
+            main(["narrate", str(video6), flag, f"{target}/"])
+        assert stopped.value.code == 2, flag
+        assert "names a folder: give a file name inside it" in capsys.readouterr().err, flag
+        assert not target.exists(), flag
+    with pytest.raises(SystemExit):
+        main(["ask", str(video6), "what?", "--jsonl", f"{tmp_path / 'answers'}/"])
+    assert "names a folder" in capsys.readouterr().err and not (tmp_path / "answers").exists()
+
+
 def test_a_rerun_replaces_its_own_outputs_whatever_their_names(video6, tmp_path):
     """Outputs are refused for what they hold, not their names: a rerun into subs.txt replaces the
     SRT it wrote, an empty file is fine, a video named as --srt is not."""

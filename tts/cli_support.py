@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from tts.timeline import SpeechTimeline
 DRAIN_TIMEOUT_S = 10.0  # at the end, let the last phrase finish, but not forever
 
 
-def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
+def add_speech_arguments(parser: argparse.ArgumentParser, file_type: Callable[[str], Path] = Path) -> None:
+    """The speech flags; `file_type` parses --speech-wav (the CLI's check of an output file name)."""
     g = parser.add_argument_group("speech")
     g.add_argument("--speak", action="store_true",
                    help="speak the commentary (ChatTTS; espeak-ng when ChatTTS cannot load; with --server: the "
@@ -33,7 +35,7 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
                         '"espeak" or "espeak:VOICE" (e.g. espeak:en-gb), or "none" (default: ChatTTS seed 2222)')
     g.add_argument("--audio-device", default=None,
                    help="output device index or name (see `python -m sounddevice`; default: the system default)")
-    g.add_argument("--speech-wav", type=Path, default=None, metavar="F",
+    g.add_argument("--speech-wav", type=file_type, default=None, metavar="F",
                    help="write what would be spoken to this WAV, aligned to video time")
     g.add_argument("--speech-assets", type=Path, default=None, metavar="DIR",
                    help="local ChatTTS folder holding asset/ (default: download from Hugging Face on first use)")

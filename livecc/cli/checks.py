@@ -66,6 +66,14 @@ def video_time(text: str) -> float:
     return seconds
 
 
+def file_path(text: str) -> Path:
+    """An output file's flag: `subs/` (a folder, by its trailing separator) is refused, not written as
+    a file named `subs`."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a folder: give a file name inside it ({text}NAME)")
+    return Path(text)
+
+
 def check_finite(args: argparse.Namespace) -> None:
     """NaN and infinity pass argparse's float() and every comparison: refuse them by name, in
     every float option of every command."""

@@ -19,7 +19,7 @@ from engine.errors import LiveCCError
 from engine.model.quiet import quiet_third_parties
 
 from .ask import cmd_ask
-from .checks import error_message, video_time
+from .checks import error_message, file_path, video_time
 from .eval import add_eval_parser, cmd_eval
 from .many import MAX_SESSIONS
 from .narrate import cmd_narrate
@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--duration", type=video_time, metavar="TIME",
                    help="with --webcam or --screen: stop after this long (seconds, m:ss or h:mm:ss; "
                         "default: until Ctrl-C)")
-    n.add_argument("--srt", type=Path, help="write SubRip subtitles here")
-    n.add_argument("--vtt", type=Path, help="write WebVTT subtitles here")
-    n.add_argument("--jsonl", type=Path, help="write one JSON record per chunk here (appended as it goes)")
+    n.add_argument("--srt", type=file_path, help="write SubRip subtitles here")
+    n.add_argument("--vtt", type=file_path, help="write WebVTT subtitles here")
+    n.add_argument("--jsonl", type=file_path, help="write one JSON record per chunk here (appended as it goes)")
     n.add_argument("--out-dir", type=Path, metavar="DIR",
                    help="write NAME.srt, NAME.vtt and NAME.jsonl here for each video NAME.mp4 (several videos "
                         "run at once; a name given twice becomes NAME-2); a camera or screen is named after it "
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video time to ask at: seconds, m:ss or h:mm:ss (default: the end)")
     a.add_argument("--max-answer-tokens", type=int, default=ANSWER_TOKENS,
                    help="answer length limit (default %(default)s)")
-    a.add_argument("--jsonl", type=Path, help="write the answer record here (with the recalled moments)")
+    a.add_argument("--jsonl", type=file_path, help="write the answer record here (with the recalled moments)")
     add_model_arguments(a)
     add_memory_arguments(a)
     add_remote_arguments(a)

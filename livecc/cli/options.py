@@ -11,7 +11,7 @@ from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, 
                              REPETITION_PENALTY, ROUTER_STRATEGIES, ROUTER_STRATEGY, VIDEO_WINDOW_S, min_pixels_for)
 from engine.errors import ConfigValueError, LiveCCError
 
-from .checks import config_option_error, validate_model_args
+from .checks import config_option_error, file_path, validate_model_args
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +83,7 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
         from tts.cli_support import add_speech_arguments as add
     except ImportError:
         return
-    add(parser)
+    add(parser, file_type=file_path)  # `--speech-wav out/` is a folder, as for the other outputs
 
 
 def session_config(args, live: bool, answer_max_new_tokens: int = ANSWER_TOKENS):
