@@ -40,6 +40,7 @@ class Connection:
         self.config = replica.base_config()
         self.session = None
         self.buffer = None
+        self._opening: asyncio.Future | None = None  # the core's open, on a worker thread
         self.engine_done = threading.Event()  # the core ended this session: its slab is free
         self.outgoing: asyncio.Queue = asyncio.Queue()
         self.encoder = wire.EventEncoder()
@@ -121,6 +122,11 @@ class Connection:
         """Stop the session and wait until the core has ended it, so the slot is free only once its slab is."""
         if self.buffer is not None:
             self.buffer.close()
+        if self.session is None and self._opening is not None:  # an open that the connection's end cancelled
+            try:
+                self.session = (await self._opening).session
+            except Exception:  # refused or failed: no session to end
+                LOG.debug("session %s: open ended without a session", self.id, exc_info=True)
         if self.session is not None:
             self.session.stop()
             await asyncio.to_thread(self.engine_done.wait)
@@ -294,9 +300,10 @@ class Connection:
 
             buffer = RingBuffer(RING_SLOTS, max_bytes=RING_BYTES, min_frames=self.config.first_chunk_frames)
             self.buffer = buffer  # closed by finish() even if this await is cancelled: the core's lane then ends
+            self._opening = asyncio.ensure_future(asyncio.to_thread(
+                self.replica.open, buffer, self.config, self._from_engine, self._engine_ended))
             try:
-                stream = await asyncio.to_thread(self.replica.open, buffer, self.config, self._from_engine,
-                                                 self._engine_ended)
+                stream = await asyncio.shield(self._opening)  # cancelled here, it still ends in _stop_engine
             except (BusyError, PoolFullError):
                 self.finish(wire.TRY_LATER, wire.BUSY_REASON, [wire.closed("busy")])
                 raise _Refused from None
