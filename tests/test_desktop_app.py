@@ -18,10 +18,12 @@ import pytest
 import torch
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QDialog
 
 from desktop_app.main import create_application
 from desktop_app.main_window import MainWindow
 from desktop_app.message_bar import MAX_MESSAGES, MessageBar
+from desktop_app.region_picker import RegionDialog
 from desktop_app.settings import AppSettings
 from desktop_app.settings_dialog import SettingsDialog
 from desktop_app.source_picker import SourceSpec
@@ -249,9 +251,28 @@ def test_source_errors_leave_the_window_usable(make_window, qtbot, video, tmp_pa
     close_and_check(window)
 
 
-def test_the_screen_region_is_remembered_and_a_failed_save_names_the_fix(make_window, tmp_path):
+class DraggedRegion(RegionDialog):
+    """The region dialog as a user leaves it: a region typed in (the drag is test_desktop_player's), OK."""
+
+    def __init__(self, region, monitor, parent=None):
+        super().__init__(region, monitor, parent, screenshot=QImage(64, 36, QImage.Format_RGB32))
+
+    def exec(self):
+        for name, value in zip(("Left", "Top", "Width", "Height"), (40, 40, 320, 240)):
+            self.spins[name].setValue(value)
+        return QDialog.Accepted
+
+
+def test_the_screen_region_is_remembered_and_a_failed_save_names_the_fix(make_window, tmp_path, monkeypatch):
+    monkeypatch.setattr("desktop_app.source_picker.RegionDialog", DraggedRegion)
     window = make_window(autoload=False)
-    window.picker.region_chosen.emit((40, 40, 320, 240))  # what Region… does once a region is dragged
+    picker = window.picker
+    picker.set_devices([], [{"index": 1, "left": 0, "top": 0, "width": 1280, "height": 720}])
+    screen = next(spec for spec in map(picker.combo.itemData, range(picker.combo.count()))
+                  if getattr(spec, "kind", None) == "screen")
+    assert picker.select(screen) and picker.region_button.isEnabled()
+    picker.region_button.click()
+    assert picker.region == (40, 40, 320, 240)
     a_file = tmp_path / "plain.txt"
     a_file.write_text("x")
     assert window.save_transcript(a_file / "out.srt") is None  # a folder that cannot be made
