@@ -34,6 +34,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import math
 import sys
 import threading
 import time
@@ -106,6 +107,15 @@ def images(smoke: bool, model_size: bool = True) -> list:
     return [resize(f) for f in frames] if resize else frames
 
 
+def start_offset(k: int, n: int, join_over: float) -> float:
+    """When stream k of N starts, in seconds: spread over `join_over`, each at its own phase of the
+    second (k/N), so chunks do not arrive together: k * join_over / N alone puts 20 streams over 20 s
+    all in one phase."""
+    if join_over <= 1.0:
+        return k * join_over / n
+    return math.floor(k * join_over / n) + k / n
+
+
 def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_tokens: int = STEP_TOKENS,
             listeners: list | None = None, join_over: float = 1.0) -> dict:
     """N paced live streams through one core; the row of the results table. `listeners`, given, gets
@@ -120,7 +130,7 @@ def run_row(loaded, n: int, seconds: float, smoke: bool, pictures: list, step_to
     listeners = [] if listeners is None else listeners
     t0 = time.monotonic()
     for k in range(n):
-        time.sleep(max(0.0, t0 + k * join_over / n - time.monotonic()))  # stream k starts at k*join_over/N s
+        time.sleep(max(0.0, t0 + start_offset(k, n, join_over) - time.monotonic()))
         buffer = RingBuffer(64)
         source = PacedSource(seconds, pictures[k % len(pictures):] + pictures[:k % len(pictures)])
         listener = Listener(source)
@@ -226,8 +236,9 @@ def main() -> None:
     ap.add_argument("--compare", metavar="NAME=VALUE", help="each row also with this LIVECC_ setting, the two in "
                     "turn in one process (near the limit runs differ more than most changes do: compare within one)")
     ap.add_argument("--repeat", type=int, default=1, help="rows of each N (and setting) in turn")
-    ap.add_argument("--join-over", type=float, default=1.0, help="seconds over which a row's streams start (over 1: "
-                    "counted once all have run 5 s, so long rows see compactions at different moments)")
+    ap.add_argument("--join-over", type=float, default=1.0, help="seconds over which a row's streams start, each at "
+                    "its own phase of the second (over 1: counted once all have run 5 s, so long rows see "
+                    "compactions at different moments)")
     ap.add_argument("--full-frames", action="store_true", help="1080p frames into the engine (no capture-side resize)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)

@@ -113,3 +113,16 @@ def test_streams_joining_over_seconds_count_only_once_all_have_run_warm(monkeypa
     assert [captured for captured, _ in listener.timed()] == counted
     assert [captured for captured, _ in listener.timed(after=106.0)] == [106.0, 106.5]
     assert listener.latencies(after=106.0) == [period + 0.25] * 2
+
+
+def test_streams_joining_over_seconds_each_start_at_their_own_phase(monkeypatch):
+    """k * J / N put 20 streams joining over 20 s all at one phase of the second, so every chunk came
+    at once; each stream now starts at its own phase, the starts still spread over J seconds."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_streams
+
+    for n, join_over in ((20, 20.0), (20, 10.0), (32, 10.0), (16, 45.0)):
+        starts = [bench_streams.start_offset(k, n, join_over) for k in range(n)]
+        assert len({round(s % 1.0, 6) for s in starts}) == n, (n, join_over)
+        assert starts == sorted(starts) and abs(starts[-1] - (n - 1) * join_over / n) < 1.0  # still over J s
+    assert [bench_streams.start_offset(k, 4, 1.0) for k in range(4)] == [0.0, 0.25, 0.5, 0.75]
