@@ -20,7 +20,7 @@ from desktop_app.live_run import STOP_TIMEOUT_S, EndedRun, LiveRun
 from desktop_app.model_loader import ModelLoader
 from desktop_app.remote_run import EngineChoice, ServerEngine, release
 from desktop_app.source_picker import SourceSpec
-from engine import LiveCCError
+from engine import LiveCCError, checked_text
 
 log = logging.getLogger(__name__)
 START_FIRST = "Start a source first: questions are answered from what the model has seen."
@@ -326,7 +326,15 @@ class AppController(QObject):
 
     # -- questions and the instruction ------------------------------------------------------------
     def ask(self, question: str) -> bool:
-        """Ask the run, or the ended file's session; False (and a message) when nothing can answer."""
+        """Ask the run, or the ended file's session; False (and a message) when nothing can answer
+        or the question is refused (too long, too many waiting): the run goes on."""
+        try:
+            return self._ask(checked_text(question, "the question"))
+        except LiveCCError as exc:
+            self.notice.emit(str(exc), "error", "question")
+            return False
+
+    def _ask(self, question: str) -> bool:
         if self.run is not None and self.state is State.STOPPING:
             self.status.emit("Cannot ask now: the run is stopping", 4000)
             return False
@@ -347,7 +355,11 @@ class AppController(QObject):
     def set_query(self, text: str) -> bool:
         if self.run is None:
             return False
-        self.run.set_query(text)
+        try:
+            self.run.set_query(text)
+        except LiveCCError as exc:
+            self.notice.emit(str(exc), "error", "question")
+            return False
         return True
 
     # -- narration --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from desktop_app.transcript_view import TranscriptView
+from engine.defaults import MAX_TEXT_CHARS
 
 SEEK_KEYS = (QKeySequence("Ctrl+Left"), QKeySequence("Ctrl+Right"))
 
@@ -32,6 +33,7 @@ class InputsPanel(QWidget):
                                    ("Question", self.question_edit, self.ask_button)):
             row = QHBoxLayout()
             row.addWidget(QLabel(title))
+            edit.setMaxLength(MAX_TEXT_CHARS)  # what a session takes (engine/session/text.py)
             row.addWidget(edit, 2)
             if extra is not None:
                 row.addWidget(extra)

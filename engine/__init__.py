@@ -12,7 +12,7 @@ _EXPORTS = {
     "load_model": ".model", "LoadedModel": ".model", "DEFAULT_MODEL": ".defaults",
     "StreamingSession": ".session", "SessionConfig": ".session",
     "Event": ".session", "Answer": ".session", "Commentary": ".session", "Compaction": ".session", "Stats": ".session",
-    "StreamEnded": ".session", "Seek": ".session", "event_to_record": ".session",
+    "StreamEnded": ".session", "Seek": ".session", "event_to_record": ".session", "checked_text": ".session",
     "LiveCCError": ".errors", "OutOfMemoryError": ".errors", "JsonlLog": ".output",
 }
 __all__ = sorted(_EXPORTS)

@@ -14,6 +14,8 @@ REPETITION_PENALTY = 1.05  # LiveCC's demo; its evaluation uses 1.15 against rep
 COMMENT_TOKENS = 16  # new tokens per 1-second comment (LiveCC: 16, its evaluation: 32)
 ANSWER_TOKENS = 512  # new tokens per answer
 KV_BUDGET = 16384  # tokens of KV cache before a compaction; docs/bounded-context.md says why
+MAX_TEXT_CHARS = 4000  # a question or instructions at most (about 1000 tokens of English)
+MAX_WAITING_QUESTIONS = 8  # questions asked and not yet being answered, a session
 
 # SessionConfig's defaults and choices that the CLI's flags show: here, so `livecc --help` and a
 # client-only install (no torch) build the same flags as the engine.

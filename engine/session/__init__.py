@@ -9,7 +9,7 @@ _EXPORTS = {
     "Event": ".events", "Answer": ".events", "Commentary": ".events", "Compaction": ".events", "Stats": ".events",
     "StreamEnded": ".events", "Seek": ".events", "event_to_record": ".events",
     "KeyFrame": ".memory", "KeyFrameMemory": ".memory", "Router": ".router", "named_time": ".router",
-    "Recall": ".recall",
+    "Recall": ".recall", "checked_text": ".text", "TextError": ".text",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_QUERY,
@@ -60,8 +61,8 @@ class SessionConfig:
         self.sampling()  # temperature, top_p, repetition penalty: checked here, with the rest
         if self.fps <= 0 or self.max_backlog_s <= 0:
             raise ValueError("fps and max_backlog_s must be positive")
-        if not self.video_window_s > 0:
-            raise ConfigValueError("video_window_s", self.video_window_s, "must be more than 0 seconds")
+        if not 0 < self.video_window_s < math.inf:
+            raise ConfigValueError("video_window_s", self.video_window_s, "must be a finite number of seconds over 0")
         if self.memory_tokens < 0:
             raise ConfigValueError("memory_tokens", self.memory_tokens, "must be 0 or more")
         if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):

@@ -125,12 +125,16 @@ def opening_text(query: str, memory: list[MemoryEntry]) -> str:
 
 class VideoWindow:
     """The last `seconds` of chunks with their embeddings; older chunks drop out as new ones come,
-    each handed to `on_leave` (the visual memory) as it goes."""
+    each handed to `on_leave` (the visual memory) as it goes. With `max_tokens` (half the KV budget,
+    what a compaction keeps at most), the oldest chunk also drops out once the window's video and reply
+    tokens pass that: no compaction could keep it, so a long window holds no more than that."""
 
-    def __init__(self, seconds: float, max_chunks: int, on_leave: Callable[[KeptChunk], None] | None = None):
+    def __init__(self, seconds: float, max_chunks: int, on_leave: Callable[[KeptChunk], None] | None = None,
+                 max_tokens: int | None = None):
         self.seconds = seconds
         self.max_chunks = max_chunks
         self.on_leave = on_leave
+        self.max_tokens = max_tokens
         self._chunks: deque[KeptChunk] = deque()
 
     def __len__(self) -> int:
@@ -138,10 +142,18 @@ class VideoWindow:
 
     def add(self, chunk: KeptChunk) -> None:
         self._chunks.append(chunk)
-        while len(self._chunks) > self.max_chunks or self._chunks[0].end <= chunk.end - self.seconds:
+        while (len(self._chunks) > self.max_chunks or self._chunks[0].end <= chunk.end - self.seconds
+               or self._over_tokens()):
             left = self._chunks.popleft()
             if self.on_leave is not None:
                 self.on_leave(left)
+
+    def _over_tokens(self) -> bool:
+        """The chunks hold more than `max_tokens` (counting what each costs a compact conversation at
+        least: its video and its reply), so the oldest could be kept only with more. The newest stays."""
+        if self.max_tokens is None or len(self._chunks) < 2:
+            return False
+        return sum(c.n_video_tokens + len(c.reply) for c in self._chunks) > self.max_tokens
 
     def recent(self, now: float) -> list[KeptChunk]:
         """Chunks that end within the last `seconds` before `now`, oldest first."""
@@ -195,7 +207,7 @@ class BoundedContext:
         self.prompt = prompt
         self.budget = budget
         self.memory = TextMemory(memory_tokens, prompt.encode, prompt.tokenizer.decode)
-        self.window = VideoWindow(window_s, int(window_s / chunk_s) + 2, on_leave)
+        self.window = VideoWindow(window_s, int(window_s / chunk_s) + 2, on_leave, max_tokens=budget // 2)
         self.last: CompactContext | None = None  # what the latest compaction kept (tests, debugging)
         self.video_from = 0.0  # video time of the oldest chunk the cache holds (what recall may skip)
 

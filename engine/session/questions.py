@@ -8,13 +8,32 @@ from collections.abc import Iterator
 
 import torch
 
+from engine.defaults import MAX_WAITING_QUESTIONS
+
+from .context import ContextBudgetError
 from .events import Answer, Event
 from .recall import Mark, Recall, Recalled, in_time_order
 from .steps import drive
+from .text import TextError, checked_text
 
 
 class QuestionSteps:
     """`StreamingSession`'s questions; uses its state, prompt, recall, context and model requests."""
+
+    def _admit_question(self, question: object) -> str:
+        """On the asking thread: the question, counted as waiting; TextError when it cannot be taken
+        or MAX_WAITING_QUESTIONS are waiting already."""
+        question = checked_text(question, "the question")
+        with self._waiting_lock:
+            if self._waiting_questions >= MAX_WAITING_QUESTIONS:
+                raise TextError(f"{self._waiting_questions} questions are waiting for their answers",
+                                "ask again once they are answered")
+            self._waiting_questions += 1
+        return question
+
+    def _take_question(self) -> None:
+        with self._waiting_lock:
+            self._waiting_questions -= 1
 
     def answer(self, question: str) -> Iterator[Event]:
         """Answer now, on this session's runner: an Answer event per token (after a Compaction event
@@ -26,8 +45,14 @@ class QuestionSteps:
         asked_at = self.frames.next_time
         max_new = self.config.answer_max_new_tokens
         ask = lambda: self.prompt.question_turn(question, first=not self.state.tokens)  # noqa: E731
-        first, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
-                                                     max_new, asked_at)
+        try:
+            first, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
+                                                         max_new, asked_at)
+        except ContextBudgetError:  # the question is refused, the stream goes on
+            note = (f"not answered: the question and a {max_new}-token answer do not fit in the KV budget of "
+                    f"{self.config.kv_budget} tokens; ask a shorter question, or allow fewer answer tokens")
+            yield Answer(question, "", True, asked_at, (), (), note)
+            return
         tokens = yield from self._reply(first, max_new, commentary=False,
                                         emit=lambda so_far: self._answer(question, so_far, False, asked_at, recalled))
         if mark is not None:

@@ -12,6 +12,7 @@ queue from any thread and are applied between steps; a question pre-empts commen
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -39,6 +40,7 @@ from .questions import QuestionSteps
 from .recall import Recall, thumbnail
 from .replies import ReplySteps
 from .state import ConversationState, PreparedChunk
+from .text import checked_text
 from .steps import IDLE, Choice, Encode, Prefill, drive
 
 __all__ = ["SessionConfig", "StreamingSession", "FrameSampler"]
@@ -77,6 +79,8 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._buffer: RingBuffer | None = None
         self._stopped = False
+        self._waiting_lock = threading.Lock()
+        self._waiting_questions = 0  # asked, not yet taken (QuestionSteps._admit_question)
         self._keep_open = False  # after the stream's end, `steps` answers questions until stop()
         self._started = time.monotonic()  # when run() began: the non-live lag is measured from it
         self._ahead: PreparedChunk | None = None
@@ -99,10 +103,11 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
                                    "--max-answer-tokens or --memory-tokens, or free GPU memory") from None
 
     def ask(self, question: str) -> None:
-        self._command("ask", question)
+        """Queue a question; TextError (nothing queued) for one too long, not text, or too many waiting."""
+        self._command("ask", self._admit_question(question))
 
     def set_query(self, text: str) -> None:
-        self._command("query", text)
+        self._command("query", checked_text(text, "the instructions"))
 
     def reset(self) -> None:
         self._command("reset", None)
@@ -184,6 +189,10 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
             except queue.Empty:
                 return
             if kind == "ask":
+                self._take_question()
+            if self._stopped:  # questions still queued are not answered once the session stops
+                continue
+            if kind == "ask":
                 yield from self._answer_steps(payload)
             elif kind == "query":
                 self.query = payload.strip() or DEFAULT_QUERY
@@ -191,8 +200,6 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
                 self.clear()
             elif kind == "seek":
                 yield self._seek(*payload)
-            elif kind == "stop":
-                return
 
     def clear(self) -> None:
         """Forget the conversation; the next chunk starts a new one at the current video time."""
