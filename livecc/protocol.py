@@ -87,16 +87,28 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 <= len(data):
-        if data[i] != 0xFF:
+    """The first frame header's size, found as libjpeg finds markers: bytes before an 0xFF are skipped,
+    as are 0xFF fill bytes (a parser that took 0xFF 0xFF for a marker could be sent past the real
+    header to a decoy one)."""
+    i, n = 2, len(data)
+    while True:
+        while i < n and data[i] != 0xFF:
+            i += 1
+        while i < n and data[i] == 0xFF:
+            i += 1
+        if i >= n:
             return None
-        marker = data[i + 1]
+        marker, i = data[i], i + 1
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # a stuffed zero, TEM, RSTn: no length
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > n:  # the image ends or its scan starts before any frame header
+            return None
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            if i + 7 > n:
+                return None
+            height, width = struct.unpack(">HH", data[i + 3:i + 7])
             return height, width
-        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    return None
+        i += struct.unpack(">H", data[i:i + 2])[0]
 
 
 # -- speech -----------------------------------------------------------------------------------

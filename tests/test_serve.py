@@ -101,6 +101,20 @@ def errors_of(ws, count: int) -> list[str]:
     return [json.loads(ws.recv(30))["error"]["code"] for _ in range(count)]
 
 
+def errors_of_all(ws, messages: list[str]) -> list[str]:
+    """Each message's error code, in order (sent one by one: a reply is read before the next goes)."""
+    codes = []
+    for text in messages:
+        ws.send(text)
+        codes += errors_of(ws, 1)
+    return codes
+
+
+def question_message(text: str) -> str:
+    return json.dumps({"type": "conversation.item.create",
+                       "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+
+
 def test_bad_messages_get_errors_and_the_session_goes_on(server, video):
     url, running = server
     ws, other = raw_session(url), raw_session(url)
@@ -111,10 +125,28 @@ def test_bad_messages_get_errors_and_the_session_goes_on(server, video):
            json.dumps({"type": "session.update", "session": {"settings": {"memory_mb": 1e6}}}),
            '{"type": "input_video_buffer.clear", "time": NaN}', '{"type": "input_video_buffer.clear", "time": -1}',
            '{"type": "input_video_buffer.clear", "time": "soon"}', '{"type": "input_video_buffer.end", "keep_open": 1}']
-    for text in bad:
-        ws.send(text)
-    assert errors_of(ws, len(bad)) == ["bad_json", "bad_message", "message_too_large", "error", "bad_frame",
-                                       "bad_frame", "error", "error", "error", "error", "error"]
+    assert errors_of_all(ws, bad) == ["bad_json", "bad_message", "message_too_large", "error", "bad_frame",
+                                      "bad_frame", "error", "bad_json", "error", "error", "error"]
+    # Each of these once ended the session (an engine error, or a writer that fell silent on NaN):
+    huge = "1" + "0" * 400
+    thin = base64.b64encode(cv2.imencode(".png", np.zeros((1, 300, 3), np.uint8))[1].tobytes()).decode()
+    hostile = {
+        '{"type": "nonsense", "event_id": NaN}': "bad_json",
+        '{"type": "input_video_buffer.clear", "time": Infinity}': "bad_json",
+        "[" * 100_000 + "]" * 100_000: "bad_json",
+        '{"type": "input_video_buffer.append", "format": "png", "timestamp": %s, "frame": "%s"}' % (huge, png): "bad_frame",
+        '{"type": "input_video_buffer.append", "format": "png", "timestamp": 0, "frame": "%s"}' % thin: "bad_frame",
+        '{"type": "input_video_buffer.clear", "time": %s}' % huge: "error",
+        **{json.dumps({"type": "session.update", "session": {"settings": {name: value}}}): "error"
+           for name, value in (("eos_step", int(huge)), ("max_new_tokens", 2.5), ("eos_base", "x"),
+                               ("seed", 2**70), ("topk", True), ("live", 1))},
+        '{"type": "session.update", "session": {"settings": {"max_new_tokens": 3}, "instructions": 7}}': "bad_text",
+        question_message("why\ud800"): "bad_text",  # a lone surrogate: the tokenizer failed on the engine thread
+        question_message("x" * 5000): "bad_text",
+    }
+    assert errors_of_all(ws, list(hostile)) == list(hostile.values())
+    ws.send(json.dumps({"type": "session.update", "session": {}}))  # the refused update changed nothing:
+    assert json.loads(ws.recv(30))["session"]["max_new_tokens"] != 3
     for remote in (ws, other):  # both sessions still narrate: frames in, commentary out
         frame = wire.frame_message(np.full((112, 160, 3), 90, np.uint8), 0.0, 0.5, "png")
         for i in range(6):
@@ -475,3 +507,25 @@ def test_a_lost_replica_is_one_line_for_the_client():
     remote = RemoteSession(None, {"session": {"settings": {}}})
     with pytest.raises(RemoteError, match="replica holding this session stopped"):
         remote._handle(wire.error(*REPLICA_LOST, kind="server_error"))
+
+
+def test_a_jpeg_header_decoy_behind_fill_bytes_does_not_pass_the_size_check():
+    """0xFF fill bytes before a marker are legal and skipped by libjpeg; a size check that took
+    0xFF 0xFF for a marker jumped 57 KB ahead to a decoy 16x16 header and let the real (here 64x64,
+    in the audit 8192x8192) image be decoded."""
+    real = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+    assert real[2:4] == b"\xff\xe0"  # SOI, then the APP0 segment
+    app0_end = 4 + int.from_bytes(real[4:6], "big")
+    jump = 2 + 2 + int.from_bytes(b"\xe0" + real[4:5], "big")  # where the fill byte sent the old check
+    payload = bytearray(jump - (1 + app0_end + 4) + 32)  # a comment segment that holds the decoy
+    decoy = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10"  # start of frame: 16x16
+    payload[jump - (1 + app0_end + 4):jump - (1 + app0_end + 4) + len(decoy)] = decoy
+    comment = b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + bytes(payload)
+    crafted = real[:2] + b"\xff" + real[2:app0_end] + comment + real[app0_end:]
+    assert crafted[jump:jump + len(decoy)] == decoy
+    decoded = cv2.imdecode(np.frombuffer(crafted, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape[:2] == (64, 64)  # what a decoder makes of it
+    assert wire.image_size(crafted, "jpeg") == (64, 64)
+    with pytest.raises(wire.FrameError, match="over 1000 pixels"):
+        wire.decode_frame(base64.b64encode(crafted).decode(), "jpeg", max_pixels=1000)
+    assert wire.image_size(real, "jpeg") == (64, 64)

@@ -17,7 +17,9 @@ import threading
 import uuid
 from dataclasses import replace
 
+from engine.defaults import DEFAULT_QUERY
 from engine.errors import LiveCCError
+from engine.session.text import checked_text
 
 from livecc import protocol as wire
 
@@ -186,8 +188,8 @@ class Connection:
                                   "bytes at most: send frames at the model's resolution"))
             return
         try:
-            message = json.loads(text)
-        except ValueError:
+            message = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):  # NaN and Infinity are not JSON either; nor is [[[[...]]]]
             self._send(wire.error("bad_json", "the message is not valid JSON"))
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -196,7 +198,8 @@ class Connection:
         try:
             await self._handle(message)
         except LiveCCError as exc:
-            self._send(wire.error(exc.code, str(exc), message.get("event_id")))
+            event_id = message.get("event_id")
+            self._send(wire.error(exc.code, str(exc), event_id if isinstance(event_id, str) else None))
         except _Refused:
             return
 
@@ -235,7 +238,8 @@ class Connection:
             if self.session is not None:
                 self.session.reset()
             return
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
+        seconds = _seconds(seconds)
+        if seconds is None:
             raise LiveCCError("input_video_buffer.clear `time` must be a number of seconds >= 0")
         session = await self._engine()
         moved = self.loop.create_future()
@@ -243,7 +247,7 @@ class Connection:
         def on_engine_thread(_seconds: float) -> None:
             self.loop.call_soon_threadsafe(lambda: moved.done() or moved.set_result(None))
 
-        session.seek(float(seconds), on_engine_thread)
+        session.seek(seconds, on_engine_thread)
         await asyncio.wait([moved, self.ended], return_when=asyncio.FIRST_COMPLETED)
 
     def _update(self, body: object) -> None:
@@ -252,19 +256,19 @@ class Connection:
         settings = body.get("settings", {})
         if settings and self.session is not None:
             raise LiveCCError("settings are fixed once the session has started; only instructions may change")
+        # Everything is checked before anything changes: a refused update changes nothing.
         audio = _wants_audio(body["output_modalities"], self.replica.voice is not None) \
-            if "output_modalities" in body else None  # checked first: a refused update changes nothing
-        if settings:
-            self.config = client_config(self.config, settings, self.settings)
-        if audio is not None:
-            self._speak(audio)
+            if "output_modalities" in body else None
+        config = client_config(self.config, settings, self.settings) if settings else self.config
         instructions = body.get("instructions")
         if instructions is not None:
-            if not isinstance(instructions, str):
-                raise LiveCCError("instructions must be a string")
-            self.config = replace(self.config, query=instructions.strip() or self.config.query)
-            if self.session is not None:
-                self.session.set_query(instructions)
+            instructions = checked_text(instructions, "instructions").strip() or DEFAULT_QUERY  # as the engine does
+            config = replace(config, query=instructions)
+        self.config = config
+        if audio is not None:
+            self._speak(audio)
+        if instructions is not None and self.session is not None:
+            self.session.set_query(instructions)
         self._send({"type": "session.updated", "session": self._settings()})
 
     async def _append(self, message: dict) -> None:
@@ -273,12 +277,12 @@ class Connection:
         delay = self.rate.delay()
         if delay:
             await asyncio.sleep(delay)  # throttled: a client cannot make the server decode faster than this
-        timestamp, duration = message.get("timestamp"), message.get("duration", 0.0)
-        if not all(isinstance(v, (int, float)) and v >= 0 for v in (timestamp, duration)):
+        timestamp, duration = _seconds(message.get("timestamp")), _seconds(message.get("duration", 0.0))
+        if timestamp is None or duration is None:
             raise wire.FrameError("a frame needs a `timestamp` (s, >= 0) and an optional `duration`")
         image = await asyncio.to_thread(self._decode, message)
         await self._engine()
-        frame = Frame(image, float(timestamp), float(duration))
+        frame = Frame(image, timestamp, duration)
         if self.config.live:
             self.buffer.put(frame)  # live: the newest frames win
         else:
@@ -286,7 +290,10 @@ class Connection:
 
     def _decode(self, message: dict):
         image = wire.decode_frame(message.get("frame"), message.get("format", "jpeg"))
-        resize = _resizer(image.shape[0], image.shape[1], self.config.max_pixels, self.config.min_pixels)
+        try:
+            resize = _resizer(image.shape[0], image.shape[1], self.config.max_pixels, self.config.min_pixels)
+        except ValueError as exc:  # a shape the model cannot take (an aspect ratio over 200)
+            raise wire.FrameError(f"frame of {image.shape[1]}x{image.shape[0]}: {exc}") from None
         return resize(image) if resize is not None else image
 
     # -- the engine core ----------------------------------------------------------------------
@@ -362,6 +369,21 @@ class Connection:
     def _send_audio(self, message: dict) -> None:
         if self.speech is not None and not self.ended.done():
             self._send(message)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _seconds(value: object) -> float | None:
+    """A time in a message as seconds: a finite number >= 0 (no bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return seconds if 0 <= seconds < math.inf else None
 
 
 def _wants_audio(modalities: object, has_voice: bool) -> bool:

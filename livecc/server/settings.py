@@ -85,15 +85,36 @@ def client_config(base, settings: object, limits: ServerSettings):
     if unknown:
         raise LiveCCError(f"unknown or server-only settings: {', '.join(unknown)}; allowed: {', '.join(CLIENT_SETTINGS)}")
     types = {f.name: f.type for f in fields(base)}
-    for name, value in settings.items():
-        if isinstance(value, bool) != (types[name] == "bool") and not (name == "seed" and value is None):
-            raise LiveCCError(f"setting {name} has the wrong type: {value!r}")
+    typed = {name: _typed(name, value, types[name]) for name, value in settings.items()}
     try:
-        config = replace(base, **settings)
+        config = replace(base, **typed)
     except (TypeError, ValueError) as exc:
         raise LiveCCError(f"bad settings: {exc}") from None
     _check_limits(config, limits)
     return config
+
+
+def _typed(name: str, value: object, kind: str):
+    """A client's setting as its field's type: bools are bools, whole numbers fit 32 bits, other
+    numbers are finite; LiveCCError otherwise (before the engine thread would trip on it)."""
+    if value is None and kind.endswith("| None"):
+        return None
+    kind = kind.removesuffix(" | None")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool" and isinstance(value, bool) or kind == "str" and isinstance(value, str):
+        return value
+    if kind == "int" and number and isinstance(value, int) and abs(value) < 2**31:
+        return value
+    if kind == "float" and number:
+        try:
+            if math.isfinite(value := float(value)):
+                return value
+        except OverflowError:  # an integer of hundreds of digits
+            pass
+    raise LiveCCError(f"setting {name} must be {_KINDS.get(kind, kind)}, not {str(value)[:40]!r}")
+
+
+_KINDS = {"bool": "true or false", "int": "a whole number under 2**31", "float": "a finite number", "str": "text"}
 
 
 def _check_limits(config, limits: ServerSettings) -> None:
