@@ -9,6 +9,7 @@ PIXEL_UNIT = 28 * 28  # Qwen2-VL resizes to multiples of 28: pixel budgets are c
 DEFAULT_MAX_PIXELS = 384 * PIXEL_UNIT  # LiveCC's training budget per frame
 DEFAULT_MIN_PIXELS = 100 * PIXEL_UNIT
 MAX_PIXELS_LIMIT = 16384 * PIXEL_UNIT  # the ceiling of Qwen2-VL's own image processor
+MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses frames longer or thinner than this
 
 REPETITION_PENALTY = 1.05  # LiveCC's demo; its evaluation uses 1.15 against repetition collapse
 COMMENT_TOKENS = 16  # new tokens per 1-second comment (LiveCC: 16, its evaluation: 32)

@@ -162,6 +162,23 @@ def test_options_for_one_video_are_refused_before_the_model_loads(argv, says, vi
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("name, says", [("clip.srt", "is not an SRT file"), ("clip.vtt", "is not a WebVTT file"),
+                                        ("clip.jsonl", "is not a JSONL file of livecc records")])
+def test_files_in_the_out_dir_that_are_not_ours_are_refused_before_the_model_loads(name, says, videos, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """--out-dir replaced a user's own notes named clip.srt, and found a foreign clip.jsonl only after
+    the model loaded (with clip.srt and clip.vtt emptied by then)."""
+    monkeypatch.setattr("livecc.cli.many.load", lambda args: pytest.fail("the model loaded first"))
+    out = tmp_path / "out"
+    out.mkdir()
+    notes = out / name
+    notes.write_text("my precious notes\n")
+    assert main(["narrate", str(videos["clip"]), str(videos["long"]), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert notes.read_text() == "my precious notes\n" and sorted(p.name for p in out.iterdir()) == [name]
+
+
 def test_one_video_with_out_dir(videos, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert narrate(videos["clip-2"], "--out-dir", out, model=tiny_model_dir) == 0

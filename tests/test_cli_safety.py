@@ -135,6 +135,7 @@ def test_bad_values_are_refused_before_the_model_loads(video6, tmp_path, capsys,
         "ask --at nan": (["ask", v, "hi", "--at", "nan"], "--at"),
         "ask --at past the end": (["ask", v, "hi", "--at", "20"], "outside the video"),
         "empty question": (["ask", v, "  "], "question is empty"),
+        "question too long": (["ask", v, "why " * 1001], "characters, over 4000"),
     }
     for name, (argv, says) in cases.items():
         assert main(argv) == 2, name

@@ -492,6 +492,15 @@ def test_screen_converts_bgra_to_rgb_and_offsets_the_region(monkeypatch):
     assert screen.boxes[0] == {"left": 210, "top": 20, "width": 30, "height": 40}  # region is monitor-relative
 
 
+def test_a_screen_region_too_thin_for_the_model_is_refused_when_checked(monkeypatch):
+    """--screen 0,0,640,2 loaded the model, then failed on the engine thread with a traceback."""
+    monkeypatch.setattr(sources, "_new_mss", FakeScreen)
+    for region in ((0, 0, 400, 1), (0, 0, 201, 1)):  # monitor 0 of the fake is 400x200
+        with pytest.raises(SourceOpenError, match="up to 200:1; choose a region of a less extreme shape"):
+            ScreenSource(monitor=0, region=region).check()
+    ScreenSource(monitor=0, region=(0, 0, 200, 1)).check()  # 200:1 is still a frame the model takes
+
+
 def test_screen_grab_failures_end_the_stream_with_a_read_error(monkeypatch):
     screen = FakeScreen(works_for=3)  # the open-time check grab, then two frames, then failures
     monkeypatch.setattr(sources, "_new_mss", lambda: screen)

@@ -21,6 +21,7 @@ from typing import Any, Self
 import cv2
 import numpy as np
 
+from engine.defaults import MAX_ASPECT_RATIO
 from engine.errors import SourceError, SourceOpenError, SourceReadError
 
 from .files import path_problem
@@ -633,6 +634,9 @@ class ScreenSource(VideoSource):
                 f"screen region {self.region} is outside monitor {self.monitor} ({mon['width']}x{mon['height']}): "
                 "choose a region inside it"
             )
+        if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+            raise SourceOpenError(f"screen region {self.region} is {width}x{height}: Qwen2-VL takes frames up to "
+                                  f"{MAX_ASPECT_RATIO}:1; choose a region of a less extreme shape")
         return {"left": mon["left"] + left, "top": mon["top"] + top, "width": width, "height": height}
 
     def _grab(self, sct: Any) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from engine.defaults import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from engine.defaults import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, MAX_ASPECT_RATIO
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2
@@ -15,8 +15,8 @@ FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
 def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = DEFAULT_MIN_PIXELS,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Target (height, width): multiples of `factor`, area in [min_pixels, max_pixels], aspect kept."""
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio over 200 is not supported: {width}x{height}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio over {MAX_ASPECT_RATIO} is not supported: {width}x{height}")
     h_bar = max(factor, round(height / factor) * factor)
     w_bar = max(factor, round(width / factor) * factor)
     if h_bar * w_bar > max_pixels:

@@ -8,6 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from engine.errors import LiveCCError
+from engine.session.text import checked_text
 
 from .checks import bad_option, check_outputs, check_server, check_video_shape
 from .narrate import ProgressBar, video_clock
@@ -20,6 +21,7 @@ def cmd_ask(args) -> int:
     check_server(args)
     if not args.question.strip():
         raise bad_option("the question is empty: quote it, e.g. livecc ask video.mp4 \"What is happening?\"")
+    checked_text(args.question, "the question")  # too long, or not text: one line before the model loads
     info = probe_video(args.video)
     check_video_shape(info.width, info.height, info.path)
     at = info.duration if args.at is None else args.at

@@ -10,12 +10,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.defaults import ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, KV_BUDGET, MAX_PIXELS_LIMIT
+from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, KV_BUDGET, MAX_ASPECT_RATIO,
+                             MAX_PIXELS_LIMIT)
 from engine.errors import ConfigValueError, LiveCCError, show_value
 
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
 MAX_ANSWER_TOKENS = 8192
-MAX_ASPECT_RATIO = 200  # Qwen2-VL's smart_resize refuses anything longer or thinner
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -177,19 +177,22 @@ def check_output(flag: str, path: Path, inputs: Iterable[Path]) -> Path:
             raise OutputError(f"{flag} {path} is the input video: choose another file name")
     if path.is_dir():
         raise OutputError(f"{flag} {path} is a folder: give a file name inside it")
-    kind = REPLACED.get(flag)
-    if kind and path.is_file() and not _replaceable(flag, path):
-        raise OutputError(f"{flag} {path} exists and is not {kind}, and it would be replaced: give a new file name")
+    writes = OUT_DIR_FILES.get(path.suffix, flag) if flag == "--out-dir" else flag  # what the file is written as
+    kind = REPLACED.get(writes)
+    if kind and path.is_file() and not _replaceable(writes, path):
+        fix = "choose another --out-dir, or move it" if flag == "--out-dir" else "give a new file name"
+        raise OutputError(f"{flag} {path} exists and is not {kind}, and it would be replaced: {fix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _probe_writable(path)
     except OSError as exc:
         raise OutputError(f"cannot write {flag} {path} ({exc.strerror or exc}): choose a writable place") from None
-    if flag in APPENDED:
+    if writes in APPENDED:
         _check_appendable(flag, path)
     return path.resolve()
 
 
+OUT_DIR_FILES = {".srt": "--srt", ".vtt": "--vtt", ".jsonl": "--jsonl"}  # what --out-dir writes, as the flags
 APPENDED = {"--jsonl"}  # appended to, not replaced: an existing file must be a JSONL of ours
 REPLACED = {"--srt": "an SRT file", "--vtt": "a WebVTT file", "--speech-wav": "a WAV file"}  # replaced whole
 
