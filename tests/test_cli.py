@@ -150,3 +150,30 @@ def test_subtitle_flags_fix_the_format_whatever_the_suffix(tiny_model_dir, tmp_p
     assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--srt", str(srt), "--vtt", str(vtt),
                  *SMALL]) == 0
     assert parse_srt(srt.read_text()) and vtt.read_text().startswith("WEBVTT")
+
+
+def test_a_video_too_short_for_a_chunk_says_so(tiny_model_dir, tmp_path, capsys):
+    """A 0.2 s clip narrated to nothing with no word why; a longer one that is stopped early does not
+    get the note."""
+    video = write_video(tmp_path / "blink.mp4", seconds=0.2, fps=30)
+    srt = tmp_path / "blink.srt"
+    assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--srt", str(srt), *SMALL]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("livecc: 0 chunks (the video ended before its second frame at 0.5 s") and srt.exists()
+    from livecc.cli.narrate import Summary
+
+    assert "too short" not in Summary(started=True).body()  # stopped before the end: no such note
+
+
+def test_an_answer_cut_short_ends_its_line(capsys):
+    """Ctrl-C mid-answer: `livecc: interrupted` was printed on the answer's own line."""
+    from engine.session.events import Answer
+    from livecc.cli.ask import _print_answer
+
+    def cut_short():
+        yield Answer("why?", "because the", False, 1.0)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _print_answer(cut_short())
+    assert capsys.readouterr().out == "because the\n"

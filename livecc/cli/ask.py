@@ -83,12 +83,14 @@ def _print_answer(events: Iterator):
     from engine.session.events import Answer
 
     shown, final = "", None
-    for answer in events:
-        if not isinstance(answer, Answer):
-            continue  # a Compaction before the answer
-        print(answer.text[len(shown):], end="", flush=True)
-        shown, final = answer.text, answer
-    print()
+    try:
+        for answer in events:
+            if not isinstance(answer, Answer):
+                continue  # a Compaction before the answer
+            print(answer.text[len(shown):], end="", flush=True)
+            shown, final = answer.text, answer
+    finally:  # also when Ctrl-C cuts it short: the next line starts on its own line
+        print(flush=True)
     return final
 
 

@@ -40,21 +40,26 @@ class Summary:
     chunks: int = 0
     comments: int = 0
     skipped_s: float = 0.0
+    ended: bool = False  # the video reached its end (not a stop)
     files: list[Path] = field(default_factory=list)
 
     def count(self, event, chunk_s: float) -> None:
         """Follow the run's events: a chunk's commentary counts it, its stats say what was skipped."""
-        from engine.session.events import Commentary, Stats
+        from engine.session.events import Commentary, Stats, StreamEnded
 
         if isinstance(event, Commentary):
             self.chunks += 1
             self.comments += bool(event.text)
         elif isinstance(event, Stats):
             self.skipped_s = event.chunks_skipped * chunk_s
+        elif isinstance(event, StreamEnded):
+            self.ended = True
 
     def body(self) -> str:
         wrote = ", ".join(str(p) for p in self.files) if self.files else "no files"
-        return f"{self.chunks} chunks, {self.comments} comments, {self.skipped_s:.0f} s skipped; wrote {wrote}"
+        why = " (the video ended before its second frame at 0.5 s: too short to comment on)" \
+            if self.ended and not self.chunks else ""
+        return f"{self.chunks} chunks{why}, {self.comments} comments, {self.skipped_s:.0f} s skipped; wrote {wrote}"
 
     def line(self) -> str:
         return f"livecc: {self.body()}"
