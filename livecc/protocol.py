@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 
 import cv2
@@ -89,26 +90,29 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     """The first frame header's size, found as libjpeg finds markers: bytes before an 0xFF are skipped,
     as are 0xFF fill bytes (a parser that took 0xFF 0xFF for a marker could be sent past the real
-    header to a decoy one)."""
-    i, n = 2, len(data)
-    while True:
-        while i < n and data[i] != 0xFF:
-            i += 1
-        while i < n and data[i] == 0xFF:
-            i += 1
-        if i >= n:
+    header to a decoy one). Scans in C; a header past MAX_JPEG_MARKERS markers is unreadable."""
+    i = 2
+    for _ in range(MAX_JPEG_MARKERS):
+        i = data.find(b"\xff", i)
+        found = _NOT_FILL.search(data, i) if i >= 0 else None
+        if found is None:
             return None
-        marker, i = data[i], i + 1
+        marker, i = data[found.start()], found.start() + 1
         if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # a stuffed zero, TEM, RSTn: no length
             continue
-        if marker in (0xD9, 0xDA) or i + 2 > n:  # the image ends or its scan starts before any frame header
+        if marker in (0xD9, 0xDA) or i + 2 > len(data):  # the image ends or its scan starts before a frame header
             return None
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
-            if i + 7 > n:
+            if i + 7 > len(data):
                 return None
             height, width = struct.unpack(">HH", data[i + 3:i + 7])
             return height, width
         i += struct.unpack(">H", data[i:i + 2])[0]
+    return None
+
+
+_NOT_FILL = re.compile(rb"[^\xff]")
+MAX_JPEG_MARKERS = 1000  # a camera's JPEG has tens before its frame header (EXIF, ICC, tables)
 
 
 # -- speech -----------------------------------------------------------------------------------
