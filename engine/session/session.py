@@ -40,8 +40,8 @@ from .questions import QuestionSteps
 from .recall import Recall, thumbnail
 from .replies import ReplySteps
 from .state import ConversationState, PreparedChunk
-from .text import checked_text
 from .steps import IDLE, Choice, Encode, Prefill, drive
+from .text import checked_text
 
 __all__ = ["SessionConfig", "StreamingSession", "FrameSampler"]
 
