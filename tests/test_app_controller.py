@@ -247,6 +247,13 @@ def test_ask_with_nothing_to_answer_says_start_first(harness):
     assert h.notices[-1].startswith("Start a source first")
 
 
+def test_a_question_a_session_cannot_take_is_a_message(harness):
+    """A paste of 5000 characters was queued, and the tokenizer then failed on the engine thread."""
+    h = harness()
+    assert not h.controller.ask("x" * 5000)
+    assert "5000 characters, over 4000; shorten it" in h.notices[-1]
+
+
 def test_a_superseded_load_is_discarded_and_the_newest_is_delivered(qtbot):
     """A second model chosen while the first loads: the first's result is handed to `discard` (a
     server's checked connection gives its slot back), the second's is the one loaded."""
