@@ -67,6 +67,8 @@ def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsy
     a_file.write_text("x")
     other = tmp_path / "other.mp4"  # a tab-completion slip: --srt b.mp4 would have emptied it
     other.write_bytes(video6.read_bytes())
+    foreign = tmp_path / "events.jsonl"  # JSON objects, not livecc records: narrate appended to it
+    foreign.write_text('{"video": "a.mp4"}\n{"video": "b.mp4", "q')
     cases = {
         "--srt is the input": (["--srt", str(video6)], "input video"),
         "--jsonl is the input": (["--jsonl", str(video6)], "input video"),
@@ -77,12 +79,14 @@ def test_output_paths_are_refused_before_the_model_loads(video6, tmp_path, capsy
         "--speech-wav under a file": (["--speech-wav", str(a_file / "x.wav")], "writable"),
         "--srt names another video": (["--srt", str(other)], "is not an SRT file"),
         "--vtt names a text file": (["--vtt", str(a_file)], "is not a WebVTT file"),
+        "--jsonl is another tool's": (["--jsonl", str(foreign)], "is not a JSONL file of livecc records"),
     }
     size = video6.stat().st_size
     for name, (flags, says) in cases.items():
         assert main(["narrate", str(video6), *flags]) == 2, name
         assert says in one_error_line(capsys), name
     assert video6.stat().st_size == size and a_file.read_text() == "x" and other.stat().st_size == size
+    assert foreign.read_text() == '{"video": "a.mp4"}\n{"video": "b.mp4", "q'  # not cut as a torn line
     assert not (tmp_path / "x.srt").exists()
 
 
@@ -225,10 +229,10 @@ def test_content_past_the_stated_duration_keeps_the_bar_and_the_subtitles(video6
 
 def test_a_torn_jsonl_line_is_cut_before_appending(video6, tiny_model_dir, tmp_path, capsys):
     jsonl = tmp_path / "log.jsonl"
-    jsonl.write_text('{"chunk_index": 0, "text": "old"}\n{"chunk_index": 1, "te')
+    jsonl.write_text('{"type": "commentary", "chunk_index": 0, "text": "old"}\n{"type": "commentary", "chunk_in')
     assert main(["narrate", str(video6), "--model", str(tiny_model_dir), "--jsonl", str(jsonl), *SMALL]) == 0
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]  # every line parses
-    assert records[0] == {"chunk_index": 0, "text": "old"}
+    assert records[0] == {"type": "commentary", "chunk_index": 0, "text": "old"}
     assert [r["chunk_index"] for r in records[1:]] == [0, 1, 2, 3]
     assert "torn line" in capsys.readouterr().err
 

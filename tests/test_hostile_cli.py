@@ -140,7 +140,8 @@ def test_a_file_not_of_ours_is_refused_untouched(content, tmp_path):
 
 def test_narrate_keeps_a_last_record_that_lacks_only_its_newline(video, tiny_model_dir, tmp_path, capsys):
     jsonl = tmp_path / "log.jsonl"
-    jsonl.write_text('{"chunk_index": 0, "text": "old"}\n{"chunk_index": 1, "text": "kept"}')
+    jsonl.write_text('{"type": "commentary", "chunk_index": 0, "text": "old"}\n'
+                     '{"type": "commentary", "chunk_index": 1, "text": "kept"}')
     assert main(["narrate", str(video), "--model", str(tiny_model_dir), "--jsonl", str(jsonl), *SMALL]) == 0
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["text"] for r in records[:2]] == ["old", "kept"] and len(records) == 2 + 2  # 4 s: 3 s, then 1 s

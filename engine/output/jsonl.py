@@ -33,11 +33,13 @@ class NotOurJsonl(LiveCCError):
     spoil it and cutting its "torn" tail would destroy part of it, so it is left untouched."""
 
 
-def _is_record(line: bytes) -> bool:
+def _is_record(line: bytes, key: str | None = None) -> bool:
+    """A JSON object (with `key`, given one: every record of a narration or a session has a "type")."""
     try:
-        return isinstance(json.loads(line), dict)
+        record = json.loads(line)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return False
+    return isinstance(record, dict) and (key is None or key in record)
 
 
 def _starts_a_record(tail: bytes) -> bool:
@@ -45,20 +47,21 @@ def _starts_a_record(tail: bytes) -> bool:
     return b'{"'.startswith(tail[:2])
 
 
-def check_jsonl(path: Path) -> tuple[int, bytes]:
+def check_jsonl(path: Path, key: str | None = None) -> tuple[int, bytes]:
     """Raise NotOurJsonl unless `path` is missing, empty or a JSONL of our records: each finished
-    line one JSON object, and an unfinished last line that starts like one. Returns where that
-    last line starts and its bytes (b"" when the file ends with a newline). Changes nothing."""
+    line one JSON object (holding `key`, given one), and an unfinished last line that starts like
+    one. Returns where that last line starts and its bytes (b"" when the file ends with a newline).
+    Changes nothing."""
     if not path.is_file():
         return 0, b""  # nothing yet, or a device the user named (/dev/null): nothing to read
     offset = 0
     with path.open("rb") as f:
         for number, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
-                if _is_record(line) or _starts_a_record(line):
+                if _is_record(line, key) or _starts_a_record(line):
                     return offset, line
                 raise _not_ours(path, number)
-            if line.strip() and not _is_record(line):
+            if line.strip() and not _is_record(line, key):
                 raise _not_ours(path, number)
             offset += len(line)
     return offset, b""

@@ -213,7 +213,7 @@ def _check_appendable(flag: str, path: Path) -> None:
     from engine.output.jsonl import NotOurJsonl, check_jsonl
 
     try:
-        check_jsonl(path)
+        check_jsonl(path, key="type")  # what narrate, ask and the app write: another tool's JSONL is not ours
     except NotOurJsonl as exc:
         raise OutputError(f"{flag} {exc}") from None
     except OSError as exc:
