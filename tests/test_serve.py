@@ -529,3 +529,20 @@ def test_a_jpeg_header_decoy_behind_fill_bytes_does_not_pass_the_size_check():
     with pytest.raises(wire.FrameError, match="over 1000 pixels"):
         wire.decode_frame(base64.b64encode(crafted).decode(), "jpeg", max_pixels=1000)
     assert wire.image_size(real, "jpeg") == (64, 64)
+
+
+def test_healthz_is_open_and_the_model_list_needs_the_token(server):
+    """/v1/models names the model, which may be a path on the server (a user name in it): with a token
+    set only its holders see it. /healthz stays open for load balancers and names nothing."""
+    import urllib.error
+    import urllib.request
+
+    base = server[0].replace("ws://", "http://")
+    health = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=30).read())
+    assert health["status"] == "ok" and set(health) == {"status", "sessions", "capacity"}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/v1/models", timeout=30)
+    assert refused.value.code == 401
+    asked = urllib.request.Request(f"{base}/v1/models", headers={"Authorization": "Bearer s3cret"})
+    listed = json.loads(urllib.request.urlopen(asked, timeout=30).read())
+    assert listed["data"][0]["protocol"] == wire.PROTOCOL

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, HTTPException, Request, WebSocket
 
 from livecc import protocol as wire
 
 from .connection import Connection
+from .settings import bearer_token
 
 LOG = logging.getLogger(__name__)
 DRAIN_S = 20.0  # sessions get this long to say goodbye; the process exits within 30 s of SIGTERM
@@ -61,7 +62,11 @@ def create_app(replica) -> FastAPI:
         return {"status": "ok", "sessions": replica.active, "capacity": replica.settings.sessions}
 
     @app.get("/v1/models")
-    async def models() -> dict:
+    async def models(request: Request) -> dict:
+        """The model (its name may be a path on the server): with a token set, for its holders only."""
+        if not replica.settings.allows(bearer_token(request.headers)):
+            raise HTTPException(401, "wrong or missing token: pass the server's --token",
+                                headers={"WWW-Authenticate": "Bearer"})
         return {"object": "list", "data": [{"id": replica.model_name, "object": "model", "owned_by": "livecc",
                                             "protocol": wire.PROTOCOL}]}
 
