@@ -35,6 +35,19 @@ class QuestionSteps:
         with self._waiting_lock:
             self._waiting_questions -= 1
 
+    def _queued_answer_steps(self, question: str) -> Iterator:
+        """A question asked during the stream: one that cannot fit the KV budget is answered with a
+        note and the stream goes on (`answer`, asked alone, raises ContextBudgetError instead: an
+        evaluation fails that item)."""
+        asked_at = self.frames.next_time
+        try:
+            yield from self._answer_steps(question)
+        except ContextBudgetError:
+            max_new = self.config.answer_max_new_tokens
+            note = (f"not answered: the question and a {max_new}-token answer do not fit in the KV budget of "
+                    f"{self.config.kv_budget} tokens; ask a shorter question, or allow fewer answer tokens")
+            yield Answer(question, "", True, asked_at, (), (), note)
+
     def answer(self, question: str) -> Iterator[Event]:
         """Answer now, on this session's runner: an Answer event per token (after a Compaction event
         when the question and its answer would not fit in the budget)."""
@@ -45,14 +58,8 @@ class QuestionSteps:
         asked_at = self.frames.next_time
         max_new = self.config.answer_max_new_tokens
         ask = lambda: self.prompt.question_turn(question, first=not self.state.tokens)  # noqa: E731
-        try:
-            first, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
-                                                         max_new, asked_at)
-        except ContextBudgetError:  # the question is refused, the stream goes on
-            note = (f"not answered: the question and a {max_new}-token answer do not fit in the KV budget of "
-                    f"{self.config.kv_budget} tokens; ask a shorter question, or allow fewer answer tokens")
-            yield Answer(question, "", True, asked_at, (), (), note)
-            return
+        first, recalled, mark = yield from self._ask(ask, self._choose(question, asked_at, len(ask()) + max_new),
+                                                     max_new, asked_at)
         tokens = yield from self._reply(first, max_new, commentary=False,
                                         emit=lambda so_far: self._answer(question, so_far, False, asked_at, recalled))
         if mark is not None:
