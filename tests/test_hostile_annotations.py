@@ -22,15 +22,16 @@ from videos import write_video
 TINY = ["--max-pixels", "20000", "--max-new-tokens", "1"]
 
 
-def _ovo(edit: Callable[[list], object]) -> Callable[[Path], list[str]]:
-    """A row's setup: the mini OVO-Bench with `edit` applied to its annotation list."""
+def _ovo(edit: Callable[[list], object], seconds: float = 2.0, *flags: str) -> Callable[[Path], list[str]]:
+    """A row's setup: the mini OVO-Bench with `edit` applied to its annotation list. In its 2 s videos
+    every question comes after the end; in longer ones the first item's (at 4.2 s) mid-stream."""
     def setup(root: Path) -> list[str]:
-        data = build_ovobench(root / "data", seconds=2.0)
+        data = build_ovobench(root / "data", seconds=seconds)
         items = json.loads((data / "ovo_bench_new.json").read_text())
         edited = edit(items)
         (data / "ovo_bench_new.json").write_text(json.dumps(items if edited is None else edited))
         return ["eval", "ovobench", "--data", str(data), "--out", str(root / "out"), "--max-answer-tokens", "2",
-                "--model", str(root / "no-model-loads")]
+                "--model", str(root / "no-model-loads"), *flags]
     return setup
 
 
@@ -123,11 +124,11 @@ def _outside(root: Path) -> Path:
     return video
 
 
-def _ovo_failing(edit: Callable[[list, Path], None]) -> Callable[[Path], list[str]]:
+def _ovo_failing(edit: Callable[[list, Path], None], seconds: float = 2.0, *flags: str) -> Callable[[Path], list[str]]:
     """Two items, EPM (edited) and ASI (fine), so the run goes on past the failing one."""
     def setup(root: Path) -> list[str]:
         outside = _outside(root)
-        return _ovo(lambda items: edit(items, outside) or [items[0], items[1]])(root)
+        return _ovo(lambda items: edit(items, outside) or [items[0], items[1]], seconds, *flags)(root)
     return setup
 
 
@@ -145,6 +146,11 @@ FAILS_ALONE = [
     ("ovo absolute video path", _ovo_failing(lambda items, outside: items[0].update(video=str(outside))),
      "video outside --data"),
     ("ovo question longer than the context", _ovo_failing(lambda items, _: items[0].update(question="word " * 20000)),
+     "too long for the KV budget"),
+    ("ovo question over 4000 characters mid-stream",
+     _ovo_failing(lambda items, _: items[0].update(question="word " * 20000), 6.0), "question refused"),
+    ("ovo question over the KV budget mid-stream",
+     _ovo_failing(lambda items, _: items[0].update(question="word " * 700), 6.0, "--kv-budget", "1100"),
      "too long for the KV budget"),
     ("livesports video ../ outside --data",
      _sports_failing(lambda events, outside: events[0].update(video="../outside/secret.mp4")), "video outside --data"),

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.errors import LiveCCError
 from engine.session.events import Commentary, Seek, StreamEnded
 from livecc import protocol as wire
 from livecc.cli.main import main
@@ -546,3 +547,26 @@ def test_healthz_is_open_and_the_model_list_needs_the_token(server):
     asked = urllib.request.Request(f"{base}/v1/models", headers={"Authorization": "Bearer s3cret"})
     listed = json.loads(urllib.request.urlopen(asked, timeout=30).read())
     assert listed["data"][0]["protocol"] == wire.PROTOCOL
+
+
+def test_settings_are_typed_as_their_fields_and_whole_doubles_are_whole_numbers():
+    """JSON has one number type: 16.0 is a whole number (clients that keep doubles send it); 2.5, a
+    bool or a 400-digit integer is refused before the engine thread would trip on it."""
+    from engine.session.session import SessionConfig
+    from livecc.server.settings import client_config
+
+    limits = ServerSettings("tiny")
+    config = client_config(SessionConfig(), {"max_new_tokens": 16.0, "temperature": 1, "seed": None}, limits)
+    assert config.max_new_tokens == 16 and isinstance(config.max_new_tokens, int) and config.temperature == 1.0
+    for refused in ({"max_new_tokens": 2.5}, {"max_new_tokens": True}, {"eos_step": 10**400}, {"topk": 2**31},
+                    {"live": 1}, {"seed": float("nan")}):
+        with pytest.raises(LiveCCError, match="must be"):
+            client_config(SessionConfig(), refused, limits)
+
+
+def test_a_frame_whose_rounded_size_is_past_200_to_1_is_left_to_preprocessing():
+    """9000x50 is 180:1, but the capture resize rounds it to 7336x28 (262:1), which the model's own
+    resize refuses: the capture leaves it (None) and preprocessing resizes the original."""
+    from engine.model.sizes import capture_size, smart_resize
+
+    assert capture_size(50, 9000) is None and smart_resize(50, 9000) == (28, 7336)

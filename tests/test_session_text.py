@@ -10,7 +10,7 @@ import torch
 
 from engine.capture.frames import Frame, RingBuffer
 from engine.defaults import MAX_TEXT_CHARS, MAX_WAITING_QUESTIONS
-from engine.session.context import KeptChunk, VideoWindow
+from engine.session.context import ContextBudgetError, KeptChunk, VideoWindow
 from engine.session.events import Answer, Commentary
 from engine.session.session import SessionConfig, StreamingSession
 from engine.session.text import TextError, checked_text
@@ -41,7 +41,12 @@ def test_text_a_session_cannot_take_is_refused_with_the_reason():
 
 
 def test_too_many_waiting_questions_are_refused_and_a_stopped_session_answers_none(tiny_loaded):
-    session = StreamingSession(tiny_loaded, small_config())
+    """A server's sessions cap the questions waiting (a client queued 20,000); the evaluation asks
+    every probe due at a chunk at once, so a session has no cap unless its config sets one."""
+    uncapped = StreamingSession(tiny_loaded, small_config())
+    for i in range(3 * MAX_WAITING_QUESTIONS):
+        uncapped.ask(f"probe {i}?")
+    session = StreamingSession(tiny_loaded, small_config(max_waiting_questions=MAX_WAITING_QUESTIONS))
     for i in range(MAX_WAITING_QUESTIONS):
         session.ask(f"question {i}?")
     with pytest.raises(TextError, match=f"{MAX_WAITING_QUESTIONS} questions are waiting"):
@@ -66,6 +71,11 @@ def test_a_question_too_long_for_the_budget_is_answered_with_a_note_and_the_stre
     alone = StreamingSession(tiny_loaded, small_config(kv_budget=400, memory_tokens=16, answer_max_new_tokens=8))
     chunks = lambda events: [e.chunk_index for e in events if isinstance(e, Commentary)]  # noqa: E731
     assert chunks(events) == chunks(alone.run(closed_buffer(4))) == [0, 1]  # every chunk still commented on
+    failing = StreamingSession(tiny_loaded, small_config(kv_budget=400, memory_tokens=16, answer_max_new_tokens=8,
+                                                          note_unfit_questions=False))
+    failing.ask(question)  # the evaluation: that item fails with the reason, as the benchmark counts it
+    with pytest.raises(ContextBudgetError):
+        list(failing.run(closed_buffer(4)))
 
 
 def kept(index: int, video_tokens: int, reply_tokens: int) -> KeptChunk:

@@ -20,6 +20,7 @@ from engine.capture.sources import FileSource
 from engine.session.context import ContextBudgetError
 from engine.session.events import Answer, Commentary, Event
 from engine.session.session import SessionConfig, StreamingSession
+from engine.session.text import TextError
 
 from .ovobench import ItemError
 
@@ -51,6 +52,8 @@ def _one_item() -> Iterator[None]:
         yield
     except ContextBudgetError as exc:
         raise ItemError(str(exc), "too long for the KV budget") from None
+    except TextError as exc:  # a question over the length a session takes
+        raise ItemError(str(exc), "question refused") from None
 
 
 class StreamAnswerer:
@@ -59,7 +62,8 @@ class StreamAnswerer:
     are asked when it ends. Replies come back in the probes' order."""
 
     def __init__(self, loaded, config: SessionConfig):
-        self.loaded, self.config = loaded, config
+        self.loaded = loaded
+        self.config = replace(config, note_unfit_questions=False)  # such an item fails, as the benchmark counts it
 
     def __call__(self, video: Path, probes: list[tuple[float, str]]) -> list[str]:
         with _one_item():

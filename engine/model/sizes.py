@@ -35,6 +35,10 @@ def capture_size(height: int, width: int, max_pixels: int = DEFAULT_MAX_PIXELS,
     """The size a capture-side resize makes a (height, width) frame, or None when it should not
     resize: the frame is already that size, or preprocessing would resize the result again."""
     size = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-    if size == (height, width) or smart_resize(*size, min_pixels=min_pixels, max_pixels=max_pixels) != size:
+    if size == (height, width):
         return None
-    return size
+    try:
+        again = smart_resize(*size, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ValueError:  # rounding took it past 200:1 (9000x50 -> 7336x28): preprocessing resizes the original
+        return None
+    return size if again == size else None

@@ -46,6 +46,9 @@ class SessionConfig:
     key_frame_match_ratio: float = DEFAULT_MATCH_RATIO  # pooled cosine at which a chunk joins the key frame
     topk: int = RECALL_K  # key frames recalled per question at most
     router_strategy: str = ROUTER_STRATEGY
+    # Questions asked mid-stream (engine/session/questions.py):
+    max_waiting_questions: int | None = None  # more are refused (a server's sessions: MAX_WAITING_QUESTIONS)
+    note_unfit_questions: bool = True  # one that does not fit the budget gets a note (the evaluation: fails)
 
     def __post_init__(self):
         if self.positions not in POSITION_RULES:

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 
 import torch
 
-from engine.defaults import MAX_WAITING_QUESTIONS
-
 from .context import ContextBudgetError
 from .events import Answer, Event
 from .recall import Mark, Recall, Recalled, in_time_order
@@ -22,10 +20,11 @@ class QuestionSteps:
 
     def _admit_question(self, question: object) -> str:
         """On the asking thread: the question, counted as waiting; TextError when it cannot be taken
-        or MAX_WAITING_QUESTIONS are waiting already."""
+        or `max_waiting_questions` are waiting already."""
         question = checked_text(question, "the question")
+        limit = self.config.max_waiting_questions
         with self._waiting_lock:
-            if self._waiting_questions >= MAX_WAITING_QUESTIONS:
+            if limit is not None and self._waiting_questions >= limit:
                 raise TextError(f"{self._waiting_questions} questions are waiting for their answers",
                                 "ask again once they are answered")
             self._waiting_questions += 1
@@ -37,9 +36,11 @@ class QuestionSteps:
 
     def _queued_answer_steps(self, question: str) -> Iterator:
         """A question asked during the stream: one that cannot fit the KV budget is answered with a
-        note and the stream goes on (`answer`, asked alone, raises ContextBudgetError instead: an
-        evaluation fails that item)."""
+        note and the stream goes on; without `note_unfit_questions` (the evaluation, which fails that
+        item) and in `answer` it raises ContextBudgetError."""
         asked_at = self.frames.next_time
+        if not self.config.note_unfit_questions:
+            return (yield from self._answer_steps(question))
         try:
             yield from self._answer_steps(question)
         except ContextBudgetError:

@@ -89,8 +89,10 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
 def session_config(args, live: bool, answer_max_new_tokens: int = ANSWER_TOKENS):
     """The session config from the parsed flags, after every check that can run before the model loads."""
     from engine.session.session import SessionConfig
+    from engine.session.text import checked_text
 
     fields = config_fields(args, live, answer_max_new_tokens)
+    checked_text(fields["query"], "--query")  # as a server checks instructions
     try:
         return SessionConfig(**fields)
     except ConfigValueError as exc:

@@ -70,7 +70,9 @@ class Replica:
         """The session config a client starts from: the engine's defaults within this server's budget."""
         from engine.session.session import SessionConfig
 
-        config = SessionConfig()
+        from engine.defaults import MAX_WAITING_QUESTIONS
+
+        config = SessionConfig(max_waiting_questions=MAX_WAITING_QUESTIONS)  # a client cannot queue without end
         budget = self.settings.kv_budget
         return replace(config, kv_budget=budget) if budget is not None and budget < config.kv_budget else config
 

@@ -103,8 +103,9 @@ def _typed(name: str, value: object, kind: str):
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "bool" and isinstance(value, bool) or kind == "str" and isinstance(value, str):
         return value
-    if kind == "int" and number and isinstance(value, int) and abs(value) < 2**31:
-        return value
+    if kind == "int" and number and (isinstance(value, int) or math.isfinite(value) and value.is_integer()) \
+            and abs(value) < 2**31:
+        return int(value)  # JSON has one number type: a client that keeps numbers as doubles sends 16.0
     if kind == "float" and number:
         try:
             if math.isfinite(value := float(value)):
