@@ -39,11 +39,11 @@ class QuestionSteps:
         note and the stream goes on; without `note_unfit_questions` (the evaluation, which fails that
         item) and in `answer` it raises ContextBudgetError."""
         asked_at = self.frames.next_time
-        if not self.config.note_unfit_questions:
-            return (yield from self._answer_steps(question))
         try:
             yield from self._answer_steps(question)
         except ContextBudgetError:
+            if not self.config.note_unfit_questions:
+                raise
             max_new = self.config.answer_max_new_tokens
             note = (f"not answered: the question and a {max_new}-token answer do not fit in the KV budget of "
                     f"{self.config.kv_budget} tokens; ask a shorter question, or allow fewer answer tokens")

@@ -68,9 +68,8 @@ class Replica:
 
     def base_config(self):
         """The session config a client starts from: the engine's defaults within this server's budget."""
-        from engine.session.session import SessionConfig
-
         from engine.defaults import MAX_WAITING_QUESTIONS
+        from engine.session.session import SessionConfig
 
         config = SessionConfig(max_waiting_questions=MAX_WAITING_QUESTIONS)  # a client cannot queue without end
         budget = self.settings.kv_budget
