@@ -80,6 +80,18 @@ def test_ask_answers_from_the_video_up_to_a_time(tiny_model_dir, video20, capsys
     assert progress and "6.0/6.0s" in progress[-1] and "context " in progress[-1], err
 
 
+def test_ask_a_question_over_the_kv_budget_exits_1_with_the_note_and_keeps_the_record(tiny_model_dir, video20,
+                                                                                        tmp_path, capsys):
+    jsonl = tmp_path / "answer.jsonl"
+    question = "word " * 790  # under the 4000-character cap; over 2049 tokens of the tiny tokenizer
+    assert main(["ask", str(video20), question, "--at", "0:02", "--model", str(tiny_model_dir), "--kv-budget", "2049",
+                 "--max-answer-tokens", "8", "--jsonl", str(jsonl), *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert "livecc: error: not answered" in err and "KV budget of 2049 tokens" in err and "Traceback" not in err
+    record = json.loads(jsonl.read_text().splitlines()[-1])
+    assert record["type"] == "answer" and record["text"] == "" and "not answered" in record["note"]
+
+
 def _bad_inputs(tmp_path: Path, video: Path) -> dict[str, list[str]]:
     text_mp4 = tmp_path / "notes.mp4"
     text_mp4.write_text("this is not a video\n" * 50)

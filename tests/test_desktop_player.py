@@ -4,6 +4,7 @@ with the real engine and the tiny model. Screenshots for docs/desktop.md come fr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -153,6 +154,32 @@ def test_after_the_end_questions_are_answered_and_start_asks_first(make_window, 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Ok)
     window.toggle_run()
     assert window.run is not None
+    close_and_check(window)
+
+
+def tight_budget(loaded, config):
+    """The real session with a 400-token KV budget: a long question cannot fit even after compacting."""
+    return StreamingSession(loaded, dataclasses.replace(config, answer_max_new_tokens=8, kv_budget=400,
+                                                        memory_tokens=16, max_pixels=112 * 84, min_pixels=28 * 28))
+
+
+def test_after_the_end_a_question_over_the_budget_gets_the_note_and_the_next_is_answered(make_window, qtbot, videos):
+    window = loaded_window(make_window, qtbot, session_factory=tight_budget)
+    failures = []
+    window.controller.run_failed.connect(failures.append)
+    window.open_file(str(videos["short"]))
+    qtbot.waitUntil(lambda: window.run is None and len(commentary(window)) >= 1, timeout=WAIT_MS)
+    answers = lambda: [e for e in window.transcript.entries if e.kind == "answer" and e.done]  # noqa: E731
+    window.question_edit.setText(" ".join(["why is the red square moving left"] * 100))  # under 4000 characters
+    window.ask_question()
+    qtbot.waitUntil(lambda: len(answers()) == 1 and not window.controller.busy_reason(), timeout=WAIT_MS)
+    assert "do not fit in the KV budget of 400 tokens" in answers()[0].note
+    assert "do not fit" in window.transcript_view.toPlainText()
+    window.question_edit.setText("What colour?")
+    window.ask_question()
+    qtbot.waitUntil(lambda: len(answers()) == 2 and not window.controller.busy_reason(), timeout=WAIT_MS)
+    assert answers()[1].text and not answers()[1].note
+    assert not failures  # a note, not an error that ends the file's questions
     close_and_check(window)
 
 

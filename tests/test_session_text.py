@@ -4,6 +4,7 @@ on either way. Also: a long video window holds no more than a compaction could k
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -76,6 +77,28 @@ def test_a_question_too_long_for_the_budget_is_answered_with_a_note_and_the_stre
     failing.ask(question)  # the evaluation: that item fails with the reason, as the benchmark counts it
     with pytest.raises(ContextBudgetError):
         list(failing.run(closed_buffer(4)))
+
+
+def test_after_the_end_answer_refuses_long_text_and_notes_what_does_not_fit(tiny_loaded):
+    """`answer` (a file's questions after its end: the app, `livecc ask`, the evaluation) refuses
+    text no session takes before any work, and answers a question over the budget with the note a
+    question during the stream gets (the evaluation and `livecc ask` turn the note off: an error);
+    the session still answers the next question."""
+    session = StreamingSession(tiny_loaded, small_config(kv_budget=400, memory_tokens=16, answer_max_new_tokens=8))
+    list(session.run(closed_buffer(2)))
+    with pytest.raises(TextError, match=f"over {MAX_TEXT_CHARS}"):
+        session.answer("x" * (MAX_TEXT_CHARS + 1))
+    question = " ".join(["why is the red square moving left"] * 100)
+    answers = [e for e in session.answer(question) if isinstance(e, Answer)]
+    assert len(answers) == 1 and answers[0].done and answers[0].text == ""
+    assert "do not fit in the KV budget of 400 tokens" in answers[0].note
+    tokens = list(session.state.tokens)  # compacted first: the question would not fit even then
+    session.config = dataclasses.replace(session.config, note_unfit_questions=False)
+    with pytest.raises(ContextBudgetError):
+        list(session.answer(question))
+    assert session.state.tokens == tokens  # nothing of the unfit question stayed in the cache
+    final = [e for e in session.answer("what colour?") if isinstance(e, Answer)][-1]
+    assert final.done and final.text and not final.note
 
 
 def kept(index: int, video_tokens: int, reply_tokens: int) -> KeptChunk:

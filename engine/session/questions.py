@@ -35,9 +35,10 @@ class QuestionSteps:
             self._waiting_questions -= 1
 
     def _queued_answer_steps(self, question: str) -> Iterator:
-        """A question asked during the stream: one that cannot fit the KV budget is answered with a
-        note and the stream goes on; without `note_unfit_questions` (the evaluation, which fails that
-        item) and in `answer` it raises ContextBudgetError."""
+        """A question, asked during the stream or after its end (`answer`): one that cannot fit the
+        KV budget even after a compaction is answered with a note and the session goes on; without
+        `note_unfit_questions` (the evaluation, which fails that item; `livecc ask`) it raises
+        ContextBudgetError."""
         asked_at = self.frames.next_time
         try:
             yield from self._answer_steps(question)
@@ -51,8 +52,10 @@ class QuestionSteps:
 
     def answer(self, question: str) -> Iterator[Event]:
         """Answer now, on this session's runner: an Answer event per token (after a Compaction event
-        when the question and its answer would not fit in the budget)."""
-        return drive(self._answer_steps(question), self.runner)
+        when the question and its answer would not fit in the budget). TextError at once for text no
+        session takes (engine/session/text.py)."""
+        question = checked_text(question, "the question")
+        return drive(self._queued_answer_steps(question), self.runner)
 
     def _answer_steps(self, question: str) -> Iterator:
         """Answer from the cached context and the key frames the question recalls (engine/session/recall.py)."""

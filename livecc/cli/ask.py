@@ -28,8 +28,7 @@ def cmd_ask(args) -> int:
     if not at >= 0 or (info.duration > 0 and at > info.duration + 0.5):  # NaN fails >= 0; duration 0: unknown
         raise LiveCCError(f"--at {args.at:g} s is outside the video (0 to {info.duration:.1f} s): give a time inside it")
     with closing(_events(args, info, at)) as events:  # the source (or the connection) ends however the run does
-        _report(_print_answer(_watched(events, at)), args.jsonl)
-    return 0
+        return _report(_print_answer(_watched(events, at)), args.jsonl)
 
 
 def _events(args, info, at: float) -> Iterator:
@@ -101,19 +100,25 @@ def _warn_if_short(watched: float, at: float) -> None:
               f"what was seen up to {watched:.1f} s", file=sys.stderr)
 
 
-def _report(answer, jsonl) -> None:
-    """The recalled moments' times (and any note) on stdout; the answer record in --jsonl."""
+def _report(answer, jsonl) -> int:
+    """The recalled moments' times (and any note) on stdout, the answer record in --jsonl; the exit
+    status: 1 when the question was not answered (too long for the KV budget: the note says why)."""
     from engine.output.jsonl import JsonlLog
     from engine.session.events import event_to_record
 
     if answer is None:
-        return
+        return 0
+    unanswered = answer.done and answer.note and not answer.text
     if answer.recalled:
         print("recalled: " + ", ".join(f"{video_clock(a)}-{video_clock(b)}" for a, b in answer.recalled))
-    if answer.note:
+    if answer.note and not unanswered:
         print(f"note: {answer.note}")
     if jsonl is not None:
         with JsonlLog(jsonl) as log:
             log.write(event_to_record(answer))
+    if unanswered:
+        print(f"livecc: error: {answer.note}", file=sys.stderr)
+        return 1
+    return 0
 
 
