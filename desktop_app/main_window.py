@@ -63,19 +63,19 @@ def confirm_restart(window) -> bool:
     return answer == QMessageBox.StandardButton.Ok
 
 
+OPEN_FIXES = {"missing": "open a video with File > Open or drop one on the window",
+              "folder": "open a video file (a model folder is chosen in Settings > Model)"}
+
+
 def video_problem(path: str) -> str | None:
     """Why `path` cannot be played (one line naming the fix), or None: checked before it joins the
     source list and the recent files."""
     from engine.capture.sources import probe_video
 
-    if Path(path).is_dir():
-        return f"{path} is a folder: open a video file (a model folder is chosen in Settings > Model)"
-    if not Path(path).is_file():  # a typo on the command line is not a source to offer
-        return f"Cannot open {path}: there is no such file. Open a video with File > Open or drop one on the window."
     try:
         probe_video(path)
     except LiveCCError as exc:
-        return str(exc)
+        return exc.worded(OPEN_FIXES)
     return None
 
 

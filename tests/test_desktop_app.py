@@ -242,7 +242,7 @@ def test_source_errors_leave_the_window_usable(make_window, qtbot, video, tmp_pa
     assert str(bogus) not in window.recent.paths()  # refused before it joins the recent files...
     assert not any(getattr(spec, "path", None) == str(bogus) for spec in listed)  # ...and the source list
     window.open_file(str(tmp_path))  # a folder dropped on the window
-    qtbot.waitUntil(lambda: "is a folder: open a video file" in window.message_bar.text, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "is a directory, not a video file; open a video file" in window.message_bar.text, timeout=WAIT_MS)
     assert window.run is None
 
     window.open_file(str(video))  # still usable: a good source plays

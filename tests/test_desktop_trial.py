@@ -4,6 +4,7 @@ each test failing on the code before its fix."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -292,12 +293,20 @@ def test_10_open_asks_before_clearing_the_transcript(make_window, qtbot, videos,
     close_and_check(window)
 
 
-def test_10_a_missing_file_is_a_message_not_a_source(make_window, qtbot):
+def test_10_a_missing_file_is_a_message_not_a_source(make_window, qtbot, tmp_path):
     window = make_window(autoload=False)
     window.open_file("nosuch.mp4")  # livecc-desktop nosuch.mp4
     items = [window.picker.combo.itemText(i) for i in range(window.picker.combo.count())]
     assert "nosuch.mp4" not in items and window.run is None
-    assert "nosuch.mp4" in window.message_bar.text and "no such file" in window.message_bar.text
+    assert "nosuch.mp4" in window.message_bar.text and "nosuch.mp4; open a video with File > Open" in (
+        window.message_bar.text)
+    window.open_file("a" * 300 + ".mp4")  # a name no file system takes: a message, not a traceback
+    assert "longer than the file system allows" in window.message_bar.text
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    window.open_file(str(fifo))  # would block a reader forever
+    assert "is a named pipe (FIFO)" in window.message_bar.text
+    assert window.run is None and window.picker.combo.count() == len(items)
     window.close()
 
 

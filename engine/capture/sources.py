@@ -243,15 +243,16 @@ def _open_capture(path: Path) -> cv2.VideoCapture:
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Open a video file, decode its first frame and report its size, rate and length.
-    Raises SourceOpenError for a missing path, a directory, a non-video or a corrupt file."""
+    Raises SourceOpenError for a missing path (code "missing"), a directory ("folder"), a non-video
+    or a corrupt file."""
     path = Path(path)
     problem = path_problem(path)  # before exists(): it raises on a name too long, and a FIFO would block
     if problem:
         raise SourceOpenError(f"{path} {problem}")
     if not path.exists():
-        raise SourceOpenError(f"video file not found: {path}: check the path")
+        raise SourceOpenError(f"video file not found: {path}", "check the path", code="missing")
     if path.is_dir():
-        raise SourceOpenError(f"{path} is a directory, not a video file: choose a video file inside it")
+        raise SourceOpenError(f"{path} is a directory, not a video file", "choose a video file inside it", code="folder")
     if not os.access(path, os.R_OK):
         raise SourceOpenError(f"cannot read {path}: check its permissions")
     cap = _open_capture(path)
