@@ -51,6 +51,7 @@ from bench_live import PERIOD, PacedSource  # noqa: E402
 from engine.capture.frames import RingBuffer  # noqa: E402
 from engine.core.engine import EngineCore  # noqa: E402
 from engine.core.scheduler import STEP_TOKENS  # noqa: E402
+from engine.defaults import VIDEO_WINDOW_S  # noqa: E402
 from engine.model.preprocess import frame_resizer  # noqa: E402
 from engine.session.events import Commentary, Stats  # noqa: E402
 from engine.session.session import SessionConfig, StreamingSession  # noqa: E402
@@ -60,12 +61,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 WARM_S = 5.0
 CAPTION_P95_S = 0.5
 KV_BUDGET = 8192  # per session: the context the arithmetic assumes (8k)
+VIDEO_WINDOW = VIDEO_WINDOW_S  # seconds of video a compaction keeps (--video-window)
 
 
 def config(smoke: bool, live: bool = True) -> SessionConfig:
     small = dict(max_pixels=160 * 112, min_pixels=28 * 28, memory_tokens=64) if smoke else {}
     return SessionConfig(live=live, ignore_eos=True, max_new_tokens=16, answer_max_new_tokens=64, kv_budget=KV_BUDGET,
-                         memory=not live, **small)
+                         video_window_s=VIDEO_WINDOW, memory=not live, **small)
 
 
 class Listener:
@@ -224,13 +226,15 @@ def build(precision: str, smoke: bool):
 
 
 def main() -> None:
-    global KV_BUDGET
+    global KV_BUDGET, VIDEO_WINDOW
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--streams", default="1,2,4,8,16,24,32,48,64")
     ap.add_argument("--precisions", default="bf16,int4")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--agreement-seconds", type=float, default=None, help="default 300 (smoke: 6)")
     ap.add_argument("--kv-budget", type=int, default=KV_BUDGET, help="tokens of KV cache a session")
+    ap.add_argument("--video-window", type=float, default=VIDEO_WINDOW_S,
+                    help="seconds of video a compaction keeps (the session's video_window_s)")
     ap.add_argument("--step-tokens", type=int, default=STEP_TOKENS, help="tokens an engine step computes at most")
     ap.add_argument("--all-rows", action="store_true", help="measure every N, also past the first that falls behind")
     ap.add_argument("--compare", metavar="NAME=VALUE", help="each row also with this LIVECC_ setting, the two in "
@@ -248,6 +252,9 @@ def main() -> None:
     if args.agreement_seconds is None:
         args.agreement_seconds = 6.0 if args.smoke else 300.0
     KV_BUDGET = args.kv_budget
+    if not 0 < args.video_window < math.inf:
+        ap.error("--video-window takes a finite number of seconds over 0")
+    VIDEO_WINDOW = args.video_window
     if args.repeat < 1:
         ap.error("--repeat takes a count of 1 or more")
     if args.join_over <= 0 or (args.join_over > 1.0 and args.join_over >= args.seconds - WARM_S):
@@ -256,7 +263,8 @@ def main() -> None:
     pictures = images(args.smoke, model_size=not args.full_frames)
     result = {"date": dt.date.today().isoformat(), "device": device_label("cuda" if torch.cuda.is_available() else "cpu"),
               "frames": "1080p" if args.full_frames else "resized at capture to the model's size",
-              "seconds_per_row": args.seconds, "kv_budget": KV_BUDGET, "rows": [], "max_realtime_streams": {}}
+              "seconds_per_row": args.seconds, "kv_budget": KV_BUDGET,
+              "video_window_s": VIDEO_WINDOW, "rows": [], "max_realtime_streams": {}}
     for precision in args.precisions.split(","):
         loaded = build(precision, args.smoke)
         if precision == "bf16":
@@ -311,7 +319,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Streams on one GPU: {result['device']}, {result['date']}", "",
              f"Random LiveCC-7B weights, paced 1080p live streams (frames {result.get('frames', '1080p')}), "
              f"16 tokens a chunk, KV budget {result['kv_budget']} "
-             f"a session, {result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
+             f"a session, {result.get('video_window_s', VIDEO_WINDOW_S):g} s of video kept by a compaction, {result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
              "| streams | precision | setting | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy "
              "| peak GB | compactions |",
              "|---|---|---|---|---|---|---|---|---|"]

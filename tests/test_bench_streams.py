@@ -22,7 +22,7 @@ def bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_compare_runs_each_row_with_and_without_the_setting_in_turn(tmp_path):
-    proc = bench(tmp_path, "--compare", "LIVECC_NO_LOOKAHEAD=1", "--agreement-seconds", "0")
+    proc = bench(tmp_path, "--compare", "LIVECC_NO_LOOKAHEAD=1", "--agreement-seconds", "0", "--video-window", "6")
     assert proc.returncode == 0, proc.stderr[-2000:]
     [path] = tmp_path.glob("streams_*.json")
     result = json.loads(path.read_text())
@@ -32,11 +32,13 @@ def test_compare_runs_each_row_with_and_without_the_setting_in_turn(tmp_path):
     assert set(result["max_realtime_streams"]) == {"bf16", "bf16 LIVECC_NO_LOOKAHEAD=1"}
     table = (tmp_path / path.name.replace(".json", ".md")).read_text()
     assert "| 2 | bf16 | LIVECC_NO_LOOKAHEAD=1 |" in table
+    assert result["video_window_s"] == 6.0 and "6 s of video kept by a compaction" in table
 
 
 @pytest.mark.parametrize("args", [["--compare", "NO_SUCH_SETTING=1"], ["--compare", "LIVECC_NO_LOOKAHEAD"],
                                   ["--compare", "LIVECC_NO_LOOKAHEAD=maybe"], ["--repeat", "0"],
-                                  ["--join-over", "0"], ["--join-over", "3"]])  # (smoke rows: 8 s)
+                                  ["--join-over", "0"], ["--join-over", "3"], ["--video-window", "0"],
+                                  ["--video-window", "nan"]])  # (smoke rows: 8 s)
 def test_a_bad_setting_stops_before_any_row(tmp_path, args):
     proc = bench(tmp_path, *args)
     assert proc.returncode == 2 and args[0] in proc.stderr
