@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Callable
@@ -69,13 +71,22 @@ OPEN_FIXES = {"missing": "open a video with File > Open or drop one on the windo
 
 def video_problem(path: str) -> str | None:
     """Why `path` cannot be played (one line naming the fix), or None: checked before it joins the
-    source list and the recent files."""
+    source list and the recent files. Only a regular file is probed: a pipe or a device (which
+    `livecc narrate` may read) would block the window, or be drained by the probe."""
     from engine.capture.sources import probe_video
 
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing, a name too long: probe_video words those
+        mode = stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return f"{path} is not a regular file (a device, a pipe or a socket); {OPEN_FIXES['missing']}"
     try:
         probe_video(path)
     except LiveCCError as exc:
         return exc.worded(OPEN_FIXES)
+    except OSError as exc:  # a folder on its way that cannot be entered
+        return f"Cannot open {path}: {exc.strerror or exc}; check its folder's permissions"
     return None
 
 

@@ -82,8 +82,8 @@ def test_a_question_too_long_for_the_budget_is_answered_with_a_note_and_the_stre
 def test_after_the_end_answer_refuses_long_text_and_notes_what_does_not_fit(tiny_loaded):
     """`answer` (a file's questions after its end: the app, `livecc ask`, the evaluation) refuses
     text no session takes before any work, and answers a question over the budget with the note a
-    question during the stream gets (the evaluation and `livecc ask` turn the note off: an error);
-    the session still answers the next question."""
+    question during the stream gets (the evaluation turns the note off: an error); the session
+    still answers the next question."""
     session = StreamingSession(tiny_loaded, small_config(kv_budget=400, memory_tokens=16, answer_max_new_tokens=8))
     list(session.run(closed_buffer(2)))
     with pytest.raises(TextError, match=f"over {MAX_TEXT_CHARS}"):

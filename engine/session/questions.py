@@ -12,7 +12,7 @@ from .context import ContextBudgetError
 from .events import Answer, Event
 from .recall import Mark, Recall, Recalled, in_time_order
 from .steps import drive
-from .text import TextError, checked_text
+from .text import NOT_ANSWERED, TextError, checked_text
 
 
 class QuestionSteps:
@@ -36,9 +36,9 @@ class QuestionSteps:
 
     def _queued_answer_steps(self, question: str) -> Iterator:
         """A question, asked during the stream or after its end (`answer`): one that cannot fit the
-        KV budget even after a compaction is answered with a note and the session goes on; without
-        `note_unfit_questions` (the evaluation, which fails that item; `livecc ask`) it raises
-        ContextBudgetError."""
+        KV budget even after a compaction is answered with a note (NOT_ANSWERED ...; `livecc ask`
+        reports it as its error) and the session goes on; without `note_unfit_questions` (the
+        evaluation, which fails that item) it raises ContextBudgetError."""
         asked_at = self.frames.next_time
         try:
             yield from self._answer_steps(question)
@@ -46,7 +46,7 @@ class QuestionSteps:
             if not self.config.note_unfit_questions:
                 raise
             max_new = self.config.answer_max_new_tokens
-            note = (f"not answered: the question and a {max_new}-token answer do not fit in the KV budget of "
+            note = (f"{NOT_ANSWERED}the question and a {max_new}-token answer do not fit in the KV budget of "
                     f"{self.config.kv_budget} tokens; ask a shorter question, or allow fewer answer tokens")
             yield Answer(question, "", True, asked_at, (), (), note)
 

@@ -8,6 +8,9 @@ from engine.defaults import MAX_TEXT_CHARS
 from engine.errors import LiveCCError
 
 
+NOT_ANSWERED = "not answered: "  # the start of the note on a question that cannot fit the KV budget
+
+
 class TextError(LiveCCError):
     """A question or instructions the session refuses (too long, not text); the session goes on."""
 

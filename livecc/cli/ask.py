@@ -8,7 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from engine.errors import LiveCCError
-from engine.session.text import checked_text
+from engine.session.text import NOT_ANSWERED, checked_text
 
 from .checks import bad_option, check_outputs, check_server, check_video_shape
 from .narrate import ProgressBar, video_clock
@@ -108,7 +108,7 @@ def _report(answer, jsonl) -> int:
 
     if answer is None:
         return 0
-    unanswered = answer.done and answer.note and not answer.text
+    unanswered = answer.done and answer.note.startswith(NOT_ANSWERED)  # not a recall's note
     if answer.recalled:
         print("recalled: " + ", ".join(f"{video_clock(a)}-{video_clock(b)}" for a, b in answer.recalled))
     if answer.note and not unanswered:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from engine.errors import LiveCCError
 from engine.session.events import Answer, Event
+from engine.session.text import checked_text
 
 from livecc import protocol as wire
 
@@ -103,7 +104,8 @@ class RemoteSession:
         return self.settings
 
     def ask(self, question: str) -> None:
-        self.send(wire.question_message(question))
+        """Send a question; TextError (nothing sent) for one the server would refuse (too long, not text)."""
+        self.send(wire.question_message(checked_text(question, "the question")))
 
     def answer(self, question: str, until: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Ask, then the server's events until the answer is done (or `until()`, as in `events`)."""
