@@ -319,7 +319,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Streams on one GPU: {result['device']}, {result['date']}", "",
              f"Random LiveCC-7B weights, paced 1080p live streams (frames {result.get('frames', '1080p')}), "
              f"16 tokens a chunk, KV budget {result['kv_budget']} "
-             f"a session, {result.get('video_window_s', VIDEO_WINDOW_S):g} s of video kept by a compaction, {result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
+             f"a session, {result.get('video_window_s', VIDEO_WINDOW_S):g} s of video kept by a compaction, "
+             f"{result['seconds_per_row']:.0f} s a row (first {WARM_S:.0f} s not counted).", "",
              "| streams | precision | setting | caption p50 / p95 / max (s) | skipped | chunk p50 / p95 (ms) | GPU busy "
              "| peak GB | compactions |",
              "|---|---|---|---|---|---|---|---|---|"]

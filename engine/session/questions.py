@@ -34,7 +34,7 @@ class QuestionSteps:
         with self._waiting_lock:
             self._waiting_questions -= 1
 
-    def _queued_answer_steps(self, question: str) -> Iterator:
+    def _answer_or_note_steps(self, question: str) -> Iterator:
         """A question, asked during the stream or after its end (`answer`): one that cannot fit the
         KV budget even after a compaction is answered with a note (NOT_ANSWERED ...; `livecc ask`
         reports it as its error) and the session goes on; without `note_unfit_questions` (the
@@ -55,7 +55,7 @@ class QuestionSteps:
         when the question and its answer would not fit in the budget). TextError at once for text no
         session takes (engine/session/text.py)."""
         question = checked_text(question, "the question")
-        return drive(self._queued_answer_steps(question), self.runner)
+        return drive(self._answer_or_note_steps(question), self.runner)
 
     def _answer_steps(self, question: str) -> Iterator:
         """Answer from the cached context and the key frames the question recalls (engine/session/recall.py)."""

@@ -193,7 +193,7 @@ class StreamingSession(CompactionSteps, QuestionSteps, ReplySteps):
             if self._stopped:  # questions still queued are not answered once the session stops
                 continue
             if kind == "ask":
-                yield from self._queued_answer_steps(payload)
+                yield from self._answer_or_note_steps(payload)
             elif kind == "query":
                 self.query = payload.strip() or DEFAULT_QUERY
             elif kind == "reset":
