@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -96,6 +97,18 @@ def raw_session(url: str, first: str = "session.created"):
     ws = connect(url + wire.PATH, additional_headers={"Authorization": "Bearer s3cret"}, max_size=None, legacy=True)
     assert json.loads(ws.recv(30))["type"] == first
     return ws
+
+
+def drained(ws) -> list[dict]:
+    """The messages a closed connection received before its close."""
+    from websockets.exceptions import ConnectionClosed
+
+    messages = []
+    try:
+        while True:
+            messages.append(json.loads(ws.recv(30)))
+    except ConnectionClosed:
+        return messages
 
 
 def errors_of(ws, count: int) -> list[str]:
@@ -353,6 +366,28 @@ def test_a_silent_connection_is_closed_and_its_slot_given_back(tiny_loaded, tiny
         assert (closed["type"], closed["reason"]) == ("session.closed", "idle timeout")
         wait_idle(running)
         RemoteSession.connect(url).close()  # admitted: the slot was given back
+        wait_idle(running)
+
+
+def test_refused_messages_do_not_keep_a_session_from_its_idle_timeout(tiny_loaded, tiny_model_dir):
+    """A client whose every message is refused (an unknown type, each sent as soon as the last was
+    answered: far more often than the timeout) is closed as idle all the same: only accepted
+    messages hold a slot."""
+    from websockets.exceptions import ConnectionClosed
+
+    with running_server(tiny_loaded, tiny_model_dir, sessions=1, idle_timeout_s=1.0) as (url, running):
+        ws = raw_session(url)
+        seen, give_up = [], time.monotonic() + 60  # (a bound for a server that never closes it)
+        try:
+            while time.monotonic() < give_up and not (seen and seen[-1]["type"] == "session.closed"):
+                ws.send(json.dumps({"type": "noise"}))
+                seen.append(json.loads(ws.recv(30)))
+        except ConnectionClosed:  # closed as we sent: what came before the close is still read
+            seen += drained(ws)
+        finally:
+            ws.close()
+        assert seen[0]["type"] == "error" and "unknown message type" in seen[0]["error"]["message"]
+        assert (seen[-1]["type"], seen[-1].get("reason")) == ("session.closed", "idle timeout")
         wait_idle(running)
 
 

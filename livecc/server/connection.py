@@ -169,39 +169,46 @@ class Connection:
 
     # -- incoming ----------------------------------------------------------------------------
     async def _read(self) -> None:
+        """Messages in turn, until the session ends. Only a message the server accepts keeps the
+        session from its idle timeout: a client whose every message is refused holds no slot for long."""
+        deadline = self.loop.time() + self.settings.idle_timeout_s
         while not self.ended.done():
             try:
-                message = await asyncio.wait_for(self.ws.receive(), self.settings.idle_timeout_s)
+                message = await asyncio.wait_for(self.ws.receive(), max(0.0, deadline - self.loop.time()))
             except asyncio.TimeoutError:
                 self.finish(wire.POLICY, "idle timeout", [wire.closed("idle timeout")])
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            await self._handle_raw(message.get("text"), message.get("bytes"))
+            if await self._handle_raw(message.get("text"), message.get("bytes")):
+                deadline = self.loop.time() + self.settings.idle_timeout_s
 
-    async def _handle_raw(self, text: str | None, data: bytes | None) -> None:
+    async def _handle_raw(self, text: str | None, data: bytes | None) -> bool:
+        """Handle one message; True when it was accepted, False when the client got an error for it."""
         if text is None:
             self._send(wire.error("binary_message", "send JSON text messages (frames are base64 inside them)"))
-            return
+            return False
         if len(text) > self.settings.max_message_bytes:
             self._send(wire.error("message_too_large", f"a message may hold {self.settings.max_message_bytes} "
                                   "bytes at most: send frames at the model's resolution"))
-            return
+            return False
         try:
             message = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError):  # NaN and Infinity are not JSON either; nor is [[[[...]]]]
             self._send(wire.error("bad_json", "the message is not valid JSON"))
-            return
+            return False
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._send(wire.error("bad_message", "a message is a JSON object with a string `type`"))
-            return
+            return False
         try:
             await self._handle(message)
         except LiveCCError as exc:
             event_id = message.get("event_id")
             self._send(wire.error(exc.code, str(exc), event_id if isinstance(event_id, str) else None))
+            return False
         except _Refused:
-            return
+            return False
+        return True
 
     async def _handle(self, message: dict) -> None:
         kind = message["type"]

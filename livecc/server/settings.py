@@ -33,7 +33,7 @@ class ServerSettings:
     sessions: int = 1
     max_message_bytes: int = 4 * 2**20  # a 1080p PNG frame fits; the model takes ~0.3 MP
     max_frames_per_s: float = 30.0  # frames a session may send per wall-clock second (a file narrates ahead)
-    idle_timeout_s: float = 60.0  # a session that sends nothing for this long is closed
+    idle_timeout_s: float = 60.0  # a session that sends nothing accepted for this long is closed
     send_timeout_s: float = 10.0  # a client that takes longer than this to read one message is dropped
     max_pending_messages: int = 1024  # messages waiting for a slow reader before it is dropped
     kv_budget: int | None = None  # the most a session may ask for (None: the engine's default)
