@@ -33,3 +33,9 @@ MEMORY_MB = 1024.0  # pinned host memory for key frames; engine/session/memory.p
 def min_pixels_for(max_pixels: int) -> int:
     """The smallest frame size for a pixel budget: Qwen2-VL's floor, never above the budget."""
     return min(max_pixels, DEFAULT_MIN_PIXELS)
+
+
+def min_kv_budget(memory_tokens: int = MEMORY_TOKENS, longest_reply: int = ANSWER_TOKENS) -> int:
+    """A compaction keeps at most half the budget, and that half must hold the text memory and the
+    longest reply: the smallest budget that works."""
+    return 2 * (memory_tokens + longest_reply) + 1

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.defaults import KV_BUDGET, VIDEO_WINDOW_S
 from engine.errors import LiveCCError
 from engine.session.events import Commentary, Seek, StreamEnded
 from livecc import protocol as wire
@@ -445,6 +446,10 @@ def test_a_port_in_use_is_refused_in_one_line_before_anything_starts(capsys):
     (["--ssl-certfile", "cert.pem"], "--ssl-certfile is served by --no-ray only"),
     (["--no-ray", "--ssl-certfile", "missing.pem"], "cannot read --ssl-certfile missing.pem"),
     (["--no-ray", "--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),
+    (["--kv-budget", "2048"], "--kv-budget 2048 is too small for the default comments, answers and text memory: "
+                              "use at least 2049"),
+    (["--video-window", "0"], "--video-window 0.0 must be a finite number of seconds over 0"),
+    (["--video-window", "inf"], "--video-window inf must be a finite number of seconds over 0"),
 ])
 def test_serve_options_it_cannot_use_are_one_line_before_anything_starts(flags, says, capsys):
     """A 0 idle timeout would end every session at once, a 0 frame rate divide by zero on the first
@@ -453,6 +458,31 @@ def test_serve_options_it_cannot_use_are_one_line_before_anything_starts(flags, 
     assert main(["serve", "--model", "x", "--port", "0", *flags]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and says in err[0], err
+
+
+def test_the_servers_budget_and_window_are_each_sessions_unless_it_asks(tiny_loaded, tiny_model_dir):
+    """`livecc serve --kv-budget 4096 --video-window 3`: the pool's slabs hold 4096 tokens, a session
+    starts with both (its client sees them), may choose another window, and may not ask more KV."""
+    with running_server(tiny_loaded, tiny_model_dir, kv_budget=4096, video_window_s=3.0) as (url, running):
+        assert running.hub.replica.core.kv_budget == 4096
+        remote = RemoteSession.connect(url)
+        try:
+            assert remote.created["session"]["limits"]["kv_budget"] == 4096
+            assert (remote.settings["kv_budget"], remote.settings["video_window_s"]) == (4096, 3.0)
+            assert remote.update(settings={"video_window_s": 5.0})["video_window_s"] == 5.0
+            with pytest.raises(RemoteError, match="kv_budget 8192 is over this server's 4096"):
+                remote.update(settings={"kv_budget": 8192})
+        finally:
+            remote.close()
+        wait_idle(running)
+    with running_server(tiny_loaded, tiny_model_dir) as (url, running):  # none given: the engine's
+        remote = RemoteSession.connect(url)
+        try:
+            assert remote.created["session"]["limits"]["kv_budget"] == KV_BUDGET == remote.settings["kv_budget"]
+            assert remote.settings["video_window_s"] == VIDEO_WINDOW_S
+        finally:
+            remote.close()
+        wait_idle(running)
 
 
 def test_the_token_is_compared_whole():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, DEFAULT_QUERY,
                              KV_BUDGET, MEMORY_MB, MEMORY_TOKENS, POSITION_RULES, POSITIONS, RECALL_K,
-                             REPETITION_PENALTY, ROUTER_STRATEGY, VIDEO_WINDOW_S)
+                             REPETITION_PENALTY, ROUTER_STRATEGY, VIDEO_WINDOW_S, min_kv_budget)
 from engine.errors import ConfigValueError
 
 from .decoding import SamplingConfig
@@ -68,7 +68,7 @@ class SessionConfig:
             raise ConfigValueError("video_window_s", self.video_window_s, "must be a finite number of seconds over 0")
         if self.memory_tokens < 0:
             raise ConfigValueError("memory_tokens", self.memory_tokens, "must be 0 or more")
-        if self.kv_budget <= 2 * (self.memory_tokens + max(self.max_new_tokens, self.answer_max_new_tokens)):
+        if self.kv_budget < min_kv_budget(self.memory_tokens, max(self.max_new_tokens, self.answer_max_new_tokens)):
             raise ValueError(f"kv_budget {self.kv_budget} is too small: it must exceed twice memory_tokens plus "
                              "the longest reply (a compaction keeps at most half the budget)")
         check_memory_config(self)

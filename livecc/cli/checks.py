@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.defaults import (ANSWER_TOKENS, COMMENT_TOKENS, DEFAULT_MAX_PIXELS, KV_BUDGET, MAX_ASPECT_RATIO,
-                             MAX_PIXELS_LIMIT)
+                             MAX_PIXELS_LIMIT, min_kv_budget)
 from engine.errors import ConfigValueError, LiveCCError, show_value
 
 MAX_COMMENT_TOKENS = 256  # one comment covers one second of video (LiveCC: 16, its evaluation: 32)
@@ -109,12 +109,6 @@ def check_sizes(args: argparse.Namespace, answer_tokens: int) -> None:
     if not 1 <= answer_tokens <= MAX_ANSWER_TOKENS:
         raise bad_option(f"--max-answer-tokens {answer_tokens} is out of range: an answer takes 1 to "
                          f"{MAX_ANSWER_TOKENS} tokens (default {ANSWER_TOKENS})")
-
-
-def min_kv_budget(memory_tokens: int, longest_reply: int) -> int:
-    """A compaction keeps at most half the budget, and that half must hold the text memory and the
-    longest reply: the smallest budget that works."""
-    return 2 * (memory_tokens + longest_reply) + 1
 
 
 def check_kv_budget(args: argparse.Namespace, answer_tokens: int, memory_tokens: int) -> None:

@@ -30,6 +30,12 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--sessions-per-replica", type=int, default=1, help="live sessions a replica holds at once")
     s.add_argument("--address", default=None, help="join this Ray cluster (default: start Ray here)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs a local Ray may use (default: all)")
+    s.add_argument("--kv-budget", type=int, default=None, metavar="TOKENS",
+                   help="KV cache a session holds, the most a client may ask for (default 16384, or what fits "
+                        "the GPU); a smaller one fits more live sessions (docs/engine-core.md)")
+    s.add_argument("--video-window", type=float, default=None, metavar="S",
+                   help="seconds of video a session's compaction keeps unless its client asks otherwise (default 16); "
+                        "a shorter one re-prefills less: more live sessions a GPU (docs/engine-core.md)")
     s.add_argument("--no-ray", action="store_true", help="serve with uvicorn in this process (one replica)")
     s.add_argument("--idle-timeout", type=float, default=60.0, help="close a session idle this long (s)")
     s.add_argument("--max-frames-per-s", type=float, default=30.0, help="frames a session may send per second")
@@ -54,7 +60,7 @@ def server_settings(args):
         check_port_free(args.host, args.port)
     return ServerSettings(args.model, token=args.token or None, sessions=args.sessions_per_replica,
                           idle_timeout_s=args.idle_timeout, max_frames_per_s=args.max_frames_per_s, device=args.device,
-                          speech=args.speech)
+                          speech=args.speech, kv_budget=args.kv_budget, video_window_s=args.video_window)
 
 
 def check_tls(args) -> None:

@@ -135,7 +135,8 @@ class Connection:
 
     def _description(self) -> dict:
         limits = {name: getattr(self.settings, name) for name in
-                  ("max_message_bytes", "max_frames_per_s", "idle_timeout_s", "kv_budget")}
+                  ("max_message_bytes", "max_frames_per_s", "idle_timeout_s")}
+        limits["kv_budget"] = self.replica.kv_budget
         voice = self.replica.voice
         return {"id": self.id, "model": self.replica.model_name, "replica": self.replica.name,
                 "voice": voice.name if voice is not None else None, "settings": self._settings(), "limits": limits}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from dataclasses import replace
 
 from engine.errors import LiveCCError
 
@@ -29,9 +28,9 @@ class Replica:
         self.name = name  # where a session runs, as the operator sees it (on Ray Serve: the replica's actor)
         self.loaded = loaded if loaded is not None else load_model(settings.model, device=settings.device)
         self.voice = voice if voice is not None else server_voice(settings.speech)
-        budget = min(KV_BUDGET, settings.kv_budget or KV_BUDGET)
+        budget = settings.kv_budget or KV_BUDGET
         plan = getattr(self.loaded, "plan", None)
-        if plan is not None:  # the memory plan may have cut it to fit the card
+        if plan is not None and settings.kv_budget is None:  # the memory plan may have cut the default to fit the card
             budget = min(budget, plan.kv_budget)
         try:
             self.core = EngineCore(self.loaded, sessions=settings.sessions, kv_budget=budget)
@@ -39,6 +38,11 @@ class Replica:
             if self.voice is not None:
                 self.voice.close()
             raise ServerConfigError(f"--sessions-per-replica {settings.sessions}: {exc}") from None
+        try:
+            self.base_config()
+        except ValueError as exc:  # a budget the memory plan cut below what a session needs
+            self.close()
+            raise ServerConfigError(f"each session can hold only {budget} tokens of KV on this GPU: {exc}") from None
         self.core.start()
         self._lock = threading.Lock()
         self._active: set[int] = set()
@@ -66,14 +70,20 @@ class Replica:
         with self._lock:
             self._active.discard(slot)
 
+    @property
+    def kv_budget(self) -> int:
+        """Tokens of KV a session holds here: the most a client may ask for, and what it gets by default."""
+        return self.core.kv_budget
+
     def base_config(self):
-        """The session config a client starts from: the engine's defaults within this server's budget."""
+        """The session config a client starts from: the engine's defaults with this server's budget
+        and video window (`livecc serve --kv-budget`, `--video-window`)."""
         from engine.defaults import MAX_WAITING_QUESTIONS
         from engine.session.session import SessionConfig
 
-        config = SessionConfig(max_waiting_questions=MAX_WAITING_QUESTIONS)  # a client cannot queue without end
-        budget = self.settings.kv_budget
-        return replace(config, kv_budget=budget) if budget is not None and budget < config.kv_budget else config
+        window = {} if self.settings.video_window_s is None else {"video_window_s": self.settings.video_window_s}
+        # (max_waiting_questions: a client cannot queue questions without end)
+        return SessionConfig(max_waiting_questions=MAX_WAITING_QUESTIONS, kv_budget=self.kv_budget, **window)
 
     def open(self, buffer, config, on_event, on_end):
         """A session of this replica's engine core reading `buffer` (engine/core/engine.py `open`)."""

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, fields, replace
 
-from engine.defaults import MAX_PIXELS_LIMIT
+from engine.defaults import KV_BUDGET, MAX_PIXELS_LIMIT, min_kv_budget
 from engine.errors import LiveCCError
 
 # SessionConfig fields a client may set through session.update (no server paths, no server memory).
@@ -36,7 +36,8 @@ class ServerSettings:
     idle_timeout_s: float = 60.0  # a session that sends nothing accepted for this long is closed
     send_timeout_s: float = 10.0  # a client that takes longer than this to read one message is dropped
     max_pending_messages: int = 1024  # messages waiting for a slow reader before it is dropped
-    kv_budget: int | None = None  # the most a session may ask for (None: the engine's default)
+    kv_budget: int | None = None  # tokens of KV a session holds, the most it may ask for (None: the engine's default)
+    video_window_s: float | None = None  # seconds of video a compaction keeps, unless a client asks (None: the engine's)
     device: str | None = None
     speech: str = "none"  # the voice for clients that ask for audio (tts.parse_voice forms; none: no speech)
 
@@ -46,6 +47,11 @@ class ServerSettings:
         for flag, value in (("--idle-timeout", self.idle_timeout_s), ("--max-frames-per-s", self.max_frames_per_s)):
             if not (math.isfinite(value) and value > 0):  # 0 would end every session at once, or divide by it
                 raise ServerConfigError(f"{flag} {value} must be a finite number over 0")
+        if self.video_window_s is not None and not (math.isfinite(self.video_window_s) and self.video_window_s > 0):
+            raise ServerConfigError(f"--video-window {self.video_window_s} must be a finite number of seconds over 0")
+        if self.kv_budget is not None and self.kv_budget < min_kv_budget():
+            raise ServerConfigError(f"--kv-budget {self.kv_budget} is too small for the default comments, answers and "
+                                    f"text memory: use at least {min_kv_budget()} (default {KV_BUDGET})")
 
     def allows(self, token: str | None) -> bool:
         """Constant-time token check; a server without a token admits everyone (loopback only)."""
