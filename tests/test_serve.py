@@ -387,7 +387,7 @@ def test_refused_messages_do_not_keep_a_session_from_its_idle_timeout(tiny_loade
             seen += drained(ws)
         finally:
             ws.close()
-        assert seen[0]["type"] == "error" and "unknown message type" in seen[0]["error"]["message"]
+        assert all(m["type"] == "error" and "unknown message type" in m["error"]["message"] for m in seen[:-1])
         assert (seen[-1]["type"], seen[-1].get("reason")) == ("session.closed", "idle timeout")
         wait_idle(running)
 
@@ -480,9 +480,31 @@ def test_the_servers_budget_and_window_are_each_sessions_unless_it_asks(tiny_loa
         try:
             assert remote.created["session"]["limits"]["kv_budget"] == KV_BUDGET == remote.settings["kv_budget"]
             assert remote.settings["video_window_s"] == VIDEO_WINDOW_S
+            with pytest.raises(RemoteError, match=f"kv_budget 20000 is over this server's {KV_BUDGET}"):
+                remote.update(settings={"kv_budget": 20000})  # not cut to fit in silence
         finally:
             remote.close()
         wait_idle(running)
+
+
+def test_cli_clients_take_the_servers_budget_and_window_unless_given(tiny_loaded, tiny_model_dir, video, tmp_path):
+    """`narrate --server` against `serve --kv-budget 4096 --video-window 3`: a client left at the
+    defaults is not refused for asking the engine's 16384 tokens, and sends neither (the server's
+    apply); one given --video-window sends it."""
+    from livecc.cli.main import build_parser
+    from livecc.cli.options import config_fields
+    from livecc.cli.remote import server_settings
+
+    with running_server(tiny_loaded, tiny_model_dir, kv_budget=4096, video_window_s=3.0) as (url, running):
+        assert narrate([str(video), "--server", url, "--srt", str(tmp_path / "r.srt")]) == 0
+        assert (tmp_path / "r.srt").read_text().count(" --> ") == 4
+        wait_idle(running)
+    parse = build_parser().parse_args
+    sent = server_settings(config_fields(parse(["narrate", str(video)]), live=False, local=False))
+    assert "kv_budget" not in sent and "video_window_s" not in sent and sent["max_new_tokens"] == 16
+    given = parse(["narrate", str(video), "--video-window", "5", "--kv-budget", "4096"])
+    sent = server_settings(config_fields(given, live=False, local=False))
+    assert (sent["video_window_s"], sent["kv_budget"]) == (5.0, 4096)
 
 
 def test_the_token_is_compared_whole():

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import sys
 
+from engine.defaults import KV_BUDGET, VIDEO_WINDOW_S
+
 SERVER_ONLY = ("query", "memory_mb")  # the query goes as the instruction; host memory is the server's to set
+# Left at these, the server's own apply (`livecc serve --kv-budget`, `--video-window`).
+SERVER_DEFAULTS = {"kv_budget": KV_BUDGET, "video_window_s": VIDEO_WINDOW_S}
 
 
 def connect(args, fields: dict, speak: bool = False):
@@ -24,8 +28,10 @@ def connect(args, fields: dict, speak: bool = False):
 
 
 def server_settings(fields: dict) -> dict:
-    """The session settings the server takes from a client."""
-    return {k: v for k, v in fields.items() if k not in SERVER_ONLY}
+    """The session settings the server takes from a client: a budget or a window left at the engine's
+    default is not sent, so a server that chose its own (for more live sessions) keeps it."""
+    return {k: v for k, v in fields.items()
+            if k not in SERVER_ONLY and not (k in SERVER_DEFAULTS and v == SERVER_DEFAULTS[k])}
 
 
 def _warn(line: str) -> None:

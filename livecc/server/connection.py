@@ -267,7 +267,9 @@ class Connection:
         # Everything is checked before anything changes: a refused update changes nothing.
         audio = _wants_audio(body["output_modalities"], self.replica.voice is not None) \
             if "output_modalities" in body else None
-        config = client_config(self.config, settings, self.settings) if settings else self.config
+        config = self.config
+        if settings:
+            config = client_config(config, settings, self.settings, self.replica.kv_budget)
         instructions = body.get("instructions")
         if instructions is not None:
             instructions = checked_text(instructions, "instructions").strip() or DEFAULT_QUERY  # as the engine does

@@ -37,12 +37,8 @@ class Replica:
         except LiveCCError as exc:
             if self.voice is not None:
                 self.voice.close()
-            raise ServerConfigError(f"--sessions-per-replica {settings.sessions}: {exc}") from None
-        try:
-            self.base_config()
-        except ValueError as exc:  # a budget the memory plan cut below what a session needs
-            self.close()
-            raise ServerConfigError(f"each session can hold only {budget} tokens of KV on this GPU: {exc}") from None
+            raise ServerConfigError(f"--sessions-per-replica {settings.sessions} of {budget} KV tokens: "
+                                    f"{exc}") from None
         self.core.start()
         self._lock = threading.Lock()
         self._active: set[int] = set()

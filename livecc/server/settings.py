@@ -37,7 +37,7 @@ class ServerSettings:
     send_timeout_s: float = 10.0  # a client that takes longer than this to read one message is dropped
     max_pending_messages: int = 1024  # messages waiting for a slow reader before it is dropped
     kv_budget: int | None = None  # tokens of KV a session holds, the most it may ask for (None: the engine's default)
-    video_window_s: float | None = None  # seconds of video a compaction keeps, unless a client asks (None: the engine's)
+    video_window_s: float | None = None  # video a compaction keeps (s), unless a client asks (None: the engine's)
     device: str | None = None
     speech: str = "none"  # the voice for clients that ask for audio (tts.parse_voice forms; none: no speech)
 
@@ -83,8 +83,9 @@ def bearer_token(headers) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def client_config(base, settings: object, limits: ServerSettings):
-    """`base` (a SessionConfig) with the client's settings; LiveCCError names what is refused."""
+def client_config(base, settings: object, limits: ServerSettings, kv_budget: int | None = None):
+    """`base` (a SessionConfig) with the client's settings; LiveCCError names what is refused.
+    `kv_budget`: the most a session holds here (the replica's; default `limits.kv_budget`)."""
     if not isinstance(settings, dict):
         raise LiveCCError("session.settings must be an object")
     unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
@@ -96,7 +97,7 @@ def client_config(base, settings: object, limits: ServerSettings):
         config = replace(base, **typed)
     except (TypeError, ValueError) as exc:
         raise LiveCCError(f"bad settings: {exc}") from None
-    _check_limits(config, limits)
+    _check_limits(config, limits, limits.kv_budget if kv_budget is None else kv_budget)
     return config
 
 
@@ -124,13 +125,13 @@ def _typed(name: str, value: object, kind: str):
 _KINDS = {"bool": "true or false", "int": "a whole number under 2**31", "float": "a finite number", "str": "text"}
 
 
-def _check_limits(config, limits: ServerSettings) -> None:
+def _check_limits(config, limits: ServerSettings, kv_budget: int | None) -> None:
     if config.max_pixels > MAX_PIXELS_LIMIT:
         raise LiveCCError(f"max_pixels {config.max_pixels} is over Qwen2-VL's limit of {MAX_PIXELS_LIMIT}")
     if max(config.max_new_tokens, config.answer_max_new_tokens) > MAX_REPLY_TOKENS:
         raise LiveCCError(f"replies are limited to {MAX_REPLY_TOKENS} tokens on this server")
-    if limits.kv_budget is not None and config.kv_budget > limits.kv_budget:
-        raise LiveCCError(f"kv_budget {config.kv_budget} is over this server's {limits.kv_budget}")
+    if kv_budget is not None and config.kv_budget > kv_budget:
+        raise LiveCCError(f"kv_budget {config.kv_budget} is over this server's {kv_budget}")
 
 
 class FrameRate:
