@@ -642,13 +642,13 @@ def test_settings_are_typed_as_their_fields_and_whole_doubles_are_whole_numbers(
     from engine.session.session import SessionConfig
     from livecc.server.settings import client_config
 
-    limits = ServerSettings("tiny")
-    config = client_config(SessionConfig(), {"max_new_tokens": 16.0, "temperature": 1, "seed": None}, limits)
+    budget = SessionConfig().kv_budget
+    config = client_config(SessionConfig(), {"max_new_tokens": 16.0, "temperature": 1, "seed": None}, budget)
     assert config.max_new_tokens == 16 and isinstance(config.max_new_tokens, int) and config.temperature == 1.0
     for refused in ({"max_new_tokens": 2.5}, {"max_new_tokens": True}, {"eos_step": 10**400}, {"topk": 2**31},
                     {"live": 1}, {"seed": float("nan")}):
         with pytest.raises(LiveCCError, match="must be"):
-            client_config(SessionConfig(), refused, limits)
+            client_config(SessionConfig(), refused, budget)
 
 
 def test_a_frame_whose_rounded_size_is_past_200_to_1_is_left_to_preprocessing():

@@ -269,7 +269,7 @@ class Connection:
             if "output_modalities" in body else None
         config = self.config
         if settings:
-            config = client_config(config, settings, self.settings, self.replica.kv_budget)
+            config = client_config(config, settings, self.replica.kv_budget)
         instructions = body.get("instructions")
         if instructions is not None:
             instructions = checked_text(instructions, "instructions").strip() or DEFAULT_QUERY  # as the engine does

@@ -74,12 +74,11 @@ class Replica:
     def base_config(self):
         """The session config a client starts from: the engine's defaults with this server's budget
         and video window (`livecc serve --kv-budget`, `--video-window`)."""
-        from engine.defaults import MAX_WAITING_QUESTIONS
+        from engine.defaults import MAX_WAITING_QUESTIONS, VIDEO_WINDOW_S
         from engine.session.session import SessionConfig
 
-        window = {} if self.settings.video_window_s is None else {"video_window_s": self.settings.video_window_s}
-        # (max_waiting_questions: a client cannot queue questions without end)
-        return SessionConfig(max_waiting_questions=MAX_WAITING_QUESTIONS, kv_budget=self.kv_budget, **window)
+        return SessionConfig(max_waiting_questions=MAX_WAITING_QUESTIONS,  # a client cannot queue without end
+                             kv_budget=self.kv_budget, video_window_s=self.settings.video_window_s or VIDEO_WINDOW_S)
 
     def open(self, buffer, config, on_event, on_end):
         """A session of this replica's engine core reading `buffer` (engine/core/engine.py `open`)."""

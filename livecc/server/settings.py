@@ -83,9 +83,9 @@ def bearer_token(headers) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def client_config(base, settings: object, limits: ServerSettings, kv_budget: int | None = None):
+def client_config(base, settings: object, kv_budget: int):
     """`base` (a SessionConfig) with the client's settings; LiveCCError names what is refused.
-    `kv_budget`: the most a session holds here (the replica's; default `limits.kv_budget`)."""
+    `kv_budget`: the KV tokens a session holds on this server (the replica's), the most it may ask."""
     if not isinstance(settings, dict):
         raise LiveCCError("session.settings must be an object")
     unknown = sorted(set(settings) - set(CLIENT_SETTINGS))
@@ -97,7 +97,7 @@ def client_config(base, settings: object, limits: ServerSettings, kv_budget: int
         config = replace(base, **typed)
     except (TypeError, ValueError) as exc:
         raise LiveCCError(f"bad settings: {exc}") from None
-    _check_limits(config, limits, limits.kv_budget if kv_budget is None else kv_budget)
+    _check_limits(config, kv_budget)
     return config
 
 
@@ -125,12 +125,12 @@ def _typed(name: str, value: object, kind: str):
 _KINDS = {"bool": "true or false", "int": "a whole number under 2**31", "float": "a finite number", "str": "text"}
 
 
-def _check_limits(config, limits: ServerSettings, kv_budget: int | None) -> None:
+def _check_limits(config, kv_budget: int) -> None:
     if config.max_pixels > MAX_PIXELS_LIMIT:
         raise LiveCCError(f"max_pixels {config.max_pixels} is over Qwen2-VL's limit of {MAX_PIXELS_LIMIT}")
     if max(config.max_new_tokens, config.answer_max_new_tokens) > MAX_REPLY_TOKENS:
         raise LiveCCError(f"replies are limited to {MAX_REPLY_TOKENS} tokens on this server")
-    if kv_budget is not None and config.kv_budget > kv_budget:
+    if config.kv_budget > kv_budget:
         raise LiveCCError(f"kv_budget {config.kv_budget} is over this server's {kv_budget}")
 
 
